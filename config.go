@@ -1,0 +1,228 @@
+package leasehold
+
+import (
+	"errors"
+	"fmt"
+	"strings"
+	"time"
+
+	"k8s.io/utils/clock"
+)
+
+// Defaults for the three timing knobs. They match client-go's and
+// controller-runtime's, so a migrated controller keeps its behaviour.
+const (
+	DefaultLeaseDuration = 15 * time.Second
+	DefaultRenewDeadline = 10 * time.Second
+	DefaultRetryPeriod   = 2 * time.Second
+)
+
+// renewJitterFactor is the headroom RenewDeadline must leave over
+// RetryPeriod: with less than 1.2 retry periods per deadline, a single
+// slow request costs the lease.
+const renewJitterFactor = 1.2
+
+// Config configures an Elector. The zero value of every optional field is
+// usable: New fills in the documented default, in one place (withDefaults).
+type Config struct {
+	// Lock is the Lease this elector campaigns for. Required.
+	Lock *LeaseLock
+
+	// LeaseDuration is how long a holder's claim lasts without a change
+	// observed by a follower. A follower takes over only after its own
+	// clock has seen no change to the Lease for the holder's
+	// leaseDurationSeconds. It must be a whole number of seconds, at
+	// least 1s, because the Lease stores whole seconds. Default 15s.
+	LeaseDuration time.Duration
+
+	// RenewDeadline is how long the leader keeps leading without a
+	// successful renewal, measured from when the last successful renew
+	// request was sent. When it passes, the work's context is cancelled.
+	// Default 10s.
+	RenewDeadline time.Duration
+
+	// RetryPeriod is the interval between renewals, and between attempts
+	// when a write fails. Default 2s.
+	RetryPeriod time.Duration
+
+	// Callbacks are called on leadership changes. OnStartedLeading is
+	// required. See the package documentation for the contract.
+	Callbacks Callbacks
+
+	// ReleaseOnCancel clears the holder of the Lease when Run's context is
+	// cancelled, once OnStartedLeading has returned, so that another
+	// candidate takes over at once instead of after LeaseDuration.
+	ReleaseOnCancel bool
+
+	// Rejoin makes Run campaign again after a term ends with an error
+	// (lease lost, work returned or panicked) instead of returning.
+	// An identity conflict always ends Run.
+	Rejoin bool
+
+	// Name names this election in logs, events and metrics.
+	// Default: "<namespace>/<name>" of the Lease.
+	Name string
+
+	// Clock drives every timer of the elector. Default: the real clock.
+	// Tests pass a fake clock (k8s.io/utils/clock/testing).
+	Clock clock.WithTicker
+
+	// Metrics receives the elector's measurements. Default: none.
+	// See the metrics/prometheus package for a Prometheus implementation.
+	Metrics Metrics
+}
+
+// timings is the validated, defaulted timing of one elector.
+type timings struct {
+	leaseDuration time.Duration
+	renewDeadline time.Duration
+	retryPeriod   time.Duration
+}
+
+// safetyMargin is the time between the instant the leader must have
+// stopped (its renew deadline) and the earliest instant a follower may
+// start (the lease expiry), less one retry period of slack for the
+// follower's observation lag. The old leader's work gets this long to
+// return after its context is cancelled on loss.
+func (t timings) safetyMargin() time.Duration {
+	return t.leaseDuration - t.renewDeadline - t.retryPeriod
+}
+
+// requestTimeout bounds one API request, so that a hung request fails well
+// before the renew deadline and leaves time for another attempt.
+func (t timings) requestTimeout() time.Duration {
+	return t.renewDeadline / 2
+}
+
+// withDefaults returns cfg with every zero optional field set to its
+// documented default. It is the only place defaults are applied.
+func (cfg Config) withDefaults() Config {
+	if cfg.LeaseDuration == 0 {
+		cfg.LeaseDuration = DefaultLeaseDuration
+	}
+	if cfg.RenewDeadline == 0 {
+		cfg.RenewDeadline = DefaultRenewDeadline
+	}
+	if cfg.RetryPeriod == 0 {
+		cfg.RetryPeriod = DefaultRetryPeriod
+	}
+	if cfg.Clock == nil {
+		cfg.Clock = clock.RealClock{}
+	}
+	if cfg.Metrics == nil {
+		cfg.Metrics = noMetrics{}
+	}
+	if cfg.Name == "" && cfg.Lock != nil {
+		cfg.Name = cfg.Lock.Namespace + "/" + cfg.Lock.Name
+	}
+	return cfg
+}
+
+// validate reports every problem of a defaulted config at once, as one
+// error wrapping ErrInvalidConfig.
+func (cfg Config) validate() error {
+	var problems []string
+	add := func(format string, args ...any) {
+		problems = append(problems, fmt.Sprintf(format, args...))
+	}
+
+	switch {
+	case cfg.Lock == nil:
+		add("Lock is nil: set Config.Lock to a *LeaseLock naming the Lease to campaign for")
+	default:
+		l := cfg.Lock
+		if l.Client == nil {
+			add("Lock.Client is nil: set it to clientset.CoordinationV1()")
+		}
+		if l.Namespace == "" {
+			add(`Lock.Namespace is "": set the namespace of the Lease (InClusterNamespace reads the pod's own)`)
+		}
+		if l.Name == "" {
+			add(`Lock.Name is "": set the name of the Lease, e.g. "my-controller"`)
+		}
+		if l.Identity == "" {
+			add(`Lock.Identity is "": set a value unique to this process (DefaultIdentity returns hostname_random)`)
+		}
+	}
+	if cfg.Callbacks.OnStartedLeading == nil {
+		add("Callbacks.OnStartedLeading is nil: set it to the function that does the leader's work")
+	}
+
+	durations := []struct {
+		name string
+		d    time.Duration
+	}{
+		{"LeaseDuration", cfg.LeaseDuration},
+		{"RenewDeadline", cfg.RenewDeadline},
+		{"RetryPeriod", cfg.RetryPeriod},
+	}
+	negative := false
+	for _, f := range durations {
+		if f.d < 0 {
+			negative = true
+			add("%s is %v: durations must not be negative; use 0 for the default", f.name, f.d)
+		}
+	}
+	if negative {
+		return invalidConfig(problems)
+	}
+
+	ld, rd, rp := cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod
+	if ld < time.Second {
+		add("LeaseDuration is %v: it must be at least 1s, the Lease's unit", ld)
+	} else if ld%time.Second != 0 {
+		add("LeaseDuration is %v: the Lease stores whole seconds; use %v or %v",
+			ld, ld.Truncate(time.Second), ld.Truncate(time.Second)+time.Second)
+	}
+	if minRD := time.Duration(renewJitterFactor * float64(rp)); rd <= minRD {
+		add("RenewDeadline is %v: it must exceed 1.2 x RetryPeriod (%v) so a renewal can be retried; raise RenewDeadline or lower RetryPeriod", rd, minRD)
+	}
+	if ld <= rd+rp {
+		add("LeaseDuration is %v: it must exceed RenewDeadline + RetryPeriod (%v + %v = %v) to leave a safety margin for the old leader to stop; raise LeaseDuration to at least %v",
+			ld, rd, rp, rd+rp, (rd + rp + time.Second).Truncate(time.Second))
+	}
+	if len(problems) > 0 {
+		return invalidConfig(problems)
+	}
+	return nil
+}
+
+func invalidConfig(problems []string) error {
+	return fmt.Errorf("%w: %s", ErrInvalidConfig, strings.Join(problems, "; "))
+}
+
+// Sentinel errors. Test for them with errors.Is.
+var (
+	// ErrInvalidConfig wraps every error New returns for a bad Config.
+	ErrInvalidConfig = errors.New("leasehold: invalid config")
+
+	// ErrLeaderLost is wrapped by Run's error when a term ended because
+	// the lease was lost: the renew deadline passed, or another holder
+	// was seen.
+	ErrLeaderLost = errors.New("leasehold: leader lost")
+
+	// ErrIdentityConflict is wrapped by Run's error when another live
+	// process renews the Lease under this elector's identity.
+	ErrIdentityConflict = errors.New("leasehold: identity conflict")
+
+	// ErrWorkReturned is wrapped by Run's error when OnStartedLeading
+	// returned while the elector still led and Run's context was live.
+	ErrWorkReturned = errors.New("leasehold: OnStartedLeading returned while leading")
+
+	// ErrWorkPanicked is wrapped by Run's error when OnStartedLeading
+	// panicked. The panic is recovered and the term ends.
+	ErrWorkPanicked = errors.New("leasehold: OnStartedLeading panicked")
+
+	// ErrWorkOutlivedLease is wrapped by Run's error, and returned by
+	// Check, when OnStartedLeading had not returned within the safety
+	// margin after the lease was lost.
+	ErrWorkOutlivedLease = errors.New("leasehold: OnStartedLeading outlived the lease")
+
+	// ErrAlreadyRunning is returned by Run when another Run of the same
+	// Elector has not returned yet.
+	ErrAlreadyRunning = errors.New("leasehold: Run is already running on this Elector")
+
+	// ErrRenewStalled is returned by Check when the elector believes it
+	// leads but has not renewed within RenewDeadline plus the tolerance.
+	ErrRenewStalled = errors.New("leasehold: renewals stalled")
+)

@@ -1,0 +1,140 @@
+package leasehold
+
+import (
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
+)
+
+// This file holds the election's decisions as pure functions of what this
+// process has seen and its own clock. They do no I/O and keep no state, so
+// unit tests (and the fuzzer) call them directly.
+
+// leaseView is what this process knows of the Lease.
+type leaseView struct {
+	// lease is the newest version seen. After a deletion it is kept, so
+	// that its holder's claim still runs out on time.
+	lease *coordinationv1.Lease
+	// gone is set when the Lease was seen deleted after lease.
+	gone bool
+	// observedAt is the local time at which lease's version was first
+	// seen. Expiry is measured from it, never from timestamps in the
+	// Lease, which another clock wrote.
+	observedAt time.Time
+	// ownRV is the resourceVersion of this process's last successful
+	// write of the Lease in the current term, "" if none.
+	ownRV string
+}
+
+// holderOf returns the Lease's holder identity, "" if none or nil.
+func holderOf(lease *coordinationv1.Lease) string {
+	if lease == nil || lease.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *lease.Spec.HolderIdentity
+}
+
+// claimDuration is how long the holder's claim lasts after a change: the
+// holder's own leaseDurationSeconds when it is positive, else fallback
+// (this elector's LeaseDuration), so a missing or nonsense value never
+// shortens the wait.
+func claimDuration(lease *coordinationv1.Lease, fallback time.Duration) time.Duration {
+	if lease == nil || lease.Spec.LeaseDurationSeconds == nil || *lease.Spec.LeaseDurationSeconds <= 0 {
+		return fallback
+	}
+	return time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
+}
+
+// transitionsOf returns leaseTransitions, 0 if unset.
+func transitionsOf(lease *coordinationv1.Lease) int32 {
+	if lease == nil || lease.Spec.LeaseTransitions == nil {
+		return 0
+	}
+	return *lease.Spec.LeaseTransitions
+}
+
+// newerVersion reports whether resourceVersion a is newer than b. Kubernetes
+// resourceVersions are comparable integers (KEP-5504); if either is not
+// well formed, any difference counts as newer.
+func newerVersion(a, b string) bool {
+	if b == "" {
+		return a != ""
+	}
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	if err != nil {
+		return a != b
+	}
+	return c > 0
+}
+
+// campaignAction is what a candidate should do next.
+type campaignAction int
+
+const (
+	// actCreate: create the Lease; it does not exist and no live claim
+	// on it is known.
+	actCreate campaignAction = iota
+	// actAcquire: update the Lease, conditioned on the version seen, to
+	// name this process as holder.
+	actAcquire
+	// actWait: the holder's claim is live; wait until the returned
+	// instant (or a change) and decide again.
+	actWait
+)
+
+func (a campaignAction) String() string {
+	switch a {
+	case actCreate:
+		return "create"
+	case actAcquire:
+		return "acquire"
+	default:
+		return "wait"
+	}
+}
+
+// decideCampaign decides a candidate's next step from its view of the
+// Lease. self is this process's identity, foreignSelf says the Lease names
+// self but this process did not write it (treated as another holder), and
+// fallback is this elector's LeaseDuration.
+//
+// The rules, in order:
+//   - nothing seen yet, or the Lease is gone and no live claim is known:
+//     create;
+//   - no holder: acquire now (the Lease was released);
+//   - held under self by this process's own last write: acquire now
+//     (the conditional update proves nobody else took it since);
+//   - otherwise the claim expires claimDuration after observedAt, by the
+//     local clock: wait until then, then create or acquire.
+//
+// Every write it leads to is conditional (create fails if the Lease
+// exists; update fails if its version moved), so a stale view costs a
+// conflict, never a second leader.
+func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, fallback time.Duration) (campaignAction, time.Time) {
+	if v.lease == nil {
+		return actCreate, now
+	}
+	holder := holderOf(v.lease)
+	write := actAcquire
+	if v.gone {
+		write = actCreate
+	}
+	if holder == "" {
+		return write, now
+	}
+	if holder == self && !foreignSelf && !v.gone && v.ownRV != "" && v.ownRV == v.lease.ResourceVersion {
+		return actAcquire, now
+	}
+	expiry := v.observedAt.Add(claimDuration(v.lease, fallback))
+	if !now.Before(expiry) {
+		return write, now
+	}
+	return actWait, expiry
+}
+
+// leaderValid reports whether a leader whose last successful renewal was
+// sent at lastRenewSent still leads at now: strictly within RenewDeadline.
+func leaderValid(lastRenewSent, now time.Time, renewDeadline time.Duration) bool {
+	return !lastRenewSent.IsZero() && now.Sub(lastRenewSent) < renewDeadline
+}

@@ -1,0 +1,680 @@
+package leasehold
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+)
+
+// Elector campaigns for one Lease and runs the leader's work while it holds
+// it. Create one with New and start it with Run. Its methods are safe for
+// concurrent use.
+//
+// The state machine, all of it in this file:
+//
+//	follower ──(lease free or expired by our clock)──▶ candidate
+//	candidate ──(conditional write wins)──▶ leader
+//	candidate ──(write conflicts: somebody else wrote)──▶ follower
+//	leader ──(renew deadline passed, other holder seen, lease deleted)──▶ stopping (lost)
+//	leader ──(Run's ctx cancelled, or the work returned)──▶ stopping (stepping down)
+//	stopping ──(work returned, or safety margin ran out)──▶ Run returns, or follower if Rejoin
+//
+// Run's goroutine owns the state; campaign is follower and candidate, lead
+// is leader and stopping.
+type Elector struct {
+	cfg   Config
+	t     timings
+	lock  *LeaseLock
+	clock clock.WithTicker
+
+	running atomic.Bool
+
+	mu     sync.Mutex
+	status status
+}
+
+// status is what IsLeader, Leader and Check report. Guarded by Elector.mu.
+type status struct {
+	leading       bool
+	lastRenewSent time.Time // send time of the last successful write of our term
+	holder        string    // last observed holder
+	// workOverdue is set while the work of a lost term is still running
+	// after the safety margin ran out.
+	workOverdue      bool
+	workOverdueSince time.Time
+}
+
+// New validates cfg, fills in its defaults, and returns an Elector. On a bad
+// config it returns a nil Elector and one error, wrapping ErrInvalidConfig,
+// that names every problem found.
+func New(cfg Config) (*Elector, error) {
+	cfg = cfg.withDefaults()
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
+	e := &Elector{
+		cfg:   cfg,
+		lock:  cfg.Lock,
+		clock: cfg.Clock,
+		t: timings{
+			leaseDuration: cfg.LeaseDuration,
+			renewDeadline: cfg.RenewDeadline,
+			retryPeriod:   cfg.RetryPeriod,
+		},
+	}
+	cfg.Metrics.LeaderChanged(cfg.Name, false)
+	return e, nil
+}
+
+// RunOrDie builds an Elector from cfg and runs it until ctx is cancelled.
+// If cfg is invalid or Run returns an error, it logs the error and exits the
+// process with status 1, so a supervisor (the kubelet) restarts it.
+func RunOrDie(ctx context.Context, cfg Config) {
+	e, err := New(cfg)
+	if err == nil {
+		err = e.Run(ctx)
+	}
+	if err != nil {
+		klog.FromContext(ctx).Error(err, "Leader election ended")
+		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
+	}
+}
+
+// IsLeader reports whether this process holds the lease now: it won the
+// last term it campaigned for, it has not stepped down, and its last
+// successful renewal was sent less than RenewDeadline ago.
+func (e *Elector) IsLeader() bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.status.leading && leaderValid(e.status.lastRenewSent, e.clock.Now(), e.t.renewDeadline)
+}
+
+// Leader returns the holder identity last observed on the Lease, "" if none
+// was seen yet or the Lease was released.
+func (e *Elector) Leader() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.status.holder
+}
+
+// Check is a health check for a liveness probe. It fails when this process
+// believes it leads but has not renewed for RenewDeadline plus
+// maxTolerableExpiredLease (its loop is stuck), and when the work of a lost
+// term has outlived the safety margin (the process must be restarted to be
+// sure it stopped). Followers are healthy.
+func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	now := e.clock.Now()
+	if e.status.workOverdue {
+		return fmt.Errorf("%w: %s: OnStartedLeading still running %v after the lease was lost",
+			ErrWorkOutlivedLease, e.cfg.Name, now.Sub(e.status.workOverdueSince).Round(time.Millisecond))
+	}
+	if e.status.leading {
+		if stalled := now.Sub(e.status.lastRenewSent); stalled > e.t.renewDeadline+maxTolerableExpiredLease {
+			return fmt.Errorf("%w: %s: leading but last successful renewal sent %v ago (renewDeadline %v, tolerance %v)",
+				ErrRenewStalled, e.cfg.Name, stalled.Round(time.Millisecond), e.t.renewDeadline, maxTolerableExpiredLease)
+		}
+	}
+	return nil
+}
+
+// Run campaigns for the lease and, while it leads, runs
+// Callbacks.OnStartedLeading. It returns:
+//   - nil when ctx is cancelled (after stepping down cleanly if leading);
+//   - an error wrapping ErrLeaderLost when a term ended by losing the lease;
+//   - an error wrapping ErrWorkReturned or ErrWorkPanicked when the work
+//     ended on its own while leading;
+//   - an error wrapping ErrIdentityConflict when another live process uses
+//     this identity.
+//
+// With Config.Rejoin, a term that ends with an error (other than an
+// identity conflict) is followed by a new campaign instead. A second Run
+// while one is active returns ErrAlreadyRunning.
+func (e *Elector) Run(ctx context.Context) error {
+	if !e.running.CompareAndSwap(false, true) {
+		return ErrAlreadyRunning
+	}
+	defer e.running.Store(false)
+
+	log := klog.FromContext(ctx).WithValues("lease", e.cfg.Name, "identity", e.lock.Identity)
+	ctx = klog.NewContext(ctx, log)
+	r := e.startRun(ctx, log)
+	defer r.close()
+
+	for {
+		acquired, err := r.campaign(ctx)
+		if err != nil || !acquired {
+			return err
+		}
+		if ctx.Err() != nil {
+			// Won the lease just as we were told to stop: no work ran.
+			if e.cfg.ReleaseOnCancel {
+				r.release(ctx, r.acquiredAt)
+			}
+			return nil
+		}
+		err = r.lead(ctx)
+		if err == nil || !e.cfg.Rejoin || errors.Is(err, ErrIdentityConflict) {
+			return err
+		}
+		log.Info("Term ended; campaigning again", "reason", err.Error())
+		if !sleep(ctx, e.clock, e.t.retryPeriod) {
+			return nil
+		}
+	}
+}
+
+// run is the state of one Run call, owned by Run's goroutine.
+type run struct {
+	e   *Elector
+	log logr.Logger
+
+	view leaseView
+	// seen is set once the first observation arrived.
+	seen bool
+	// foreignSelf is set when the Lease names our identity but we did not
+	// write it: another process, or a previous incarnation of this one.
+	foreignSelf bool
+	// stamps are the renewTimes of our recent writes. A Lease naming us
+	// with one of them is ours even if the write's answer was lost.
+	stamps [8]time.Time
+	next   int
+	// acquiredAt is the send time of the write that won the current term.
+	acquiredAt time.Time
+
+	observations chan observation
+	notifier     *leaderNotifier
+	stopObserver context.CancelFunc
+	observerDone chan struct{}
+}
+
+func (e *Elector) startRun(ctx context.Context, log logr.Logger) *run {
+	r := &run{
+		e:            e,
+		log:          log,
+		observations: make(chan observation, 16),
+		notifier:     newLeaderNotifier(log, e.cfg.Callbacks.OnNewLeader),
+		observerDone: make(chan struct{}),
+	}
+	// The observer outlives Run's ctx: a leader that is stepping down
+	// keeps watching until its work has returned.
+	octx, cancel := context.WithCancel(context.WithoutCancel(ctx))
+	r.stopObserver = cancel
+	o := &observer{
+		lock:        e.lock,
+		clock:       e.clock,
+		retryPeriod: e.t.retryPeriod,
+		timeout:     e.t.requestTimeout(),
+		log:         log,
+		out:         r.observations,
+	}
+	go func() {
+		defer close(r.observerDone)
+		o.run(octx)
+	}()
+	return r
+}
+
+func (r *run) close() {
+	r.stopObserver()
+	<-r.observerDone
+	r.notifier.close()
+}
+
+// campaign is the follower and candidate states. It returns true once this
+// process wrote itself as holder, false with a nil error when ctx ended
+// first, and an error wrapping ErrIdentityConflict if it found another
+// process using its identity.
+func (r *run) campaign(ctx context.Context) (bool, error) {
+	e := r.e
+	timer := e.clock.NewTimer(time.Hour)
+	timer.Stop()
+	defer timer.Stop()
+	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
+	var notBefore time.Time // after a failed write, no new write before this
+	failures := newErrorStreak(e.clock, r.log, "Cannot acquire the lease; retrying with backoff")
+
+	for {
+		now := e.clock.Now()
+		act, at := actWait, now.Add(time.Hour)
+		if r.seen {
+			act, at = decideCampaign(r.view, e.lock.Identity, r.foreignSelf, now, e.t.leaseDuration)
+			if act != actWait && now.Before(notBefore) {
+				act, at = actWait, notBefore
+			}
+		}
+		if act != actWait {
+			won, err := r.acquire(ctx, act)
+			switch {
+			case won:
+				failures.succeeded()
+				return true, nil
+			case err == nil:
+				// Lost a race: somebody else wrote; the view is fresh.
+				continue
+			case errors.Is(err, ErrIdentityConflict):
+				return false, err
+			default:
+				failures.failed(err)
+				notBefore = e.clock.Now().Add(retry.delay())
+				continue
+			}
+		}
+		timer.Reset(at.Sub(now))
+		select {
+		case <-ctx.Done():
+			return false, nil
+		case obs := <-r.observations:
+			if err := r.observe(obs); err != nil {
+				return false, err
+			}
+		case <-timer.C():
+		}
+	}
+}
+
+// acquire makes one conditional write naming this process as holder. It
+// returns true if it won. A lost race (conflict, already exists, gone) is
+// not an error: it re-reads the Lease so the next decision is fresh.
+func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
+	e := r.e
+	now := e.clock.Now()
+	base := r.view.lease
+	if act == actCreate {
+		base = nil
+	}
+	desired := e.lock.claim(base, now, e.t.leaseDuration, true)
+	r.remember(now)
+	// The write is not cut short by ctx: if it lands, we must know.
+	rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, e.t.requestTimeout())
+	defer cancel()
+	var got *coordinationv1.Lease
+	var err error
+	if act == actCreate {
+		got, err = e.lock.create(rctx, desired)
+	} else {
+		got, err = e.lock.update(rctx, desired)
+	}
+	switch {
+	case err == nil:
+		if holderOf(r.view.lease) == "" && r.view.lease != nil {
+			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(r.view.observedAt))
+		}
+		r.wrote(got)
+		r.acquiredAt = now
+		e.cfg.Metrics.Transition(e.cfg.Name)
+		r.log.Info("Acquired the lease", "transitions", transitionsOf(got), "via", act.String())
+		return true, nil
+	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err), apierrors.IsNotFound(err):
+		r.log.V(2).Info("Lost a race for the lease; re-reading", "via", act.String(), "err", err.Error())
+		return false, r.reread(ctx)
+	case apierrors.IsForbidden(err):
+		verb := "update"
+		if act == actCreate {
+			verb = "create"
+		}
+		return false, fmt.Errorf("RBAC forbids %q on leases (grant get, create, update and watch on coordination.k8s.io leases in namespace %q): %w",
+			verb, e.lock.Namespace, err)
+	default:
+		return false, err
+	}
+}
+
+// reread GETs the Lease after a lost race and folds it into the view.
+func (r *run) reread(ctx context.Context) error {
+	e := r.e
+	rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, e.t.requestTimeout())
+	defer cancel()
+	lease, err := e.lock.get(rctx)
+	if err != nil {
+		return err
+	}
+	e.cfg.Metrics.SlowPath(e.cfg.Name)
+	return r.observe(observation{lease: lease})
+}
+
+// lead is the leader and stopping states: it starts the work, renews every
+// RetryPeriod from the cached Lease, and ends the term when the lease is
+// lost, Run's ctx is cancelled, or the work returns.
+func (r *run) lead(ctx context.Context) error {
+	e := r.e
+	lastSent := r.acquiredAt
+	e.setLeading(true, lastSent)
+	e.lock.recordEvent(r.view.lease, "LeaderElection", "became leader")
+
+	workCtx, cancelWork := context.WithCancel(ctx)
+	defer cancelWork()
+	work := startWork(workCtx, e.cfg.Callbacks.OnStartedLeading)
+
+	now := e.clock.Now()
+	renewAt := e.clock.NewTimer(lastSent.Add(e.t.retryPeriod).Sub(now))
+	defer renewAt.Stop()
+	deadline := e.clock.NewTimer(lastSent.Add(e.t.renewDeadline).Sub(now))
+	defer deadline.Stop()
+	failures := newErrorStreak(e.clock, r.log, "Cannot renew the lease; retrying until the renew deadline")
+
+	cancelled := ctx.Done()
+	stepping := false
+	for {
+		select {
+		case <-cancelled:
+			cancelled, stepping = nil, true
+			cancelWork()
+			r.log.Info("Context cancelled; waiting for OnStartedLeading to return before stepping down")
+
+		case res := <-work:
+			return r.stepDown(ctx, res, stepping, lastSent)
+
+		case <-deadline.C():
+			return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: no successful renewal within renewDeadline %v", ErrLeaderLost, e.t.renewDeadline))
+
+		case <-renewAt.C():
+			sent, err := r.renew(ctx, lastSent)
+			now := e.clock.Now()
+			switch {
+			case err == nil:
+				failures.succeeded()
+				lastSent = sent
+				e.setLeading(true, lastSent)
+				deadline.Reset(lastSent.Add(e.t.renewDeadline).Sub(now))
+				renewAt.Reset(lastSent.Add(e.t.retryPeriod).Sub(now))
+			case errors.Is(err, ErrLeaderLost), errors.Is(err, ErrIdentityConflict):
+				return r.lose(work, cancelWork, stepping, err)
+			default:
+				failures.failed(err)
+				renewAt.Reset(min(e.t.retryPeriod, lastSent.Add(e.t.renewDeadline).Sub(now)))
+			}
+
+		case obs := <-r.observations:
+			if err := r.observe(obs); err != nil {
+				return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: %w", ErrLeaderLost, err))
+			}
+			if err := r.stillOurs(); err != nil {
+				return r.lose(work, cancelWork, stepping, err)
+			}
+		}
+	}
+}
+
+// renew writes a new renewTime from the cached Lease, conditioned on our
+// last write's resourceVersion: one Update, no GET on the happy path. It
+// returns the send time on success, and an error wrapping ErrLeaderLost if
+// the Lease is no longer ours.
+func (r *run) renew(ctx context.Context, lastSent time.Time) (time.Time, error) {
+	e := r.e
+	for attempt := 1; ; attempt++ {
+		now := e.clock.Now()
+		desired := e.lock.claim(r.view.lease, now, e.t.leaseDuration, false)
+		r.remember(now)
+		// A hung request must fail before the deadline, with time to retry.
+		timeout := min(e.t.requestTimeout(), lastSent.Add(e.t.renewDeadline).Sub(now))
+		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
+		got, err := e.lock.update(rctx, desired)
+		cancel()
+		e.cfg.Metrics.Renew(e.cfg.Name, e.clock.Since(now), err)
+		switch {
+		case err == nil:
+			r.wrote(got)
+			r.log.V(4).Info("Renewed the lease", "resourceVersion", got.ResourceVersion)
+			return now, nil
+		case apierrors.IsNotFound(err):
+			return now, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
+		case apierrors.IsForbidden(err):
+			return now, fmt.Errorf("RBAC forbids \"update\" on leases in namespace %q: %w", e.lock.Namespace, err)
+		case !apierrors.IsConflict(err):
+			return now, err
+		}
+		// Conflict: somebody wrote. Re-read and decide.
+		if err := r.reread(ctx); err != nil {
+			if errors.Is(err, ErrIdentityConflict) {
+				return now, err
+			}
+			return now, fmt.Errorf("renew conflicted and the re-read failed: %w", err)
+		}
+		if err := r.stillOurs(); err != nil {
+			return now, err
+		}
+		// Still ours (a write whose answer we lost, or a label edit):
+		// retry once at once from the fresh copy.
+		if attempt == 2 {
+			return now, fmt.Errorf("renew conflicted twice on a lease that is still ours")
+		}
+	}
+}
+
+// stillOurs returns an error wrapping ErrLeaderLost unless the view shows
+// the Lease as written by this process's current term.
+func (r *run) stillOurs() error {
+	v := r.view
+	switch {
+	case v.gone:
+		return fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
+	case holderOf(v.lease) != r.e.lock.Identity:
+		return fmt.Errorf("%w: the lease is now held by %q", ErrLeaderLost, holderOf(v.lease))
+	case v.lease.ResourceVersion != v.ownRV:
+		return fmt.Errorf("%w: the lease was written by another process", ErrLeaderLost)
+	}
+	return nil
+}
+
+// lose ends a term whose lease is lost: the work's ctx is cancelled at
+// once, the work gets at most the safety margin to return, and the lease is
+// never released (it may already be another's).
+func (r *run) lose(work <-chan workResult, cancelWork context.CancelFunc, stepping bool, cause error) error {
+	e := r.e
+	cancelWork()
+	e.setLeading(false, time.Time{})
+	r.log.Info("Lost the lease; cancelled the work", "reason", cause.Error(), "safetyMargin", e.t.safetyMargin())
+
+	var err error
+	grace := e.clock.NewTimer(e.t.safetyMargin())
+	defer grace.Stop()
+	select {
+	case <-work:
+	case <-grace.C():
+		e.workOutlived(work)
+		err = fmt.Errorf("%w: still running %v after its context was cancelled", ErrWorkOutlivedLease, e.t.safetyMargin())
+		r.log.Error(err, "OnStartedLeading did not return within the safety margin; another leader may start now. Check fails until it returns")
+	}
+	r.stopped()
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w; %w", cause, err)
+	case stepping:
+		return nil
+	default:
+		return cause
+	}
+}
+
+// stepDown ends a term whose work returned while the lease was still ours.
+// Nothing guarded by the lease runs any more, so releasing is safe: it
+// releases if ReleaseOnCancel is set, and always when the work ended on its
+// own, so the lease is never left held with no one working.
+func (r *run) stepDown(ctx context.Context, res workResult, stepping bool, lastSent time.Time) error {
+	var err error
+	if !stepping {
+		err = res.err()
+		if res.panicked != nil {
+			r.log.Error(err, "OnStartedLeading panicked; ending the term", "stack", string(res.stack))
+		} else {
+			r.log.Info("OnStartedLeading returned while leading; ending the term")
+		}
+	}
+	if r.e.cfg.ReleaseOnCancel || !stepping {
+		r.release(ctx, lastSent)
+	}
+	r.e.setLeading(false, time.Time{})
+	r.stopped()
+	return err
+}
+
+// release clears the holder with an update conditioned on our last write,
+// so it can never blank another holder's lease. It retries transient errors
+// while our claim is still valid.
+func (r *run) release(ctx context.Context, lastSent time.Time) {
+	e := r.e
+	if r.view.lease == nil || r.view.ownRV == "" || r.view.lease.ResourceVersion != r.view.ownRV {
+		return
+	}
+	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
+	for {
+		now := e.clock.Now()
+		remaining := lastSent.Add(e.t.renewDeadline).Sub(now)
+		if remaining <= 0 {
+			r.log.Info("Did not release the lease: renew deadline passed; it expires on its own")
+			return
+		}
+		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, min(e.t.requestTimeout(), remaining))
+		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now))
+		cancel()
+		switch {
+		case err == nil:
+			r.view.lease, r.view.ownRV, r.view.observedAt = got, "", now
+			r.setHolder("")
+			r.log.Info("Released the lease")
+			return
+		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
+			r.log.Info("Did not release the lease: it changed since our last write", "err", err.Error())
+			return
+		}
+		r.log.V(2).Info("Release failed; retrying", "err", err.Error())
+		if !retry.wait(context.WithoutCancel(ctx)) {
+			return
+		}
+	}
+}
+
+// stopped runs the end-of-term hooks: OnStoppedLeading, event, metric.
+func (r *run) stopped() {
+	e := r.e
+	e.lock.recordEvent(r.view.lease, "LeaderElection", "stopped leading")
+	if f := e.cfg.Callbacks.OnStoppedLeading; f != nil {
+		callSafely(r.log, "OnStoppedLeading", f)
+	}
+	r.log.Info("Stopped leading")
+}
+
+// observe folds one observation into the view. Stale observations (older
+// than what we have) are ignored. It returns an error wrapping
+// ErrIdentityConflict if another process renewed the Lease under our
+// identity.
+func (r *run) observe(obs observation) error {
+	now := r.e.clock.Now()
+	v := &r.view
+	r.seen = true
+	if obs.lease == nil {
+		switch {
+		case v.lease == nil || v.gone:
+		case obs.deletedRV != "" && newerVersion(obs.deletedRV, v.lease.ResourceVersion):
+			v.gone = true
+		case obs.deletedRV == "" && v.ownRV != v.lease.ResourceVersion:
+			// A GET found nothing; it may be older than our own last
+			// write, which the renew loop checks for itself.
+			v.gone = true
+		}
+		return nil
+	}
+	if v.lease != nil && !newerVersion(obs.lease.ResourceVersion, v.lease.ResourceVersion) {
+		return nil
+	}
+	prev := v.lease
+	v.lease, v.gone, v.observedAt = obs.lease, false, now
+	holder := holderOf(obs.lease)
+	r.setHolder(holder)
+
+	self := r.e.lock.Identity
+	switch {
+	case holder != self:
+		r.foreignSelf = false
+	case r.isOurs(obs.lease):
+		v.ownRV = obs.lease.ResourceVersion
+		r.foreignSelf = false
+	case prev != nil && holderOf(prev) == self:
+		return fmt.Errorf("%w: identity %q: another live process renewed the lease under this identity; give each process a unique Lock.Identity",
+			ErrIdentityConflict, self)
+	default:
+		r.foreignSelf = true
+		r.log.Info("The lease names this identity but was not written by this process; treating it as held by another process until it expires",
+			"holder", holder)
+	}
+	return nil
+}
+
+// wrote records the answer to one of our successful writes.
+func (r *run) wrote(lease *coordinationv1.Lease) {
+	r.view = leaseView{lease: lease, observedAt: r.e.clock.Now(), ownRV: lease.ResourceVersion}
+	r.seen, r.foreignSelf = true, false
+	r.setHolder(holderOf(lease))
+}
+
+// remember keeps the renewTime of a write we are about to send.
+func (r *run) remember(t time.Time) {
+	r.stamps[r.next] = t.Truncate(time.Microsecond)
+	r.next = (r.next + 1) % len(r.stamps)
+}
+
+// isOurs reports whether lease carries the renewTime of one of our recent
+// writes: its answer may have been lost to a timeout, but it landed.
+func (r *run) isOurs(lease *coordinationv1.Lease) bool {
+	if lease.ResourceVersion == r.view.ownRV && r.view.ownRV != "" {
+		return true
+	}
+	if lease.Spec.RenewTime == nil {
+		return false
+	}
+	t := lease.Spec.RenewTime.Time.Truncate(time.Microsecond)
+	for _, s := range r.stamps {
+		if !s.IsZero() && s.Equal(t) {
+			return true
+		}
+	}
+	return false
+}
+
+func (r *run) setHolder(holder string) {
+	r.e.mu.Lock()
+	r.e.status.holder = holder
+	r.e.mu.Unlock()
+	r.notifier.holderSeen(holder)
+}
+
+// setLeading updates the status IsLeader reads. A zero lastSent keeps the
+// previous value.
+func (e *Elector) setLeading(leading bool, lastSent time.Time) {
+	e.mu.Lock()
+	changed := e.status.leading != leading
+	e.status.leading = leading
+	if !lastSent.IsZero() {
+		e.status.lastRenewSent = lastSent
+	}
+	e.mu.Unlock()
+	if changed {
+		e.cfg.Metrics.LeaderChanged(e.cfg.Name, leading)
+	}
+}
+
+// workOutlived marks the work of a lost term as overdue until it returns,
+// so Check fails meanwhile.
+func (e *Elector) workOutlived(work <-chan workResult) {
+	e.mu.Lock()
+	e.status.workOverdue = true
+	e.status.workOverdueSince = e.clock.Now()
+	e.mu.Unlock()
+	go func() {
+		<-work
+		e.mu.Lock()
+		e.status.workOverdue = false
+		e.mu.Unlock()
+	}()
+}

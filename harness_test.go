@@ -1,0 +1,289 @@
+package leasehold
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/klog/v2"
+	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/leasehold/leasehold/leaseholdtest"
+)
+
+// The test harness: candidates on one fake clock, talking to one
+// compare-and-swap Lease server. Time moves only when a test advances the
+// fake clock; between steps the harness waits for the candidates to settle
+// (no request in flight, no new timer), so a step never outruns the
+// reaction to the previous one.
+
+const (
+	testNS   = "ns"
+	testName = "lock"
+)
+
+var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
+
+type harness struct {
+	t     *testing.T
+	clock *clocktesting.FakeClock
+	srv   *leaseholdtest.Server
+	// working counts candidates inside OnStartedLeading; maxWorking is
+	// the most ever seen at once. Safety means maxWorking <= 1.
+	working, maxWorking atomic.Int32
+}
+
+func newHarness(t *testing.T) *harness {
+	return &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer()}
+}
+
+// settle waits (in real time) until the fake clock's waiter count and the
+// server's in-flight count have been stable for a while.
+func (h *harness) settle() {
+	h.t.Helper()
+	last, stable := -1, 0
+	for i := 0; i < 4000 && stable < 10; i++ {
+		n := h.clock.Waiters()*1000 + h.srv.InFlight()
+		if n == last {
+			stable++
+		} else {
+			last, stable = n, 0
+		}
+		time.Sleep(100 * time.Microsecond)
+	}
+}
+
+// advance moves the fake clock forward by d in steps of at most 500ms,
+// settling after each.
+func (h *harness) advance(d time.Duration) {
+	h.t.Helper()
+	h.settle()
+	for d > 0 {
+		s := min(d, 500*time.Millisecond)
+		h.clock.Step(s)
+		d -= s
+		h.settle()
+	}
+}
+
+// advanceTo moves the fake clock to t0+d.
+func (h *harness) advanceTo(d time.Duration) {
+	h.t.Helper()
+	h.advance(t0.Add(d).Sub(h.clock.Now()))
+}
+
+func (h *harness) lease() *coordinationv1.Lease { return h.srv.Lease(testNS, testName) }
+
+func (h *harness) holder() string { return holderOf(h.lease()) }
+
+// putLease stores a Lease held by holder, as another process would.
+func (h *harness) putLease(holder string, durationSeconds int32) *coordinationv1.Lease {
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: testName}}
+	if cur := h.lease(); cur != nil {
+		l = cur
+	}
+	now := metav1.NewMicroTime(h.clock.Now())
+	if holder != "" {
+		l.Spec.HolderIdentity = ptr.To(holder)
+	} else {
+		l.Spec.HolderIdentity = nil
+	}
+	l.Spec.LeaseDurationSeconds = ptr.To(durationSeconds)
+	l.Spec.RenewTime = &now
+	return h.srv.Put(l)
+}
+
+// eventually waits (in real time, the fake clock standing still) for cond.
+func eventually(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(5 * time.Second)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for: %s", what)
+		}
+		time.Sleep(200 * time.Microsecond)
+	}
+}
+
+// candidate is one elector under test, with a record of its callbacks.
+type candidate struct {
+	h      *harness
+	id     string
+	e      *Elector
+	cfg    Config
+	cancel context.CancelFunc
+	done   chan error
+	logs   *logSink
+
+	mu     sync.Mutex
+	events []string
+
+	// hold, when set, keeps OnStartedLeading running after its ctx is
+	// cancelled until the channel is closed.
+	hold chan struct{}
+	// workCtx is the ctx of the current term's work.
+	workCtx atomic.Pointer[context.Context]
+	// workReturn, when set, makes OnStartedLeading return (or panic with
+	// the value) as soon as it starts.
+	workReturn func()
+}
+
+func (h *harness) candidate(id string, mutate ...func(*Config)) *candidate {
+	h.t.Helper()
+	c := &candidate{h: h, id: id, done: make(chan error, 1), logs: &logSink{}}
+	c.cfg = Config{
+		Lock:          &LeaseLock{Namespace: testNS, Name: testName, Identity: id, Client: h.srv.Client(id)},
+		LeaseDuration: 15 * time.Second,
+		RenewDeadline: 10 * time.Second,
+		RetryPeriod:   2 * time.Second,
+		Clock:         h.clock,
+		Callbacks: Callbacks{
+			OnStartedLeading: c.work,
+			OnStoppedLeading: func() { c.record("stopped") },
+			OnNewLeader:      func(leader string) { c.record("new:" + leader) },
+		},
+	}
+	for _, m := range mutate {
+		m(&c.cfg)
+	}
+	e, err := New(c.cfg)
+	if err != nil {
+		h.t.Fatalf("New: %v", err)
+	}
+	c.e = e
+	return c
+}
+
+func (c *candidate) work(ctx context.Context) {
+	c.record("started")
+	c.workCtx.Store(&ctx)
+	n := c.h.working.Add(1)
+	for {
+		m := c.h.maxWorking.Load()
+		if n <= m || c.h.maxWorking.CompareAndSwap(m, n) {
+			break
+		}
+	}
+	defer func() {
+		c.h.working.Add(-1)
+		c.record("returned")
+	}()
+	if c.workReturn != nil {
+		c.workReturn()
+		return
+	}
+	<-ctx.Done()
+	if c.hold != nil {
+		<-c.hold
+	}
+}
+
+func (c *candidate) record(ev string) {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	c.events = append(c.events, ev)
+}
+
+func (c *candidate) history() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.events...)
+}
+
+func (c *candidate) count(ev string) int {
+	n := 0
+	for _, e := range c.history() {
+		if e == ev {
+			n++
+		}
+	}
+	return n
+}
+
+// start runs the elector in a goroutine with a logger that records lines.
+func (c *candidate) start() *candidate {
+	ctx, cancel := context.WithCancel(context.Background())
+	ctx = klog.NewContext(ctx, c.logs.logger())
+	c.cancel = cancel
+	go func() { c.done <- c.e.Run(ctx) }()
+	c.h.t.Cleanup(func() {
+		cancel()
+		if c.hold != nil {
+			select {
+			case <-c.hold:
+			default:
+				close(c.hold)
+			}
+		}
+		select {
+		case <-c.done:
+		case <-time.After(10 * time.Second):
+			c.h.t.Errorf("%s: Run did not return after cancel", c.id)
+		}
+	})
+	c.h.settle()
+	return c
+}
+
+// wait returns Run's error, failing the test if Run does not return while
+// the harness keeps time moving.
+func (c *candidate) wait() error {
+	c.h.t.Helper()
+	for i := 0; i < 600; i++ {
+		select {
+		case err := <-c.done:
+			c.done <- err // keep it for Cleanup
+			return err
+		default:
+		}
+		c.h.advance(100 * time.Millisecond)
+	}
+	c.h.t.Fatalf("%s: Run did not return", c.id)
+	return nil
+}
+
+func (c *candidate) waitLeader() {
+	c.h.t.Helper()
+	eventually(c.h.t, c.id+" leads", c.e.IsLeader)
+}
+
+// logSink records log lines for assertions.
+type logSink struct {
+	mu    sync.Mutex
+	lines []string
+}
+
+func (s *logSink) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		s.lines = append(s.lines, prefix+" "+args)
+	}, funcr.Options{Verbosity: 4})
+}
+
+func (s *logSink) matching(substr string) []string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	var out []string
+	for _, l := range s.lines {
+		if strings.Contains(l, substr) {
+			out = append(out, l)
+		}
+	}
+	return out
+}
+
+func (s *logSink) String() string {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return fmt.Sprint(strings.Join(s.lines, "\n"))
+}

@@ -1,0 +1,331 @@
+package leasehold
+
+import (
+	"context"
+	"fmt"
+	"math"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/watch"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/utils/clock"
+	"k8s.io/utils/ptr"
+)
+
+// LeaseLock names the coordination.k8s.io/v1 Lease an elector campaigns
+// for, and how to reach it. All reads and writes of the Lease live in this
+// file; the decisions about them live in decide.go and elector.go.
+type LeaseLock struct {
+	// Namespace and Name of the Lease. Both required.
+	Namespace, Name string
+
+	// Identity is written as the Lease's holder while this process leads.
+	// It must be unique per process: two processes sharing one identity
+	// is detected and reported as ErrIdentityConflict. Required;
+	// DefaultIdentity gives a safe value.
+	Identity string
+
+	// Client reaches the API server, typically clientset.CoordinationV1().
+	// In tests, leaseholdtest.Server's Client enforces resourceVersion.
+	Client coordinationv1client.LeasesGetter
+
+	// Labels are set on the Lease while this process holds it, and
+	// removed when it releases it. Optional.
+	Labels map[string]string
+
+	// EventRecorder, when set, receives a Normal event on the Lease when
+	// this process becomes leader and when it stops leading. client-go's
+	// record.EventRecorder fits. Optional.
+	EventRecorder EventRecorder
+}
+
+// EventRecorder posts Kubernetes events. client-go's record.EventRecorder
+// satisfies it.
+type EventRecorder interface {
+	Eventf(obj runtime.Object, eventType, reason, message string, args ...interface{})
+}
+
+func (l *LeaseLock) leases() coordinationv1client.LeaseInterface {
+	return l.Client.Leases(l.Namespace)
+}
+
+// get reads the Lease. It returns (nil, nil) if the Lease does not exist.
+func (l *LeaseLock) get(ctx context.Context) (*coordinationv1.Lease, error) {
+	lease, err := l.leases().Get(ctx, l.Name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return nil, nil
+	}
+	if err != nil {
+		return nil, fmt.Errorf("get lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	return lease, nil
+}
+
+// create writes a new Lease. It fails with an AlreadyExists error if any
+// Lease of that name exists.
+func (l *LeaseLock) create(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+	created, err := l.leases().Create(ctx, lease, metav1.CreateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("create lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	return created, nil
+}
+
+// update writes lease, conditioned on its resourceVersion: the API server
+// answers 409 Conflict if anybody wrote the Lease since that version.
+func (l *LeaseLock) update(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error) {
+	if lease.ResourceVersion == "" {
+		// An update without a resourceVersion is an unconditional
+		// overwrite. Never send one.
+		return nil, fmt.Errorf("update lease %s/%s: refusing an update without resourceVersion", l.Namespace, l.Name)
+	}
+	updated, err := l.leases().Update(ctx, lease, metav1.UpdateOptions{})
+	if err != nil {
+		return nil, fmt.Errorf("update lease %s/%s: %w", l.Namespace, l.Name, err)
+	}
+	return updated, nil
+}
+
+// recordEvent posts an event on the Lease if an EventRecorder is set.
+func (l *LeaseLock) recordEvent(lease *coordinationv1.Lease, reason, message string) {
+	if l.EventRecorder == nil {
+		return
+	}
+	obj := lease
+	if obj == nil {
+		obj = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name}}
+	}
+	l.EventRecorder.Eventf(obj, corev1.EventTypeNormal, reason, "%s %s", l.Identity, message)
+}
+
+// claim returns a copy of base (nil: a new Lease) that names this process
+// as holder. A new term sets acquireTime and increments leaseTransitions; a
+// renewal only moves renewTime.
+func (l *LeaseLock) claim(base *coordinationv1.Lease, now time.Time, leaseDuration time.Duration, newTerm bool) *coordinationv1.Lease {
+	var lease *coordinationv1.Lease
+	if base == nil {
+		lease = &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: l.Namespace, Name: l.Name}}
+		lease.Spec.LeaseTransitions = ptr.To[int32](0)
+	} else {
+		lease = base.DeepCopy()
+		if newTerm {
+			lease.Spec.LeaseTransitions = ptr.To(nextTransition(lease.Spec.LeaseTransitions))
+		}
+	}
+	stamp := metav1.NewMicroTime(now)
+	lease.Spec.HolderIdentity = ptr.To(l.Identity)
+	lease.Spec.LeaseDurationSeconds = ptr.To(int32(leaseDuration / time.Second))
+	lease.Spec.RenewTime = &stamp
+	if newTerm || lease.Spec.AcquireTime == nil {
+		lease.Spec.AcquireTime = &stamp
+	}
+	if len(l.Labels) > 0 {
+		if lease.Labels == nil {
+			lease.Labels = map[string]string{}
+		}
+		for k, v := range l.Labels {
+			lease.Labels[k] = v
+		}
+	}
+	return lease
+}
+
+// released returns a copy of lease with no holder and without our labels.
+// It keeps leaseTransitions so the term count survives the release.
+func (l *LeaseLock) released(lease *coordinationv1.Lease, now time.Time) *coordinationv1.Lease {
+	out := lease.DeepCopy()
+	stamp := metav1.NewMicroTime(now)
+	out.Spec.HolderIdentity = nil
+	out.Spec.RenewTime = &stamp
+	for k, v := range l.Labels {
+		if out.Labels[k] == v {
+			delete(out.Labels, k)
+		}
+	}
+	return out
+}
+
+// nextTransition increments a leaseTransitions count, saturating at the
+// int32 maximum instead of wrapping negative.
+func nextTransition(cur *int32) int32 {
+	if cur == nil || *cur < 0 {
+		return 1
+	}
+	if *cur == math.MaxInt32 {
+		return math.MaxInt32
+	}
+	return *cur + 1
+}
+
+// observation is one thing the observer learned about the Lease.
+type observation struct {
+	// lease is the Lease as seen; nil if it does not exist.
+	lease *coordinationv1.Lease
+	// deletedRV is the resourceVersion of a watched deletion. It is empty
+	// when a GET found no Lease, whose moment is unknown.
+	deletedRV string
+}
+
+// observer follows one Lease and sends what it sees to the elector: a GET,
+// then a watch with a field selector on metadata.name that resumes from the
+// last resourceVersion it saw when it closes. On 410 Gone it re-reads
+// through a watch without a resourceVersion, whose first event is the
+// current state (so the Role needs no 'list'). It falls back to a GET every
+// retry period if RBAC forbids watch (one warning). Transient errors are
+// retried with capped exponential backoff and logged once per streak.
+type observer struct {
+	lock        *LeaseLock
+	clock       clock.WithTicker
+	retryPeriod time.Duration
+	timeout     time.Duration
+	log         logr.Logger
+	out         chan<- observation
+	polling     bool // RBAC forbids watch
+}
+
+func (o *observer) run(ctx context.Context) {
+	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
+	failures := newErrorStreak(o.clock, o.log, "Cannot read the lease; retrying with backoff")
+	for ctx.Err() == nil {
+		lease, err := o.read(ctx)
+		if err != nil {
+			failures.failed(err)
+			backoff.wait(ctx)
+			continue
+		}
+		failures.succeeded()
+		backoff.reset()
+		if !o.send(ctx, observation{lease: lease}) {
+			return
+		}
+		if o.polling {
+			sleep(ctx, o.clock, o.retryPeriod)
+			continue
+		}
+		rv := ""
+		if lease != nil {
+			rv = lease.ResourceVersion
+		}
+		started := o.clock.Now()
+		o.watchFrom(ctx, rv)
+		if o.clock.Since(started) < o.retryPeriod {
+			// The watch keeps failing fast: do not spin.
+			backoff.wait(ctx)
+		}
+	}
+}
+
+func (o *observer) read(ctx context.Context) (*coordinationv1.Lease, error) {
+	rctx, cancel := withClockTimeout(ctx, o.clock, o.timeout)
+	defer cancel()
+	return o.lock.get(rctx)
+}
+
+// watchFrom watches the Lease from resourceVersion rv, re-opening the watch
+// from the last version seen when it closes, until it must re-read: on 410
+// Gone, on an error event, or when watch is forbidden.
+func (o *observer) watchFrom(ctx context.Context, rv string) {
+	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
+	failures := newErrorStreak(o.clock, o.log, "Cannot watch the lease; retrying with backoff")
+	selector := fields.OneTermEqualSelector("metadata.name", o.lock.Name).String()
+	for ctx.Err() == nil {
+		w, err := o.lock.leases().Watch(ctx, metav1.ListOptions{
+			FieldSelector:       selector,
+			ResourceVersion:     rv,
+			AllowWatchBookmarks: true,
+		})
+		switch {
+		case err == nil:
+		case apierrors.IsForbidden(err) || apierrors.IsMethodNotSupported(err):
+			o.log.Info("Watch on the lease is not allowed; falling back to polling every retry period. Grant the 'watch' verb on leases for millisecond handoff and less API load",
+				"retryPeriod", o.retryPeriod, "err", err)
+			o.polling = true
+			return
+		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+			if rv == "" {
+				return
+			}
+			// Our version was compacted away: watch from the current
+			// state, which the server sends first as an ADDED event.
+			// This needs no 'list' permission.
+			o.log.V(2).Info("Lease watch history expired (410 Gone); re-reading through the watch", "resourceVersion", rv)
+			rv = ""
+			continue
+		default:
+			failures.failed(err)
+			if !backoff.wait(ctx) {
+				return
+			}
+			continue
+		}
+		failures.succeeded()
+		backoff.reset()
+		var ok bool
+		rv, ok = o.drain(ctx, w, rv)
+		if !ok {
+			return
+		}
+	}
+}
+
+// drain forwards the watch's events until it closes. It returns the last
+// resourceVersion seen and whether the watch may be resumed from it.
+func (o *observer) drain(ctx context.Context, w watch.Interface, rv string) (string, bool) {
+	defer w.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return rv, false
+		case ev, open := <-w.ResultChan():
+			if !open {
+				return rv, true
+			}
+			switch ev.Type {
+			case watch.Error:
+				o.log.V(2).Info("Lease watch reported an error; re-reading", "status", apierrors.FromObject(ev.Object))
+				return rv, false
+			case watch.Bookmark:
+				if m, err := metaOf(ev.Object); err == nil {
+					rv = m.GetResourceVersion()
+				}
+			case watch.Added, watch.Modified, watch.Deleted:
+				lease, ok := ev.Object.(*coordinationv1.Lease)
+				if !ok || lease.Name != o.lock.Name {
+					continue
+				}
+				rv = lease.ResourceVersion
+				obs := observation{lease: lease}
+				if ev.Type == watch.Deleted {
+					obs = observation{deletedRV: lease.ResourceVersion}
+				}
+				if !o.send(ctx, obs) {
+					return rv, false
+				}
+			}
+		}
+	}
+}
+
+func (o *observer) send(ctx context.Context, obs observation) bool {
+	select {
+	case o.out <- obs:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func metaOf(obj runtime.Object) (metav1.Object, error) {
+	m, ok := obj.(metav1.Object)
+	if !ok {
+		return nil, fmt.Errorf("unexpected object %T", obj)
+	}
+	return m, nil
+}
