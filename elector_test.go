@@ -3,11 +3,13 @@ package leasehold
 import (
 	"context"
 	"errors"
+	"strings"
 	"testing"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/tools/record"
 
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
@@ -332,5 +334,407 @@ func TestRenewHungRequestTimesOut(t *testing.T) {
 	h.advance(30 * time.Second)
 	if !a.e.IsLeader() || hung != 1 {
 		t.Fatalf("leader = %v after one hung renewal (hung=%d), want still leading", a.e.IsLeader(), hung)
+	}
+}
+
+// Contract 5: OnStartedLeading's ctx is cancelled the moment the term
+// ends; OnStoppedLeading follows once, after OnStartedLeading returned.
+func TestCallbacksOrderAndOncePerTerm(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a", func(c *Config) { c.Rejoin = true }).start()
+	a.waitLeader()
+	// Lose the lease twice by blocking renewals, rejoining each time.
+	block := true
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if block && r.Client == "a" && r.Verb == "update" {
+			return apierrors.NewInternalError(errors.New("injected"))
+		}
+		return nil
+	})
+	h.advance(10 * time.Second) // deadline passes
+	eventually(t, "first term stopped", func() bool { return a.count("stopped") == 1 })
+	block = false
+	h.advance(4 * time.Second) // rejoin: the lease is still ours, re-acquired
+	a.waitLeader()
+	a.cancel()
+	err := a.wait()
+	if err != nil {
+		t.Fatalf("Run = %v, want nil after cancel", err)
+	}
+	// OnNewLeader runs on its own goroutine: only its presence is checked.
+	if a.count("new:a") == 0 {
+		t.Fatal("OnNewLeader(a) never called")
+	}
+	want := []string{"started", "returned", "stopped", "started", "returned", "stopped"}
+	var got []string
+	for _, ev := range a.history() {
+		if ev != "new:a" {
+			got = append(got, ev)
+		}
+	}
+	if strings.Join(got, ",") != strings.Join(want, ",") {
+		t.Fatalf("callbacks = %v, want %v", got, want)
+	}
+	if tr := transitionsOf(h.lease()); tr != 1 {
+		t.Errorf("leaseTransitions = %d after two terms, want 1 (0 on create, +1 per later term)", tr)
+	}
+}
+
+// Contract 5: OnStoppedLeading is never called in a process that never led,
+// and a follower whose ctx is cancelled returns nil (contract 6).
+func TestFollowerCancelNoCallbacks(t *testing.T) {
+	h := newHarness(t)
+	h.putLease("other", 15)
+	b := h.candidate("b").start()
+	h.advance(5 * time.Second)
+	b.cancel()
+	if err := b.wait(); err != nil {
+		t.Fatalf("follower Run = %v, want nil", err)
+	}
+	if got := b.history(); strings.Join(got, ",") != "new:other" {
+		t.Fatalf("follower callbacks = %v, want only new:other", got)
+	}
+}
+
+// Contract 5: OnNewLeader is called in order for each change of holder,
+// the first one included, and never with a stale identity after a newer.
+func TestOnNewLeaderInOrder(t *testing.T) {
+	h := newHarness(t)
+	h.putLease("x", 15)
+	b := h.candidate("b").start()
+	eventually(t, "first leader seen", func() bool { return b.count("new:x") == 1 })
+	for _, id := range []string{"y", "z", "y"} {
+		h.putLease(id, 15)
+		h.settle()
+	}
+	h.putLease("y", 15) // same holder renewing: no call
+	h.putLease("y", 15)
+	eventually(t, "all changes seen", func() bool { return len(b.history()) == 4 })
+	h.settle()
+	if got := strings.Join(b.history(), ","); got != "new:x,new:y,new:z,new:y" {
+		t.Fatalf("OnNewLeader calls = %s", got)
+	}
+	if b.e.Leader() != "y" {
+		t.Fatalf("Leader() = %q, want y", b.e.Leader())
+	}
+}
+
+// Contract 5: if OnStartedLeading panics or returns while leading, the
+// term ends: recovered, OnStoppedLeading, lease released, Run errors.
+func TestWorkPanicsOrReturnsEndsTerm(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		work func()
+		want error
+	}{
+		{"panics", func() { panic("boom") }, ErrWorkPanicked},
+		{"returns", func() {}, ErrWorkReturned},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			a := h.candidate("a")
+			a.workReturn = tc.work
+			a.start()
+			err := a.wait()
+			if !errors.Is(err, tc.want) {
+				t.Fatalf("Run = %v, want %v", err, tc.want)
+			}
+			if a.count("stopped") != 1 {
+				t.Fatalf("OnStoppedLeading called %d times, want 1", a.count("stopped"))
+			}
+			if h.holder() != "" {
+				t.Fatalf("lease still held by %q with no one working", h.holder())
+			}
+		})
+	}
+}
+
+// Contract 6: Run's ctx cancelled while leading: the work's ctx is
+// cancelled, renewals go on until the work returns, then the lease is
+// released (conditioned on our last write), then OnStoppedLeading.
+func TestCancelKeepsRenewingUntilWorkReturnsThenReleases(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true })
+	a.hold = make(chan struct{})
+	a.start()
+	a.waitLeader()
+	b := h.candidate("b").start()
+	a.cancel()
+	eventually(t, "work ctx cancelled", func() bool {
+		p := a.workCtx.Load()
+		return p != nil && (*p).Err() != nil
+	})
+	renews := h.srv.Requests("a", "update")
+	h.advance(30 * time.Second) // work still running, past LeaseDuration
+	if h.srv.Requests("a", "update")-renews < 14 {
+		t.Fatalf("stopped renewing while the work ran")
+	}
+	if b.e.IsLeader() || h.holder() != "a" || !a.e.IsLeader() {
+		t.Fatal("lease changed hands while the old leader's work still ran")
+	}
+	if a.count("stopped") != 0 {
+		t.Fatal("OnStoppedLeading before OnStartedLeading returned")
+	}
+	close(a.hold)
+	if err := a.wait(); err != nil {
+		t.Fatalf("Run = %v, want nil", err)
+	}
+	eventually(t, "b takes over", b.e.IsLeader)
+	if h.maxWorking.Load() != 1 {
+		t.Fatalf("%d works at once", h.maxWorking.Load())
+	}
+	hist := a.history()
+	if hist[len(hist)-1] != "stopped" {
+		t.Fatalf("history %v: OnStoppedLeading must come last", hist)
+	}
+}
+
+// Contract 6: the release is conditioned on our last write: it can never
+// blank another holder's lease.
+func TestReleaseNeverBlanksAnotherHolder(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
+	a.waitLeader()
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if r.Client == "a" && r.Verb == "update" && holderOf(r.Lease) == "" {
+			h.putLease("intruder", 15) // lands between our last write and the release
+		}
+		return nil
+	})
+	a.cancel()
+	a.wait()
+	if h.holder() != "intruder" {
+		t.Fatalf("holder = %q, want intruder: the release overwrote another holder", h.holder())
+	}
+}
+
+// Contract 6: lease lost: work cancelled at once, waited for at most the
+// safety margin, never released; OnStoppedLeading; ErrLeaderLost; if the
+// work outlived the margin, Run says so and Check fails until it returns.
+func TestLostLeaseWorkOutlivesMargin(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a")
+	a.hold = make(chan struct{})
+	a.start()
+	a.waitLeader()
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if r.Client == "a" && r.Verb == "update" {
+			return apierrors.NewServiceUnavailable("injected")
+		}
+		return nil
+	})
+	h.advance(10 * time.Second)
+	eventually(t, "work ctx cancelled at the deadline", func() bool { return (*a.workCtx.Load()).Err() != nil })
+	if a.e.IsLeader() {
+		t.Fatal("IsLeader after the deadline")
+	}
+	margin := 15*time.Second - 10*time.Second - 2*time.Second
+	h.advance(margin - 500*time.Millisecond)
+	if a.count("stopped") != 0 {
+		t.Fatal("OnStoppedLeading before the margin ran out while the work still ran")
+	}
+	h.advance(500 * time.Millisecond)
+	err := a.wait()
+	if !errors.Is(err, ErrLeaderLost) || !errors.Is(err, ErrWorkOutlivedLease) {
+		t.Fatalf("Run = %v, want ErrLeaderLost and ErrWorkOutlivedLease", err)
+	}
+	if a.count("stopped") != 1 {
+		t.Fatal("OnStoppedLeading not called after the margin")
+	}
+	if err := a.e.Check(0); !errors.Is(err, ErrWorkOutlivedLease) {
+		t.Fatalf("Check = %v while the work outlives the lease", err)
+	}
+	if h.holder() != "a" {
+		t.Fatal("a lost lease was released")
+	}
+	close(a.hold)
+	eventually(t, "Check healthy once the work returned", func() bool { return a.e.Check(0) == nil })
+}
+
+// Contract 6: lost because another holder was seen on the watch.
+func TestLostOnOtherHolderSeen(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	h.putLease("usurper", 15)
+	err := a.wait()
+	if !errors.Is(err, ErrLeaderLost) || !strings.Contains(err.Error(), "usurper") {
+		t.Fatalf("Run = %v, want ErrLeaderLost naming usurper", err)
+	}
+	if h.clock.Since(t0) > 500*time.Millisecond {
+		t.Fatalf("noticed the usurper only after %v; the watch should show it at once", h.clock.Since(t0))
+	}
+}
+
+// The lease deleted while we lead: we stop; followers do not recreate it
+// before the deleted holder's claim ran out.
+func TestLeaseDeletedWhileLeading(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	b := h.candidate("b").start()
+	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+	h.srv.Delete(testNS, testName)
+	err := a.wait()
+	if !errors.Is(err, ErrLeaderLost) {
+		t.Fatalf("Run = %v, want ErrLeaderLost", err)
+	}
+	if h.lease() != nil && h.clock.Since(t0) < 15*time.Second {
+		t.Fatalf("follower recreated the lease %v after deletion, before the old claim expired", h.clock.Since(t0))
+	}
+	h.advanceTo(16 * time.Second)
+	b.waitLeader()
+}
+
+// The lease replaced by another object (new UID) under our feet.
+func TestLeaseReplacedByNewObject(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	l := h.lease()
+	h.srv.Delete(testNS, testName)
+	l.UID, l.ResourceVersion = "", ""
+	h.srv.Put(l) // same spec, holder "a", but a new object we did not write
+	err := a.wait()
+	if !errors.Is(err, ErrLeaderLost) {
+		t.Fatalf("Run = %v, want ErrLeaderLost", err)
+	}
+}
+
+// Contract 7: IsLeader is false as soon as the renew deadline passes, even
+// before the loop reacts; Leader returns the last observed holder.
+func TestIsLeaderHonoursDeadline(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	if a.e.Leader() != "a" {
+		t.Fatalf("Leader() = %q", a.e.Leader())
+	}
+	a.e.mu.Lock()
+	a.e.status.lastRenewSent = h.clock.Now().Add(-10 * time.Second)
+	a.e.mu.Unlock()
+	if a.e.IsLeader() {
+		t.Fatal("IsLeader true with the last renewal sent RenewDeadline ago")
+	}
+}
+
+// Contract 8: a lease held under our identity that we did not write is
+// another's: wait for it to expire (a dead previous incarnation).
+func TestIdentityFoundAtStartupWaitsForExpiry(t *testing.T) {
+	h := newHarness(t)
+	h.putLease("a", 15)
+	a := h.candidate("a").start()
+	h.advanceTo(14 * time.Second)
+	if a.e.IsLeader() {
+		t.Fatal("took over a lease under our identity that we did not write")
+	}
+	h.advanceTo(15 * time.Second)
+	a.waitLeader()
+}
+
+// Contract 8: another live process using our identity: never lead, return
+// ErrIdentityConflict naming the identity.
+func TestIdentityConflictWithLiveProcess(t *testing.T) {
+	h := newHarness(t)
+	first := h.candidate("same").start()
+	first.waitLeader()
+	second := h.candidate("same").start()
+	err := second.wait()
+	if !errors.Is(err, ErrIdentityConflict) || !strings.Contains(err.Error(), `"same"`) {
+		t.Fatalf("Run = %v, want ErrIdentityConflict naming the identity", err)
+	}
+	if second.count("started") != 0 {
+		t.Fatal("the second process led")
+	}
+	if !first.e.IsLeader() {
+		t.Fatal("the first process lost the lease")
+	}
+}
+
+// Contract 9: a second concurrent Run returns an error, not a panic.
+func TestConcurrentRunRefused(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	if err := a.e.Run(context.Background()); !errors.Is(err, ErrAlreadyRunning) {
+		t.Fatalf("second Run = %v, want ErrAlreadyRunning", err)
+	}
+}
+
+// Contract 10: contextual logging with lease and identity; V(4) renewals.
+func TestLoggingKeysAndLevels(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	h.advance(4 * time.Second)
+	acq := a.logs.matching("Acquired the lease")
+	if len(acq) != 1 || !strings.Contains(acq[0], `"lease"="ns/lock"`) || !strings.Contains(acq[0], `"identity"="a"`) {
+		t.Fatalf("acquire log lines = %v, want one with lease and identity", acq)
+	}
+	renews := a.logs.matching("Renewed the lease")
+	if len(renews) < 2 || !strings.Contains(renews[0], `"level"=4`) {
+		t.Fatalf("renew log lines = %v, want V(4)", renews)
+	}
+}
+
+// Transient errors are logged without flooding: one line per streak (and
+// one per minute), plus one on recovery.
+func TestTransientErrorsLoggedWithoutFlooding(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		return apierrors.NewServiceUnavailable("apiserver down")
+	})
+	b := h.candidate("b").start()
+	h.advance(50 * time.Second)
+	if n := h.srv.Requests("b", "get"); n < 8 {
+		t.Fatalf("only %d attempts in 50s; want retries with backoff", n)
+	}
+	if n := len(b.logs.matching("Cannot read the lease")) - len(b.logs.matching(`"level"=4`)); n > 1 {
+		t.Fatalf("%d error lines for one 50s outage, want 1", n)
+	}
+	h.srv.ClearHooks()
+	h.advance(10 * time.Second)
+	b.waitLeader()
+	if len(b.logs.matching("Recovered")) != 1 {
+		t.Fatalf("want one recovery line:\n%s", b.logs)
+	}
+}
+
+// Contract 11: events on the Lease when leading starts and stops.
+func TestEventsPosted(t *testing.T) {
+	h := newHarness(t)
+	rec := record.NewFakeRecorder(10)
+	a := h.candidate("a", func(c *Config) {
+		c.Lock.EventRecorder = rec
+		c.ReleaseOnCancel = true
+	}).start()
+	a.waitLeader()
+	a.cancel()
+	a.wait()
+	var got []string
+	for len(rec.Events) > 0 {
+		got = append(got, <-rec.Events)
+	}
+	want := []string{"Normal LeaderElection a became leader", "Normal LeaderElection a stopped leading"}
+	if strings.Join(got, "|") != strings.Join(want, "|") {
+		t.Fatalf("events = %q, want %q", got, want)
+	}
+}
+
+// Labels are set while we hold the lease and removed on release.
+func TestLabelsWhileHeld(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a", func(c *Config) {
+		c.Lock.Labels = map[string]string{"app": "x"}
+		c.ReleaseOnCancel = true
+	}).start()
+	a.waitLeader()
+	if h.lease().Labels["app"] != "x" {
+		t.Fatal("label not set while held")
+	}
+	a.cancel()
+	a.wait()
+	if _, ok := h.lease().Labels["app"]; ok {
+		t.Fatal("label kept after release")
 	}
 }
