@@ -40,10 +40,12 @@ type harness struct {
 	// working counts candidates inside OnStartedLeading; maxWorking is
 	// the most ever seen at once. Safety means maxWorking <= 1.
 	working, maxWorking atomic.Int32
+	// step is the largest single step of the fake clock in advance.
+	step time.Duration
 }
 
 func newHarness(t *testing.T) *harness {
-	return &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer()}
+	return &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond}
 }
 
 // settle waits (in real time) until the fake clock's waiter count and the
@@ -62,13 +64,13 @@ func (h *harness) settle() {
 	}
 }
 
-// advance moves the fake clock forward by d in steps of at most 500ms,
+// advance moves the fake clock forward by d in steps of at most h.step,
 // settling after each.
 func (h *harness) advance(d time.Duration) {
 	h.t.Helper()
 	h.settle()
 	for d > 0 {
-		s := min(d, 500*time.Millisecond)
+		s := min(d, h.step)
 		h.clock.Step(s)
 		d -= s
 		h.settle()

@@ -1,0 +1,101 @@
+package leasehold
+
+import (
+	"math"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+)
+
+func leaseWith(holder *string, seconds *int32, rv string) *coordinationv1.Lease {
+	return &coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{ResourceVersion: rv},
+		Spec:       coordinationv1.LeaseSpec{HolderIdentity: holder, LeaseDurationSeconds: seconds},
+	}
+}
+
+// The campaign decision, as data.
+func TestDecideCampaign(t *testing.T) {
+	seen := t0
+	ld := 15 * time.Second
+	for _, tc := range []struct {
+		name        string
+		view        leaseView
+		foreignSelf bool
+		now         time.Duration // since seen
+		act         campaignAction
+		at          time.Duration // since seen, for actWait
+	}{
+		{"nothing seen: create", leaseView{}, false, 0, actCreate, 0},
+		{"no holder: acquire now", leaseView{lease: leaseWith(nil, ptr.To[int32](15), "5"), observedAt: seen}, false, 0, actAcquire, 0},
+		{"empty holder with future renewTime: acquire now", leaseView{lease: leaseWith(ptr.To(""), ptr.To[int32](15), "5"), observedAt: seen}, false, 0, actAcquire, 0},
+		{"held, fresh: wait until expiry", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), observedAt: seen}, false, time.Second, actWait, 15 * time.Second},
+		{"held, 1ns before expiry: wait", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), observedAt: seen}, false, 15*time.Second - 1, actWait, 15 * time.Second},
+		{"held, at expiry: acquire", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), observedAt: seen}, false, 15 * time.Second, actAcquire, 0},
+		{"holder's longer duration wins", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](60), "5"), observedAt: seen}, false, 20 * time.Second, actWait, 60 * time.Second},
+		{"nil duration: ours", leaseView{lease: leaseWith(ptr.To("b"), nil, "5"), observedAt: seen}, false, 0, actWait, 15 * time.Second},
+		{"zero duration: ours", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](0), "5"), observedAt: seen}, false, 0, actWait, 15 * time.Second},
+		{"negative duration: ours", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](-3), "5"), observedAt: seen}, false, 0, actWait, 15 * time.Second},
+		{"huge duration: honoured", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](math.MaxInt32), "5"), observedAt: seen}, false, time.Hour, actWait, math.MaxInt32 * time.Second},
+		{"ours by our last write: re-acquire now", leaseView{lease: leaseWith(ptr.To("a"), ptr.To[int32](15), "5"), observedAt: seen, ownRV: "5"}, false, 0, actAcquire, 0},
+		{"names us, not our write: wait", leaseView{lease: leaseWith(ptr.To("a"), ptr.To[int32](15), "6"), observedAt: seen, ownRV: "5"}, true, 0, actWait, 15 * time.Second},
+		{"deleted with live claim: wait, then create", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), observedAt: seen, gone: true}, false, 0, actWait, 15 * time.Second},
+		{"deleted, claim expired: create", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), observedAt: seen, gone: true}, false, 15 * time.Second, actCreate, 0},
+		{"deleted after release: create", leaseView{lease: leaseWith(nil, nil, "5"), observedAt: seen, gone: true}, false, 0, actCreate, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			now := seen.Add(tc.now)
+			act, at := decideCampaign(tc.view, "a", tc.foreignSelf, now, ld)
+			if act != tc.act {
+				t.Fatalf("action = %v, want %v", act, tc.act)
+			}
+			if act == actWait && !at.Equal(seen.Add(tc.at)) {
+				t.Fatalf("wait until %v, want %v", at.Sub(seen), tc.at)
+			}
+		})
+	}
+}
+
+func TestNewerVersion(t *testing.T) {
+	for _, tc := range []struct {
+		a, b string
+		want bool
+	}{
+		{"10", "9", true}, {"9", "10", false}, {"10", "10", false},
+		{"1", "", true}, {"", "", false},
+		{"opaque-b", "opaque-a", true}, {"x", "x", false},
+	} {
+		if got := newerVersion(tc.a, tc.b); got != tc.want {
+			t.Errorf("newerVersion(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		}
+	}
+}
+
+func TestNextTransitionSaturates(t *testing.T) {
+	for _, tc := range []struct {
+		in   *int32
+		want int32
+	}{
+		{nil, 1}, {ptr.To[int32](-7), 1}, {ptr.To[int32](4), 5}, {ptr.To[int32](math.MaxInt32), math.MaxInt32},
+	} {
+		if got := nextTransition(tc.in); got != tc.want {
+			t.Errorf("nextTransition(%v) = %d, want %d", tc.in, got, tc.want)
+		}
+	}
+}
+
+func TestLeaderValid(t *testing.T) {
+	rd := 10 * time.Second
+	if leaderValid(time.Time{}, t0, rd) {
+		t.Error("valid with no renewal at all")
+	}
+	if !leaderValid(t0, t0.Add(rd-1), rd) {
+		t.Error("invalid 1ns before the deadline")
+	}
+	if leaderValid(t0, t0.Add(rd), rd) {
+		t.Error("valid at the deadline")
+	}
+}
