@@ -12,7 +12,7 @@ import (
 
 func validConfig() Config {
 	return Config{
-		Lock: &LeaseLock{Namespace: "ns", Name: "lock", Identity: "a", Client: leaseholdtest.NewServer().Client("a")},
+		Lock:      &LeaseLock{Namespace: "ns", Name: "lock", Identity: "a", Client: leaseholdtest.NewServer().Client("a")},
 		Callbacks: Callbacks{OnStartedLeading: func(context.Context) {}},
 	}
 }
