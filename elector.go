@@ -366,6 +366,12 @@ func (r *run) lead(ctx context.Context) error {
 	cancelled := ctx.Done()
 	stepping := false
 	for {
+		// Before anything else, and especially after this process was
+		// paused: if the deadline passed by our clock, the term is over,
+		// whichever timer or event the select would pick first.
+		if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
+			return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: no successful renewal within renewDeadline %v", ErrLeaderLost, e.t.renewDeadline))
+		}
 		select {
 		case <-cancelled:
 			cancelled, stepping = nil, true
@@ -379,6 +385,9 @@ func (r *run) lead(ctx context.Context) error {
 			return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: no successful renewal within renewDeadline %v", ErrLeaderLost, e.t.renewDeadline))
 
 		case <-renewAt.C():
+			if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
+				continue // overdue after a pause: the check above ends the term
+			}
 			sent, err := r.renew(ctx, lastSent)
 			now := e.clock.Now()
 			switch {

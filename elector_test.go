@@ -738,3 +738,30 @@ func TestLabelsWhileHeld(t *testing.T) {
 		t.Fatal("label kept after release")
 	}
 }
+
+// A paused process (SIGSTOP, debugger, frozen VM) resumes with every timer
+// overdue at once. The elector must see from its clock that the deadline
+// passed and cancel the work before it sends anything.
+func TestResumeAfterPauseCancelsWorkFirst(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	h.settle()
+	var sentBeforeCancel bool
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if r.Client == "a" && r.Verb == "update" {
+			if p := a.workCtx.Load(); p != nil && (*p).Err() == nil {
+				sentBeforeCancel = true
+			}
+		}
+		return nil
+	})
+	h.clock.Step(20 * time.Second) // the "pause": one jump past the deadline
+	err := a.wait()
+	if !errors.Is(err, ErrLeaderLost) {
+		t.Fatalf("Run = %v, want ErrLeaderLost", err)
+	}
+	if sentBeforeCancel {
+		t.Fatal("sent a renewal after the pause while the work still ran")
+	}
+}
