@@ -79,11 +79,7 @@ func New(cfg Config) (*Elector, error) {
 // If cfg is invalid or Run returns an error, it logs the error and exits the
 // process with status 1, so a supervisor (the kubelet) restarts it.
 func RunOrDie(ctx context.Context, cfg Config) {
-	e, err := New(cfg)
-	if err == nil {
-		err = e.Run(ctx)
-	}
-	if err != nil {
+	if err := Run(ctx, cfg); err != nil {
 		klog.FromContext(ctx).Error(err, "Leader election ended")
 		klog.FlushAndExit(klog.ExitFlushTimeout, 1)
 	}
@@ -686,4 +682,14 @@ func (e *Elector) workOutlived(work <-chan workResult) {
 		e.status.workOverdue = false
 		e.mu.Unlock()
 	}()
+}
+
+// Run builds an Elector from cfg and runs it: RunOrDie that returns the
+// error instead of exiting (New's error for a bad config, else Run's).
+func Run(ctx context.Context, cfg Config) error {
+	e, err := New(cfg)
+	if err != nil {
+		return err
+	}
+	return e.Run(ctx)
 }

@@ -1,0 +1,170 @@
+package leasehold_test
+
+import (
+	"context"
+	"fmt"
+	"net/http"
+	"net/http/httptest"
+	"os"
+	"time"
+
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/leaseholdtest"
+)
+
+// The basic use: wrap the controller's existing Run function. Here the
+// Lease lives in an in-memory test server, so the example runs anywhere.
+func Example() {
+	srv := leaseholdtest.NewServer() // in production: clientset.CoordinationV1()
+	ctx, stop := context.WithCancel(context.Background())
+
+	err := leasehold.Run(ctx, leasehold.Config{
+		Lock: &leasehold.LeaseLock{
+			Namespace: "default",
+			Name:      "my-controller",
+			Identity:  "pod-a",
+			Client:    srv.Client("pod-a"),
+		},
+		ReleaseOnCancel: true,
+		Callbacks: leasehold.Callbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				fmt.Println("leading: running the controller")
+				stop() // a real controller runs until ctx is cancelled
+				<-ctx.Done()
+			},
+			OnStoppedLeading: func() { fmt.Println("stopped leading") },
+		},
+	})
+	fmt.Println("Run returned", err)
+	fmt.Printf("holder after release: %q\n", holder(srv))
+	// Output:
+	// leading: running the controller
+	// stopped leading
+	// Run returned <nil>
+	// holder after release: ""
+}
+
+func holder(srv *leaseholdtest.Server) string {
+	l := srv.Lease("default", "my-controller")
+	if l == nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+// Connecting to a real cluster: the election's requests time out below the
+// renew deadline, the identity is unique per process, and the namespace is
+// the pod's own.
+func ExampleNew() {
+	restCfg, err := clientcmd.BuildConfigFromFlags("", os.Getenv("KUBECONFIG"))
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	clientset := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(restCfg, leasehold.DefaultRenewDeadline))
+	id, _ := leasehold.DefaultIdentity()
+	ns, err := leasehold.InClusterNamespace()
+	if err != nil {
+		ns = "default"
+	}
+	e, err := leasehold.New(leasehold.Config{
+		Lock:            &leasehold.LeaseLock{Namespace: ns, Name: "my-controller", Identity: id, Client: clientset.CoordinationV1()},
+		ReleaseOnCancel: true,
+		Callbacks:       leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) { <-ctx.Done() }},
+	})
+	if err != nil {
+		fmt.Println(err)
+		return
+	}
+	_ = e // go e.Run(ctx)
+}
+
+// New names every problem of a bad config at once.
+func ExampleNew_validation() {
+	_, err := leasehold.New(leasehold.Config{
+		Lock:          &leasehold.LeaseLock{Namespace: "default", Name: "x", Client: leaseholdtest.NewServer().Client("")},
+		LeaseDuration: 11 * time.Second, // client-go accepts this; it leaves no safety margin
+		Callbacks:     leasehold.Callbacks{OnStartedLeading: func(context.Context) {}},
+	})
+	fmt.Println(err)
+	// Output:
+	// leasehold: invalid config: Lock.Identity is "": set a value unique to this process (DefaultIdentity returns hostname_random); LeaseDuration is 11s: it must exceed RenewDeadline + RetryPeriod (10s + 2s = 12s) to leave a safety margin for the old leader to stop; raise LeaseDuration to at least 13s
+}
+
+// With Rejoin, losing the lease (or the work ending on its own) starts a
+// new campaign instead of ending Run, so the process need not exit.
+func ExampleConfig_rejoin() {
+	srv := leaseholdtest.NewServer()
+	ctx, cancel := context.WithCancel(context.Background())
+	terms := 0
+	e, _ := leasehold.New(leasehold.Config{
+		Lock:          &leasehold.LeaseLock{Namespace: "default", Name: "lock", Identity: "a", Client: srv.Client("a")},
+		Rejoin:        true,
+		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * time.Millisecond,
+		Callbacks: leasehold.Callbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				terms++
+				if terms == 2 {
+					cancel()
+					<-ctx.Done()
+				}
+				// The first term's work returns early: the term ends and,
+				// with Rejoin, the elector campaigns again.
+			},
+		},
+	})
+	err := e.Run(ctx)
+	fmt.Println("terms:", terms, "err:", err)
+	// Output:
+	// terms: 2 err: <nil>
+}
+
+// A liveness probe on Check: it fails when renewals stalled while leading,
+// or when the work outlived a lost lease. Do not gate readiness on
+// leadership: that keeps all but one replica unready and blocks rollouts.
+func ExampleElector_HealthHandler() {
+	e, _ := leasehold.New(leasehold.Config{
+		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: "lock", Identity: "a", Client: leaseholdtest.NewServer().Client("a")},
+		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) { <-ctx.Done() }},
+	})
+	mux := http.NewServeMux()
+	mux.Handle("/healthz", e.HealthHandler(20*time.Second))
+	rec := httptest.NewRecorder()
+	mux.ServeHTTP(rec, httptest.NewRequest("GET", "/healthz", nil))
+	fmt.Println(rec.Code, rec.Body.String())
+	// Output:
+	// 200 ok
+}
+
+// printMetrics is a Metrics that prints what it receives.
+type printMetrics struct{}
+
+func (printMetrics) LeaderChanged(name string, leading bool) {
+	fmt.Println("leader_election_master_status", name, leading)
+}
+func (printMetrics) SlowPath(string)                    {}
+func (printMetrics) Transition(name string)             { fmt.Println("transition", name) }
+func (printMetrics) Renew(string, time.Duration, error) {}
+func (printMetrics) Takeover(string, time.Duration)     {}
+
+// Metrics go to any implementation of the Metrics interface; the
+// metrics/prometheus package provides one for Prometheus.
+func ExampleMetrics() {
+	srv := leaseholdtest.NewServer()
+	ctx, cancel := context.WithCancel(context.Background())
+	e, _ := leasehold.New(leasehold.Config{
+		Name:      "demo",
+		Metrics:   printMetrics{},
+		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: "lock", Identity: "a", Client: srv.Client("a")},
+		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) { cancel(); <-ctx.Done() }},
+	})
+	_ = e.Run(ctx)
+	// Output:
+	// leader_election_master_status demo false
+	// transition demo
+	// leader_election_master_status demo true
+	// leader_election_master_status demo false
+}
