@@ -67,6 +67,12 @@ type Config struct {
 	// Tests pass a fake clock (k8s.io/utils/clock/testing).
 	Clock clock.WithTicker
 
+	// SharedWatch, when set, follows the Lease through a watch shared with
+	// other electors of this process in the same namespace, instead of a
+	// watch of its own. For processes that run many elections. Default:
+	// nil, one watch per elector, scoped to its Lease.
+	SharedWatch *SharedWatch
+
 	// Metrics receives the elector's measurements. Default: none.
 	// See the metrics/prometheus package for a Prometheus implementation.
 	Metrics Metrics
@@ -143,6 +149,9 @@ func (cfg Config) validate() error {
 		if l.Identity == "" {
 			add(`Lock.Identity is "": set a value unique to this process (DefaultIdentity returns hostname_random)`)
 		}
+	}
+	if cfg.SharedWatch != nil && cfg.Lock != nil && cfg.SharedWatch.namespace != cfg.Lock.Namespace {
+		add("SharedWatch watches namespace %q but Lock.Namespace is %q: use one SharedWatch per namespace", cfg.SharedWatch.namespace, cfg.Lock.Namespace)
 	}
 	if cfg.Callbacks.OnStartedLeading == nil {
 		add("Callbacks.OnStartedLeading is nil: set it to the function that does the leader's work")

@@ -213,6 +213,7 @@ func (e *Elector) startRun(ctx context.Context, log logr.Logger) *run {
 		timeout:     e.t.requestTimeout(),
 		log:         log,
 		out:         r.observations,
+		shared:      e.cfg.SharedWatch,
 	}
 	go func() {
 		defer close(r.observerDone)

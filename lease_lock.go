@@ -187,10 +187,17 @@ type observer struct {
 	timeout     time.Duration
 	log         logr.Logger
 	out         chan<- observation
-	polling     bool // RBAC forbids watch
+	polling     bool         // RBAC forbids watch
+	shared      *SharedWatch // optional: follow the lease through a shared watch
 }
 
 func (o *observer) run(ctx context.Context) {
+	if o.shared != nil {
+		if o.followShared(ctx) {
+			return
+		}
+		o.polling = true
+	}
 	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
 	failures := newErrorStreak(o.clock, o.log, "Cannot read the lease; retrying with backoff")
 	for ctx.Err() == nil {
@@ -218,6 +225,43 @@ func (o *observer) run(ctx context.Context) {
 		if o.clock.Since(started) < o.retryPeriod {
 			// The watch keeps failing fast: do not spin.
 			backoff.wait(ctx)
+		}
+	}
+}
+
+// followShared follows the lease through a SharedWatch: one GET for the
+// current state, then the shared watch's events for this lease. It returns
+// true when ctx ends, false if the shared watch is forbidden.
+func (o *observer) followShared(ctx context.Context) bool {
+	sub := o.shared.subscribe(ctx, o.lock.Name)
+	defer o.shared.unsubscribe(sub)
+	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
+	failures := newErrorStreak(o.clock, o.log, "Cannot read the lease; retrying with backoff")
+	for {
+		lease, err := o.read(ctx)
+		if err == nil {
+			failures.succeeded()
+			if !o.send(ctx, observation{lease: lease}) {
+				return true
+			}
+			break
+		}
+		failures.failed(err)
+		if !backoff.wait(ctx) {
+			return true
+		}
+	}
+	for {
+		select {
+		case <-ctx.Done():
+			return true
+		case <-sub.lost:
+			o.log.Info("Shared watch lost; falling back to polling every retry period", "retryPeriod", o.retryPeriod)
+			return false
+		case obs := <-sub.latest:
+			if !o.send(ctx, obs) {
+				return true
+			}
 		}
 	}
 }
