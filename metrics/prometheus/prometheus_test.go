@@ -15,8 +15,8 @@ import (
 	"github.com/prometheus/common/model"
 
 	"github.com/leasehold/leasehold"
-	leaseholdprom "github.com/leasehold/leasehold/metrics/prometheus"
 	"github.com/leasehold/leasehold/leaseholdtest"
+	leaseholdprom "github.com/leasehold/leasehold/metrics/prometheus"
 )
 
 // scrape GETs a real /metrics endpoint and parses it with the Prometheus
