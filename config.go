@@ -231,6 +231,11 @@ var (
 	// Elector has not returned yet.
 	ErrAlreadyRunning = errors.New("leasehold: Run is already running on this Elector")
 
+	// ErrAPIUnreachable is returned by Check when every request to the
+	// API server has failed for longer than LeaseDuration plus the
+	// tolerance. The elector keeps retrying with backoff meanwhile.
+	ErrAPIUnreachable = errors.New("leasehold: API server unreachable")
+
 	// ErrRenewStalled is returned by Check when the elector believes it
 	// leads but has not renewed within RenewDeadline plus the tolerance.
 	ErrRenewStalled = errors.New("leasehold: renewals stalled")

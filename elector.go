@@ -38,6 +38,8 @@ type Elector struct {
 
 	running atomic.Bool
 
+	health apiHealth
+
 	mu     sync.Mutex
 	status status
 }
@@ -104,13 +106,18 @@ func (e *Elector) Leader() string {
 
 // Check is a health check for a liveness probe. It fails when this process
 // believes it leads but has not renewed for RenewDeadline plus
-// maxTolerableExpiredLease (its loop is stuck), and when the work of a lost
+// maxTolerableExpiredLease (its loop is stuck), when the work of a lost
 // term has outlived the safety margin (the process must be restarted to be
-// sure it stopped). Followers are healthy.
+// sure it stopped), and when every request to the API server has failed
+// for longer than LeaseDuration plus maxTolerableExpiredLease. Otherwise a
+// follower is healthy.
 func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
+	now := e.clock.Now()
+	if since := e.health.since(); !since.IsZero() && now.Sub(since) > e.t.leaseDuration+maxTolerableExpiredLease {
+		return fmt.Errorf("%w: %s: every request has failed for %v", ErrAPIUnreachable, e.cfg.Name, now.Sub(since).Round(time.Millisecond))
+	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	now := e.clock.Now()
 	if e.status.workOverdue {
 		return fmt.Errorf("%w: %s: OnStartedLeading still running %v after the lease was lost",
 			ErrWorkOutlivedLease, e.cfg.Name, now.Sub(e.status.workOverdueSince).Round(time.Millisecond))
@@ -214,6 +221,7 @@ func (e *Elector) startRun(ctx context.Context, log logr.Logger) *run {
 		log:         log,
 		out:         r.observations,
 		shared:      e.cfg.SharedWatch,
+		health:      &e.health,
 	}
 	go func() {
 		defer close(r.observerDone)
@@ -240,6 +248,7 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
 	var notBefore time.Time // after a failed write, no new write before this
 	failures := newErrorStreak(e.clock, r.log, "Cannot acquire the lease; retrying with backoff")
+	failures.health = &e.health
 
 	for {
 		now := e.clock.Now()
@@ -359,6 +368,7 @@ func (r *run) lead(ctx context.Context) error {
 	deadline := e.clock.NewTimer(lastSent.Add(e.t.renewDeadline).Sub(now))
 	defer deadline.Stop()
 	failures := newErrorStreak(e.clock, r.log, "Cannot renew the lease; retrying until the renew deadline")
+	failures.health = &e.health
 
 	cancelled := ctx.Done()
 	stepping := false

@@ -765,3 +765,27 @@ func TestResumeAfterPauseCancelsWorkFirst(t *testing.T) {
 		t.Fatal("sent a renewal after the pause while the work still ran")
 	}
 }
+
+// The API server unreachable at start: the elector keeps retrying with
+// backoff, Check reports it after LeaseDuration, and recovers with it.
+func TestAPIUnreachableAtStartCheckReports(t *testing.T) {
+	h := newHarness(t)
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		return apierrors.NewServiceUnavailable("connection refused")
+	})
+	b := h.candidate("b").start()
+	h.advance(10 * time.Second)
+	if err := b.e.Check(0); err != nil {
+		t.Fatalf("Check = %v after 10s, want healthy until LeaseDuration passed", err)
+	}
+	h.advance(6 * time.Second)
+	if err := b.e.Check(0); !errors.Is(err, ErrAPIUnreachable) {
+		t.Fatalf("Check = %v after 16s of failures, want ErrAPIUnreachable", err)
+	}
+	h.srv.ClearHooks()
+	h.advance(10 * time.Second)
+	b.waitLeader()
+	if err := b.e.Check(0); err != nil {
+		t.Fatalf("Check = %v after recovery", err)
+	}
+}

@@ -189,6 +189,13 @@ type observer struct {
 	out         chan<- observation
 	polling     bool         // RBAC forbids watch
 	shared      *SharedWatch // optional: follow the lease through a shared watch
+	health      *apiHealth
+}
+
+func (o *observer) streak(msg string) *errorStreak {
+	s := newErrorStreak(o.clock, o.log, msg)
+	s.health = o.health
+	return s
 }
 
 func (o *observer) run(ctx context.Context) {
@@ -199,7 +206,7 @@ func (o *observer) run(ctx context.Context) {
 		o.polling = true
 	}
 	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
-	failures := newErrorStreak(o.clock, o.log, "Cannot read the lease; retrying with backoff")
+	failures := o.streak("Cannot read the lease; retrying with backoff")
 	for ctx.Err() == nil {
 		lease, err := o.read(ctx)
 		if err != nil {
@@ -236,7 +243,7 @@ func (o *observer) followShared(ctx context.Context) bool {
 	sub := o.shared.subscribe(ctx, o.lock.Name)
 	defer o.shared.unsubscribe(sub)
 	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
-	failures := newErrorStreak(o.clock, o.log, "Cannot read the lease; retrying with backoff")
+	failures := o.streak("Cannot read the lease; retrying with backoff")
 	for {
 		lease, err := o.read(ctx)
 		if err == nil {
@@ -277,7 +284,7 @@ func (o *observer) read(ctx context.Context) (*coordinationv1.Lease, error) {
 // Gone, on an error event, or when watch is forbidden.
 func (o *observer) watchFrom(ctx context.Context, rv string) {
 	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
-	failures := newErrorStreak(o.clock, o.log, "Cannot watch the lease; retrying with backoff")
+	failures := o.streak("Cannot watch the lease; retrying with backoff")
 	selector := fields.OneTermEqualSelector("metadata.name", o.lock.Name).String()
 	for ctx.Err() == nil {
 		w, err := o.lock.leases().Watch(ctx, metav1.ListOptions{

@@ -3,6 +3,7 @@ package leasehold
 import (
 	"context"
 	"math/rand/v2"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -71,6 +72,7 @@ func withClockTimeout(ctx context.Context, c clock.Clock, d time.Duration) (cont
 // the first failure at error level, then one summary per minute at most,
 // and one line when the operation recovers.
 type errorStreak struct {
+	health   *apiHealth // optional: told of every failure and success
 	clock    clock.PassiveClock
 	log      logr.Logger
 	msg      string
@@ -84,6 +86,7 @@ func newErrorStreak(c clock.PassiveClock, log logr.Logger, msg string) *errorStr
 }
 
 func (s *errorStreak) failed(err error) {
+	s.health.failed(s.clock.Now())
 	s.count++
 	now := s.clock.Now()
 	if s.count == 1 || now.Sub(s.lastLog) >= s.interval {
@@ -95,8 +98,43 @@ func (s *errorStreak) failed(err error) {
 }
 
 func (s *errorStreak) succeeded() {
+	s.health.succeeded()
 	if s.count > 0 {
 		s.log.Info("Recovered", "operation", s.msg, "failures", s.count)
 	}
 	s.count = 0
+}
+
+// apiHealth tracks since when requests to the API server have been failing
+// without a success, for Check.
+type apiHealth struct {
+	mu           sync.Mutex
+	failingSince time.Time
+}
+
+func (h *apiHealth) failed(now time.Time) {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	if h.failingSince.IsZero() {
+		h.failingSince = now
+	}
+}
+
+func (h *apiHealth) succeeded() {
+	if h == nil {
+		return
+	}
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.failingSince = time.Time{}
+}
+
+// since returns when the current run of failures began, zero if none.
+func (h *apiHealth) since() time.Time {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.failingSince
 }
