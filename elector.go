@@ -321,16 +321,11 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 		e.cfg.Metrics.Transition(e.cfg.Name)
 		r.log.Info("Acquired the lease", "transitions", transitionsOf(got), "via", act.String())
 		return true, nil
+	case act == actCreate && apierrors.IsNotFound(err):
+		return false, err // the namespace is missing: retry with backoff
 	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err), apierrors.IsNotFound(err):
 		r.log.V(2).Info("Lost a race for the lease; re-reading", "via", act.String(), "err", err.Error())
 		return false, r.reread(ctx)
-	case apierrors.IsForbidden(err):
-		verb := "update"
-		if act == actCreate {
-			verb = "create"
-		}
-		return false, fmt.Errorf("RBAC forbids %q on leases (grant get, create, update and watch on coordination.k8s.io leases in namespace %q): %w",
-			verb, e.lock.Namespace, err)
 	default:
 		return false, err
 	}
@@ -445,8 +440,6 @@ func (r *run) renew(ctx context.Context, lastSent time.Time) (time.Time, error) 
 			return now, nil
 		case apierrors.IsNotFound(err):
 			return now, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
-		case apierrors.IsForbidden(err):
-			return now, fmt.Errorf("RBAC forbids \"update\" on leases in namespace %q: %w", e.lock.Namespace, err)
 		case !apierrors.IsConflict(err):
 			return now, err
 		}

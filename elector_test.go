@@ -789,3 +789,39 @@ func TestAPIUnreachableAtStartCheckReports(t *testing.T) {
 		t.Fatalf("Check = %v after recovery", err)
 	}
 }
+
+// A missing namespace or a missing RBAC rule gives an error that says what
+// to do, retried with backoff, not a tight loop.
+func TestMissingNamespaceAndForbiddenExplained(t *testing.T) {
+	for _, tc := range []struct {
+		name string
+		verb string
+		err  error
+		want string
+	}{
+		{"namespace missing", "create", apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, testNS), `not found; create it or set Lock.Namespace`},
+		{"create forbidden", "create", apierrors.NewForbidden(leasesGR, testName, errors.New("denied")), `RBAC forbids \"create\": grant get, create, update and watch`},
+		{"get forbidden", "get", apierrors.NewForbidden(leasesGR, testName, errors.New("denied")), `RBAC forbids \"get\"`},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			h := newHarness(t)
+			h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+				if r.Verb == tc.verb {
+					return tc.err
+				}
+				return nil
+			})
+			a := h.candidate("a").start()
+			h.advance(20 * time.Second)
+			if n := h.srv.Requests("a", tc.verb); n < 3 || n > 20 {
+				t.Fatalf("%d %s attempts in 20s, want retries with backoff", n, tc.verb)
+			}
+			if lines := a.logs.matching(tc.want); len(lines) == 0 {
+				t.Fatalf("no log line says %q:\n%s", tc.want, a.logs)
+			}
+			if a.e.IsLeader() {
+				t.Fatal("leads without the lease")
+			}
+		})
+	}
+}

@@ -63,7 +63,7 @@ func (l *LeaseLock) get(ctx context.Context) (*coordinationv1.Lease, error) {
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("get lease %s/%s: %w", l.Namespace, l.Name, err)
+		return nil, l.explain("get", err)
 	}
 	return lease, nil
 }
@@ -73,7 +73,10 @@ func (l *LeaseLock) get(ctx context.Context) (*coordinationv1.Lease, error) {
 func (l *LeaseLock) create(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error) {
 	created, err := l.leases().Create(ctx, lease, metav1.CreateOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("create lease %s/%s: %w", l.Namespace, l.Name, err)
+		if apierrors.IsNotFound(err) {
+			return nil, fmt.Errorf("create lease %s/%s: namespace %q not found; create it or set Lock.Namespace: %w", l.Namespace, l.Name, l.Namespace, err)
+		}
+		return nil, l.explain("create", err)
 	}
 	return created, nil
 }
@@ -88,9 +91,19 @@ func (l *LeaseLock) update(ctx context.Context, lease *coordinationv1.Lease) (*c
 	}
 	updated, err := l.leases().Update(ctx, lease, metav1.UpdateOptions{})
 	if err != nil {
-		return nil, fmt.Errorf("update lease %s/%s: %w", l.Namespace, l.Name, err)
+		return nil, l.explain("update", err)
 	}
 	return updated, nil
+}
+
+// explain wraps an error of a request with verb on the Lease. A 403 names
+// the RBAC rule that is missing.
+func (l *LeaseLock) explain(verb string, err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%s lease %s/%s: RBAC forbids %q: grant get, create, update and watch on coordination.k8s.io leases in namespace %q (see examples/deploy/rbac.yaml): %w",
+			verb, l.Namespace, l.Name, verb, l.Namespace, err)
+	}
+	return fmt.Errorf("%s lease %s/%s: %w", verb, l.Namespace, l.Name, err)
 }
 
 // recordEvent posts an event on the Lease if an EventRecorder is set.
