@@ -168,3 +168,52 @@ func ExampleMetrics() {
 	// leader_election_master_status demo true
 	// leader_election_master_status demo false
 }
+
+// Migrating from k8s.io/client-go/tools/leaderelection. The client-go
+// code this replaces is in the comments; each field maps one to one.
+func Example_migrateFromClientGo() {
+	srv := leaseholdtest.NewServer()
+	client := srv.Client("pod-a") // clientset.CoordinationV1()
+	ctx, cancel := context.WithCancel(context.Background())
+
+	// lock := &resourcelock.LeaseLock{
+	//     LeaseMeta:  metav1.ObjectMeta{Name: "my-controller", Namespace: "default"},
+	//     Client:     clientset.CoordinationV1(),
+	//     LockConfig: resourcelock.ResourceLockConfig{Identity: id, EventRecorder: recorder},
+	// }
+	lock := &leasehold.LeaseLock{
+		Name:      "my-controller", // LeaseMeta.Name
+		Namespace: "default",       // LeaseMeta.Namespace
+		Client:    client,          // Client
+		Identity:  "pod-a",         // LockConfig.Identity
+		// EventRecorder: recorder, // LockConfig.EventRecorder
+	}
+
+	// leaderelection.RunOrDie(ctx, leaderelection.LeaderElectionConfig{
+	err := leasehold.Run(ctx, leasehold.Config{
+		Lock:            lock,
+		LeaseDuration:   15 * time.Second, // same
+		RenewDeadline:   10 * time.Second, // same
+		RetryPeriod:     2 * time.Second,  // same
+		ReleaseOnCancel: true,             // same, and now safe: the work has returned first
+		Name:            "my-controller",  // same; labels the metrics
+		// WatchDog: healthzAdaptor      -> elector.HealthHandler / Check
+		// Coordinated                   -> not supported
+		Callbacks: leasehold.Callbacks{ // LeaderCallbacks
+			OnStartedLeading: func(ctx context.Context) {
+				fmt.Println("leading")
+				cancel()
+				<-ctx.Done()
+			},
+			// Only called after a term, and after OnStartedLeading returned.
+			OnStoppedLeading: func() { fmt.Println("stopped") },
+			OnNewLeader:      func(id string) {}, // same
+		},
+	})
+	// RunOrDie returned nothing; Run says why it ended.
+	fmt.Println("err:", err)
+	// Output:
+	// leading
+	// stopped
+	// err: <nil>
+}
