@@ -381,7 +381,9 @@ func (r *run) lead(ctx context.Context) error {
 			r.log.Info("Context cancelled; waiting for OnStartedLeading to return before stepping down")
 
 		case res := <-work:
-			return r.stepDown(ctx, res, stepping, lastSent)
+			// The work may have returned because ctx was cancelled before
+			// this loop saw the cancellation: that is a step-down too.
+			return r.stepDown(ctx, res, stepping || ctx.Err() != nil, lastSent)
 
 		case <-deadline.C():
 			return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: no successful renewal within renewDeadline %v", ErrLeaderLost, e.t.renewDeadline))

@@ -825,3 +825,32 @@ func TestMissingNamespaceAndForbiddenExplained(t *testing.T) {
 		})
 	}
 }
+
+// Run's ctx cancelled while a renewal is in flight: the work returns, and
+// its end may be seen before the cancellation. It is still a clean stop:
+// nil, and no release without ReleaseOnCancel.
+func TestCancelDuringRenewIsCleanStop(t *testing.T) {
+	for i := 0; i < 20; i++ {
+		h := newHarness(t)
+		a := h.candidate("a")
+		a.start()
+		a.waitLeader()
+		proceed := make(chan struct{})
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" {
+				a.cancel() // cancelled while the renewal is in flight
+				eventually(t, "work returned", func() bool { return a.count("returned") == 1 })
+				close(proceed)
+			}
+			return nil
+		})
+		h.advance(2 * time.Second)
+		<-proceed
+		if err := a.wait(); err != nil {
+			t.Fatalf("iteration %d: Run = %v, want nil", i, err)
+		}
+		if h.holder() != "a" {
+			t.Fatalf("iteration %d: released without ReleaseOnCancel", i)
+		}
+	}
+}
