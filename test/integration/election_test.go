@@ -1,0 +1,503 @@
+package integration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"slices"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+
+	"github.com/leasehold/leasehold"
+)
+
+// Five candidates start at once against a Lease that does not exist: the
+// real server lets exactly one Create through, the others learn the winner
+// from it, and as each leader steps down the next one takes over, never two
+// at a time.
+func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
+	ns, name := newNamespace(t), "race"
+	tr, logs := newTracker(), newLogBuffer(t)
+	gate := make(chan struct{})
+	byID := map[string]*candidate{}
+	var cands []*candidate
+	for i := range 5 {
+		c := startCandidate(t, candidateOpts{
+			id: fmt.Sprintf("race-%d", i), ns: ns, name: name, t: std,
+			release: true, tr: tr, logs: logs, gate: gate,
+		})
+		byID[c.id] = c
+		cands = append(cands, c)
+	}
+	close(gate)
+
+	first := tr.nextStart(t, 10*time.Second)
+	t.Logf("%s won the race", first.id)
+	// Exactly one won first: nobody else starts while it holds the lease.
+	tr.noStart(t, 3*std.P, first.id+" holds the lease")
+
+	// The real server let exactly one Create through; the losers' Creates
+	// got 409 AlreadyExists (no one overwrote the winner).
+	created, tried := 0, 0
+	for _, c := range cands {
+		tried += c.rec.count("create", time.Time{}, nil)
+		created += c.rec.count("create", time.Time{}, func(c call) bool { return c.ok() })
+		if n := c.rec.count("update", time.Time{}, func(cl call) bool { return cl.ok() && cl.Holder != first.id }); n > 0 {
+			t.Errorf("%s wrote itself as holder %d times while %s held the lease", c.id, n, first.id)
+		}
+	}
+	if created != 1 {
+		t.Errorf("%d Creates of the missing Lease succeeded, want exactly 1 (of %d tried)", created, tried)
+	}
+	t.Logf("%d candidates tried to create the Lease, %d succeeded", tried, created)
+	if got := holder(getLease(t, ns, name)); got != first.id {
+		t.Fatalf("Lease holder is %q, want the winner %q", got, first.id)
+	}
+	// The others observe the winner through OnNewLeader, as their first
+	// report.
+	for _, c := range cands {
+		c.waitSees(t, first.id, 5*time.Second)
+		if l := c.seenLeaders(); l[0] != first.id {
+			t.Errorf("%s: OnNewLeader reported %v, want %s first", c.id, l, first.id)
+		}
+	}
+
+	// Each leader steps down in turn (ReleaseOnCancel); one of the rest
+	// takes over through the released Lease.
+	led := map[string]bool{first.id: true}
+	cur := first
+	for len(led) < len(cands) {
+		cancelledAt := time.Now()
+		byID[cur.id].cancel()
+		next := tr.nextStart(t, 5*time.Second)
+		if err := byID[cur.id].wait(t, 5*time.Second); err != nil {
+			t.Fatalf("%s: Run after cancel: %v", cur.id, err)
+		}
+		if led[next.id] {
+			t.Fatalf("%s led twice", next.id)
+		}
+		led[next.id] = true
+		t.Logf("handoff %s -> %s: %v after cancel", cur.id, next.id, next.at.Sub(cancelledAt).Round(time.Millisecond))
+		// Let it renew a few times, alone.
+		tr.noStart(t, 3*std.P, next.id+" holds the lease")
+		cur = next
+	}
+	must(t, byID[cur.id].stop(t))
+	tr.check(t)
+	for _, c := range cands {
+		if c.startCount() != 1 || c.stopCount() != 1 {
+			t.Errorf("%s: %d terms started, %d stopped; want 1 and 1", c.id, c.startCount(), c.stopCount())
+		}
+	}
+	if n := getLease(t, ns, name).Spec.LeaseTransitions; n == nil || *n != 4 {
+		t.Errorf("leaseTransitions = %v, want 4 (5 terms)", n)
+	}
+}
+
+// Another writer renews the Lease as "other" exactly when our candidate
+// sends its takeover: the real server answers 409 and our candidate backs
+// off and waits a full lease again; it never overwrites the other holder.
+func TestConflictNeverOverwrites(t *testing.T) {
+	ns, name := newNamespace(t), "conflict"
+	tm := timing{L: 2 * time.Second, D: 1500 * time.Millisecond, P: 250 * time.Millisecond}
+	tr, logs := newTracker(), newLogBuffer(t)
+	ctx := context.Background()
+	if _, err := rawClaim(ctx, ns, name, "other", 2); err != nil {
+		t.Fatal(err)
+	}
+	holders := watchHolders(t, ns, name)
+
+	const races = 2
+	var (
+		mu        sync.Mutex
+		raced     int
+		lastOther time.Time
+		otherErrs []error
+	)
+	rec := &recorder{}
+	rec.setBefore(func(c call, _ *http.Request) *http.Response {
+		if c.Verb != "update" || c.Holder != "ours" {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		if raced == races {
+			return nil
+		}
+		raced++
+		// "other" renews just before our takeover reaches the server.
+		lastOther = time.Now()
+		wctx, cancel := context.WithTimeout(ctx, 5*time.Second)
+		defer cancel()
+		if _, err := rawClaim(wctx, ns, name, "other", 2); err != nil {
+			otherErrs = append(otherErrs, err)
+		}
+		return nil
+	})
+	ours := startCandidate(t, candidateOpts{id: "ours", ns: ns, name: name, t: tm, tr: tr, logs: logs, rec: rec})
+
+	// Two takeovers lose (each after a full L of silence), the third wins.
+	start := tr.nextStart(t, (races+1)*tm.L+10*time.Second)
+	mu.Lock()
+	nRaced, lastOtherAt, errs := raced, lastOther, otherErrs
+	mu.Unlock()
+	if len(errs) > 0 {
+		t.Fatalf("the other writer failed: %v", errs)
+	}
+	if nRaced != races {
+		t.Fatalf("raced %d takeovers, want %d", nRaced, races)
+	}
+	var statuses []int
+	for _, c := range rec.all() {
+		if c.Verb == "update" && c.Holder == "ours" {
+			statuses = append(statuses, c.Status)
+		}
+		if c.Verb == "create" {
+			t.Errorf("ours sent a Create for an existing Lease: %+v", c)
+		}
+	}
+	if want := []int{http.StatusConflict, http.StatusConflict, http.StatusOK}; !slices.Equal(statuses[:min(3, len(statuses))], want) {
+		t.Errorf("takeover updates answered %v, want %v first", statuses, want)
+	}
+	// The server's own history: "other" for every version until ours won.
+	eventually(t, 2*time.Second, "the admin watch to see ours", func() bool { return slices.Contains(holders.holders(), "ours") })
+	h := holders.holders()
+	firstOurs := slices.Index(h, "ours")
+	for i, x := range h[:firstOurs] {
+		if x != "other" {
+			t.Errorf("version %d of the Lease held by %q before ours won: %v", i, x, h)
+		}
+	}
+	if firstOurs < races+1 {
+		t.Errorf("want the initial claim and %d renewals by other before ours, got %v", races, h)
+	}
+	// Ours waited a whole lease after the last renewal it lost to.
+	if waited := start.at.Sub(lastOtherAt); waited < tm.L {
+		t.Errorf("ours started %v after other's last renewal, want at least LeaseDuration %v", waited, tm.L)
+	} else {
+		t.Logf("ours took over %v after other's last renewal (LeaseDuration %v); takeovers answered %v", waited.Round(time.Millisecond), tm.L, statuses)
+	}
+	must(t, ours.stop(t))
+	tr.check(t)
+}
+
+// A leader with ReleaseOnCancel releases with an update conditioned on its
+// own last write. Another writer takes the Lease just before the release
+// reaches the server: the release gets 409 and the other holder keeps it.
+func TestReleaseIsConditional(t *testing.T) {
+	ns, name := newNamespace(t), "release"
+	tr, logs := newTracker(), newLogBuffer(t)
+	var (
+		mu       sync.Mutex
+		releases []call
+		thief    *coordinationv1.Lease
+		thiefErr error
+	)
+	rec := &recorder{}
+	rec.setBefore(func(c call, _ *http.Request) *http.Response {
+		if c.Verb != "update" || !c.HasBody || c.Holder != "" {
+			return nil
+		}
+		mu.Lock()
+		defer mu.Unlock()
+		releases = append(releases, c)
+		if len(releases) == 1 {
+			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+			defer cancel()
+			thief, thiefErr = rawClaim(ctx, ns, name, "thief", 3)
+		}
+		return nil
+	})
+	ours := startCandidate(t, candidateOpts{id: "ours", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, rec: rec})
+	tr.nextStart(t, 10*time.Second)
+	time.Sleep(2 * std.P) // a few renewals
+
+	if err := ours.stop(t); err != nil {
+		t.Fatalf("Run after cancel: %v", err)
+	}
+	mu.Lock()
+	nReleases, stolen, stealErr := len(releases), thief, thiefErr
+	mu.Unlock()
+	if stealErr != nil {
+		t.Fatalf("the other writer failed: %v", stealErr)
+	}
+	if nReleases != 1 {
+		t.Fatalf("%d release attempts, want exactly 1", nReleases)
+	}
+	var released call
+	for _, c := range rec.all() {
+		if c.Verb == "update" && c.HasBody && c.Holder == "" {
+			released = c
+		}
+	}
+	if released.Status != http.StatusConflict {
+		t.Errorf("release answered %d (err %v), want 409 Conflict", released.Status, released.Err)
+	}
+	got := getLease(t, ns, name)
+	if holder(got) != "thief" || got.ResourceVersion != stolen.ResourceVersion {
+		t.Errorf("after the release, Lease held by %q at version %s; want the other writer's %q at %s",
+			holder(got), got.ResourceVersion, "thief", stolen.ResourceVersion)
+	}
+	if len(logs.matching("Did not release the lease")) == 0 {
+		t.Errorf("no log line says the release was not done")
+	}
+	if n := ours.stopCount(); n != 1 {
+		t.Errorf("OnStoppedLeading called %d times, want 1", n)
+	}
+	tr.check(t)
+}
+
+// Two processes share one identity. The second sees the first renew under
+// "its" identity, returns ErrIdentityConflict without ever leading, and the
+// first keeps leading undisturbed.
+func TestIdentityClash(t *testing.T) {
+	ns, name := newNamespace(t), "clash"
+	tr, logs := newTracker(), newLogBuffer(t)
+	first := startCandidate(t, candidateOpts{id: "dup", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+	tr.nextStart(t, 10*time.Second)
+	firstWork := first.workCtx
+
+	second := startCandidate(t, candidateOpts{id: "dup", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+	started := time.Now()
+	err := second.wait(t, 3*std.L)
+	if !errors.Is(err, leasehold.ErrIdentityConflict) {
+		t.Fatalf("second process: Run returned %v, want an error wrapping ErrIdentityConflict", err)
+	}
+	t.Logf("second process detected the clash in %v: %v", time.Since(started).Round(time.Millisecond), err)
+	if n := second.startCount(); n != 0 {
+		t.Errorf("second process led %d times, want never", n)
+	}
+	if n := second.rec.count("update", time.Time{}, nil) + second.rec.count("create", time.Time{}, nil); n != 0 {
+		t.Errorf("second process wrote the Lease %d times, want never", n)
+	}
+
+	// The first keeps leading: same term, still renewing.
+	rv := getLease(t, ns, name).ResourceVersion
+	tr.noStart(t, 4*std.P, "the first process still leads")
+	select {
+	case <-first.done:
+		t.Fatalf("first process: Run returned %v", first.err)
+	default:
+	}
+	if !first.el.IsLeader() || firstWork.Err() != nil || first.startCount() != 1 {
+		t.Errorf("first process: IsLeader=%v, work ctx err=%v, terms=%d; want leading in its first term",
+			first.el.IsLeader(), firstWork.Err(), first.startCount())
+	}
+	if l := getLease(t, ns, name); holder(l) != "dup" || l.ResourceVersion == rv {
+		t.Errorf("Lease: holder %q version %s (was %s); want still renewed by dup", holder(l), l.ResourceVersion, rv)
+	}
+	must(t, first.stop(t))
+	tr.check(t)
+}
+
+// Followers watch; they do not poll. A release reaches them over the
+// watch and one takes over within milliseconds.
+func TestWatchHandoffLatency(t *testing.T) {
+	ns, name := newNamespace(t), "handoff"
+	tr, logs := newTracker(), newLogBuffer(t)
+	leader := startCandidate(t, candidateOpts{id: "leader-0", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+	tr.nextStart(t, 10*time.Second)
+	// follower-1's client has the README's request timeout; follower-2's
+	// has none (see the watch-reopen figures logged below).
+	f1 := startCandidate(t, candidateOpts{id: "follower-1", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+	f2 := startCandidate(t, candidateOpts{id: "follower-2", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, noTimeout: true})
+	byID := map[string]*candidate{f1.id: f1, f2.id: f2}
+	f1.waitSees(t, leader.id, 5*time.Second)
+	f2.waitSees(t, leader.id, 5*time.Second)
+
+	// Steady state: several retry periods in which followers make no GET
+	// and no write.
+	time.Sleep(std.P)
+	steadyFrom := time.Now()
+	steady := 6 * std.P
+	tr.noStart(t, steady, leader.id+" holds the lease")
+	for _, f := range []*candidate{f1, f2} {
+		v := f.rec.verbs(steadyFrom)
+		if v["get"] != 0 || v["update"] != 0 || v["create"] != 0 || v["list"] != 0 {
+			t.Errorf("%s made requests other than its watch while following for %v: %v", f.id, steady, v)
+		}
+		t.Logf("%s, steady %v as follower: GET=%d, watch requests=%d", f.id, steady, v["get"], v["watch"])
+	}
+	if w := f2.rec.count("watch", steadyFrom, nil); w != 0 {
+		t.Errorf("follower-2 (no client timeout) re-opened its watch %d times while steady, want 0", w)
+	}
+
+	// Two handoffs: leader-0 -> a follower -> the other follower.
+	cur := leader
+	var latencies []time.Duration
+	for round := 1; round <= 2; round++ {
+		cur.cancel()
+		next := tr.nextStart(t, 5*time.Second)
+		if err := cur.wait(t, 5*time.Second); err != nil {
+			t.Fatalf("%s: Run after cancel: %v", cur.id, err)
+		}
+		var rel call
+		for _, c := range cur.rec.all() {
+			if c.Verb == "update" && c.HasBody && c.Holder == "" {
+				rel = c
+			}
+		}
+		if !rel.ok() {
+			t.Fatalf("%s: release %+v did not succeed", cur.id, rel)
+		}
+		lat := next.at.Sub(rel.Sent)
+		latencies = append(latencies, lat)
+		t.Logf("handoff %d: %s released (request took %v); %s started %v after the release was sent, %v after Run returned",
+			round, cur.id, rel.Done.Sub(rel.Sent).Round(time.Microsecond), next.id,
+			lat.Round(time.Microsecond), next.at.Sub(cur.ended).Round(time.Microsecond))
+		if lat > time.Second {
+			t.Errorf("handoff %d took %v after the release, want < 1s (followers watch)", round, lat)
+		}
+		nc, ok := byID[next.id]
+		if !ok {
+			t.Fatalf("%s started leading; want a follower", next.id)
+		}
+		delete(byID, next.id)
+		for _, other := range byID {
+			other.waitSees(t, next.id, 2*time.Second)
+		}
+		cur = nc
+		tr.noStart(t, 2*std.P, cur.id+" holds the lease")
+	}
+	must(t, cur.stop(t))
+	tr.check(t)
+	t.Logf("watch handoff latencies (release sent -> OnStartedLeading): %v", latencies)
+}
+
+// A follower's watch is closed under it: it resumes from the last version
+// it saw, without a GET, and keeps tracking. When the resumed watch answers
+// 410 Gone it re-reads with a GET and watches again.
+//
+// Why the 410 is injected rather than produced by the server: every watch
+// is served from kube-apiserver's watch cache, which keeps every event of
+// the last 75s (eventFreshDuration), growing its buffer up to 102,400
+// events, and answers 410 only for versions older than its oldest event or
+// than the list it was built from at startup. Within this suite no Lease
+// version is ever that old; even resourceVersion=1 is served (replayed),
+// as checked against this server. A real 410 would need over 100k Lease
+// writes within 75s, or a server started with
+// --watch-cache-sizes=leases.coordination.k8s.io#0 and a short
+// --etcd-compaction-interval, which would change what every other test in
+// this package runs against. So the test answers one resumed watch with
+// the exact ERROR event kube-apiserver sends in that case, and everything
+// after it (the GET, the new watch, the handoff) runs on the real server.
+func TestWatchResumeAfter410(t *testing.T) {
+	ns, name := newNamespace(t), "resume"
+	tr, logs := newTracker(), newLogBuffer(t)
+	holders := watchHolders(t, ns, name)
+	leader := startCandidate(t, candidateOpts{id: "leader", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+	tr.nextStart(t, 10*time.Second)
+	// No client timeout: the client would otherwise end the watch itself
+	// every RequestTimeout, and only this test's cuts should.
+	f := startCandidate(t, candidateOpts{id: "follower", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, noTimeout: true})
+	f.waitSees(t, leader.id, 5*time.Second)
+	isOK := func(c call) bool { return c.ok() }
+	eventually(t, 5*time.Second, "the follower's watch", func() bool { return f.rec.count("watch", time.Time{}, isOK) >= 1 })
+
+	// 1. The watch is cut: resumed from the last version, no GET.
+	cut := time.Now()
+	if n := f.rec.cutWatches(); n != 1 {
+		t.Fatalf("cut %d watches, want 1", n)
+	}
+	eventually(t, 5*time.Second, "the watch to be re-opened", func() bool { return f.rec.count("watch", cut, isOK) >= 1 })
+	var resumed call
+	for _, c := range f.rec.all() {
+		if c.Verb == "watch" && !c.Sent.Before(cut) {
+			resumed = c
+			break
+		}
+	}
+	if resumed.RV == "" {
+		t.Errorf("watch re-opened without a resourceVersion: %+v", resumed)
+	} else if !slices.ContainsFunc(holders.snapshot(), func(v leaseVersion) bool { return v.rv == resumed.RV && v.holder == leader.id }) {
+		t.Errorf("watch resumed from version %s, which is not a version of the Lease held by %s", resumed.RV, leader.id)
+	}
+	if n := f.rec.count("get", cut, nil); n != 0 {
+		t.Errorf("follower made %d GETs to resume its watch, want 0", n)
+	}
+	t.Logf("watch cut; re-opened %v later from resourceVersion %s", resumed.Sent.Sub(cut).Round(time.Microsecond), resumed.RV)
+	// It keeps receiving the leader's renewals on the resumed watch.
+	got := f.rec.watchBytes.Load()
+	eventually(t, 4*std.P, "renewals on the resumed watch", func() bool { return f.rec.watchBytes.Load() > got })
+
+	// 2. The next resumed watch answers 410 Gone: re-read with a GET,
+	// then watch again from the version read.
+	var (
+		goneMu sync.Mutex
+		gone   call
+	)
+	f.rec.setBefore(func(c call, req *http.Request) *http.Response {
+		goneMu.Lock()
+		defer goneMu.Unlock()
+		if c.Verb != "watch" || !gone.Sent.IsZero() {
+			return nil
+		}
+		gone = c
+		gone.Sent = time.Now()
+		return errorEventResponse(req, http.StatusGone, "Expired", fmt.Sprintf("too old resource version: %s (%s)", c.RV, c.RV+"0"))
+	})
+	cut = time.Now()
+	if n := f.rec.cutWatches(); n != 1 {
+		t.Fatalf("cut %d watches, want 1", n)
+	}
+	var reread, rewatch call
+	eventually(t, 10*time.Second, "a GET and a new watch after 410", func() bool {
+		reread, rewatch = call{}, call{}
+		for _, c := range f.rec.all() {
+			switch {
+			case c.Sent.Before(cut):
+			case c.Verb == "get" && reread.Sent.IsZero():
+				reread = c
+			case c.Verb == "watch" && !reread.Sent.IsZero() && c.ok():
+				rewatch = c
+			}
+		}
+		return rewatch.ok()
+	})
+	goneMu.Lock()
+	goneRV := gone.RV
+	goneMu.Unlock()
+	if goneRV == "" {
+		t.Errorf("the watch answered with 410 had no resourceVersion")
+	}
+	if !reread.ok() || rewatch.RV == "" {
+		t.Errorf("after 410: GET %+v, then watch from %q; want a successful GET and a watch from its version", reread, rewatch.RV)
+	}
+	if len(logs.matching(`"identity"="follower"`, "watch reported an error")) == 0 {
+		t.Errorf("no log line about the watch error")
+	}
+	t.Logf("after 410 on resourceVersion %s: GET %v later, new watch from %s %v later",
+		goneRV, reread.Sent.Sub(cut).Round(time.Microsecond), rewatch.RV, rewatch.Sent.Sub(cut).Round(time.Microsecond))
+	got = f.rec.watchBytes.Load()
+	eventually(t, 4*std.P, "renewals on the new watch", func() bool { return f.rec.watchBytes.Load() > got })
+
+	// 3. Through all this the follower never took over from the live
+	// leader, and it still hands over in milliseconds: its watch works.
+	tr.noStart(t, 2*std.P, "the leader is renewing")
+	if n := f.rec.count("update", time.Time{}, nil) + f.rec.count("create", time.Time{}, nil); n != 0 {
+		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
+	}
+	leader.cancel()
+	next := tr.nextStart(t, 5*time.Second)
+	must(t, leader.wait(t, 5*time.Second))
+	var rel call
+	for _, c := range leader.rec.all() {
+		if c.Verb == "update" && c.HasBody && c.Holder == "" {
+			rel = c
+		}
+	}
+	if next.id != f.id || !rel.ok() {
+		t.Fatalf("after the release (%+v), %s started; want the follower", rel, next.id)
+	}
+	lat := next.at.Sub(rel.Sent)
+	t.Logf("follower took over %v after the release", lat.Round(time.Microsecond))
+	if lat > time.Second {
+		t.Errorf("follower took over %v after the release, want < 1s", lat)
+	}
+	must(t, f.stop(t))
+	tr.check(t)
+}

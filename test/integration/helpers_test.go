@@ -1,0 +1,494 @@
+package integration
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"regexp"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/ptr"
+
+	"github.com/leasehold/leasehold"
+)
+
+// timing is one elector's three knobs.
+type timing struct{ L, D, P time.Duration }
+
+// std is the default for these tests: a 500ms safety margin (L-D-P), and
+// four renewal attempts per deadline, which survives a loaded 2-core
+// machine running the control plane under the race detector.
+var std = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
+
+var nsSeq atomic.Int32
+
+// newNamespace creates a namespace for one test, deleted when it ends.
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	base := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
+	base = strings.TrimPrefix(base, "test")
+	if len(base) > 40 {
+		base = base[:40]
+	}
+	name := strings.Trim(fmt.Sprintf("lh-%s-%d", strings.Trim(base, "-"), nsSeq.Add(1)), "-")
+	ctx := context.Background()
+	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() {
+		_ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
+	})
+	return name
+}
+
+// clientFor builds a clientset as the README recommends (request timeout
+// from the renew deadline), recording its requests in rec if not nil.
+func clientFor(cfg *rest.Config, d time.Duration, rec *recorder) kubernetes.Interface {
+	cfg = leasehold.WithRequestTimeout(jsonConfig(cfg), d)
+	if rec != nil {
+		cfg = rec.wrap(cfg)
+	}
+	return kubernetes.NewForConfigOrDie(cfg)
+}
+
+// logBuffer collects the log lines of a test's electors (funcr, verbosity
+// 4) and prints them if the test fails, or always with LEASEHOLD_TEST_LOGS=1.
+type logBuffer struct {
+	mu    sync.Mutex
+	start time.Time
+	lines []string
+}
+
+func newLogBuffer(t *testing.T) *logBuffer {
+	b := &logBuffer{start: time.Now()}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("LEASEHOLD_TEST_LOGS") != "" {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, l := range b.lines {
+				t.Log(l)
+			}
+		}
+	})
+	return b
+}
+
+func (b *logBuffer) logger(name string) logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.lines = append(b.lines, fmt.Sprintf("%8.3fs %s %s %s", time.Since(b.start).Seconds(), name, prefix, args))
+	}, funcr.Options{Verbosity: 4})
+}
+
+// matching returns the lines that contain every one of subs.
+func (b *logBuffer) matching(subs ...string) []string {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []string
+next:
+	for _, l := range b.lines {
+		for _, s := range subs {
+			if !strings.Contains(l, s) {
+				continue next
+			}
+		}
+		out = append(out, l)
+	}
+	return out
+}
+
+// tracker checks that at most one process does the leader's work at a
+// time, across leasehold and client-go electors in this test process.
+type tracker struct {
+	mu       sync.Mutex
+	seq      int
+	active   map[int]*workEntry
+	max      int
+	overlaps []string
+	starts   chan workStart
+}
+
+type workEntry struct {
+	id string
+	// ctx, if set, ends the entry when cancelled: client-go does not wait
+	// for OnStartedLeading to return before it releases the lease, so a
+	// client-go leader's work counts only until its ctx is cancelled.
+	ctx    context.Context
+	exited bool
+}
+
+type workStart struct {
+	id string
+	at time.Time
+}
+
+func newTracker() *tracker {
+	return &tracker{active: map[int]*workEntry{}, starts: make(chan workStart, 64)}
+}
+
+// enter records that id started the leader's work; the returned func
+// records that it stopped. ctx may be nil (see workEntry).
+func (tr *tracker) enter(id string, ctx context.Context) (exit func()) {
+	at := time.Now()
+	tr.mu.Lock()
+	tr.seq++
+	key := tr.seq
+	e := &workEntry{id: id, ctx: ctx}
+	tr.active[key] = e
+	var running []string
+	for k, o := range tr.active {
+		if o.exited || (o.ctx != nil && o.ctx.Err() != nil) {
+			delete(tr.active, k)
+			continue
+		}
+		running = append(running, o.id)
+	}
+	if len(running) > tr.max {
+		tr.max = len(running)
+	}
+	if len(running) > 1 {
+		tr.overlaps = append(tr.overlaps, fmt.Sprintf("%s started while %v were leading", id, running))
+	}
+	tr.mu.Unlock()
+	tr.starts <- workStart{id: id, at: at}
+	return func() {
+		tr.mu.Lock()
+		e.exited = true
+		delete(tr.active, key)
+		tr.mu.Unlock()
+	}
+}
+
+func (tr *tracker) check(t *testing.T) {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.max > 1 || len(tr.overlaps) > 0 {
+		t.Errorf("two leaders worked at once (max concurrency %d): %v", tr.max, tr.overlaps)
+	}
+}
+
+// nextStart waits for the next OnStartedLeading.
+func (tr *tracker) nextStart(t *testing.T, within time.Duration) workStart {
+	t.Helper()
+	select {
+	case s := <-tr.starts:
+		return s
+	case <-time.After(within):
+		t.Fatalf("no leader started within %v", within)
+		return workStart{}
+	}
+}
+
+// noStart fails if anyone starts leading within d.
+func (tr *tracker) noStart(t *testing.T, d time.Duration, why string) {
+	t.Helper()
+	select {
+	case s := <-tr.starts:
+		t.Fatalf("%s started leading at %s, but %s", s.id, s.at.Format("15:04:05.000"), why)
+	case <-time.After(d):
+	}
+}
+
+// candidate is one leasehold elector running in a goroutine.
+type candidate struct {
+	id  string
+	el  *leasehold.Elector
+	rec *recorder
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error // Run's result, valid once done is closed
+	ended  time.Time
+
+	mu      sync.Mutex
+	leaders []string // OnNewLeader calls, in order
+	starts  int
+	stops   int
+	workCtx context.Context
+}
+
+type candidateOpts struct {
+	id, ns, name string
+	t            timing
+	cfg          *rest.Config // default: admin
+	release      bool
+	tr           *tracker
+	logs         *logBuffer
+	// rec records the client's requests; a new one if nil.
+	rec *recorder
+	// noTimeout builds the client without leasehold.WithRequestTimeout.
+	noTimeout bool
+	// gate, if set, delays Run until it is closed.
+	gate <-chan struct{}
+	// windDown is how long the work takes to return after its ctx is
+	// cancelled, like a controller finishing its current item. Default:
+	// it returns at once.
+	windDown time.Duration
+}
+
+// startCandidate starts an elector whose work registers with o.tr and runs
+// until its ctx is cancelled. Run is stopped and awaited when the test ends.
+func startCandidate(t *testing.T, o candidateOpts) *candidate {
+	t.Helper()
+	cfg := o.cfg
+	if cfg == nil {
+		cfg = cp.Config()
+	}
+	c := &candidate{id: o.id, done: make(chan struct{}), rec: o.rec}
+	if c.rec == nil {
+		c.rec = &recorder{}
+	}
+	var cs kubernetes.Interface
+	if o.noTimeout {
+		cs = kubernetes.NewForConfigOrDie(c.rec.wrap(jsonConfig(cfg)))
+	} else {
+		cs = clientFor(cfg, o.t.D, c.rec)
+	}
+	el, err := leasehold.New(leasehold.Config{
+		Lock: &leasehold.LeaseLock{
+			Namespace: o.ns, Name: o.name, Identity: o.id,
+			Client: cs.CoordinationV1(),
+		},
+		LeaseDuration:   o.t.L,
+		RenewDeadline:   o.t.D,
+		RetryPeriod:     o.t.P,
+		ReleaseOnCancel: o.release,
+		Callbacks: leasehold.Callbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				c.mu.Lock()
+				c.starts++
+				c.workCtx = ctx
+				c.mu.Unlock()
+				exit := o.tr.enter(o.id, nil)
+				defer exit()
+				<-ctx.Done()
+				time.Sleep(o.windDown)
+			},
+			OnStoppedLeading: func() {
+				c.mu.Lock()
+				c.stops++
+				c.mu.Unlock()
+			},
+			OnNewLeader: func(id string) {
+				c.mu.Lock()
+				c.leaders = append(c.leaders, id)
+				c.mu.Unlock()
+			},
+		},
+	})
+	if err != nil {
+		t.Fatalf("leasehold.New(%s): %v", o.id, err)
+	}
+	c.el = el
+	ctx, cancel := context.WithCancel(context.Background())
+	if o.logs != nil {
+		ctx = klog.NewContext(ctx, o.logs.logger(o.id))
+	} else {
+		ctx = klog.NewContext(ctx, logr.Discard())
+	}
+	c.cancel = cancel
+	go func() {
+		defer close(c.done)
+		if o.gate != nil {
+			<-o.gate
+		}
+		c.err = el.Run(ctx)
+		c.ended = time.Now()
+	}()
+	t.Cleanup(func() {
+		c.cancel()
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("%s: Run did not return within 15s of its ctx being cancelled", c.id)
+		}
+	})
+	return c
+}
+
+// stop cancels Run and waits for it to return.
+func (c *candidate) stop(t *testing.T) error {
+	t.Helper()
+	c.cancel()
+	return c.wait(t, 10*time.Second)
+}
+
+// wait waits for Run to return and returns its error.
+func (c *candidate) wait(t *testing.T, within time.Duration) error {
+	t.Helper()
+	select {
+	case <-c.done:
+		return c.err
+	case <-time.After(within):
+		t.Fatalf("%s: Run did not return within %v", c.id, within)
+		return nil
+	}
+}
+
+func (c *candidate) seenLeaders() []string {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return append([]string(nil), c.leaders...)
+}
+
+func (c *candidate) stopCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.stops
+}
+
+func (c *candidate) startCount() int {
+	c.mu.Lock()
+	defer c.mu.Unlock()
+	return c.starts
+}
+
+// waitSees waits until the candidate's OnNewLeader reported id.
+func (c *candidate) waitSees(t *testing.T, id string, within time.Duration) {
+	t.Helper()
+	eventually(t, within, fmt.Sprintf("%s to observe leader %s", c.id, id), func() bool {
+		for _, l := range c.seenLeaders() {
+			if l == id {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// eventually polls cond every 10ms until it holds or within passes.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(within)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+}
+
+// getLease reads the Lease as admin.
+func getLease(t *testing.T, ns, name string) *coordinationv1.Lease {
+	t.Helper()
+	l, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("get lease %s/%s: %v", ns, name, err)
+	}
+	return l
+}
+
+func holder(l *coordinationv1.Lease) string {
+	if l == nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+// rawClaim writes the Lease as holder id with a plain clientset, the way
+// another elector would: a GET, then an Update conditioned on the version
+// read (or a Create if there is none). It returns the Lease written.
+func rawClaim(ctx context.Context, ns, name, id string, leaseSeconds int32) (*coordinationv1.Lease, error) {
+	leases := admin.CoordinationV1().Leases(ns)
+	now := metav1.NewMicroTime(time.Now())
+	cur, err := leases.Get(ctx, name, metav1.GetOptions{})
+	if apierrors.IsNotFound(err) {
+		return leases.Create(ctx, &coordinationv1.Lease{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
+			Spec: coordinationv1.LeaseSpec{
+				HolderIdentity:       ptr.To(id),
+				LeaseDurationSeconds: ptr.To(leaseSeconds),
+				AcquireTime:          &now,
+				RenewTime:            &now,
+				LeaseTransitions:     ptr.To[int32](0),
+			},
+		}, metav1.CreateOptions{})
+	}
+	if err != nil {
+		return nil, err
+	}
+	next := cur.DeepCopy()
+	if holder(cur) != id {
+		next.Spec.AcquireTime = &now
+		next.Spec.LeaseTransitions = ptr.To(ptr.Deref(cur.Spec.LeaseTransitions, 0) + 1)
+	}
+	next.Spec.HolderIdentity = ptr.To(id)
+	next.Spec.LeaseDurationSeconds = ptr.To(leaseSeconds)
+	next.Spec.RenewTime = &now
+	return leases.Update(ctx, next, metav1.UpdateOptions{})
+}
+
+// holderLog watches a Lease as admin and records the holder of every
+// version, to check afterwards who held it and in which order.
+type holderLog struct {
+	mu       sync.Mutex
+	versions []leaseVersion
+}
+
+type leaseVersion struct {
+	rv, holder string
+	at         time.Time
+}
+
+func watchHolders(t *testing.T, ns, name string) *holderLog {
+	t.Helper()
+	h := &holderLog{}
+	ctx, cancel := context.WithCancel(context.Background())
+	w, err := admin.CoordinationV1().Leases(ns).Watch(ctx, metav1.ListOptions{FieldSelector: "metadata.name=" + name})
+	if err != nil {
+		t.Fatalf("watch lease: %v", err)
+	}
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for ev := range w.ResultChan() {
+			if l, ok := ev.Object.(*coordinationv1.Lease); ok {
+				h.mu.Lock()
+				h.versions = append(h.versions, leaseVersion{rv: l.ResourceVersion, holder: holder(l), at: time.Now()})
+				h.mu.Unlock()
+			}
+		}
+	}()
+	t.Cleanup(func() { cancel(); w.Stop(); <-done })
+	return h
+}
+
+func (h *holderLog) snapshot() []leaseVersion {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return append([]leaseVersion(nil), h.versions...)
+}
+
+func (h *holderLog) holders() []string {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []string
+	for _, v := range h.versions {
+		out = append(out, v.holder)
+	}
+	return out
+}
+
+func isForbidden(err error) bool { return apierrors.IsForbidden(err) }
+
+func must(t *testing.T, err error) {
+	t.Helper()
+	if err != nil {
+		t.Fatal(err)
+	}
+}

@@ -1,0 +1,248 @@
+package integration
+
+import (
+	"context"
+	"sync"
+	"testing"
+	"time"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/tools/leaderelection"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
+	"k8s.io/klog/v2"
+)
+
+// clientGoCandidate is a k8s.io/client-go/tools/leaderelection elector on
+// a resourcelock.LeaseLock, running in a goroutine.
+type clientGoCandidate struct {
+	id     string
+	rec    *recorder
+	cancel context.CancelFunc
+	done   chan struct{}
+
+	mu      sync.Mutex
+	leaders []string
+}
+
+func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, tr *tracker, logs *logBuffer) *clientGoCandidate {
+	t.Helper()
+	c := &clientGoCandidate{id: id, rec: &recorder{}, done: make(chan struct{})}
+	cs := kubernetes.NewForConfigOrDie(c.rec.wrap(jsonConfig(cp.Config())))
+	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
+		Lock: &resourcelock.LeaseLock{
+			LeaseMeta:  metav1.ObjectMeta{Namespace: ns, Name: name},
+			Client:     cs.CoordinationV1(),
+			LockConfig: resourcelock.ResourceLockConfig{Identity: id},
+		},
+		LeaseDuration:   tm.L,
+		RenewDeadline:   tm.D,
+		RetryPeriod:     tm.P,
+		ReleaseOnCancel: release,
+		Name:            id,
+		Callbacks: leaderelection.LeaderCallbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				// client-go releases without waiting for this function
+				// to return, so its term counts until ctx is cancelled.
+				exit := tr.enter(id, ctx)
+				defer exit()
+				<-ctx.Done()
+			},
+			OnStoppedLeading: func() {},
+			OnNewLeader: func(identity string) {
+				c.mu.Lock()
+				c.leaders = append(c.leaders, identity)
+				c.mu.Unlock()
+			},
+		},
+	})
+	if err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger(id)))
+	c.cancel = cancel
+	go func() {
+		defer close(c.done)
+		le.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-c.done:
+		case <-time.After(15 * time.Second):
+			t.Errorf("%s: client-go Run did not return", id)
+		}
+	})
+	return c
+}
+
+func (c *clientGoCandidate) stop(t *testing.T) {
+	t.Helper()
+	c.cancel()
+	select {
+	case <-c.done:
+	case <-time.After(10 * time.Second):
+		t.Fatalf("%s: client-go Run did not return", c.id)
+	}
+}
+
+func (c *clientGoCandidate) waitSees(t *testing.T, id string, within time.Duration) {
+	t.Helper()
+	eventually(t, within, c.id+" to observe "+id, func() bool {
+		c.mu.Lock()
+		defer c.mu.Unlock()
+		for _, l := range c.leaders {
+			if l == id {
+				return true
+			}
+		}
+		return false
+	})
+}
+
+// lastWrite returns the last successful write of the Lease by rec's client
+// naming holder ("" for a release).
+func lastWrite(rec *recorder, holder string) (call, bool) {
+	var last call
+	found := false
+	for _, c := range rec.all() {
+		if (c.Verb == "update" || c.Verb == "create") && c.HasBody && c.Holder == holder && c.ok() {
+			last, found = c, true
+		}
+	}
+	return last, found
+}
+
+// clientGoPoll is the longest interval between two polls of a client-go
+// candidate: wait.JitterUntil(RetryPeriod, JitterFactor 1.2).
+func clientGoPoll(tm timing) time.Duration { return tm.P + tm.P*12/10 }
+
+// leasehold and client-go electors share one Lease during a migration:
+// each hands over to the other on release and on expiry, and their work
+// never overlaps.
+func TestInteropWithClientGo(t *testing.T) {
+	const cg, lh = "client-go", "leasehold"
+
+	t.Run("ClientGoReleases", func(t *testing.T) {
+		ns, name := newNamespace(t), "interop"
+		tr, logs := newTracker(), newLogBuffer(t)
+		old := startClientGo(t, cg, ns, name, std, true, tr, logs)
+		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
+			t.Fatalf("%s started first", s.id)
+		}
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+		ours.waitSees(t, cg, 5*time.Second)
+		tr.noStart(t, 3*std.P, "client-go holds the lease")
+
+		old.stop(t)
+		next := tr.nextStart(t, 5*time.Second)
+		rel, ok := lastWrite(old.rec, "")
+		if next.id != lh || !ok {
+			t.Fatalf("after client-go's release (found: %v), %s started; want leasehold", ok, next.id)
+		}
+		lat := next.at.Sub(rel.Sent)
+		t.Logf("leasehold took over %v after client-go's release was sent", lat.Round(time.Microsecond))
+		if lat > time.Second {
+			t.Errorf("leasehold took over %v after client-go released, want < 1s (it watches)", lat)
+		}
+		tr.noStart(t, 2*std.P, "leasehold holds the lease")
+		must(t, ours.stop(t))
+		tr.check(t)
+	})
+
+	t.Run("LeaseholdReleases", func(t *testing.T) {
+		ns, name := newNamespace(t), "interop"
+		tr, logs := newTracker(), newLogBuffer(t)
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
+			t.Fatalf("%s started first", s.id)
+		}
+		other := startClientGo(t, cg, ns, name, std, true, tr, logs)
+		other.waitSees(t, lh, 5*time.Second)
+		tr.noStart(t, 3*std.P, "leasehold holds the lease")
+
+		must(t, ours.stop(t))
+		next := tr.nextStart(t, clientGoPoll(std)+3*time.Second)
+		rel, ok := lastWrite(ours.rec, "")
+		if next.id != cg || !ok {
+			t.Fatalf("after leasehold's release (found: %v), %s started; want client-go", ok, next.id)
+		}
+		lat := next.at.Sub(rel.Sent)
+		t.Logf("client-go took over %v after leasehold's release was sent (it polls every %v)", lat.Round(time.Millisecond), std.P)
+		if lat > clientGoPoll(std)+time.Second {
+			t.Errorf("client-go took over %v after the release, want within its poll interval (%v)", lat, clientGoPoll(std))
+		}
+		tr.noStart(t, 2*std.P, "client-go holds the lease")
+		other.stop(t)
+		tr.check(t)
+	})
+
+	t.Run("ClientGoExpires", func(t *testing.T) {
+		ns, name := newNamespace(t), "interop"
+		tr, logs := newTracker(), newLogBuffer(t)
+		old := startClientGo(t, cg, ns, name, std, false, tr, logs)
+		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
+			t.Fatalf("%s started first", s.id)
+		}
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+		ours.waitSees(t, cg, 5*time.Second)
+		tr.noStart(t, 3*std.P, "client-go holds the lease")
+
+		old.stop(t) // stops renewing, does not release
+		renewal, ok := lastWrite(old.rec, cg)
+		if !ok {
+			t.Fatal("no successful client-go write recorded")
+		}
+		next := tr.nextStart(t, std.L+5*time.Second)
+		if next.id != lh {
+			t.Fatalf("%s started; want leasehold", next.id)
+		}
+		after := next.at.Sub(renewal.Sent)
+		t.Logf("leasehold took over %v after client-go's last renewal (LeaseDuration %v)", after.Round(time.Millisecond), std.L)
+		if after < std.L {
+			t.Errorf("leasehold took over %v after client-go's last renewal, before the lease expired (%v)", after, std.L)
+		}
+		if after > std.L+time.Second {
+			t.Errorf("leasehold took over %v after client-go's last renewal, want soon after expiry (%v)", after, std.L)
+		}
+		must(t, ours.stop(t))
+		tr.check(t)
+	})
+
+	t.Run("LeaseholdExpires", func(t *testing.T) {
+		ns, name := newNamespace(t), "interop"
+		tr, logs := newTracker(), newLogBuffer(t)
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: false, tr: tr, logs: logs})
+		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
+			t.Fatalf("%s started first", s.id)
+		}
+		other := startClientGo(t, cg, ns, name, std, true, tr, logs)
+		other.waitSees(t, lh, 5*time.Second)
+		tr.noStart(t, 3*std.P, "leasehold holds the lease")
+
+		must(t, ours.stop(t)) // no ReleaseOnCancel: stops renewing
+		if _, released := lastWrite(ours.rec, ""); released {
+			t.Fatal("leasehold released the Lease without ReleaseOnCancel")
+		}
+		renewal, ok := lastWrite(ours.rec, lh)
+		if !ok {
+			t.Fatal("no successful leasehold write recorded")
+		}
+		next := tr.nextStart(t, std.L+2*clientGoPoll(std)+5*time.Second)
+		if next.id != cg {
+			t.Fatalf("%s started; want client-go", next.id)
+		}
+		after := next.at.Sub(renewal.Sent)
+		t.Logf("client-go took over %v after leasehold's last renewal (LeaseDuration %v, client-go polls every %v)", after.Round(time.Millisecond), std.L, std.P)
+		if after < std.L {
+			t.Errorf("client-go took over %v after leasehold's last renewal, before the lease expired (%v)", after, std.L)
+		}
+		// client-go saw the renewal up to one poll late, and takes over at
+		// the first poll after expiry.
+		if late := std.L + 2*clientGoPoll(std) + time.Second; after > late {
+			t.Errorf("client-go took over %v after leasehold's last renewal, want soon after expiry (by %v)", after, late)
+		}
+		other.stop(t)
+		tr.check(t)
+	})
+}
