@@ -236,6 +236,11 @@ var (
 	// tolerance. The elector keeps retrying with backoff meanwhile.
 	ErrAPIUnreachable = errors.New("leasehold: API server unreachable")
 
+	// ErrForbidden is returned by Check when RBAC has forbidden every
+	// write of the Lease for longer than LeaseDuration plus the
+	// tolerance. The error names the missing verb.
+	ErrForbidden = errors.New("leasehold: RBAC forbids writing the lease")
+
 	// ErrRenewStalled is returned by Check when the elector believes it
 	// leads but has not renewed within RenewDeadline plus the tolerance.
 	ErrRenewStalled = errors.New("leasehold: renewals stalled")

@@ -3,9 +3,14 @@ package leasehold
 import (
 	"context"
 	"errors"
+	"io"
+	"net/http"
+	"net/http/httptest"
 	"strings"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/rest"
 
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
@@ -103,5 +108,35 @@ func TestDefaultIdentityUnique(t *testing.T) {
 	b, err2 := DefaultIdentity()
 	if err1 != nil || err2 != nil || a == b || !strings.Contains(a, "_") {
 		t.Fatalf("DefaultIdentity = %q, %q (%v, %v): want two distinct hostname_random values", a, b, err1, err2)
+	}
+}
+
+// WithRequestTimeout bounds ordinary requests but never cuts a watch.
+func TestWithRequestTimeoutSparesWatches(t *testing.T) {
+	slow := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		select {
+		case <-time.After(1500 * time.Millisecond):
+			w.Write([]byte("done"))
+		case <-r.Context().Done():
+		}
+	}))
+	defer slow.Close()
+	cfg := WithRequestTimeout(&rest.Config{Host: slow.URL}, 2*time.Second) // timeout 1s
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	client := &http.Client{Transport: rt}
+	if _, err := client.Get(slow.URL + "/apis/coordination.k8s.io/v1/namespaces/ns/leases/x"); err == nil {
+		t.Fatal("a 1.5s GET passed a 1s request timeout")
+	}
+	resp, err := client.Get(slow.URL + "/apis/coordination.k8s.io/v1/namespaces/ns/leases?watch=true")
+	if err != nil {
+		t.Fatalf("watch cut by the request timeout: %v", err)
+	}
+	body, _ := io.ReadAll(resp.Body)
+	resp.Body.Close()
+	if string(body) != "done" {
+		t.Fatalf("watch body = %q", body)
 	}
 }

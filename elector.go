@@ -108,13 +108,17 @@ func (e *Elector) Leader() string {
 // believes it leads but has not renewed for RenewDeadline plus
 // maxTolerableExpiredLease (its loop is stuck), when the work of a lost
 // term has outlived the safety margin (the process must be restarted to be
-// sure it stopped), and when every request to the API server has failed
-// for longer than LeaseDuration plus maxTolerableExpiredLease. Otherwise a
-// follower is healthy.
+// sure it stopped), and when every request to the API server has failed,
+// or RBAC has forbidden every write of the Lease, for longer than
+// LeaseDuration plus maxTolerableExpiredLease. Otherwise a follower is
+// healthy.
 func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
 	now := e.clock.Now()
 	if since := e.health.since(); !since.IsZero() && now.Sub(since) > e.t.leaseDuration+maxTolerableExpiredLease {
 		return fmt.Errorf("%w: %s: every request has failed for %v", ErrAPIUnreachable, e.cfg.Name, now.Sub(since).Round(time.Millisecond))
+	}
+	if since, err := e.health.deniedFor(); err != nil && now.Sub(since) > e.t.leaseDuration+maxTolerableExpiredLease {
+		return fmt.Errorf("%w: %s: for %v: %w", ErrForbidden, e.cfg.Name, now.Sub(since).Round(time.Millisecond), err)
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -311,6 +315,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	} else {
 		got, err = e.lock.update(rctx, desired)
 	}
+	e.health.write(e.clock.Now(), err)
 	switch {
 	case err == nil:
 		if holderOf(r.view.lease) == "" && r.view.lease != nil {
@@ -367,12 +372,13 @@ func (r *run) lead(ctx context.Context) error {
 
 	cancelled := ctx.Done()
 	stepping := false
+	var lastErr error // of the last failed renewal since the last success
 	for {
 		// Before anything else, and especially after this process was
 		// paused: if the deadline passed by our clock, the term is over,
 		// whichever timer or event the select would pick first.
 		if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
-			return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: no successful renewal within renewDeadline %v", ErrLeaderLost, e.t.renewDeadline))
+			return r.lose(work, cancelWork, stepping, r.deadlinePassed(lastErr))
 		}
 		select {
 		case <-cancelled:
@@ -386,7 +392,7 @@ func (r *run) lead(ctx context.Context) error {
 			return r.stepDown(ctx, res, stepping || ctx.Err() != nil, lastSent)
 
 		case <-deadline.C():
-			return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: no successful renewal within renewDeadline %v", ErrLeaderLost, e.t.renewDeadline))
+			return r.lose(work, cancelWork, stepping, r.deadlinePassed(lastErr))
 
 		case <-renewAt.C():
 			if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
@@ -397,6 +403,7 @@ func (r *run) lead(ctx context.Context) error {
 			switch {
 			case err == nil:
 				failures.succeeded()
+				lastErr = nil
 				lastSent = sent
 				e.setLeading(true, lastSent)
 				deadline.Reset(lastSent.Add(e.t.renewDeadline).Sub(now))
@@ -405,6 +412,7 @@ func (r *run) lead(ctx context.Context) error {
 				return r.lose(work, cancelWork, stepping, err)
 			default:
 				failures.failed(err)
+				lastErr = err
 				renewAt.Reset(min(e.t.retryPeriod, lastSent.Add(e.t.renewDeadline).Sub(now)))
 			}
 
@@ -417,6 +425,15 @@ func (r *run) lead(ctx context.Context) error {
 			}
 		}
 	}
+}
+
+// deadlinePassed is the error that ends a term at the renew deadline,
+// with the last renewal's error, if any, as the cause.
+func (r *run) deadlinePassed(lastErr error) error {
+	if lastErr != nil {
+		return fmt.Errorf("%w: no successful renewal within renewDeadline %v; last error: %w", ErrLeaderLost, r.e.t.renewDeadline, lastErr)
+	}
+	return fmt.Errorf("%w: no successful renewal within renewDeadline %v", ErrLeaderLost, r.e.t.renewDeadline)
 }
 
 // renew writes a new renewTime from the cached Lease, conditioned on our
@@ -434,6 +451,7 @@ func (r *run) renew(ctx context.Context, lastSent time.Time) (time.Time, error) 
 		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
 		got, err := e.lock.update(rctx, desired)
 		cancel()
+		e.health.write(e.clock.Now(), err)
 		e.cfg.Metrics.Renew(e.cfg.Name, e.clock.Since(now), err)
 		switch {
 		case err == nil:

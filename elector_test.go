@@ -854,3 +854,27 @@ func TestCancelDuringRenewIsCleanStop(t *testing.T) {
 		}
 	}
 }
+
+// RBAC forbids update: the term ends at the deadline with the cause in
+// Run's error, and Check names the missing verb while it persists.
+func TestForbiddenUpdateSurfaces(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if r.Verb == "update" {
+			return apierrors.NewForbidden(leasesGR, testName, errors.New("update denied"))
+		}
+		return nil
+	})
+	h.advance(10 * time.Second)
+	err := a.wait()
+	if !errors.Is(err, ErrLeaderLost) || !strings.Contains(err.Error(), `RBAC forbids "update"`) {
+		t.Fatalf("Run = %v, want ErrLeaderLost naming the forbidden update", err)
+	}
+	b := h.candidate("b").start()
+	h.advance(35 * time.Second) // a's claim expires at 25s; b's takeover is forbidden from then on
+	if err := b.e.Check(0); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), `"update"`) {
+		t.Fatalf("Check = %v, want ErrForbidden naming update", err)
+	}
+}

@@ -1,9 +1,12 @@
 package leasehold
 
 import (
+	"context"
 	"crypto/rand"
 	"encoding/hex"
 	"fmt"
+	"io"
+	"net/http"
 	"os"
 	"strings"
 	"time"
@@ -54,9 +57,46 @@ func RequestTimeout(renewDeadline time.Duration) time.Duration {
 }
 
 // WithRequestTimeout returns a copy of cfg whose requests time out after
-// RequestTimeout(renewDeadline). Build the election's clientset from it.
+// RequestTimeout(renewDeadline), except watches, which are long-running by
+// design. (rest.Config.Timeout would cut every watch after the timeout
+// too.) Build the election's clientset from it.
 func WithRequestTimeout(cfg *rest.Config, renewDeadline time.Duration) *rest.Config {
 	out := rest.CopyConfig(cfg)
-	out.Timeout = RequestTimeout(renewDeadline)
+	d := RequestTimeout(renewDeadline)
+	out.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &requestTimeout{next: rt, timeout: d}
+	})
 	return out
+}
+
+// requestTimeout bounds each non-watch request, body included.
+type requestTimeout struct {
+	next    http.RoundTripper
+	timeout time.Duration
+}
+
+func (t *requestTimeout) RoundTrip(req *http.Request) (*http.Response, error) {
+	if req.URL.Query().Get("watch") == "true" {
+		return t.next.RoundTrip(req)
+	}
+	ctx, cancel := context.WithTimeout(req.Context(), t.timeout)
+	resp, err := t.next.RoundTrip(req.WithContext(ctx))
+	if err != nil {
+		cancel()
+		return nil, err
+	}
+	resp.Body = &cancelOnClose{ReadCloser: resp.Body, cancel: cancel}
+	return resp, nil
+}
+
+// cancelOnClose releases a request's timeout when its body is closed.
+type cancelOnClose struct {
+	io.ReadCloser
+	cancel context.CancelFunc
+}
+
+func (c *cancelOnClose) Close() error {
+	err := c.ReadCloser.Close()
+	c.cancel()
+	return err
 }

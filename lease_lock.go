@@ -188,9 +188,10 @@ type observation struct {
 
 // observer follows one Lease and sends what it sees to the elector: a GET,
 // then a watch with a field selector on metadata.name that resumes from the
-// last resourceVersion it saw when it closes. On 410 Gone it re-reads
-// through a watch without a resourceVersion, whose first event is the
-// current state (so the Role needs no 'list'). It falls back to a GET every
+// last resourceVersion it saw when it closes. On 410 Gone (an error from
+// Watch, or, as a real API server sends it, an ERROR event in the stream)
+// it re-reads through a watch without a resourceVersion, whose first event
+// is the current state (so the Role needs no 'list'). It falls back to a GET every
 // retry period if RBAC forbids watch (one warning). Transient errors are
 // retried with capped exponential backoff and logged once per streak.
 type observer struct {
@@ -353,7 +354,15 @@ func (o *observer) drain(ctx context.Context, w watch.Interface, rv string) (str
 			}
 			switch ev.Type {
 			case watch.Error:
-				o.log.V(2).Info("Lease watch reported an error; re-reading", "status", apierrors.FromObject(ev.Object))
+				err := apierrors.FromObject(ev.Object)
+				if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+					// How a real API server says 410: our version is
+					// older than its history. Watch from the current
+					// state, sent first as an ADDED event.
+					o.log.V(2).Info("Lease watch history expired (410 Gone); re-reading through the watch", "resourceVersion", rv)
+					return "", true
+				}
+				o.log.V(2).Info("Lease watch reported an error; re-reading", "err", err.Error())
 				return rv, false
 			case watch.Bookmark:
 				if m, err := metaOf(ev.Object); err == nil {

@@ -2,11 +2,13 @@ package leasehold
 
 import (
 	"context"
+	"errors"
 	"math/rand/v2"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/clock"
 )
 
@@ -86,7 +88,9 @@ func newErrorStreak(c clock.PassiveClock, log logr.Logger, msg string) *errorStr
 }
 
 func (s *errorStreak) failed(err error) {
-	s.health.failed(s.clock.Now())
+	if unreachable(err) {
+		s.health.failed(s.clock.Now())
+	}
 	s.count++
 	now := s.clock.Now()
 	if s.count == 1 || now.Sub(s.lastLog) >= s.interval {
@@ -105,11 +109,49 @@ func (s *errorStreak) succeeded() {
 	s.count = 0
 }
 
+// unreachable reports whether err means the API server did not serve the
+// request: no answer, a timeout, a 5xx or a 429. A 403 or 404 is an
+// answer, and is reported on its own.
+func unreachable(err error) bool {
+	var st apierrors.APIStatus
+	if errors.As(err, &st) {
+		code := st.Status().Code
+		return code >= 500 || code == 429
+	}
+	return true
+}
+
 // apiHealth tracks since when requests to the API server have been failing
 // without a success, for Check.
 type apiHealth struct {
 	mu           sync.Mutex
 	failingSince time.Time
+	// deniedSince and denied record a run of writes that RBAC forbade.
+	deniedSince time.Time
+	denied      error
+}
+
+// write records the outcome of a write of the Lease.
+func (h *apiHealth) write(now time.Time, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	switch {
+	case err == nil:
+		h.deniedSince, h.denied = time.Time{}, nil
+	case apierrors.IsForbidden(err):
+		if h.deniedSince.IsZero() {
+			h.deniedSince = now
+		}
+		h.denied = err
+	}
+}
+
+// deniedFor returns the last forbidden write error and since when writes
+// have been forbidden, or a nil error.
+func (h *apiHealth) deniedFor() (time.Time, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.deniedSince, h.denied
 }
 
 func (h *apiHealth) failed(now time.Time) {
