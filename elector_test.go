@@ -227,6 +227,13 @@ func TestWatchResumesAndRereadsOnGone(t *testing.T) {
 	if n := h.srv.Requests("b", ""); n != gets+4 {
 		t.Fatalf("%d requests after 410, want %d: one failed resume and one fresh watch, no spin", n, gets+4)
 	}
+	// A real API server reports 410 as an ERROR event in the stream: the
+	// follower re-reads through a watch from the current state, no GET.
+	h.srv.ExpireWatches()
+	eventually(t, "watching after the 410 event", func() bool { return h.srv.Watches() == 1 && h.srv.Requests("b", "watch") == 5 })
+	if n := h.srv.Requests("b", "get"); n != gets {
+		t.Fatalf("%d GETs after a 410 event, want %d", n, gets)
+	}
 	// The follower still tracks renewals: no takeover while other renews.
 	for i := 0; i < 10; i++ {
 		h.advance(5 * time.Second)

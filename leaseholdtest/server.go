@@ -176,6 +176,24 @@ func (s *Server) Compact() {
 	s.compact = s.rv
 }
 
+// ExpireWatches compacts the history (see Compact) and ends every open
+// watch with an ERROR event carrying 410 Gone, as kube-apiserver does when a
+// watcher's resourceVersion falls out of its window.
+func (s *Server) ExpireWatches() {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	s.history = nil
+	s.compact = s.rv
+	gone := apierrors.NewResourceExpired("too old resource version").Status()
+	for w := range s.watchers {
+		select {
+		case w.ch <- watch.Event{Type: watch.Error, Object: &gone}:
+		default:
+		}
+		w.closeLocked()
+	}
+}
+
 // CloseWatches ends every open watch, as an API server restart or a load
 // balancer timeout would. Clients may resume from their last
 // resourceVersion.
