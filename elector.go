@@ -255,6 +255,9 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 	failures.health = &e.health
 
 	for {
+		if ctx.Err() != nil {
+			return false, nil
+		}
 		now := e.clock.Now()
 		act, at := actWait, now.Add(time.Hour)
 		if r.seen {
@@ -392,6 +395,9 @@ func (r *run) lead(ctx context.Context) error {
 			return r.stepDown(ctx, res, stepping || ctx.Err() != nil, lastSent)
 
 		case <-deadline.C():
+			if leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
+				continue // a stale fire from before the last renewal
+			}
 			return r.lose(work, cancelWork, stepping, r.deadlinePassed(lastErr))
 
 		case <-renewAt.C():
