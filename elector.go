@@ -358,6 +358,12 @@ func (r *run) reread(ctx context.Context) error {
 func (r *run) lead(ctx context.Context) error {
 	e := r.e
 	lastSent := r.acquiredAt
+	if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
+		// Paused between the winning write and here: the term may
+		// already be another's. Start nothing.
+		r.log.Info("Won the lease but the renew deadline passed before the work could start; not starting it")
+		return r.deadlinePassed(nil)
+	}
 	e.setLeading(true, lastSent)
 	e.lock.recordEvent(r.view.lease, "LeaderElection", "became leader")
 

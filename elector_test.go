@@ -4,8 +4,13 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
@@ -883,5 +888,63 @@ func TestForbiddenUpdateSurfaces(t *testing.T) {
 	h.advance(35 * time.Second) // a's claim expires at 25s; b's takeover is forbidden from then on
 	if err := b.e.Check(0); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), `"update"`) {
 		t.Fatalf("Check = %v, want ErrForbidden naming update", err)
+	}
+}
+
+// pausingLeases pauses a client right after one of its updates landed, as
+// a SIGSTOP between the winning write and the start of the work would.
+type pausingLeases struct {
+	coordinationv1client.LeasesGetter
+	armed  atomic.Bool
+	landed chan struct{}
+	resume chan struct{}
+}
+
+func (p *pausingLeases) Leases(ns string) coordinationv1client.LeaseInterface {
+	return &pausingLeaseInterface{LeaseInterface: p.LeasesGetter.Leases(ns), p: p}
+}
+
+type pausingLeaseInterface struct {
+	coordinationv1client.LeaseInterface
+	p *pausingLeases
+}
+
+func (l *pausingLeaseInterface) Update(ctx context.Context, lease *coordinationv1.Lease, o metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	got, err := l.LeaseInterface.Update(ctx, lease, o)
+	if err == nil && l.p.armed.CompareAndSwap(true, false) {
+		close(l.p.landed)
+		<-l.p.resume
+	}
+	return got, err
+}
+
+// A process paused for longer than LeaseDuration right after its acquire
+// landed must not start its work on resume: the term may be another's.
+// (Found by reading lead() during the chaos work.)
+func TestPauseAfterAcquireLandedStartsNothing(t *testing.T) {
+	h := newHarness(t)
+	h.putLease("x", 15)
+	pl := &pausingLeases{LeasesGetter: h.srv.Client("a"), landed: make(chan struct{}), resume: make(chan struct{})}
+	pl.armed.Store(true)
+	a := h.candidate("a", func(c *Config) { c.Lock.Client = pl }).start()
+	h.advanceTo(15 * time.Second)
+	eventually(t, "a's acquire landed", func() bool {
+		select {
+		case <-pl.landed:
+			return true
+		default:
+			return false
+		}
+	})
+	b := h.candidate("b").start()
+	h.advance(16 * time.Second) // a stays paused for longer than L
+	b.waitLeader()
+	close(pl.resume) // SIGCONT
+	err := a.wait()
+	if !errors.Is(err, ErrLeaderLost) {
+		t.Fatalf("Run = %v, want ErrLeaderLost", err)
+	}
+	if a.count("started") != 0 || a.count("stopped") != 0 || h.maxWorking.Load() != 1 {
+		t.Fatalf("a's callbacks %v, max working %d: a started work on an expired claim", a.history(), h.maxWorking.Load())
 	}
 }
