@@ -382,6 +382,7 @@ func (r *run) lead(ctx context.Context) error {
 	cancelled := ctx.Done()
 	stepping := false
 	var lastErr error // of the last failed renewal since the last success
+	renewC := renewAt.C()
 	for {
 		// Before anything else, and especially after this process was
 		// paused: if the deadline passed by our clock, the term is over,
@@ -406,10 +407,12 @@ func (r *run) lead(ctx context.Context) error {
 			}
 			return r.lose(work, cancelWork, stepping, r.deadlinePassed(lastErr))
 
-		case <-renewAt.C():
+		case <-renewC:
+			renewC = renewAt.C()
 			if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
 				continue // overdue after a pause: the check above ends the term
 			}
+			attempt := e.clock.Now()
 			sent, err := r.renew(ctx, lastSent)
 			now := e.clock.Now()
 			switch {
@@ -425,7 +428,18 @@ func (r *run) lead(ctx context.Context) error {
 			default:
 				failures.failed(err)
 				lastErr = err
-				renewAt.Reset(min(e.t.retryPeriod, lastSent.Add(e.t.renewDeadline).Sub(now)))
+				// Retry one RetryPeriod after the failed attempt was
+				// sent: at once if it hung that long, so a stalled
+				// server gets every chance before the deadline.
+				next := attempt.Add(e.t.retryPeriod)
+				if dl := lastSent.Add(e.t.renewDeadline); dl.Before(next) {
+					next = dl
+				}
+				if d := next.Sub(now); d > 0 {
+					renewAt.Reset(d)
+				} else {
+					renewC = fired // no timer: retry now
+				}
 			}
 
 		case obs := <-r.observations:
@@ -438,6 +452,9 @@ func (r *run) lead(ctx context.Context) error {
 		}
 	}
 }
+
+// fired is a channel that is always ready, for "act now" in a select.
+var fired = func() chan time.Time { c := make(chan time.Time); close(c); return c }()
 
 // deadlinePassed is the error that ends a term at the renew deadline,
 // with the last renewal's error, if any, as the cause.

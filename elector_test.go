@@ -948,3 +948,30 @@ func TestPauseAfterAcquireLandedStartsNothing(t *testing.T) {
 		t.Fatalf("a's callbacks %v, max working %d: a started work on an expired claim", a.history(), h.maxWorking.Load())
 	}
 }
+
+// A renewal that hangs until its timeout is retried at once, not a full
+// RetryPeriod later, so a server stall of RenewDeadline/2 costs no term.
+func TestRenewRetriesAtOnceAfterTimeout(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	var sends []time.Duration
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if r.Client != "a" || r.Verb != "update" {
+			return nil
+		}
+		sends = append(sends, h.clock.Since(t0))
+		if len(sends) == 1 { // the renewal at 2s hangs until its 5s timeout
+			<-ctx.Done()
+			return ctx.Err()
+		}
+		return nil
+	})
+	h.advance(8 * time.Second)
+	if len(sends) < 2 || sends[1] != 7*time.Second {
+		t.Fatalf("renewal attempts at %v; want the retry at 7s, right after the 2s attempt timed out", sends)
+	}
+	if !a.e.IsLeader() {
+		t.Fatal("lost the lease after one hung renewal")
+	}
+}
