@@ -1,0 +1,140 @@
+package bench
+
+import (
+	"context"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+)
+
+// TestSmoke runs the smoke version of the benchmark in-process against its
+// own control plane (about a minute) and checks that every phase produced
+// sane numbers, then renders the table, BENCHMARKS.md and the plots into a
+// temporary directory.
+func TestSmoke(t *testing.T) {
+	if testing.Short() {
+		t.Skip("-short: the smoke benchmark starts a control plane")
+	}
+	ctrllog.SetLogger(logr.Discard())
+	opts := SmokeOptions()
+	opts.Log = testLog{t}
+	ctx, cancel := context.WithTimeout(context.Background(), 4*time.Minute)
+	defer cancel()
+	rep, err := Run(ctx, opts)
+	if err != nil {
+		t.Fatalf("Run: %v", err)
+	}
+	t.Logf("\n%s", rep.Table())
+	for _, e := range rep.Errors {
+		t.Errorf("bench error: %s", e)
+	}
+
+	for _, lib := range Libs {
+		h := rep.Handoff[lib]
+		if h == nil || h.FromRelease.N() != opts.HandoffRounds {
+			t.Errorf("%s handoff: want %d samples, got %+v", lib, opts.HandoffRounds, h)
+			continue
+		}
+		if h.FromRelease.Min() < -50*time.Millisecond {
+			t.Errorf("%s handoff: a follower started %v before the release was answered", lib, -h.FromRelease.Min())
+		}
+		if f := rep.Failover[lib]; f == nil || f.N() != opts.FailoverRounds {
+			t.Errorf("%s failover: want %d samples, got %+v", lib, opts.FailoverRounds, f)
+		}
+	}
+	if h := rep.Handoff[Leasehold]; h != nil && h.FromRelease.P50() >= time.Second {
+		t.Errorf("leasehold handoff p50 = %v, want < 1s (followers act on the release seen on their watch)", h.FromRelease.P50())
+	}
+	if rep.Limit.Acquire.N() != opts.LimitRounds || rep.Limit.Acquire.P50() <= 0 {
+		t.Errorf("handoff limit: %d samples, p50 %v", rep.Limit.Acquire.N(), rep.Limit.Acquire.P50())
+	}
+	if f := rep.Failover[Leasehold]; f != nil && f.N() > 0 {
+		L := opts.FailoverTimings.Lease
+		if f.Min() < L {
+			t.Errorf("leasehold failover min = %v < LeaseDuration %v: a follower took over a live claim", f.Min(), L)
+		}
+		if f.P50() > L+time.Second {
+			t.Errorf("leasehold failover p50 = %v, want < LeaseDuration %v + 1s", f.P50(), L)
+		}
+	}
+
+	if len(rep.Steady) != 2*len(opts.SteadyNs) {
+		t.Errorf("steady: %d results, want %d", len(rep.Steady), 2*len(opts.SteadyNs))
+	}
+	for _, s := range rep.Steady {
+		renewals := float64(s.Counts.Verbs["update"]) / s.Window.Minutes()
+		perRetry := time.Minute.Seconds() / opts.SteadyTimings.Retry.Seconds() // 30/min at 2s
+		if renewals < perRetry/2 || renewals > perRetry*1.5 {
+			t.Errorf("steady %s N=%d: %.0f updates/min, want about %.0f (one leader renewing every %v)", s.Lib, s.N, renewals, perRetry, opts.SteadyTimings.Retry)
+		}
+		if s.Lib == Leasehold {
+			if s.Counts.WatchesOpen != s.N {
+				t.Errorf("steady leasehold N=%d: %d watches open, want one per candidate", s.N, s.Counts.WatchesOpen)
+			}
+			if other := s.Counts.Total() - s.Counts.Verbs["update"]; other > 2 {
+				t.Errorf("steady leasehold N=%d: %d requests besides the leader's renewals: %v", s.N, other, s.Counts.Verbs)
+			}
+		}
+	}
+
+	for _, lib := range Libs {
+		s := rep.Scale[lib]
+		if s == nil || s.Leading != opts.ScaleN {
+			t.Errorf("scale %s: %+v, want all %d leading", lib, s, opts.ScaleN)
+			continue
+		}
+		if s.HeapPerElection <= 0 || s.Counts.Verbs["update"] == 0 {
+			t.Errorf("scale %s: heap per election %.0f B, updates %d", lib, s.HeapPerElection, s.Counts.Verbs["update"])
+		}
+	}
+	if s := rep.Scale[Leasehold]; s != nil && s.Counts.WatchesOpen != 1 {
+		t.Errorf("scale leasehold: %d watches open, want the one shared watch", s.Counts.WatchesOpen)
+	}
+
+	// Rendering: table, BENCHMARKS.md (twice: the second run keeps the
+	// first as the previous run) and the plots.
+	dir := t.TempDir()
+	md := filepath.Join(dir, "BENCHMARKS.md")
+	for i := 0; i < 2; i++ {
+		plots, err := rep.WritePlots(filepath.Join(dir, "docs", "bench"), dir)
+		if err != nil {
+			t.Fatalf("WritePlots: %v", err)
+		}
+		if len(plots) != 3 {
+			t.Errorf("plots: %v, want handoff, failover and steady", plots)
+		}
+		for _, p := range plots {
+			if fi, err := os.Stat(filepath.Join(dir, p)); err != nil || fi.Size() < 1000 {
+				t.Errorf("plot %s: %v", p, err)
+			}
+		}
+		if err := rep.WriteMarkdown(md, plots); err != nil {
+			t.Fatalf("WriteMarkdown: %v", err)
+		}
+	}
+	b, err := os.ReadFile(md)
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(b)
+	if strings.Count(text, latestHeading) != 1 || strings.Count(text, previousHeading) != 1 {
+		t.Errorf("BENCHMARKS.md: want one latest and one previous run:\n%s", text)
+	}
+	for _, want := range []string{"Handoff after a clean release", "Targets", "docs/bench/handoff.png", "kube-apiserver v1.37"} {
+		if !strings.Contains(text, want) {
+			t.Errorf("BENCHMARKS.md lacks %q", want)
+		}
+	}
+}
+
+type testLog struct{ t *testing.T }
+
+func (l testLog) Write(p []byte) (int, error) {
+	l.t.Log(strings.TrimRight(string(p), "\n"))
+	return len(p), nil
+}
