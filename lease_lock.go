@@ -340,9 +340,21 @@ func (o *observer) watchFrom(ctx context.Context, rv string) {
 	}
 }
 
-// drain forwards the watch's events until it closes. It returns the last
-// resourceVersion seen and whether the watch may be resumed from it.
+// drain forwards the watch's events for our Lease until it closes. It
+// returns the resourceVersion to resume from and whether to resume.
 func (o *observer) drain(ctx context.Context, w watch.Interface, rv string) (string, bool) {
+	return followWatch(ctx, o.log, w, rv, func(name string, obs observation) bool {
+		return name != o.lock.Name || o.send(ctx, obs)
+	})
+}
+
+// followWatch reads a watch of Leases until it closes, handing each Lease
+// event to deliver (which returns false to stop). It returns the
+// resourceVersion to resume from, and false if the watch must not be
+// resumed (ctx ended or deliver stopped). After an ERROR event, such as
+// the 410 Gone a real API server sends when our version left its history,
+// it resumes from "": the current state, sent first as ADDED events.
+func followWatch(ctx context.Context, log logr.Logger, w watch.Interface, rv string, deliver func(name string, obs observation) bool) (string, bool) {
 	defer w.Stop()
 	for {
 		select {
@@ -354,23 +366,16 @@ func (o *observer) drain(ctx context.Context, w watch.Interface, rv string) (str
 			}
 			switch ev.Type {
 			case watch.Error:
-				err := apierrors.FromObject(ev.Object)
-				if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-					// How a real API server says 410: our version is
-					// older than its history. Watch from the current
-					// state, sent first as an ADDED event.
-					o.log.V(2).Info("Lease watch history expired (410 Gone); re-reading through the watch", "resourceVersion", rv)
-					return "", true
-				}
-				o.log.V(2).Info("Lease watch reported an error; re-reading", "err", err.Error())
-				return rv, false
+				log.V(2).Info("Lease watch ended with an error; re-reading through a watch from the current state",
+					"resourceVersion", rv, "err", apierrors.FromObject(ev.Object).Error())
+				return "", true
 			case watch.Bookmark:
 				if m, err := metaOf(ev.Object); err == nil {
 					rv = m.GetResourceVersion()
 				}
 			case watch.Added, watch.Modified, watch.Deleted:
 				lease, ok := ev.Object.(*coordinationv1.Lease)
-				if !ok || lease.Name != o.lock.Name {
+				if !ok {
 					continue
 				}
 				rv = lease.ResourceVersion
@@ -378,7 +383,7 @@ func (o *observer) drain(ctx context.Context, w watch.Interface, rv string) (str
 				if ev.Type == watch.Deleted {
 					obs = observation{deletedRV: lease.ResourceVersion}
 				}
-				if !o.send(ctx, obs) {
+				if !deliver(lease.Name, obs) {
 					return rv, false
 				}
 			}

@@ -6,10 +6,8 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/watch"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
@@ -148,39 +146,9 @@ func (w *SharedWatch) run(ctx context.Context, log logr.Logger) {
 		}
 		failures.succeeded()
 		backoff.reset()
-		rv = w.drain(ctx, wi, rv)
-	}
-}
-
-func (w *SharedWatch) drain(ctx context.Context, wi watch.Interface, rv string) string {
-	defer wi.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return rv
-		case ev, open := <-wi.ResultChan():
-			if !open {
-				return rv
-			}
-			switch ev.Type {
-			case watch.Error:
-				return ""
-			case watch.Bookmark:
-				if m, err := metaOf(ev.Object); err == nil {
-					rv = m.GetResourceVersion()
-				}
-			case watch.Added, watch.Modified, watch.Deleted:
-				lease, ok := ev.Object.(*coordinationv1.Lease)
-				if !ok {
-					continue
-				}
-				rv = lease.ResourceVersion
-				obs := observation{lease: lease}
-				if ev.Type == watch.Deleted {
-					obs = observation{deletedRV: lease.ResourceVersion}
-				}
-				w.dispatch(lease.Name, obs)
-			}
-		}
+		rv, _ = followWatch(ctx, log, wi, rv, func(name string, obs observation) bool {
+			w.dispatch(name, obs)
+			return true
+		})
 	}
 }
