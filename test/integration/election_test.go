@@ -464,7 +464,7 @@ func TestWatchResumeAfter410(t *testing.T) {
 	if n := f.rec.count("get", cut, nil); n != 0 {
 		t.Errorf("follower made %d GETs after 410, want 0: the watch from the current state re-reads", n)
 	}
-	if len(logs.matching(`"identity"="follower"`, "410 Gone")) == 0 {
+	if len(logs.matching(`"identity"="follower"`, "from the current state")) == 0 {
 		t.Errorf("no log line about the 410")
 	}
 	t.Logf("after 410 on resourceVersion %s: new watch from the current state %v later",

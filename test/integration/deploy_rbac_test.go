@@ -1,0 +1,229 @@
+package integration
+
+import (
+	"bufio"
+	"bytes"
+	"context"
+	"errors"
+	"io"
+	"net/http"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+	"time"
+
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/yaml"
+)
+
+// deployRBAC is examples/deploy/rbac.yaml, decoded.
+type deployRBAC struct {
+	sa      *corev1.ServiceAccount
+	role    *rbacv1.Role
+	binding *rbacv1.RoleBinding
+}
+
+// loadDeployRBAC reads examples/deploy/rbac.yaml (relative to the repo root)
+// and decodes its documents, failing on any kind it does not expect.
+func loadDeployRBAC(t *testing.T) deployRBAC {
+	t.Helper()
+	path := filepath.Join("..", "..", "examples", "deploy", "rbac.yaml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		t.Fatalf("read %s: %v", path, err)
+	}
+	var out deployRBAC
+	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
+	for {
+		doc, err := r.Read()
+		if errors.Is(err, io.EOF) {
+			break
+		}
+		if err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		if len(bytes.TrimSpace(doc)) == 0 {
+			continue
+		}
+		var tm metav1.TypeMeta
+		if err := yaml.Unmarshal(doc, &tm); err != nil {
+			t.Fatalf("%s: %v", path, err)
+		}
+		var obj any
+		switch tm.Kind {
+		case "ServiceAccount":
+			out.sa = &corev1.ServiceAccount{}
+			obj = out.sa
+		case "Role":
+			out.role = &rbacv1.Role{}
+			obj = out.role
+		case "RoleBinding":
+			out.binding = &rbacv1.RoleBinding{}
+			obj = out.binding
+		case "":
+			continue // comments only
+		default:
+			t.Fatalf("%s: unexpected kind %q", path, tm.Kind)
+		}
+		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
+			t.Fatalf("%s: decode %s: %v", path, tm.Kind, err)
+		}
+	}
+	if out.sa == nil || out.role == nil || out.binding == nil {
+		t.Fatalf("%s: want a ServiceAccount, a Role and a RoleBinding, got %+v", path, out)
+	}
+	return out
+}
+
+// TestDeployRBAC applies examples/deploy/rbac.yaml as shipped (only the
+// namespace rewritten) and runs two electors as its ServiceAccount, by
+// impersonation as a pod's token would: they must create, renew, release
+// and hand over the Lease the Role names, with no request forbidden, the
+// follower learning of the release through its watch.
+func TestDeployRBAC(t *testing.T) {
+	ctx := context.Background()
+	m := loadDeployRBAC(t)
+	ns := newNamespace(t)
+
+	// The Role must name exactly one Lease: the one the example campaigns for.
+	var name string
+	for _, r := range m.role.Rules {
+		if len(r.ResourceNames) > 0 {
+			if name != "" || len(r.ResourceNames) != 1 {
+				t.Fatalf("Role names Leases %v; want exactly one", r.ResourceNames)
+			}
+			name = r.ResourceNames[0]
+		}
+	}
+	if name == "" {
+		t.Fatal("Role has no rule scoped to a Lease name")
+	}
+	if m.binding.RoleRef.Name != m.role.Name || len(m.binding.Subjects) != 1 ||
+		m.binding.Subjects[0].Kind != rbacv1.ServiceAccountKind || m.binding.Subjects[0].Name != m.sa.Name {
+		t.Fatalf("RoleBinding %+v does not bind Role %s to ServiceAccount %s", m.binding, m.role.Name, m.sa.Name)
+	}
+
+	// Impersonate the ServiceAccount with the admin's credentials.
+	saUser := "system:serviceaccount:" + ns + ":" + m.sa.Name
+	saCfg := rest.CopyConfig(cp.Config())
+	saCfg.Impersonate = rest.ImpersonationConfig{UserName: saUser}
+	saClient := kubernetes.NewForConfigOrDie(saCfg)
+
+	// Before the manifest is applied the ServiceAccount may do nothing.
+	if _, err := saClient.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Fatalf("unbound %s: GET lease answered %v, want 403 Forbidden", saUser, err)
+	}
+
+	m.sa.Namespace, m.role.Namespace, m.binding.Namespace = ns, ns, ns
+	for i := range m.binding.Subjects {
+		m.binding.Subjects[i].Namespace = ns
+	}
+	_, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, m.sa, metav1.CreateOptions{})
+	must(t, err)
+	_, err = admin.RbacV1().Roles(ns).Create(ctx, m.role, metav1.CreateOptions{})
+	must(t, err)
+	_, err = admin.RbacV1().RoleBindings(ns).Create(ctx, m.binding, metav1.CreateOptions{})
+	must(t, err)
+	eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
+		r, err := saClient.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Name: name,
+			}},
+		}, metav1.CreateOptions{})
+		return err == nil && r.Status.Allowed
+	})
+	// And only what it grants: no other Lease may be read.
+	if _, err := saClient.CoordinationV1().Leases(ns).Get(ctx, name+"-other", metav1.GetOptions{}); !apierrors.IsForbidden(err) {
+		t.Errorf("%s: GET of another lease answered %v, want 403 Forbidden", saUser, err)
+	}
+
+	tr, logs := newTracker(), newLogBuffer(t)
+	a := startCandidate(t, candidateOpts{id: "pod-a", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: saCfg})
+	first := tr.nextStart(t, 10*time.Second)
+	if first.id != a.id {
+		t.Fatalf("%s led; want %s", first.id, a.id)
+	}
+	b := startCandidate(t, candidateOpts{id: "pod-b", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: saCfg})
+	leader, follower := a, b
+
+	renewed := func(c call) bool { return c.ok() && c.Holder == leader.id }
+	eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.count("update", time.Time{}, renewed) >= 3 })
+	eventually(t, 5*time.Second, "the follower's watch", func() bool {
+		return follower.rec.count("watch", time.Time{}, func(c call) bool { return c.ok() }) >= 1
+	})
+	follower.waitSees(t, leader.id, 5*time.Second)
+
+	cancelled := time.Now()
+	leader.cancel()
+	next := tr.nextStart(t, 5*time.Second)
+	must(t, leader.wait(t, 5*time.Second))
+	if next.id != follower.id {
+		t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
+	}
+	handoff := next.at.Sub(cancelled)
+	released := leader.rec.count("update", cancelled, func(c call) bool { return c.ok() && c.HasBody && c.Holder == "" })
+	if released != 1 {
+		t.Errorf("%s: %d successful releasing updates after cancel, want 1", leader.id, released)
+	}
+	// A watch delivers the release in milliseconds; a poll would take up
+	// to RetryPeriod.
+	if handoff > std.P {
+		t.Errorf("handoff took %v, want well under RetryPeriod %v (via the watch)", handoff, std.P)
+	}
+	must(t, follower.stop(t))
+	if l := getLease(t, ns, name); holder(l) != "" {
+		t.Errorf("after both released, Lease held by %q", holder(l))
+	}
+	t.Logf("handoff %v after the leader was cancelled", handoff.Round(time.Millisecond))
+
+	for _, c := range []*candidate{a, b} {
+		for _, cl := range c.rec.all() {
+			if cl.Status == http.StatusForbidden {
+				t.Errorf("%s: %s %s/%s forbidden with examples/deploy/rbac.yaml", c.id, cl.Verb, cl.Resource, cl.Name)
+			}
+		}
+		t.Logf("%s: lease requests %v", c.id, c.rec.verbs(time.Time{}))
+	}
+	if w := logs.matching("falling back to polling"); len(w) > 0 {
+		t.Errorf("an elector fell back to polling: %v", w)
+	}
+	tr.check(t)
+
+	// No credential of any config in play may reach the logs.
+	all := logs.matching()
+	if len(all) == 0 {
+		t.Fatal("no log lines captured")
+	}
+	for _, cfg := range []*rest.Config{cp.Config(), saCfg} {
+		secrets := map[string]string{
+			"bearer token": cfg.BearerToken,
+			"client key":   string(cfg.KeyData),
+			"client cert":  string(cfg.CertData),
+			"password":     cfg.Password,
+		}
+		for what, s := range secrets {
+			if s == "" {
+				continue
+			}
+			for _, l := range all {
+				if strings.Contains(l, s) {
+					t.Errorf("log line contains the %s: %.200s", what, l)
+				}
+			}
+		}
+	}
+	for _, l := range all {
+		if strings.Contains(l, "BEGIN") {
+			t.Errorf("log line contains a PEM marker: %.200s", l)
+		}
+	}
+	t.Logf("%d log lines checked for credentials", len(all))
+}
