@@ -217,3 +217,43 @@ func Example_migrateFromClientGo() {
 	// stopped
 	// err: <nil>
 }
+
+// ReleaseOnCancel hands the lease over at once on shutdown: the elector
+// keeps renewing until the work has returned, then clears the holder, and a
+// follower watching the Lease takes over in milliseconds instead of waiting
+// LeaseDuration.
+func ExampleConfig_releaseOnCancel() {
+	srv := leaseholdtest.NewServer()
+	elector := func(id string, leading chan<- string) *leasehold.Elector {
+		e, _ := leasehold.New(leasehold.Config{
+			Lock:            &leasehold.LeaseLock{Namespace: "default", Name: "lock", Identity: id, Client: srv.Client(id)},
+			ReleaseOnCancel: true,
+			Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) {
+				leading <- id
+				<-ctx.Done()
+				fmt.Println(id, "finished its work")
+			}},
+		})
+		return e
+	}
+	leading := make(chan string, 2)
+	ctxA, stopA := context.WithCancel(context.Background())
+	ctxB, stopB := context.WithCancel(context.Background())
+	doneA, doneB := make(chan error), make(chan error)
+	go func() { doneA <- elector("a", leading).Run(ctxA) }()
+	fmt.Println(<-leading, "leads")
+	go func() { doneB <- elector("b", leading).Run(ctxB) }()
+
+	start := time.Now()
+	stopA() // a shuts down: its work returns, then it releases the lease
+	fmt.Println(<-leading, "leads; handoff under a second:", time.Since(start) < time.Second)
+	fmt.Println("a's Run:", <-doneA)
+	stopB()
+	<-doneB
+	// Output:
+	// a leads
+	// a finished its work
+	// b leads; handoff under a second: true
+	// a's Run: <nil>
+	// b finished its work
+}
