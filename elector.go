@@ -174,6 +174,15 @@ func (e *Elector) Run(ctx context.Context) error {
 		if err == nil || !e.cfg.Rejoin || errors.Is(err, ErrIdentityConflict) {
 			return err
 		}
+		if r.overdueWork != nil {
+			log.Info("Waiting for the previous term's work to return before campaigning again")
+			select {
+			case <-r.overdueWork:
+				r.overdueWork = nil
+			case <-ctx.Done():
+				return err
+			}
+		}
 		log.Info("Term ended; campaigning again", "reason", err.Error())
 		if !sleep(ctx, e.clock, e.t.retryPeriod) {
 			return nil
@@ -198,6 +207,10 @@ type run struct {
 	next   int
 	// acquiredAt is the send time of the write that won the current term.
 	acquiredAt time.Time
+	// overdueWork, if set, closes when the work of a lost term that
+	// outlived the safety margin finally returns. No new term starts
+	// before that: one process never runs two works.
+	overdueWork <-chan struct{}
 
 	observations chan observation
 	notifier     *leaderNotifier
@@ -540,7 +553,7 @@ func (r *run) lose(work <-chan workResult, cancelWork context.CancelFunc, steppi
 	select {
 	case <-work:
 	case <-grace.C():
-		e.workOutlived(work)
+		r.overdueWork = e.workOutlived(work)
 		err = fmt.Errorf("%w: still running %v after its context was cancelled", ErrWorkOutlivedLease, e.t.safetyMargin())
 		r.log.Error(err, "OnStartedLeading did not return within the safety margin; another leader may start now. Check fails until it returns")
 	}
@@ -723,18 +736,21 @@ func (e *Elector) setLeading(leading bool, lastSent time.Time) {
 }
 
 // workOutlived marks the work of a lost term as overdue until it returns,
-// so Check fails meanwhile.
-func (e *Elector) workOutlived(work <-chan workResult) {
+// so Check fails meanwhile. The returned channel closes when it returns.
+func (e *Elector) workOutlived(work <-chan workResult) <-chan struct{} {
 	e.mu.Lock()
 	e.status.workOverdue = true
 	e.status.workOverdueSince = e.clock.Now()
 	e.mu.Unlock()
+	returned := make(chan struct{})
 	go func() {
 		<-work
 		e.mu.Lock()
 		e.status.workOverdue = false
 		e.mu.Unlock()
+		close(returned)
 	}()
+	return returned
 }
 
 // Run builds an Elector from cfg and runs it: RunOrDie that returns the

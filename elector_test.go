@@ -975,3 +975,33 @@ func TestRenewRetriesAtOnceAfterTimeout(t *testing.T) {
 		t.Fatal("lost the lease after one hung renewal")
 	}
 }
+
+// With Rejoin, a process whose lost term's work outlived the margin does
+// not campaign again until that work returned: never two works at once.
+func TestRejoinWaitsForOverdueWork(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a", func(c *Config) { c.Rejoin = true })
+	a.hold = make(chan struct{})
+	a.start()
+	a.waitLeader()
+	fail := true
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if fail && r.Client == "a" && r.Verb == "update" {
+			return apierrors.NewServiceUnavailable("injected")
+		}
+		return nil
+	})
+	h.advance(10 * time.Second) // lost at the deadline; the work holds on
+	h.advance(4 * time.Second)  // past the margin
+	fail = false
+	h.advance(20 * time.Second)
+	if a.count("started") != 1 {
+		t.Fatalf("started a new term while the old work still ran: %v", a.history())
+	}
+	close(a.hold)
+	h.advance(5 * time.Second)
+	a.waitLeader()
+	if h.maxWorking.Load() != 1 || a.count("started") != 2 {
+		t.Fatalf("history %v, max working %d", a.history(), h.maxWorking.Load())
+	}
+}
