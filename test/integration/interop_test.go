@@ -126,13 +126,13 @@ func TestInteropWithClientGo(t *testing.T) {
 	t.Run("ClientGoReleases", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
 		tr, logs := newTracker(), newLogBuffer(t)
-		old := startClientGo(t, cg, ns, name, std, true, tr, logs)
+		old := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
 		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
 			t.Fatalf("%s started first", s.id)
 		}
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
 		ours.waitSees(t, cg, 5*time.Second)
-		tr.noStart(t, 3*std.P, "client-go holds the lease")
+		tr.noStart(t, 3*interopT.P, "client-go holds the lease")
 
 		old.stop(t)
 		next := tr.nextStart(t, 5*time.Second)
@@ -145,7 +145,7 @@ func TestInteropWithClientGo(t *testing.T) {
 		if lat > time.Second {
 			t.Errorf("leasehold took over %v after client-go released, want < 1s (it watches)", lat)
 		}
-		tr.noStart(t, 2*std.P, "leasehold holds the lease")
+		tr.noStart(t, 2*interopT.P, "leasehold holds the lease")
 		must(t, ours.stop(t))
 		tr.check(t)
 	})
@@ -153,26 +153,26 @@ func TestInteropWithClientGo(t *testing.T) {
 	t.Run("LeaseholdReleases", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
 		tr, logs := newTracker(), newLogBuffer(t)
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
 		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
 			t.Fatalf("%s started first", s.id)
 		}
-		other := startClientGo(t, cg, ns, name, std, true, tr, logs)
+		other := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
 		other.waitSees(t, lh, 5*time.Second)
-		tr.noStart(t, 3*std.P, "leasehold holds the lease")
+		tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
 
 		must(t, ours.stop(t))
-		next := tr.nextStart(t, clientGoPoll(std)+3*time.Second)
+		next := tr.nextStart(t, clientGoPoll(interopT)+3*time.Second)
 		rel, ok := lastWrite(ours.rec, "")
 		if next.id != cg || !ok {
 			t.Fatalf("after leasehold's release (found: %v), %s started; want client-go", ok, next.id)
 		}
 		lat := next.at.Sub(rel.Sent)
-		t.Logf("client-go took over %v after leasehold's release was sent (it polls every %v)", lat.Round(time.Millisecond), std.P)
-		if lat > clientGoPoll(std)+time.Second {
-			t.Errorf("client-go took over %v after the release, want within its poll interval (%v)", lat, clientGoPoll(std))
+		t.Logf("client-go took over %v after leasehold's release was sent (it polls every %v)", lat.Round(time.Millisecond), interopT.P)
+		if lat > clientGoPoll(interopT)+time.Second {
+			t.Errorf("client-go took over %v after the release, want within its poll interval (%v)", lat, clientGoPoll(interopT))
 		}
-		tr.noStart(t, 2*std.P, "client-go holds the lease")
+		tr.noStart(t, 2*interopT.P, "client-go holds the lease")
 		other.stop(t)
 		tr.check(t)
 	})
@@ -180,30 +180,30 @@ func TestInteropWithClientGo(t *testing.T) {
 	t.Run("ClientGoExpires", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
 		tr, logs := newTracker(), newLogBuffer(t)
-		old := startClientGo(t, cg, ns, name, std, false, tr, logs)
+		old := startClientGo(t, cg, ns, name, interopT, false, tr, logs)
 		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
 			t.Fatalf("%s started first", s.id)
 		}
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
 		ours.waitSees(t, cg, 5*time.Second)
-		tr.noStart(t, 3*std.P, "client-go holds the lease")
+		tr.noStart(t, 3*interopT.P, "client-go holds the lease")
 
 		old.stop(t) // stops renewing, does not release
 		renewal, ok := lastWrite(old.rec, cg)
 		if !ok {
 			t.Fatal("no successful client-go write recorded")
 		}
-		next := tr.nextStart(t, std.L+5*time.Second)
+		next := tr.nextStart(t, interopT.L+5*time.Second)
 		if next.id != lh {
 			t.Fatalf("%s started; want leasehold", next.id)
 		}
 		after := next.at.Sub(renewal.Sent)
-		t.Logf("leasehold took over %v after client-go's last renewal (LeaseDuration %v)", after.Round(time.Millisecond), std.L)
-		if after < std.L {
-			t.Errorf("leasehold took over %v after client-go's last renewal, before the lease expired (%v)", after, std.L)
+		t.Logf("leasehold took over %v after client-go's last renewal (LeaseDuration %v)", after.Round(time.Millisecond), interopT.L)
+		if after < interopT.L {
+			t.Errorf("leasehold took over %v after client-go's last renewal, before the lease expired (%v)", after, interopT.L)
 		}
-		if after > std.L+time.Second {
-			t.Errorf("leasehold took over %v after client-go's last renewal, want soon after expiry (%v)", after, std.L)
+		if after > interopT.L+time.Second {
+			t.Errorf("leasehold took over %v after client-go's last renewal, want soon after expiry (%v)", after, interopT.L)
 		}
 		must(t, ours.stop(t))
 		tr.check(t)
@@ -212,13 +212,13 @@ func TestInteropWithClientGo(t *testing.T) {
 	t.Run("LeaseholdExpires", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
 		tr, logs := newTracker(), newLogBuffer(t)
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: std, release: false, tr: tr, logs: logs})
+		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: false, tr: tr, logs: logs})
 		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
 			t.Fatalf("%s started first", s.id)
 		}
-		other := startClientGo(t, cg, ns, name, std, true, tr, logs)
+		other := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
 		other.waitSees(t, lh, 5*time.Second)
-		tr.noStart(t, 3*std.P, "leasehold holds the lease")
+		tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
 
 		must(t, ours.stop(t)) // no ReleaseOnCancel: stops renewing
 		if _, released := lastWrite(ours.rec, ""); released {
@@ -228,21 +228,29 @@ func TestInteropWithClientGo(t *testing.T) {
 		if !ok {
 			t.Fatal("no successful leasehold write recorded")
 		}
-		next := tr.nextStart(t, std.L+2*clientGoPoll(std)+5*time.Second)
+		next := tr.nextStart(t, interopT.L+2*clientGoPoll(interopT)+5*time.Second)
 		if next.id != cg {
 			t.Fatalf("%s started; want client-go", next.id)
 		}
 		after := next.at.Sub(renewal.Sent)
-		t.Logf("client-go took over %v after leasehold's last renewal (LeaseDuration %v, client-go polls every %v)", after.Round(time.Millisecond), std.L, std.P)
-		if after < std.L {
-			t.Errorf("client-go took over %v after leasehold's last renewal, before the lease expired (%v)", after, std.L)
+		t.Logf("client-go took over %v after leasehold's last renewal (LeaseDuration %v, client-go polls every %v)", after.Round(time.Millisecond), interopT.L, interopT.P)
+		if after < interopT.L {
+			t.Errorf("client-go took over %v after leasehold's last renewal, before the lease expired (%v)", after, interopT.L)
 		}
 		// client-go saw the renewal up to one poll late, and takes over at
 		// the first poll after expiry.
-		if late := std.L + 2*clientGoPoll(std) + time.Second; after > late {
+		if late := interopT.L + 2*clientGoPoll(interopT) + time.Second; after > late {
 			t.Errorf("client-go took over %v after leasehold's last renewal, want soon after expiry (by %v)", after, late)
 		}
 		other.stop(t)
 		tr.check(t)
 	})
 }
+
+// interopT are the timings of the interop tests. RetryPeriod is a whole
+// second because client-go compares lease records whose renewTime it
+// truncates to whole seconds: with a sub-second RetryPeriod two renewals
+// can look identical to it, and it takes over before the lease expired
+// (seen with 500ms: a takeover 2.8s after the last renewal of a 3s lease).
+// Mixed fleets need RetryPeriod >= 1s; the README says so.
+var interopT = timing{L: 4 * time.Second, D: 2 * time.Second, P: time.Second}
