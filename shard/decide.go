@@ -1,0 +1,365 @@
+package shard
+
+import (
+	"slices"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	"k8s.io/apimachinery/pkg/util/resourceversion"
+)
+
+// This file holds the member's decisions as pure functions of what it has
+// seen and its own clock: which shards to stop and start, and which single
+// write to make next. No I/O, so the tests call them directly.
+
+// memberView is what this member knows of one member Lease.
+type memberView struct {
+	// lease is the newest version seen; when absent, the last one seen
+	// before (for its leaseDurationSeconds), or nil.
+	lease *coordinationv1.Lease
+	// absent: the Lease is deleted, or no longer carries the group's
+	// label (a member removes it when it releases its Lease), as of
+	// resourceVersion rv.
+	absent bool
+	// rv is lease's resourceVersion, or the one at which it was seen
+	// absent (the deletion's, or a list's).
+	rv string
+	// observedAt is when, on the local clock, this member first saw rv.
+	observedAt time.Time
+}
+
+// term is this member's current membership term, as the state sees it.
+type term struct {
+	// running: a term's work function is running (its member Lease was
+	// won); from its start until every shard of it returned.
+	running bool
+	// live: running and its context is not cancelled.
+	live bool
+	// leaving: the term ended because Run's context was cancelled with
+	// ReleaseOnCancel: hand everything over.
+	leaving bool
+	// epoch is the resourceVersion of this member's Lease read at the
+	// start of the term ("" until read). It marks this term's claims.
+	epoch string
+}
+
+// state is everything a member decides from.
+type state struct {
+	self, group   string
+	shards        int
+	leaseDuration time.Duration // this member's, the fallback claim duration
+
+	// asg is the newest assignment seen, nil if none. asgMissing is set
+	// when the first list found no assignment Lease: this member may
+	// create it.
+	asg        *assignment
+	asgMissing bool
+
+	members map[string]*memberView // by Lease name
+	synced  bool                   // the first list arrived
+	syncRV  string                 // resourceVersion of the last list
+	syncAt  time.Time              // when it arrived
+
+	term term
+
+	running   map[int]bool      // shards whose work has not returned
+	cancelled map[int]bool      // of those, the ones already cancelled
+	holdOff   map[int]time.Time // a shard whose work ended early restarts after this
+}
+
+// decision is what to do next.
+type decision struct {
+	stop  []int // cancel these shards' work
+	start []int // start these shards' work
+	// next is the assignment to write (create if create), nil for none.
+	next   *assignment
+	create bool
+	// fence is the member Lease to fence before a claim, "" for none.
+	fence string
+	// wake is the earliest instant at which the decision may change
+	// without any event; zero for never.
+	wake time.Time
+}
+
+// allowed reports whether this member may run shard i now: its term is
+// live and not leaving, and the newest assignment seen names it as owner
+// and target, under this term's epoch (so the claim was made in this
+// term, by a write that succeeded).
+func (s *state) allowed(i int) bool {
+	t := s.term
+	return t.live && !t.leaving && t.epoch != "" && s.asg != nil &&
+		s.asg.owner[i] == s.self && s.asg.target[i] == s.self && s.asg.epoch[s.self] == t.epoch
+}
+
+// decide computes the next decision at now.
+func (s *state) decide(now time.Time) decision {
+	var d decision
+	wake := func(t time.Time) {
+		if !t.IsZero() && t.After(now) && (d.wake.IsZero() || t.Before(d.wake)) {
+			d.wake = t
+		}
+	}
+	for i := 0; i < s.shards; i++ {
+		ok := s.allowed(i)
+		switch {
+		case s.running[i] && !ok && !s.cancelled[i]:
+			d.stop = append(d.stop, i)
+		case !s.running[i] && ok:
+			if h := s.holdOff[i]; h.After(now) {
+				wake(h)
+			} else {
+				d.start = append(d.start, i)
+			}
+		}
+	}
+	if !s.mayWrite() {
+		return d
+	}
+	if s.asg == nil {
+		if s.asgMissing && !s.term.leaving && s.term.live {
+			d.next, d.create = s.initial(now), true
+		}
+		return d
+	}
+	next, fence, at := s.desired(now)
+	wake(at)
+	wake(s.liveExpiry(now))
+	if fence != "" {
+		d.fence = fence
+	}
+	if !next.equal(s.asg) {
+		d.next = next
+	}
+	return d
+}
+
+// mayWrite: claims need a live term with a known epoch; a leaving term
+// may still move its targets away and acknowledge.
+func (s *state) mayWrite() bool {
+	t := s.term
+	return t.running && (t.leaving || (t.live && t.epoch != ""))
+}
+
+// initial is the assignment a member creates when the group has none:
+// targets over the live members, and this member's own targets claimed.
+func (s *state) initial(now time.Time) *assignment {
+	a := newAssignment(s.shards)
+	a.target = balance(a.target, s.live(now))
+	for i, t := range a.target {
+		if t == s.self {
+			a.owner[i] = s.self
+		}
+	}
+	a.epoch[s.self] = s.term.epoch
+	return a
+}
+
+// desired returns the assignment this member wants to write (equal to the
+// current one if none), a member Lease to fence first ("" if none), and
+// when to decide again if an owner's claim runs out.
+func (s *state) desired(now time.Time) (next *assignment, fence string, wake time.Time) {
+	self, t := s.self, s.term
+	next = s.asg.clone()
+
+	// Targets. The proposer (smallest live identity) balances all of
+	// them; a leaving member moves its own away, and is marked leaving
+	// so that nobody targets it again before its Lease is released; a
+	// member with none takes its share.
+	present := s.live(now)
+	if t.leaving {
+		next.leaving[self] = true
+	} else {
+		delete(next.leaving, self) // a new term: back in the group
+	}
+	live := slices.DeleteFunc(slices.Clone(present), func(id string) bool { return next.leaving[id] })
+	if len(live) > 0 && live[0] == self {
+		// The proposer forgets leavers once they are gone.
+		for id := range next.leaving {
+			if !slices.Contains(present, id) {
+				delete(next.leaving, id)
+			}
+		}
+	}
+	want := balance(next.target, live)
+	switch {
+	case t.leaving:
+		for i := range want {
+			if next.target[i] == self {
+				next.target[i] = want[i]
+			}
+		}
+	case len(live) > 0 && live[0] == self:
+		next.target = want
+	case !slices.Contains(next.target, self):
+		for i := range want {
+			if want[i] == self {
+				next.target[i] = self
+			}
+		}
+	}
+
+	// Owners.
+	mine := t.epoch != "" && next.epoch[self] == t.epoch
+	claimed := false
+	for i := 0; i < s.shards; i++ {
+		o, target := next.owner[i], next.target[i]
+		switch {
+		case o == self && !mine:
+			// Recorded in an earlier term, whose work has all returned
+			// (a term starts only after the previous one ended):
+			// keep it, re-claimed by this term's epoch, or let it go.
+			if target == self && !t.leaving {
+				claimed = true
+			} else {
+				next.owner[i] = ""
+			}
+		case o == self:
+			// Acknowledge a shard moved away once its work returned.
+			if (target != self || t.leaving) && !s.running[i] {
+				next.owner[i] = ""
+			}
+		case t.leaving || target != self:
+		case o == "":
+			next.owner[i] = self
+			claimed = true
+		default:
+			switch ok, f, at := s.ownerGone(o, next.epoch[o], now); {
+			case ok:
+				next.owner[i] = self
+				claimed = true
+			case f != "" && fence == "":
+				fence = f
+			case !at.IsZero() && (wake.IsZero() || at.Before(wake)):
+				wake = at
+			}
+		}
+	}
+	if claimed {
+		next.epoch[self] = t.epoch
+	}
+	return next, fence, wake
+}
+
+// ownerGone decides whether a shard owned by member o, whose claims carry
+// epoch, may be claimed from it now: ok if so; fence names o's member
+// Lease if it must be fenced first (its claim ran out but it may still be
+// renewed); at is when o's claim runs out, if later.
+//
+// The rules (the package documentation has the argument):
+//   - o's Lease absent since rv (deleted, or unlabelled by o's release):
+//     ok once the local clock has seen it absent for o's lease duration,
+//     if epoch <= rv;
+//   - o's Lease held by nobody (fenced by a member that waited out o's
+//     claim): ok at once, if epoch <= rv;
+//   - o's Lease held: fence it once the local clock has seen no change
+//     for its leaseDurationSeconds, if epoch <= rv;
+//   - epoch > rv: this view of o's Lease is older than o's claim; wait
+//     for the watch to bring the newer one.
+func (s *state) ownerGone(o, epoch string, now time.Time) (ok bool, fence string, at time.Time) {
+	name := MemberLeaseName(s.group, o)
+	mv := s.members[name]
+	if mv == nil {
+		if !s.synced {
+			return false, "", time.Time{}
+		}
+		// Not in the last list: absent as of its resourceVersion.
+		mv = &memberView{absent: true, rv: s.syncRV, observedAt: s.syncAt}
+	}
+	if !epochNotAfter(epoch, mv.rv) {
+		return false, "", time.Time{}
+	}
+	if !mv.absent && holderOf(mv.lease) == "" {
+		return true, "", time.Time{}
+	}
+	expiry := mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))
+	if now.Before(expiry) {
+		return false, "", expiry
+	}
+	if mv.absent {
+		return true, "", time.Time{}
+	}
+	return false, name, time.Time{}
+}
+
+// live lists, sorted, the members to spread shards over: this member if
+// its term is live, and every member whose Lease is held by the identity
+// it is named after, has changed within its lease duration by the local
+// clock, and (a hint against Leases left by members long gone, which a
+// new member has only just seen) was renewed, by the renewer's clock,
+// within twice that duration. Only the balance depends on this; no
+// ownership decision does.
+func (s *state) live(now time.Time) []string {
+	var out []string
+	if s.term.live && !s.term.leaving {
+		out = append(out, s.self)
+	}
+	for name, mv := range s.members {
+		h := holderOf(mv.lease)
+		if mv.absent || h == "" || h == s.self || MemberLeaseName(s.group, h) != name {
+			continue
+		}
+		dur := claimDuration(mv.lease, s.leaseDuration)
+		if !now.Before(mv.observedAt.Add(dur)) {
+			continue
+		}
+		if rt := mv.lease.Spec.RenewTime; rt != nil && now.Sub(rt.Time) > 2*dur {
+			continue
+		}
+		out = append(out, h)
+	}
+	slices.Sort(out)
+	return out
+}
+
+// liveExpiry is the earliest instant a live member's claim runs out: the
+// live set, and so the targets, may change then.
+func (s *state) liveExpiry(now time.Time) time.Time {
+	var at time.Time
+	for name, mv := range s.members {
+		h := holderOf(mv.lease)
+		if mv.absent || h == "" || h == s.self || MemberLeaseName(s.group, h) != name {
+			continue
+		}
+		e := mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))
+		if e.After(now) && (at.IsZero() || e.Before(at)) {
+			at = e
+		}
+	}
+	return at
+}
+
+// epochNotAfter reports whether a claim's epoch is no later than
+// resourceVersion rv of the same member Lease. An empty epoch (a claim
+// without one) counts as the earliest. Versions that cannot be compared
+// count as later: the claim is then never taken without an
+// acknowledgement.
+func epochNotAfter(epoch, rv string) bool {
+	if epoch == "" {
+		return true
+	}
+	if rv == "" {
+		return false
+	}
+	c, err := resourceversion.CompareResourceVersion(epoch, rv)
+	return err == nil && c <= 0
+}
+
+// newerVersion reports whether resourceVersion a is newer than b ("" is
+// older than anything).
+func newerVersion(a, b string) bool {
+	if b == "" {
+		return a != ""
+	}
+	c, err := resourceversion.CompareResourceVersion(a, b)
+	if err != nil {
+		return a != b
+	}
+	return c > 0
+}
+
+func holderOf(l *coordinationv1.Lease) string {
+	if l == nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}

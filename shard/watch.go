@@ -1,0 +1,161 @@
+package shard
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/watch"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	"k8s.io/utils/clock"
+)
+
+// groupMsg is one thing the group watch learned.
+type groupMsg struct {
+	// list is set for the result of a list: every Lease of the group as
+	// of resourceVersion rv.
+	list  bool
+	items []coordinationv1.Lease
+	rv    string
+	// typ and lease are set for a watch event.
+	typ   watch.EventType
+	lease *coordinationv1.Lease
+}
+
+// groupWatch follows every Lease of the group with one list, then one
+// watch with the group's label selector, resumed from the last
+// resourceVersion when it closes, and re-listed after 410 Gone or an error
+// event. It makes no other requests.
+type groupWatch struct {
+	leases      coordinationv1client.LeaseInterface
+	group       string
+	clock       clock.WithTicker
+	timeout     time.Duration
+	retryPeriod time.Duration
+	log         logr.Logger
+	out         chan<- groupMsg
+}
+
+func (w *groupWatch) run(ctx context.Context) {
+	selector := labels.SelectorFromSet(labels.Set{LabelGroup: w.group}).String()
+	bo := newBackoff(w.retryPeriod/4, 4*w.retryPeriod)
+	fails := &failures{log: w.log, clock: w.clock, msg: "Cannot list the group's Leases; retrying with backoff"}
+	for ctx.Err() == nil {
+		rctx, cancel := timeout(ctx, w.clock, w.timeout)
+		list, err := w.leases.List(rctx, metav1.ListOptions{LabelSelector: selector})
+		cancel()
+		if err != nil {
+			if apierrors.IsForbidden(err) {
+				err = fmt.Errorf("%w: grant get, list, watch, create, update and delete on coordination.k8s.io leases", err)
+			}
+			fails.failed(err)
+			if !w.sleep(ctx, bo.delay()) {
+				return
+			}
+			continue
+		}
+		fails.succeeded()
+		if !w.send(ctx, groupMsg{list: true, items: list.Items, rv: list.ResourceVersion}) {
+			return
+		}
+		if list.ResourceVersion == "" {
+			return // the member ends: no compare-and-swap
+		}
+		started := w.clock.Now()
+		w.watchFrom(ctx, selector, list.ResourceVersion)
+		if w.clock.Since(started) >= w.retryPeriod {
+			bo.reset()
+		} else if !w.sleep(ctx, bo.delay()) {
+			return // lists keep failing fast: do not spin
+		}
+	}
+}
+
+// watchFrom watches from rv until it must re-list.
+func (w *groupWatch) watchFrom(ctx context.Context, selector, rv string) {
+	bo := newBackoff(w.retryPeriod/4, 4*w.retryPeriod)
+	fails := &failures{log: w.log, clock: w.clock, msg: "Cannot watch the group's Leases; retrying with backoff"}
+	for ctx.Err() == nil {
+		wi, err := w.leases.Watch(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true})
+		switch {
+		case err == nil:
+		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+			w.log.V(2).Info("Group watch history expired (410 Gone); listing again", "resourceVersion", rv)
+			return
+		default:
+			fails.failed(err)
+			if !w.sleep(ctx, bo.delay()) {
+				return
+			}
+			continue
+		}
+		fails.succeeded()
+		bo.reset()
+		var resume bool
+		rv, resume = w.drain(ctx, wi, rv)
+		if !resume {
+			return
+		}
+	}
+}
+
+// drain forwards events until the watch closes; it returns the version
+// to resume from, and false if the caller must list again (or stop).
+func (w *groupWatch) drain(ctx context.Context, wi watch.Interface, rv string) (string, bool) {
+	defer wi.Stop()
+	for {
+		select {
+		case <-ctx.Done():
+			return rv, false
+		case ev, open := <-wi.ResultChan():
+			if !open {
+				return rv, true
+			}
+			switch ev.Type {
+			case watch.Error:
+				w.log.V(2).Info("Group watch ended with an error; listing again", "err", apierrors.FromObject(ev.Object).Error())
+				return rv, false
+			case watch.Bookmark:
+				if m, ok := ev.Object.(metav1.Object); ok && m.GetResourceVersion() != "" {
+					rv = m.GetResourceVersion()
+				}
+			case watch.Added, watch.Modified, watch.Deleted:
+				l, ok := ev.Object.(*coordinationv1.Lease)
+				if !ok {
+					continue
+				}
+				if l.ResourceVersion != "" {
+					rv = l.ResourceVersion
+				}
+				if !w.send(ctx, groupMsg{typ: ev.Type, lease: l}) {
+					return rv, false
+				}
+			}
+		}
+	}
+}
+
+func (w *groupWatch) send(ctx context.Context, m groupMsg) bool {
+	select {
+	case w.out <- m:
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
+
+func (w *groupWatch) sleep(ctx context.Context, d time.Duration) bool {
+	t := w.clock.NewTimer(d)
+	defer t.Stop()
+	select {
+	case <-t.C():
+		return true
+	case <-ctx.Done():
+		return false
+	}
+}
