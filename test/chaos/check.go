@@ -11,7 +11,9 @@ import (
 )
 
 // Interval is one term's work in one candidate incarnation, from START to
-// END, as the candidate timed them; or to its SIGKILL.
+// END as the harness received them (walkthrough.Event.Recv: the harness's
+// own monotonic clock, the one it stamps signals and kills with); or to
+// its SIGKILL.
 type Interval struct {
 	Proc       string
 	Inc        int
@@ -21,12 +23,41 @@ type Interval struct {
 }
 
 // PauseOverlap is an overlap explained by a SIGSTOP: the paused leader
-// could not stop its work while stopped; a new leader started meanwhile.
+// could not stop its work while stopped; a new leader started meanwhile,
+// legally (see Check).
 type PauseOverlap struct {
 	Paused, Next string
 	Window       time.Duration // from Next's START to the paused one's END
 	Pause        time.Duration // how long it was stopped
+	StopToStart  time.Duration // from SIGSTOP to Next's START
 	ResumeToEnd  time.Duration // from SIGCONT to its END
+}
+
+// PauseRule is when an overlap during a SIGSTOP is excused, from the
+// run's timings L, D, P (LeaseDuration, RenewDeadline, RetryPeriod).
+//
+// The paused leader renewed successfully within D before SIGSTOP (else it
+// would have stopped its work itself), and a follower takes over no
+// earlier than L after it saw that renewal: so no follower may start
+// before Stop + (L - D), and a pause shorter than the safety margin
+// L - D - P cannot legally let anyone in. The resumed leader's work must
+// end within Promptly of SIGCONT (the elector checks its clock first), and
+// the follower must have started before SIGCONT + Late.
+type PauseRule struct {
+	MinPause   time.Duration // L - D - P
+	EarliestAt time.Duration // L - D, after SIGSTOP
+	Promptly   time.Duration
+	Late       time.Duration
+}
+
+// NewPauseRule returns the rule for timings t.
+func NewPauseRule(t Timings) PauseRule {
+	return PauseRule{
+		MinPause:   t.LeaseDuration - t.RenewDeadline - t.RetryPeriod,
+		EarliestAt: t.LeaseDuration - t.RenewDeadline,
+		Promptly:   time.Second,
+		Late:       250 * time.Millisecond,
+	}
 }
 
 // Gap is a time with nobody working.
@@ -42,6 +73,8 @@ type Gap struct {
 type Report struct {
 	Rec      *Record
 	Duration time.Duration
+	Timings  Timings   // L, D, P of the run
+	Pause    PauseRule // derived from Timings
 
 	Faults         map[Kind]int
 	FaultsOnLeader map[Kind]int
@@ -56,10 +89,12 @@ type Report struct {
 	GapBound      time.Duration
 	LongestRaw    Gap
 	LongestHealed Gap
-	GapViolations []string // (b)
-	Pairing       []string // (c)
-	Transitions   []string // (d)
-	Problems      []string // liveness and harness problems, unexpected exits
+	GapViolations []string      // (b)
+	Pairing       []string      // (c)
+	Transitions   []string      // (d)
+	Lost          []string      // event lines lost or unreadable
+	Problems      []string      // liveness and harness problems, unexpected exits
+	MaxLag        time.Duration // longest delivery lag of an event line (Recv's wall time - At)
 
 	Failures []string
 }
@@ -67,25 +102,36 @@ type Report struct {
 // OK reports whether every check passed.
 func (r *Report) OK() bool { return len(r.Failures) == 0 }
 
-// Check judges a run:
+// Check judges a run, on the harness's clock (events as received):
 //
 //	(a) no two candidates' work intervals overlap, except where the earlier
-//	    one's process was SIGSTOPped when the later one started and its
-//	    work ended within 1s of SIGCONT (reported as pause windows);
+//	    one's process was SIGSTOPped for at least L - D - P, the later one
+//	    started no earlier than SIGSTOP + (L - D) and before SIGCONT + 250ms,
+//	    and the paused work ended within 1s of SIGCONT (see PauseRule;
+//	    reported as pause windows);
 //	(b) every leaderless gap, counted from the heal of the fault in effect,
 //	    is at most LeaseDuration + RetryPeriod + 1s;
 //	(c) per incarnation, terms go START, END, OSL (OnStoppedLeading), with
 //	    a SIGKILL allowed to cut one short, and none left open;
 //	(d) the Lease's leaseTransitions strictly increases from term to term
 //	    (each START matched to the Lease version that made it leader) and
-//	    never decreases.
+//	    never decreases;
+//
+// and that no event line was lost: every stdout line of a candidate was
+// an event, whole, and each incarnation that exited cleanly wrote EXIT
+// last.
 func Check(rec *Record) *Report {
 	t := rec.Config.Timings
 	r := &Report{
 		Rec: rec, Duration: rec.Ended.Sub(rec.Began),
+		Timings: t, Pause: NewPauseRule(t),
 		Faults: map[Kind]int{}, FaultsOnLeader: map[Kind]int{},
 		GapBound: t.LeaseDuration + t.RetryPeriod + time.Second,
 	}
+	if t.LeaseDuration <= 0 || t.RenewDeadline <= 0 || t.RetryPeriod <= 0 {
+		r.Problems = append(r.Problems, fmt.Sprintf("the record has no timings (%+v): pauses cannot be judged", t))
+	}
+	r.Lost = append(r.Lost, rec.LostEvents...)
 	for _, f := range rec.Faults {
 		r.Faults[f.Kind]++
 		if f.WasLeader {
@@ -114,6 +160,7 @@ func Check(rec *Record) *Report {
 	add("(b) gap", r.GapViolations)
 	add("(c) pairing", r.Pairing)
 	add("(d) transitions", r.Transitions)
+	add("events", r.Lost)
 	add("liveness", r.Problems)
 	return r
 }
@@ -148,6 +195,7 @@ func (r *Report) intervals() {
 		}
 		byInc[k] = append(byInc[k], e)
 	}
+	exited := map[incKey]bool{}
 	for _, k := range keys {
 		const idle, working, ended = 0, 1, 2
 		state := idle
@@ -156,33 +204,45 @@ func (r *Report) intervals() {
 			r.Pairing = append(r.Pairing, fmt.Sprintf("%s#%d: ", k.proc, k.inc)+fmt.Sprintf(format, args...))
 		}
 		for _, e := range byInc[k] {
+			at := e.Recv
+			if at.IsZero() {
+				r.Lost = append(r.Lost, fmt.Sprintf("%s#%d: %s event without a receipt time", k.proc, k.inc, e.Kind))
+				continue
+			}
+			if lag := at.Round(0).Sub(e.At); lag > r.MaxLag {
+				r.MaxLag = lag
+			}
+			if exited[k] {
+				r.Lost = append(r.Lost, fmt.Sprintf("%s#%d: %s at %s after its EXIT", k.proc, k.inc, e.Kind, ts(at)))
+			}
 			switch e.Kind {
 			case "START":
 				switch state {
 				case working:
-					bad("START at %s while a term's work was running", ts(e.At))
+					bad("START at %s while a term's work was running", ts(at))
 				case ended:
-					bad("START at %s before OnStoppedLeading of the previous term", ts(e.At))
+					bad("START at %s before OnStoppedLeading of the previous term", ts(at))
 				}
-				state, start = working, e.At
+				state, start = working, at
 			case "END":
 				if state != working {
-					bad("END at %s without a START", ts(e.At))
+					bad("END at %s without a START", ts(at))
 					continue
 				}
-				r.Intervals = append(r.Intervals, Interval{Proc: k.proc, Inc: k.inc, Start: start, End: e.At})
+				r.Intervals = append(r.Intervals, Interval{Proc: k.proc, Inc: k.inc, Start: start, End: at})
 				state = ended
 			case "OSL":
 				switch state {
 				case idle:
-					bad("OnStoppedLeading at %s without a term", ts(e.At))
+					bad("OnStoppedLeading at %s without a term", ts(at))
 				case working:
-					bad("OnStoppedLeading at %s before the work returned", ts(e.At))
+					bad("OnStoppedLeading at %s before the work returned", ts(at))
 				}
 				state = idle
 			case "EXIT":
+				exited[k] = true
 				if state != idle {
-					bad("exited at %s with a term not finished (state %d)", ts(e.At), state)
+					bad("exited at %s with a term not finished (state %d)", ts(at), state)
 				}
 			}
 		}
@@ -196,14 +256,20 @@ func (r *Report) intervals() {
 			}
 		}
 	}
+	// A clean exit runs the candidate's deferred EXIT line: without it,
+	// the incarnation's last lines were lost.
+	for _, x := range rec.Exits {
+		if x.Status == "0" && !exited[incKey{x.Proc, x.Inc}] {
+			r.Lost = append(r.Lost, fmt.Sprintf("%s#%d exited with status 0 at %s but its EXIT line never arrived", x.Proc, x.Inc, ts(x.At)))
+		}
+	}
 	slices.SortFunc(r.Intervals, func(a, b Interval) int { return a.Start.Compare(b.Start) })
 	r.Terms = len(r.Intervals)
 }
 
 // overlaps checks (a).
 func (r *Report) overlaps() {
-	const promptly = time.Second // a resumed leader's work must end within this of SIGCONT
-	const late = 250 * time.Millisecond
+	rule := r.Pause
 	for i, a := range r.Intervals {
 		for _, b := range r.Intervals[i+1:] {
 			if !b.Start.Before(a.End) {
@@ -212,36 +278,43 @@ func (r *Report) overlaps() {
 			if a.Proc == b.Proc && a.Inc == b.Inc {
 				continue // reported by (c)
 			}
-			excused := false
+			excused, why := false, ""
 			for _, p := range r.Rec.Pauses {
 				if p.Proc != a.Proc || p.Inc != a.Inc || !p.Stop.After(a.Start) || !p.Stop.Before(b.Start) {
 					continue
 				}
-				if b.Start.After(p.Cont.Add(late)) {
+				pause, stopToStart := p.Cont.Sub(p.Stop), b.Start.Sub(p.Stop)
+				switch {
+				case b.Start.After(p.Cont.Add(rule.Late)):
 					continue // a had resumed well before b started
+				case pause < rule.MinPause:
+					why = fmt.Sprintf(" (%s#%d was paused %s..%s, %v: shorter than L-D-P = %v, too short for a legal takeover)",
+						a.Proc, a.Inc, ts(p.Stop), ts(p.Cont), pause, rule.MinPause)
+				case stopToStart < rule.EarliestAt:
+					why = fmt.Sprintf(" (%s#%d was paused %s..%s; %s started %v after SIGSTOP, before L-D = %v: an early takeover)",
+						a.Proc, a.Inc, ts(p.Stop), ts(p.Cont), b.Proc, stopToStart, rule.EarliestAt)
+				case a.End.Sub(p.Cont) > rule.Promptly:
+					why = fmt.Sprintf(" (%s#%d was paused %s..%s and its work ran on %v after SIGCONT, more than %v)",
+						a.Proc, a.Inc, ts(p.Stop), ts(p.Cont), a.End.Sub(p.Cont), rule.Promptly)
+				default:
+					r.PauseOverlaps = append(r.PauseOverlaps, PauseOverlap{
+						Paused: a.Proc, Next: b.Proc, Window: earlier(a.End, b.End).Sub(b.Start),
+						Pause: pause, StopToStart: stopToStart, ResumeToEnd: a.End.Sub(p.Cont),
+					})
+					excused = true
 				}
-				if a.End.Sub(p.Cont) > promptly {
-					r.Overlaps = append(r.Overlaps, fmt.Sprintf("%s#%d was paused %s..%s and its work ran on until %s, %v after SIGCONT, while %s#%d led from %s",
-						a.Proc, a.Inc, ts(p.Stop), ts(p.Cont), ts(a.End), a.End.Sub(p.Cont), b.Proc, b.Inc, ts(b.Start)))
-				}
-				r.PauseOverlaps = append(r.PauseOverlaps, PauseOverlap{
-					Paused: a.Proc, Next: b.Proc, Window: earlier(a.End, b.End).Sub(b.Start),
-					Pause: p.Cont.Sub(p.Stop), ResumeToEnd: a.End.Sub(p.Cont),
-				})
-				excused = true
 				break
 			}
 			if excused {
 				continue
 			}
-			hint := ""
 			for _, p := range r.Rec.Pauses {
-				if p.Proc == b.Proc && p.Inc == b.Inc && p.Cont.Before(b.Start) && b.Start.Sub(p.Cont) < r.Rec.Config.Timings.LeaseDuration {
-					hint = fmt.Sprintf(" (%s had been paused %s..%s, %v before its START)", b.Proc, ts(p.Stop), ts(p.Cont), b.Start.Sub(p.Cont))
+				if p.Proc == b.Proc && p.Inc == b.Inc && p.Cont.Before(b.Start) && b.Start.Sub(p.Cont) < r.Timings.LeaseDuration {
+					why += fmt.Sprintf(" (%s had been paused %s..%s, %v before its START)", b.Proc, ts(p.Stop), ts(p.Cont), b.Start.Sub(p.Cont))
 				}
 			}
 			r.Overlaps = append(r.Overlaps, fmt.Sprintf("%s#%d worked %s..%s; %s#%d started at %s: %v of overlap%s",
-				a.Proc, a.Inc, ts(a.Start), ts(a.End), b.Proc, b.Inc, ts(b.Start), earlier(a.End, b.End).Sub(b.Start), hint))
+				a.Proc, a.Inc, ts(a.Start), ts(a.End), b.Proc, b.Inc, ts(b.Start), earlier(a.End, b.End).Sub(b.Start), why))
 		}
 	}
 }
@@ -357,6 +430,12 @@ func (r *Report) Print(w io.Writer) {
 	pw, pr := r.pauseMax()
 	fmt.Fprintf(w, "    pause windows (a SIGSTOPped leader's work still 'running' when the next leader started): %d, longest %v; resumed leader's work ended at most %v after SIGCONT\n",
 		len(r.PauseOverlaps), pw.Round(time.Millisecond), pr.Round(time.Millisecond))
+	if len(r.PauseOverlaps) > 0 {
+		fmt.Fprintf(w, "    excused only if paused >= L-D-P = %v and the next START >= SIGSTOP + L-D = %v: shortest such pause %v, earliest such START %v after SIGSTOP\n",
+			r.Pause.MinPause, r.Pause.EarliestAt, r.pauseMin().Round(time.Millisecond), r.startMin().Round(time.Millisecond))
+	}
+	fmt.Fprintf(w, "    times are the harness's, on receipt of each event line; longest delivery lag %v; lost or unreadable event lines: %d\n",
+		r.MaxLag.Round(time.Microsecond), len(r.Lost))
 	fmt.Fprintf(w, "(b) longest leaderless gap after a fault healed: %v (fault %d, %s; bound L+P+1s = %v); longest leaderless gap overall: %v (fault %d, %s)\n",
 		r.LongestHealed.AfterHeal.Round(time.Millisecond), r.LongestHealed.Fault, r.LongestHealed.Kind, r.GapBound,
 		r.LongestRaw.Raw.Round(time.Millisecond), r.LongestRaw.Fault, r.LongestRaw.Kind)
@@ -396,6 +475,26 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "| Longest leaderless gap overall | %v (%s) |\n", r.LongestRaw.Raw.Round(time.Millisecond), r.LongestRaw.Kind)
 	fmt.Fprintf(w, "| Terms without exactly one OnStoppedLeading | %d (%d cut short by SIGKILL) |\n", len(r.Pairing), r.KilledOpen)
 	fmt.Fprintln(w, "```")
+}
+
+func (r *Report) pauseMin() time.Duration {
+	var m time.Duration
+	for i, p := range r.PauseOverlaps {
+		if i == 0 || p.Pause < m {
+			m = p.Pause
+		}
+	}
+	return m
+}
+
+func (r *Report) startMin() time.Duration {
+	var m time.Duration
+	for i, p := range r.PauseOverlaps {
+		if i == 0 || p.StopToStart < m {
+			m = p.StopToStart
+		}
+	}
+	return m
 }
 
 func (r *Report) pauseMax() (window, resume time.Duration) {

@@ -1,6 +1,8 @@
 package chaos
 
 import (
+	"fmt"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -9,14 +11,14 @@ import (
 )
 
 // The checker must catch what it claims to: a synthetic run with one true
-// overlap, one overlap explained by a pause, one term without
+// overlap, one overlap explained by a (long enough) pause, one term without
 // OnStoppedLeading, a too-long gap after a fault, and a leaseTransitions
 // step back.
 func TestCheckCatchesViolations(t *testing.T) {
 	base := time.Unix(1_800_000_000, 0)
 	at := func(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
 	ev := func(kind, proc string, inc, ms int) walkthrough.Event {
-		return walkthrough.Event{Kind: kind, Proc: proc, Inc: inc, Fields: []string{proc}, At: at(ms)}
+		return walkthrough.Event{Kind: kind, Proc: proc, Inc: inc, Fields: []string{proc}, At: at(ms), Recv: at(ms)}
 	}
 	rec := &Record{
 		Config:     Config{N: 3, Timings: DefaultTimings},
@@ -69,5 +71,209 @@ func TestCheckCatchesViolations(t *testing.T) {
 	}
 	if r.LongestHealed.AfterHeal != 14*time.Second {
 		t.Errorf("longest gap after heal %v, want 14s", r.LongestHealed.AfterHeal)
+	}
+}
+
+// pauseRecord is a synthetic run in which c1 leads from 1s, is SIGSTOPped
+// at 5s for pause, and c2 starts startAfter the SIGSTOP; c1's work ends
+// resumeToEnd after SIGCONT. All times in the harness's clock.
+func pauseRecord(tm Timings, pause, startAfter, resumeToEnd time.Duration, pausedProc string) *Record {
+	base := time.Unix(1_800_000_000, 0)
+	at := func(d time.Duration) time.Time { return base.Add(d) }
+	ev := func(kind, proc string, t time.Time) walkthrough.Event {
+		return walkthrough.Event{Kind: kind, Proc: proc, Fields: []string{proc}, At: t, Recv: t}
+	}
+	stop := at(5 * time.Second)
+	cont := stop.Add(pause)
+	c2Start := stop.Add(startAfter)
+	c1End := cont.Add(resumeToEnd)
+	c2End := later(c1End, c2Start).Add(2 * time.Second)
+	return &Record{
+		Config:     Config{N: 2, Timings: tm},
+		Began:      at(0),
+		ShutdownAt: c2End.Add(time.Second),
+		Ended:      c2End.Add(2 * time.Second),
+		Events: []walkthrough.Event{
+			ev("START", "c1", at(time.Second)), ev("START", "c2", c2Start),
+			ev("END", "c1", c1End), ev("OSL", "c1", c1End.Add(time.Millisecond)),
+			ev("END", "c2", c2End), ev("OSL", "c2", c2End.Add(time.Millisecond)),
+		},
+		Pauses: []Pause{{Proc: pausedProc, Stop: stop, Cont: cont}},
+		Faults: []Injected{{Fault: Fault{Index: 1, Kind: KindPauseShort}, Target: pausedProc, Start: stop, Heal: cont}},
+		Lease: []LeaseVersion{
+			{RV: "1", Holder: "c1", Transitions: 0, Acquire: at(990 * time.Millisecond)},
+			{RV: "2", Holder: "c2", Transitions: 1, Acquire: c2Start.Add(-time.Millisecond)},
+		},
+	}
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
+}
+
+// An overlap during a SIGSTOP is excused only when the pause lasted at
+// least L-D-P and the follower started no earlier than SIGSTOP + (L-D)
+// (and before SIGCONT + 250ms, with the resumed work ending within 1s of
+// SIGCONT). Each bound is tested on both sides.
+func TestCheckPauseRule(t *testing.T) {
+	const ms = time.Millisecond
+	std := DefaultTimings // L-D-P = 500ms, L-D = 1s
+	// With P = 100ms, L-D-P = 900ms binds before the 250ms lateness does:
+	// a pause of 750..900ms could otherwise excuse a START at SIGSTOP+1s.
+	shortP := Timings{LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * ms}
+	cases := []struct {
+		name                           string
+		tm                             Timings
+		pause, startAfter, resumeToEnd time.Duration
+		paused                         string
+		excused                        bool
+	}{
+		// The issue's history: c2 starts 10ms into a 150ms pause of c1.
+		{"early takeover in a 150ms pause", std, 150 * ms, 10 * ms, 2 * ms, "c1", false},
+		{"legal takeover in a long pause", std, 3500 * ms, 3200 * ms, 2 * ms, "c1", true},
+		{"early takeover in a long pause", std, 3500 * ms, 10 * ms, 2 * ms, "c1", false},
+		// The earliest legal START: SIGSTOP + (L-D).
+		{"START at SIGSTOP+(L-D)", std, 1200 * ms, 1000 * ms, 2 * ms, "c1", true},
+		{"START 1ms before SIGSTOP+(L-D)", std, 1200 * ms, 999 * ms, 2 * ms, "c1", false},
+		// The shortest pause: L-D-P.
+		{"pause of L-D-P", shortP, 900 * ms, 1000 * ms, 150 * ms, "c1", true},
+		{"pause 1ms under L-D-P", shortP, 899 * ms, 1000 * ms, 150 * ms, "c1", false},
+		// The resumed leader's work ends within 1s of SIGCONT.
+		{"work ends 1s after SIGCONT", std, 3500 * ms, 3200 * ms, 1000 * ms, "c1", true},
+		{"work ends 1.001s after SIGCONT", std, 3500 * ms, 3200 * ms, 1001 * ms, "c1", false},
+		// The follower starts before SIGCONT + 250ms.
+		{"START at SIGCONT+250ms", std, 1200 * ms, 1450 * ms, 300 * ms, "c1", true},
+		{"START at SIGCONT+251ms", std, 1200 * ms, 1451 * ms, 300 * ms, "c1", false},
+		// Only a pause of the earlier leader explains an overlap.
+		{"the follower was paused, not the leader", std, 3500 * ms, 3200 * ms, 2 * ms, "c2", false},
+	}
+	for _, c := range cases {
+		t.Run(c.name, func(t *testing.T) {
+			r := Check(pauseRecord(c.tm, c.pause, c.startAfter, c.resumeToEnd, c.paused))
+			if c.excused {
+				if len(r.Overlaps) != 0 || len(r.PauseOverlaps) != 1 {
+					t.Fatalf("want the overlap excused as one pause window; overlaps %q, pause windows %+v", r.Overlaps, r.PauseOverlaps)
+				}
+				if !r.OK() {
+					t.Errorf("run with a legal pause window failed: %q", r.Failures)
+				}
+				if p := r.PauseOverlaps[0]; p.Pause != c.pause || p.StopToStart != c.startAfter || p.ResumeToEnd != c.resumeToEnd {
+					t.Errorf("pause window %+v, want pause %v, START %v after SIGSTOP, END %v after SIGCONT", p, c.pause, c.startAfter, c.resumeToEnd)
+				}
+				return
+			}
+			if len(r.Overlaps) != 1 || len(r.PauseOverlaps) != 0 || r.OK() {
+				t.Fatalf("want one overlap flagged; overlaps %q, pause windows %+v, failures %q", r.Overlaps, r.PauseOverlaps, r.Failures)
+			}
+			t.Logf("flagged: %s", r.Overlaps[0])
+		})
+	}
+}
+
+// A run whose event lines were not all read must fail: a lost START or
+// END would hide an overlap.
+func TestCheckFailsOnLostEvents(t *testing.T) {
+	const ms = time.Millisecond
+	legal := func() *Record { return pauseRecord(DefaultTimings, 3500*ms, 3200*ms, 2*ms, "c1") }
+	if r := Check(legal()); !r.OK() {
+		t.Fatalf("the base record fails: %q", r.Failures)
+	}
+	cases := map[string]func(*Record){
+		"an unreadable line": func(rec *Record) {
+			rec.LostEvents = []string{`c2#0 stdout: line 3 is not an event: "STA"`}
+		},
+		"a clean exit without its EXIT line": func(rec *Record) {
+			rec.Exits = append(rec.Exits, Exit{Proc: "c2", Status: "0", Expected: true, At: rec.ShutdownAt})
+		},
+		"an event after EXIT": func(rec *Record) {
+			e := rec.Events[len(rec.Events)-1]
+			exit := e
+			exit.Kind = "EXIT"
+			rec.Events = append(rec.Events, exit, e)
+		},
+		"an event not stamped on receipt": func(rec *Record) {
+			rec.Events[1].Recv = time.Time{}
+		},
+	}
+	for name, mutate := range cases {
+		rec := legal()
+		mutate(rec)
+		r := Check(rec)
+		if r.OK() || len(r.Lost) == 0 {
+			t.Errorf("%s: the check passed (failures %q)", name, r.Failures)
+			continue
+		}
+		if !slices.ContainsFunc(r.Failures, func(f string) bool { return strings.HasPrefix(f, "events: ") }) {
+			t.Errorf("%s: failures %q, want an events failure", name, r.Failures)
+		}
+	}
+}
+
+// The harness reads real processes' stdout strictly: a line that is not
+// an event, a last line cut short, or a missing EXIT is recorded and fails
+// the check; every event is stamped on receipt with the harness's
+// monotonic clock. The process here is a shell script standing in for a
+// third candidate, c3, next to a legal synthetic run of c1 and c2.
+func TestLostEventLinesFailTheRun(t *testing.T) {
+	run := func(script string) (*walkthrough.Timeline, time.Time) {
+		t.Helper()
+		tl := walkthrough.NewTimeline()
+		before := time.Now()
+		p, err := walkthrough.StartProcess(walkthrough.ProcessOptions{
+			Name: "c3", Path: "/bin/sh", Args: []string{"-c", script}, Timeline: tl, Strict: true,
+		})
+		if err != nil {
+			t.Fatal(err)
+		}
+		if err := p.Wait(10 * time.Second); err != nil {
+			t.Fatal(err)
+		}
+		return tl, before
+	}
+	record := func(tl *walkthrough.Timeline) *Record {
+		rec := pauseRecord(DefaultTimings, 3500*time.Millisecond, 3200*time.Millisecond, 2*time.Millisecond, "c1")
+		rec.Events = append(rec.Events, tl.Events()...)
+		rec.LostEvents = tl.Problems()
+		rec.Exits = append(rec.Exits, Exit{Proc: "c3", Inc: 0, Status: "0", Expected: true, At: rec.ShutdownAt})
+		return rec
+	}
+	line := func(kind string, fields ...string) string {
+		return strings.Join(append(append([]string{kind}, fields...), fmt.Sprint(time.Now().UnixNano())), " ")
+	}
+	newLeader, exit := line("NEWLEADER", "c3", "c1"), line("EXIT", "c3")
+
+	tl, before := run(fmt.Sprintf("echo '%s'; echo '%s'", newLeader, exit))
+	if p := tl.Problems(); len(p) != 0 {
+		t.Fatalf("clean output: problems %q", p)
+	}
+	evs := tl.Events()
+	if len(evs) != 2 || evs[0].Kind != "NEWLEADER" || evs[1].Kind != "EXIT" {
+		t.Fatalf("clean output: events %+v, want NEWLEADER and EXIT", evs)
+	}
+	for _, e := range evs {
+		if e.Recv.Before(before) || !strings.Contains(e.Recv.String(), "m=") {
+			t.Errorf("event %s stamped %v on receipt; want the harness's monotonic clock, after %v", e, e.Recv, before)
+		}
+	}
+	if r := Check(record(tl)); !r.OK() {
+		t.Errorf("clean output fails the check: %q", r.Failures)
+	}
+
+	for name, script := range map[string]string{
+		"a line that is not an event": fmt.Sprintf("echo '%s'; echo 'STA'; echo '%s'", newLeader, exit),
+		"a time that is not a number": fmt.Sprintf("echo '%s'; echo 'EXIT c3 12:00'", newLeader),
+		"a last line cut short":       fmt.Sprintf("echo '%s'; printf '%s'", newLeader, exit),
+		"no EXIT line":                fmt.Sprintf("echo '%s'", newLeader),
+	} {
+		tl, _ := run(script)
+		r := Check(record(tl))
+		if r.OK() || len(r.Lost) == 0 {
+			t.Errorf("%s: the check passed; problems read %q, failures %q", name, tl.Problems(), r.Failures)
+			continue
+		}
+		t.Logf("%s: %q", name, r.Lost)
 	}
 }

@@ -122,6 +122,10 @@ type Record struct {
 	LeaseNotes []string
 	Exits      []Exit
 	Problems   []string // liveness and harness problems
+	// LostEvents describes candidate stdout lines that could not be read
+	// as events (not an event, cut short, a read error): the work
+	// intervals may be incomplete, so Check fails the run.
+	LostEvents []string
 	Proxies    map[string]*ProxyStats
 }
 
@@ -204,6 +208,7 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 			_ = f.Close()
 		}
 		d.rec.Events = d.tl.Events()
+		d.rec.LostEvents = d.tl.Problems()
 		d.rec.Ended = time.Now()
 	}()
 
@@ -273,7 +278,7 @@ func (d *driver) onEvent(e walkthrough.Event) {
 	d.ready[e.Proc] = true
 	switch e.Kind {
 	case "START":
-		d.open[e.Proc] = e.At
+		d.open[e.Proc] = e.Recv
 	case "END":
 		delete(d.open, e.Proc)
 	}
@@ -298,7 +303,7 @@ func (d *driver) start(id string) error {
 	t := d.cfg.Timings
 	d.inc[id] = inc
 	p, err := walkthrough.StartProcess(walkthrough.ProcessOptions{
-		Name: id, Inc: inc, Path: d.cfg.Candidate, Timeline: d.tl, Stderr: f,
+		Name: id, Inc: inc, Path: d.cfg.Candidate, Timeline: d.tl, Stderr: f, Strict: true,
 		Args: []string{
 			"-kubeconfig=" + filepath.Join(d.cfg.WorkDir, id+".kubeconfig"),
 			"-namespace=" + d.ns, "-name=chaos", "-id=" + id,

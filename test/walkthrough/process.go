@@ -69,9 +69,15 @@ func BuildExample(dir string) (string, error) {
 type Event struct {
 	Kind   string    // LEADING, STOPPED, NEWLEADER, EXIT, START, END, ...
 	Fields []string  // the fields between the kind and the time
-	At     time.Time // the time the process wrote in the line
-	Proc   string    // the name the process was started under
-	Inc    int       // the process's incarnation (restarts of one name)
+	At     time.Time // the time the process wrote in the line (its wall clock)
+	// Recv is when the driver read the line, on the driver's own clock:
+	// it carries a monotonic reading, like the driver's other time stamps
+	// (signals, kills), so durations between them cannot be skewed by a
+	// wall-clock step. It is later than the event by the pipe's delivery
+	// lag (Recv's wall time minus At shows it).
+	Recv time.Time
+	Proc string // the name the process was started under
+	Inc  int    // the process's incarnation (restarts of one name)
 }
 
 func (e Event) String() string {
@@ -99,9 +105,10 @@ func ParseEvent(line string) (Event, bool) {
 // Timeline collects the events of several processes, in arrival order,
 // and lets a caller wait for one.
 type Timeline struct {
-	mu      sync.Mutex
-	events  []Event
-	changed chan struct{}
+	mu       sync.Mutex
+	events   []Event
+	problems []string
+	changed  chan struct{}
 	// OnEvent, if set before any process starts, is called with each event
 	// as it arrives (under no lock of the timeline).
 	OnEvent func(Event)
@@ -120,6 +127,22 @@ func (t *Timeline) Add(e Event) {
 	if t.OnEvent != nil {
 		t.OnEvent(e)
 	}
+}
+
+// Problem records a stdout line of a process that could not be read as an
+// event (see ProcessOptions.Strict).
+func (t *Timeline) Problem(format string, args ...any) {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	t.problems = append(t.problems, fmt.Sprintf(format, args...))
+}
+
+// Problems returns the stdout lines of strict processes that were lost or
+// could not be read, described.
+func (t *Timeline) Problems() []string {
+	t.mu.Lock()
+	defer t.mu.Unlock()
+	return append([]string(nil), t.problems...)
 }
 
 // Events returns a copy of all events so far.
@@ -189,6 +212,10 @@ type ProcessOptions struct {
 	Timeline *Timeline // where its events go; required
 	// Unparsed, if set, receives stdout lines that are not events.
 	Unparsed func(name, line string)
+	// Strict: every stdout line must be an event. A line that is not, a
+	// last line cut short (no newline), an over-long line or a read error
+	// is recorded in Timeline.Problems: an event may have been lost.
+	Strict bool
 }
 
 // StartProcess starts a process and begins reading its events.
@@ -208,21 +235,7 @@ func StartProcess(o ProcessOptions) (*Process, error) {
 	p.readers.Add(1)
 	go func() {
 		defer p.readers.Done()
-		sc := bufio.NewScanner(stdout)
-		sc.Buffer(make([]byte, 64*1024), 1024*1024)
-		for sc.Scan() {
-			line := sc.Text()
-			ev, ok := ParseEvent(line)
-			if !ok {
-				if o.Unparsed != nil {
-					o.Unparsed(o.Name, line)
-				}
-				continue
-			}
-			ev.Proc, ev.Inc = o.Name, o.Inc
-			o.Timeline.Add(ev)
-		}
-		_, _ = io.Copy(io.Discard, stdout)
+		readEvents(stdout, o)
 	}()
 	go func() {
 		// Read all of stdout before Wait closes the pipe.
@@ -232,6 +245,72 @@ func StartProcess(o ProcessOptions) (*Process, error) {
 		close(p.done)
 	}()
 	return p, nil
+}
+
+// maxLine is the longest stdout line read as one line.
+const maxLine = 1024 * 1024
+
+// readEvents reads a process's stdout to its end, stamping each event with
+// the time it was read.
+func readEvents(stdout io.Reader, o ProcessOptions) {
+	problem := func(format string, args ...any) {
+		if o.Strict {
+			o.Timeline.Problem("%s#%d stdout: %s", o.Name, o.Inc, fmt.Sprintf(format, args...))
+		}
+	}
+	br := bufio.NewReaderSize(stdout, 64*1024)
+	n := 0
+	for {
+		chunk, err := br.ReadSlice('\n')
+		raw := append([]byte(nil), chunk...)
+		recv := time.Now()
+		for errors.Is(err, bufio.ErrBufferFull) {
+			// Longer than the buffer: read the rest of the line, keeping
+			// at most maxLine bytes of it.
+			chunk, err = br.ReadSlice('\n')
+			if len(raw) < maxLine {
+				raw = append(raw, chunk...)
+			} else if len(chunk) > 0 && chunk[len(chunk)-1] == '\n' {
+				raw = append(raw[:maxLine], '\n')
+			}
+			recv = time.Now()
+		}
+		if len(raw) > 0 {
+			n++
+			line := string(raw)
+			switch {
+			case !strings.HasSuffix(line, "\n"):
+				problem("line %d cut short (no newline before %v): %.200q", n, errOrEOF(err), line)
+			case len(raw) >= maxLine:
+				problem("line %d longer than %d bytes", n, maxLine)
+			default:
+				line = strings.TrimSuffix(line, "\n")
+				if ev, ok := ParseEvent(line); ok {
+					ev.Proc, ev.Inc, ev.Recv = o.Name, o.Inc, recv
+					o.Timeline.Add(ev)
+				} else {
+					if o.Unparsed != nil {
+						o.Unparsed(o.Name, line)
+					}
+					problem("line %d is not an event: %.200q", n, line)
+				}
+			}
+		}
+		if err != nil {
+			if !errors.Is(err, io.EOF) && !errors.Is(err, os.ErrClosed) {
+				problem("read error after line %d: %v", n, err)
+			}
+			_, _ = io.Copy(io.Discard, stdout)
+			return
+		}
+	}
+}
+
+func errOrEOF(err error) error {
+	if err == nil {
+		return io.EOF
+	}
+	return err
 }
 
 // Pid returns the process id.

@@ -76,6 +76,11 @@ type Result struct {
 	// Kills maps each SIGKILLed process to the kill time: its term, if
 	// open, ended then.
 	Kills map[string]time.Time
+
+	// Problems lists stdout lines of the processes that were lost or could
+	// not be read as events (see ProcessOptions.Strict): with any, the
+	// events above may be incomplete.
+	Problems []string
 }
 
 // SIGINTHandoff is the time from the old leader's work returning
@@ -183,6 +188,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			_ = f.Close()
 		}
 		res.Events = tl.Events()
+		res.Problems = tl.Problems()
 	}()
 	stepStart := time.Now()
 	step := func(name string) {
@@ -209,7 +215,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 			stderr = f
 		}
 		p, err := StartProcess(ProcessOptions{
-			Name: id, Path: o.Binary, Timeline: tl, Stderr: stderr,
+			Name: id, Path: o.Binary, Timeline: tl, Stderr: stderr, Strict: true,
 			Args: []string{
 				"-kubeconfig=" + o.Kubeconfig,
 				"-lease-lock-name=" + o.LeaseName,

@@ -63,9 +63,11 @@ func testMain(m *testing.M) int {
 
 // TestWalkthrough is the README walk-through with the README's timings
 // (15s/10s/2s) and three real processes of examples/leader-election:
-// exactly one leads at a time; SIGINT to the leader hands over within 1s;
-// SIGKILL to the next hands over only once the lease has expired, about
-// LeaseDuration later.
+// exactly one leads at a time; SIGINT to the leader hands over through the
+// release, in less than a RetryPeriod; SIGKILL to the next hands over only
+// once the lease has expired, about LeaseDuration later. The bounds come
+// from the timings, with room for a loaded 2-core machine: the README's
+// figures (tens of milliseconds) are measured by make demo and make bench.
 func TestWalkthrough(t *testing.T) {
 	const (
 		L = 15 * time.Second
@@ -99,6 +101,9 @@ func TestWalkthrough(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	for _, p := range res.Problems {
+		t.Errorf("event line lost: %s", p)
+	}
 	for _, s := range res.Steps {
 		t.Logf("step %-50s %v", s.Name, s.Took.Round(time.Millisecond))
 	}
@@ -119,12 +124,14 @@ func TestWalkthrough(t *testing.T) {
 	}
 
 	// SIGINT: the leader stops its work, releases, and another leads
-	// within 1s of the work stopping.
+	// after the work stopped, well before the lease could expire (L - P
+	// after the last renewal at the earliest) and faster than a follower
+	// polling every RetryPeriod would: the release reached it on its watch.
 	if res.SecondLeader == res.Interrupted {
 		t.Errorf("the interrupted process %s led again", res.Interrupted)
 	}
-	if h := res.SIGINTHandoff(); h < 0 || h >= time.Second {
-		t.Errorf("SIGINT handoff took %v from STOPPED of %s to LEADING of %s, want [0, 1s)", h, res.Interrupted, res.SecondLeader)
+	if h := res.SIGINTHandoff(); h < 0 || h >= P {
+		t.Errorf("SIGINT handoff took %v from STOPPED of %s to LEADING of %s, want [0, RetryPeriod %v)", h, res.Interrupted, res.SecondLeader, P)
 	}
 	if res.ExitAt.Before(res.StoppedAt) {
 		t.Errorf("%s exited at %v, before its work stopped at %v", res.Interrupted, res.ExitAt, res.StoppedAt)
@@ -136,13 +143,15 @@ func TestWalkthrough(t *testing.T) {
 
 	// SIGKILL: nobody takes over before the lease expired. The follower
 	// takes over L after it last saw a renewal; the leader renews every P,
-	// so the last renewal was at most P (plus the write's latency) before
-	// the kill: takeover-after-kill is in [L - P, L + 1s].
+	// so the last renewal was sent at most P before the kill: takeover
+	// after the kill is at least L - P. It comes soon after expiry: within
+	// L + P (the follower saw the last renewal and wrote its takeover
+	// within a RetryPeriod, with room for a loaded machine).
 	if res.ThirdLeader == res.Killed || res.ThirdLeader == res.Interrupted {
 		t.Errorf("after SIGKILL to %s the leader is %s, want the remaining process", res.Killed, res.ThirdLeader)
 	}
-	if h := res.KillHandoff(); h < L-P || h > L+time.Second {
-		t.Errorf("SIGKILL handoff took %v, want within [L-P, L+1s] = [%v, %v]", h, L-P, L+time.Second)
+	if h := res.KillHandoff(); h < L-P || h > L+P {
+		t.Errorf("SIGKILL handoff took %v, want within [L-P, L+P] = [%v, %v]", h, L-P, L+P)
 	}
 	t.Logf("SIGKILL handoff: %v after the kill (LeaseDuration %v)", res.KillHandoff(), L)
 
