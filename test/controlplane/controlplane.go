@@ -84,9 +84,26 @@ func BinDir() (string, error) {
 	}
 }
 
+// Option changes how Start launches the control plane.
+type Option func(*options)
+
+type options struct {
+	apiserverFlags [][]string // name, values...
+}
+
+// WithAPIServerFlag sets an extra kube-apiserver flag, e.g.
+// WithAPIServerFlag("feature-gates", "ShardedListAndWatch=true").
+func WithAPIServerFlag(name string, values ...string) Option {
+	return func(o *options) { o.apiserverFlags = append(o.apiserverFlags, append([]string{name}, values...)) }
+}
+
 // Start launches etcd and kube-apiserver from BinDir and waits until the API
 // server serves requests. The caller must call Stop.
-func Start() (*ControlPlane, error) {
+func Start(opts ...Option) (*ControlPlane, error) {
+	var o options
+	for _, opt := range opts {
+		opt(&o)
+	}
 	dir, err := BinDir()
 	if err != nil {
 		return nil, err
@@ -114,6 +131,9 @@ func Start() (*ControlPlane, error) {
 	// envtest defaults to RBAC already; say so explicitly, since the RBAC
 	// tests depend on it.
 	api.Configure().Set("authorization-mode", "RBAC")
+	for _, f := range o.apiserverFlags {
+		api.Configure().Set(f[0], f[1:]...)
+	}
 
 	started := time.Now()
 	cfg, err := env.Start()
