@@ -1,9 +1,12 @@
 package leasehold
 
 import (
+	"strconv"
+	"strings"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 )
 
@@ -22,9 +25,15 @@ type leaseView struct {
 	// seen. Expiry is measured from it, never from timestamps in the
 	// Lease, which another clock wrote.
 	observedAt time.Time
-	// ownRV is the resourceVersion of this process's last successful
-	// write of the Lease in the current term, "" if none.
-	ownRV string
+	// ownVersion is the version (see versionOf) of this process's last
+	// successful write of the Lease in the current term, "" if none.
+	ownVersion string
+}
+
+// ours reports whether the newest Lease seen is this process's own last
+// write of the current term.
+func (v leaseView) ours() bool {
+	return v.lease != nil && v.ownVersion != "" && versionOf(v.lease) == v.ownVersion
 }
 
 // holderOf returns the Lease's holder identity, "" if none or nil.
@@ -52,6 +61,66 @@ func transitionsOf(lease *coordinationv1.Lease) int32 {
 		return 0
 	}
 	return *lease.Spec.LeaseTransitions
+}
+
+// versionOf names one version of a Lease: its resourceVersion, or, on a
+// server that returns none (client-go's fake clientsets), its record: the
+// fields an election writes. Two versions are the same write if and only
+// if their names are equal.
+func versionOf(lease *coordinationv1.Lease) string {
+	if lease == nil {
+		return ""
+	}
+	if lease.ResourceVersion != "" {
+		return lease.ResourceVersion
+	}
+	return "record:" + recordOf(lease)
+}
+
+// recordOf renders the fields of a Lease that an election writes, for
+// servers that return no resourceVersion: holder, acquire and renew times,
+// transitions, duration, preferred holder and strategy, and the
+// preferred-holder annotation.
+func recordOf(lease *coordinationv1.Lease) string {
+	s := lease.Spec
+	str := func(p *string) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.Quote(*p)
+	}
+	num := func(p *int32) string {
+		if p == nil {
+			return "-"
+		}
+		return strconv.Itoa(int(*p))
+	}
+	when := func(t *metav1.MicroTime) string {
+		if t == nil {
+			return "-"
+		}
+		return t.UTC().Format(time.RFC3339Nano)
+	}
+	strategy := "-"
+	if s.Strategy != nil {
+		strategy = string(*s.Strategy)
+	}
+	return strings.Join([]string{
+		str(s.HolderIdentity), when(s.AcquireTime), when(s.RenewTime),
+		num(s.LeaseTransitions), num(s.LeaseDurationSeconds),
+		str(s.PreferredHolder), strategy, strconv.Quote(lease.Annotations[PreferredHolderAnnotation]),
+	}, "|")
+}
+
+// newerLease reports whether Lease a is a newer version than b. With
+// resourceVersions on both, they are compared; on a server that returns
+// none, any difference in the record counts as newer: such a server offers
+// no ordering, and its watch delivers changes in order.
+func newerLease(a, b *coordinationv1.Lease) bool {
+	if a.ResourceVersion == "" || b.ResourceVersion == "" {
+		return versionOf(a) != versionOf(b)
+	}
+	return newerVersion(a.ResourceVersion, b.ResourceVersion)
 }
 
 // newerVersion reports whether resourceVersion a is newer than b. Kubernetes
@@ -123,7 +192,7 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 	if holder == "" {
 		return write, now
 	}
-	if holder == self && !foreignSelf && !v.gone && v.ownRV != "" && v.ownRV == v.lease.ResourceVersion {
+	if holder == self && !foreignSelf && !v.gone && v.ours() {
 		return actAcquire, now
 	}
 	expiry := v.observedAt.Add(claimDuration(v.lease, fallback))

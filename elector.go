@@ -205,6 +205,9 @@ type run struct {
 	// with one of them is ours even if the write's answer was lost.
 	stamps [8]time.Time
 	next   int
+	// versionless is set once a Lease without a resourceVersion was seen
+	// (and said so in the log): the server cannot order or guard writes.
+	versionless bool
 	// acquiredAt is the send time of the write that won the current term.
 	acquiredAt time.Time
 	// overdueWork, if set, closes when the work of a lost term that
@@ -212,7 +215,7 @@ type run struct {
 	// before that: one process never runs two works.
 	overdueWork <-chan struct{}
 
-	observations chan observation
+	observations mailbox
 	notifier     *leaderNotifier
 	stopObserver context.CancelFunc
 	observerDone chan struct{}
@@ -222,7 +225,7 @@ func (e *Elector) startRun(ctx context.Context, log logr.Logger) *run {
 	r := &run{
 		e:            e,
 		log:          log,
-		observations: make(chan observation, 16),
+		observations: newMailbox(),
 		notifier:     newLeaderNotifier(log, e.cfg.Callbacks.OnNewLeader),
 		observerDone: make(chan struct{}),
 	}
@@ -532,7 +535,7 @@ func (r *run) stillOurs() error {
 		return fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
 	case holderOf(v.lease) != r.e.lock.Identity:
 		return fmt.Errorf("%w: the lease is now held by %q", ErrLeaderLost, holderOf(v.lease))
-	case v.lease.ResourceVersion != v.ownRV:
+	case !v.ours():
 		return fmt.Errorf("%w: the lease was written by another process", ErrLeaderLost)
 	}
 	return nil
@@ -595,7 +598,7 @@ func (r *run) stepDown(ctx context.Context, res workResult, stepping bool, lastS
 // while our claim is still valid.
 func (r *run) release(ctx context.Context, lastSent time.Time) {
 	e := r.e
-	if r.view.lease == nil || r.view.ownRV == "" || r.view.lease.ResourceVersion != r.view.ownRV {
+	if !r.view.ours() {
 		return
 	}
 	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
@@ -611,7 +614,7 @@ func (r *run) release(ctx context.Context, lastSent time.Time) {
 		cancel()
 		switch {
 		case err == nil:
-			r.view.lease, r.view.ownRV, r.view.observedAt = got, "", now
+			r.view.lease, r.view.ownVersion, r.view.observedAt = got, "", now
 			r.setHolder("")
 			r.log.Info("Released the lease")
 			return
@@ -647,18 +650,21 @@ func (r *run) observe(obs observation) error {
 	if obs.lease == nil {
 		switch {
 		case v.lease == nil || v.gone:
-		case obs.deletedRV != "" && newerVersion(obs.deletedRV, v.lease.ResourceVersion):
+		case obs.deleted && (obs.deletedRV == "" || v.lease.ResourceVersion == "" || newerVersion(obs.deletedRV, v.lease.ResourceVersion)):
+			// A watched deletion, newer than what we have (or from a
+			// server without resourceVersions, whose watch is ordered).
 			v.gone = true
-		case obs.deletedRV == "" && v.ownRV != v.lease.ResourceVersion:
+		case !obs.deleted && !v.ours():
 			// A GET found nothing; it may be older than our own last
 			// write, which the renew loop checks for itself.
 			v.gone = true
 		}
 		return nil
 	}
-	if v.lease != nil && !newerVersion(obs.lease.ResourceVersion, v.lease.ResourceVersion) {
+	if v.lease != nil && !newerLease(obs.lease, v.lease) {
 		return nil
 	}
+	r.noteVersionless(obs.lease)
 	prev := v.lease
 	v.lease, v.gone, v.observedAt = obs.lease, false, now
 	holder := holderOf(obs.lease)
@@ -669,7 +675,7 @@ func (r *run) observe(obs observation) error {
 	case holder != self:
 		r.foreignSelf = false
 	case r.isOurs(obs.lease):
-		v.ownRV = obs.lease.ResourceVersion
+		v.ownVersion = versionOf(obs.lease)
 		r.foreignSelf = false
 	case prev != nil && holderOf(prev) == self:
 		return fmt.Errorf("%w: identity %q: another live process renewed the lease under this identity; give each process a unique Lock.Identity",
@@ -684,9 +690,20 @@ func (r *run) observe(obs observation) error {
 
 // wrote records the answer to one of our successful writes.
 func (r *run) wrote(lease *coordinationv1.Lease) {
-	r.view = leaseView{lease: lease, observedAt: r.e.clock.Now(), ownRV: lease.ResourceVersion}
+	r.noteVersionless(lease)
+	r.view = leaseView{lease: lease, observedAt: r.e.clock.Now(), ownVersion: versionOf(lease)}
 	r.seen, r.foreignSelf = true, false
 	r.setHolder(holderOf(lease))
+}
+
+// noteVersionless logs, once per Run, that the server returns Leases
+// without a resourceVersion, as client-go's fake clientsets do.
+func (r *run) noteVersionless(lease *coordinationv1.Lease) {
+	if r.versionless || lease.ResourceVersion != "" {
+		return
+	}
+	r.versionless = true
+	r.log.V(1).Info("The server returns Leases without resourceVersion (a fake clientset?): writes are unconditional and concurrent writers cannot be detected. Test races with leaseholdtest.Server")
 }
 
 // remember keeps the renewTime of a write we are about to send.
@@ -698,7 +715,7 @@ func (r *run) remember(t time.Time) {
 // isOurs reports whether lease carries the renewTime of one of our recent
 // writes: its answer may have been lost to a timeout, but it landed.
 func (r *run) isOurs(lease *coordinationv1.Lease) bool {
-	if lease.ResourceVersion == r.view.ownRV && r.view.ownRV != "" {
+	if r.view.ownVersion != "" && versionOf(lease) == r.view.ownVersion {
 		return true
 	}
 	if lease.Spec.RenewTime == nil {

@@ -71,7 +71,7 @@ func FuzzDecideCampaign(f *testing.F) {
 		case actCreate, actAcquire:
 			// A write is allowed only when no holder, or the claim ran
 			// out by our clock, or (acquire) the lease is our own write.
-			if liveForeign && !(act == actAcquire && h == "a" && !foreignSelf && !gone && v.ownRV != "") {
+			if liveForeign && !(act == actAcquire && h == "a" && !foreignSelf && !gone && v.ownVersion != "") {
 				t.Fatalf("decided %v while %q's claim is live (%v of %v)", act, h, now.Sub(t0), claim)
 			}
 		}

@@ -13,6 +13,8 @@ import (
 	"github.com/go-logr/logr/funcr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/klog/v2"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
@@ -42,10 +44,32 @@ type harness struct {
 	working, maxWorking atomic.Int32
 	// step is the largest single step of the fake clock in advance.
 	step time.Duration
+	// clientFor and getLease reach the Lease API under test: srv's by
+	// default, or one of client-go's plain fake clientsets.
+	clientFor func(id string) coordinationv1client.LeasesGetter
+	getLease  func() *coordinationv1.Lease
 }
 
 func newHarness(t *testing.T) *harness {
-	return &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond}
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond}
+	h.clientFor = func(id string) coordinationv1client.LeasesGetter { return h.srv.Client(id) }
+	h.getLease = func() *coordinationv1.Lease { return h.srv.Lease(testNS, testName) }
+	return h
+}
+
+// newFakeClientsetHarness runs the candidates on one of client-go's plain
+// fake clientsets, which returns Leases without a resourceVersion.
+func newFakeClientsetHarness(t *testing.T, cs kubernetes.Interface) *harness {
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), step: 500 * time.Millisecond}
+	h.clientFor = func(string) coordinationv1client.LeasesGetter { return cs.CoordinationV1() }
+	h.getLease = func() *coordinationv1.Lease {
+		l, err := cs.CoordinationV1().Leases(testNS).Get(context.Background(), testName, metav1.GetOptions{})
+		if err != nil {
+			return nil
+		}
+		return l
+	}
+	return h
 }
 
 // settle waits (in real time) until the fake clock's waiter count and the
@@ -54,7 +78,10 @@ func (h *harness) settle() {
 	h.t.Helper()
 	last, stable := -1, 0
 	for i := 0; i < 4000 && stable < 10; i++ {
-		n := h.clock.Waiters()*1000 + h.srv.InFlight()
+		n := h.clock.Waiters() * 1000
+		if h.srv != nil {
+			n += h.srv.InFlight()
+		}
 		if n == last {
 			stable++
 		} else {
@@ -83,7 +110,7 @@ func (h *harness) advanceTo(d time.Duration) {
 	h.advance(t0.Add(d).Sub(h.clock.Now()))
 }
 
-func (h *harness) lease() *coordinationv1.Lease { return h.srv.Lease(testNS, testName) }
+func (h *harness) lease() *coordinationv1.Lease { return h.getLease() }
 
 func (h *harness) holder() string { return holderOf(h.lease()) }
 
@@ -143,7 +170,7 @@ func (h *harness) candidate(id string, mutate ...func(*Config)) *candidate {
 	h.t.Helper()
 	c := &candidate{h: h, id: id, done: make(chan error, 1), logs: &logSink{}}
 	c.cfg = Config{
-		Lock:          &LeaseLock{Namespace: testNS, Name: testName, Identity: id, Client: h.srv.Client(id)},
+		Lock:          &LeaseLock{Namespace: testNS, Name: testName, Identity: id, Client: h.clientFor(id)},
 		LeaseDuration: 15 * time.Second,
 		RenewDeadline: 10 * time.Second,
 		RetryPeriod:   2 * time.Second,

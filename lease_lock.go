@@ -83,12 +83,11 @@ func (l *LeaseLock) create(ctx context.Context, lease *coordinationv1.Lease) (*c
 
 // update writes lease, conditioned on its resourceVersion: the API server
 // answers 409 Conflict if anybody wrote the Lease since that version.
+// lease is always a copy of what the server returned, so the write is
+// unconditional only on a server that returns no resourceVersion at all
+// (client-go's fake clientsets), which offers no optimistic concurrency
+// to use.
 func (l *LeaseLock) update(ctx context.Context, lease *coordinationv1.Lease) (*coordinationv1.Lease, error) {
-	if lease.ResourceVersion == "" {
-		// An update without a resourceVersion is an unconditional
-		// overwrite. Never send one.
-		return nil, fmt.Errorf("update lease %s/%s: refusing an update without resourceVersion", l.Namespace, l.Name)
-	}
 	updated, err := l.leases().Update(ctx, lease, metav1.UpdateOptions{})
 	if err != nil {
 		return nil, l.explain("update", err)
@@ -181,9 +180,36 @@ func nextTransition(cur *int32) int32 {
 type observation struct {
 	// lease is the Lease as seen; nil if it does not exist.
 	lease *coordinationv1.Lease
-	// deletedRV is the resourceVersion of a watched deletion. It is empty
-	// when a GET found no Lease, whose moment is unknown.
+	// deleted is set for a watched deletion, and unset when a GET found
+	// no Lease, whose moment is unknown.
+	deleted bool
+	// deletedRV is the resourceVersion of a watched deletion ("" on a
+	// server that returns none).
 	deletedRV string
+}
+
+// mailbox holds the newest observation not yet taken. Putting never
+// blocks: a newer observation replaces an untaken older one, which it
+// supersedes. So a reader that is busy (a term ending, a slow callback)
+// never stalls the watch feeding it, and never reads a backlog. One
+// goroutine puts into a mailbox; any may take.
+type mailbox chan observation
+
+func newMailbox() mailbox { return make(mailbox, 1) }
+
+// put stores obs, dropping an older observation not yet taken.
+func (m mailbox) put(obs observation) {
+	for {
+		select {
+		case m <- obs:
+			return
+		default:
+		}
+		select {
+		case <-m:
+		default:
+		}
+	}
 }
 
 // observer follows one Lease and sends what it sees to the elector: a GET,
@@ -200,7 +226,7 @@ type observer struct {
 	retryPeriod time.Duration
 	timeout     time.Duration
 	log         logr.Logger
-	out         chan<- observation
+	out         mailbox
 	polling     bool         // RBAC forbids watch
 	shared      *SharedWatch // optional: follow the lease through a shared watch
 	health      *apiHealth
@@ -280,9 +306,7 @@ func (o *observer) followShared(ctx context.Context) bool {
 			o.log.Info("Shared watch lost; falling back to polling every retry period", "retryPeriod", o.retryPeriod)
 			return false
 		case obs := <-sub.latest:
-			if !o.send(ctx, obs) {
-				return true
-			}
+			o.out.put(obs)
 		}
 	}
 }
@@ -381,7 +405,7 @@ func followWatch(ctx context.Context, log logr.Logger, w watch.Interface, rv str
 				rv = lease.ResourceVersion
 				obs := observation{lease: lease}
 				if ev.Type == watch.Deleted {
-					obs = observation{deletedRV: lease.ResourceVersion}
+					obs = observation{deleted: true, deletedRV: lease.ResourceVersion}
 				}
 				if !deliver(lease.Name, obs) {
 					return rv, false
@@ -391,13 +415,14 @@ func followWatch(ctx context.Context, log logr.Logger, w watch.Interface, rv str
 	}
 }
 
+// send hands obs to the elector without blocking. It returns false once
+// ctx has ended.
 func (o *observer) send(ctx context.Context, obs observation) bool {
-	select {
-	case o.out <- obs:
-		return true
-	case <-ctx.Done():
+	if ctx.Err() != nil {
 		return false
 	}
+	o.out.put(obs)
+	return true
 }
 
 func metaOf(obj runtime.Object) (metav1.Object, error) {

@@ -44,28 +44,14 @@ func NewSharedWatch(client coordinationv1client.LeasesGetter, namespace string) 
 // newest matters, so a slow elector gets the latest, never a backlog.
 type subscription struct {
 	name   string
-	latest chan observation // capacity 1
-	lost   chan struct{}    // closed if the shared watch is forbidden
-}
-
-func (s *subscription) offer(obs observation) {
-	for {
-		select {
-		case s.latest <- obs:
-			return
-		default:
-		}
-		select {
-		case <-s.latest: // drop the older one
-		default:
-		}
-	}
+	latest mailbox
+	lost   chan struct{} // closed if the shared watch is forbidden
 }
 
 func (w *SharedWatch) subscribe(ctx context.Context, name string) *subscription {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	sub := &subscription{name: name, latest: make(chan observation, 1), lost: make(chan struct{})}
+	sub := &subscription{name: name, latest: newMailbox(), lost: make(chan struct{})}
 	if w.forbidden {
 		close(sub.lost)
 		return sub
@@ -109,7 +95,7 @@ func (w *SharedWatch) dispatch(name string, obs observation) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	for sub := range w.subs[name] {
-		sub.offer(obs)
+		sub.latest.put(obs)
 	}
 }
 
