@@ -49,6 +49,7 @@ type status struct {
 	leading       bool
 	lastRenewSent time.Time // send time of the last successful write of our term
 	holder        string    // last observed holder
+	seenVersion   string    // versionOf the newest Lease seen
 	// workOverdue is set while the work of a lost term is still running
 	// after the safety margin ran out.
 	workOverdue      bool
@@ -615,7 +616,7 @@ func (r *run) release(ctx context.Context, lastSent time.Time) {
 		switch {
 		case err == nil:
 			r.view.lease, r.view.ownVersion, r.view.observedAt = got, "", now
-			r.setHolder("")
+			r.setSeen(got)
 			r.log.Info("Released the lease")
 			return
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
@@ -668,7 +669,7 @@ func (r *run) observe(obs observation) error {
 	prev := v.lease
 	v.lease, v.gone, v.observedAt = obs.lease, false, now
 	holder := holderOf(obs.lease)
-	r.setHolder(holder)
+	r.setSeen(obs.lease)
 
 	self := r.e.lock.Identity
 	switch {
@@ -693,7 +694,7 @@ func (r *run) wrote(lease *coordinationv1.Lease) {
 	r.noteVersionless(lease)
 	r.view = leaseView{lease: lease, observedAt: r.e.clock.Now(), ownVersion: versionOf(lease)}
 	r.seen, r.foreignSelf = true, false
-	r.setHolder(holderOf(lease))
+	r.setSeen(lease)
 }
 
 // noteVersionless logs, once per Run, that the server returns Leases
@@ -730,11 +731,24 @@ func (r *run) isOurs(lease *coordinationv1.Lease) bool {
 	return false
 }
 
-func (r *run) setHolder(holder string) {
+// setSeen publishes the newest Lease this process has seen: its holder
+// for Leader and OnNewLeader, its version for tests that wait until every
+// candidate has caught up with the server.
+func (r *run) setSeen(lease *coordinationv1.Lease) {
+	holder := holderOf(lease)
 	r.e.mu.Lock()
 	r.e.status.holder = holder
+	r.e.status.seenVersion = versionOf(lease)
 	r.e.mu.Unlock()
 	r.notifier.holderSeen(holder)
+}
+
+// seenVersion returns the version of the newest Lease this process has
+// seen, "" if none.
+func (e *Elector) seenVersion() string {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.status.seenVersion
 }
 
 // setLeading updates the status IsLeader reads. A zero lastSent keeps the

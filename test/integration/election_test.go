@@ -7,6 +7,7 @@ import (
 	"net/http"
 	"slices"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -186,26 +187,34 @@ func TestConflictNeverOverwrites(t *testing.T) {
 }
 
 // A leader with ReleaseOnCancel releases with an update conditioned on its
-// own last write. Another writer takes the Lease just before the release
-// reaches the server: the release gets 409 and the other holder keeps it.
+// own last write, read from nowhere: no GET. Another writer takes the
+// Lease after our last renewal and before the release: it lands just
+// before the releasing client's first request that is not a renewal,
+// whatever that is — a GET (or LIST) that a release conditioned on a fresh
+// read would make, or the release itself. So a release built on a read
+// would read the other writer's version and blank it; the right one gets
+// 409 Conflict, once, and the other holder keeps the Lease.
 func TestReleaseIsConditional(t *testing.T) {
 	ns, name := newNamespace(t), "release"
 	tr, logs := newTracker(), newLogBuffer(t)
 	var (
+		armed    atomic.Bool
 		mu       sync.Mutex
-		releases []call
+		landedAt string // the verb of the request the other writer landed before
 		thief    *coordinationv1.Lease
 		thiefErr error
 	)
 	rec := &recorder{}
 	rec.setBefore(func(c call, _ *http.Request) *http.Response {
-		if c.Verb != "update" || !c.HasBody || c.Holder != "" {
-			return nil
+		release := c.Verb == "update" && c.HasBody && c.Holder == ""
+		read := c.Verb == "get" || c.Verb == "list"
+		if !armed.Load() || (!release && !read) {
+			return nil // before the cancel, or a renewal, or the watch
 		}
 		mu.Lock()
 		defer mu.Unlock()
-		releases = append(releases, c)
-		if len(releases) == 1 {
+		if landedAt == "" {
+			landedAt = c.Verb
 			ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 			defer cancel()
 			thief, thiefErr = rawClaim(ctx, ns, name, "thief", 3)
@@ -214,28 +223,37 @@ func TestReleaseIsConditional(t *testing.T) {
 	})
 	ours := startCandidate(t, candidateOpts{id: "ours", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, rec: rec})
 	tr.nextStart(t, 10*time.Second)
-	time.Sleep(2 * std.P) // a few renewals
+	renewed := func(c call) bool { return c.ok() && c.Holder == "ours" }
+	eventually(t, 10*std.P, "two renewals", func() bool { return rec.count("update", time.Time{}, renewed) >= 2 })
 
+	cancelled := time.Now()
+	armed.Store(true)
 	if err := ours.stop(t); err != nil {
 		t.Fatalf("Run after cancel: %v", err)
 	}
 	mu.Lock()
-	nReleases, stolen, stealErr := len(releases), thief, thiefErr
+	verb, stolen, stealErr := landedAt, thief, thiefErr
 	mu.Unlock()
 	if stealErr != nil {
 		t.Fatalf("the other writer failed: %v", stealErr)
 	}
-	if nReleases != 1 {
-		t.Fatalf("%d release attempts, want exactly 1", nReleases)
+	if verb == "" {
+		t.Fatalf("ours made no release and no read after its cancel; requests: %v", rec.verbs(cancelled))
 	}
-	var released call
+	if n := rec.count("get", cancelled, nil) + rec.count("list", cancelled, nil); n != 0 {
+		t.Errorf("ours read the Lease %d times to release it (the other writer landed before its %s); want no read: the release is conditioned on our own last write", n, verb)
+	}
+	var releases []call
 	for _, c := range rec.all() {
 		if c.Verb == "update" && c.HasBody && c.Holder == "" {
-			released = c
+			releases = append(releases, c)
 		}
 	}
-	if released.Status != http.StatusConflict {
-		t.Errorf("release answered %d (err %v), want 409 Conflict", released.Status, released.Err)
+	if len(releases) != 1 {
+		t.Fatalf("%d release updates, want exactly 1 (a 409 is final): %+v", len(releases), releases)
+	}
+	if releases[0].Status != http.StatusConflict {
+		t.Errorf("release answered %d (err %v), want 409 Conflict", releases[0].Status, releases[0].Err)
 	}
 	got := getLease(t, ns, name)
 	if holder(got) != "thief" || got.ResourceVersion != stolen.ResourceVersion {
