@@ -1,0 +1,371 @@
+package sharding
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net/http"
+	"os"
+	"regexp"
+	"slices"
+	"sort"
+	"strings"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+
+	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/shard"
+)
+
+type timing struct{ L, D, P time.Duration }
+
+// fast is short enough for crash tests, with a 500ms safety margin and
+// four renewals per deadline, as the integration tests use.
+var fast = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
+
+var nsSeq atomic.Int32
+
+func newNamespace(t *testing.T) string {
+	t.Helper()
+	base := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
+	base = strings.Trim(strings.TrimPrefix(base, "test"), "-")
+	if len(base) > 40 {
+		base = strings.Trim(base[:40], "-")
+	}
+	name := fmt.Sprintf("sh-%s-%d", base, nsSeq.Add(1))
+	if _, err := admin.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
+		t.Fatalf("create namespace %s: %v", name, err)
+	}
+	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
+	return name
+}
+
+// netSwitch is a client's network: it counts the client's requests by
+// verb, and can be cut (every request fails, open watches end) to play a
+// crashed or partitioned process.
+type netSwitch struct {
+	cut     atomic.Bool
+	mu      sync.Mutex
+	counts  map[string]int
+	bodies  []io.Closer
+	counted bool
+}
+
+func newNetSwitch() *netSwitch { return &netSwitch{counts: map[string]int{}} }
+
+func (n *netSwitch) wrap(cfg *rest.Config) *rest.Config {
+	cfg = rest.CopyConfig(cfg)
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &switchedTransport{n: n, next: rt} })
+	return cfg
+}
+
+// setCut cuts (true) or heals (false) the network.
+func (n *netSwitch) setCut(on bool) {
+	n.cut.Store(on)
+	if !on {
+		return
+	}
+	n.mu.Lock()
+	bodies := n.bodies
+	n.bodies = nil
+	n.mu.Unlock()
+	for _, b := range bodies {
+		_ = b.Close()
+	}
+}
+
+// snapshot returns the request counts by verb so far.
+func (n *netSwitch) snapshot() map[string]int {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	out := map[string]int{}
+	for k, v := range n.counts {
+		out[k] = v
+	}
+	return out
+}
+
+type switchedTransport struct {
+	n    *netSwitch
+	next http.RoundTripper
+}
+
+func (t *switchedTransport) RoundTrip(req *http.Request) (*http.Response, error) {
+	verb := verbOf(req)
+	t.n.mu.Lock()
+	t.n.counts[verb]++
+	t.n.mu.Unlock()
+	if t.n.cut.Load() {
+		return nil, errors.New("test: network cut")
+	}
+	resp, err := t.next.RoundTrip(req)
+	if err == nil && verb == "watch" {
+		t.n.mu.Lock()
+		t.n.bodies = append(t.n.bodies, resp.Body)
+		t.n.mu.Unlock()
+	}
+	return resp, err
+}
+
+func (t *switchedTransport) WrappedRoundTripper() http.RoundTripper { return t.next }
+
+// verbOf names a request's verb as the API server's authorizer does.
+func verbOf(req *http.Request) string {
+	q := req.URL.Query()
+	parts := strings.Split(strings.Trim(req.URL.Path, "/"), "/")
+	named := len(parts) >= 2 && parts[len(parts)-2] == "leases"
+	switch req.Method {
+	case http.MethodGet:
+		switch {
+		case q.Get("watch") == "true" || q.Get("watch") == "1":
+			return "watch"
+		case named:
+			return "get"
+		default:
+			return "list"
+		}
+	case http.MethodPost:
+		return "create"
+	case http.MethodPut:
+		return "update"
+	case http.MethodDelete:
+		return "delete"
+	}
+	return strings.ToLower(req.Method)
+}
+
+// tracker records every run of every shard, across members, with real
+// timestamps, and the overlaps: a shard started while another member's
+// run of it had not returned.
+type tracker struct {
+	mu       sync.Mutex
+	active   map[int]string // shard -> member running it
+	overlaps []string
+	runs     []run
+}
+
+type run struct {
+	member        string
+	shard         int
+	start, return_ time.Time // zero return_: still running
+}
+
+func newTracker() *tracker { return &tracker{active: map[int]string{}} }
+
+func (tr *tracker) started(id string, s int) {
+	now := time.Now()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if o, ok := tr.active[s]; ok {
+		tr.overlaps = append(tr.overlaps, fmt.Sprintf("%s shard %d started by %s while %s ran it", now.Format("15:04:05.000"), s, id, o))
+	}
+	tr.active[s] = id
+	tr.runs = append(tr.runs, run{member: id, shard: s, start: now})
+}
+
+func (tr *tracker) returned(id string, s int) {
+	now := time.Now()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if tr.active[s] == id {
+		delete(tr.active, s)
+	}
+	for i := len(tr.runs) - 1; i >= 0; i-- {
+		if r := &tr.runs[i]; r.member == id && r.shard == s && r.return_.IsZero() {
+			r.return_ = now
+			break
+		}
+	}
+}
+
+func (tr *tracker) check(t *testing.T) {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	if len(tr.overlaps) > 0 {
+		t.Errorf("a shard ran in two members at once: %v", tr.overlaps)
+	}
+}
+
+// owners returns, per member, the shards it runs now.
+func (tr *tracker) owners() map[string][]int {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	out := map[string][]int{}
+	for s, id := range tr.active {
+		out[id] = append(out[id], s)
+	}
+	for _, v := range out {
+		sort.Ints(v)
+	}
+	return out
+}
+
+func (tr *tracker) allRuns() []run {
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	return slices.Clone(tr.runs)
+}
+
+// member is one shard.Member running in a goroutine.
+type member struct {
+	id     string
+	m      *shard.Member
+	net    *netSwitch
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+}
+
+type memberOpts struct {
+	id, ns, group string
+	shards        int
+	t             timing
+	release       bool
+	tr            *tracker
+	logs          *logBuffer
+	// work, if set, runs as the shard's work instead of waiting for ctx.
+	work func(ctx context.Context, shard int)
+}
+
+func startMember(t *testing.T, o memberOpts) *member {
+	t.Helper()
+	mb := &member{id: o.id, net: newNetSwitch(), done: make(chan struct{})}
+	cs := kubernetes.NewForConfigOrDie(mb.net.wrap(leasehold.WithRequestTimeout(cp.Config(), o.t.D)))
+	m, err := shard.New(shard.Config{
+		Namespace: o.ns, Group: o.group, Identity: o.id, Client: cs.CoordinationV1(),
+		Shards: o.shards, LeaseDuration: o.t.L, RenewDeadline: o.t.D, RetryPeriod: o.t.P,
+		ReleaseOnCancel: o.release,
+		OnShardStarted: func(ctx context.Context, s int) {
+			if o.tr != nil {
+				o.tr.started(o.id, s)
+				defer o.tr.returned(o.id, s)
+			}
+			if o.work != nil {
+				o.work(ctx, s)
+				return
+			}
+			<-ctx.Done()
+		},
+	})
+	if err != nil {
+		t.Fatalf("shard.New(%s): %v", o.id, err)
+	}
+	mb.m = m
+	ctx, cancel := context.WithCancel(context.Background())
+	if o.logs != nil {
+		ctx = klog.NewContext(ctx, o.logs.logger(o.id))
+	} else {
+		ctx = klog.NewContext(ctx, logr.Discard())
+	}
+	mb.cancel = cancel
+	go func() {
+		defer close(mb.done)
+		mb.err = m.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		mb.net.setCut(false)
+		cancel()
+		select {
+		case <-mb.done:
+		case <-time.After(30 * time.Second):
+			t.Errorf("%s: Run did not return within 30s of its ctx being cancelled", o.id)
+		}
+	})
+	return mb
+}
+
+func (mb *member) stop(t *testing.T) error {
+	t.Helper()
+	mb.cancel()
+	select {
+	case <-mb.done:
+		return mb.err
+	case <-time.After(30 * time.Second):
+		t.Fatalf("%s: Run did not return", mb.id)
+		return nil
+	}
+}
+
+// eventually polls cond every 5ms until it holds or within passes, and
+// returns how long it took.
+func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
+	t.Helper()
+	start := time.Now()
+	for !cond() {
+		if time.Since(start) > within {
+			t.Fatalf("timed out after %v waiting for %s", within, what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	return time.Since(start)
+}
+
+// balancedOver: every shard runs in exactly one of ids (per the tracker),
+// and their counts differ by at most one.
+func balancedOver(tr *tracker, shards int, ids ...string) bool {
+	own := tr.owners()
+	total, mn, mx := 0, shards, 0
+	for id, ss := range own {
+		if !slices.Contains(ids, id) {
+			return false
+		}
+		total += len(ss)
+	}
+	for _, id := range ids {
+		n := len(own[id])
+		mn, mx = min(mn, n), max(mx, n)
+	}
+	return total == shards && mx-mn <= 1
+}
+
+// logBuffer collects the members' logs and prints them if the test fails,
+// or always with LEASEHOLD_TEST_LOGS=1.
+type logBuffer struct {
+	mu    sync.Mutex
+	start time.Time
+	lines []string
+}
+
+func newLogBuffer(t *testing.T) *logBuffer {
+	b := &logBuffer{start: time.Now()}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("LEASEHOLD_TEST_LOGS") != "" {
+			b.mu.Lock()
+			defer b.mu.Unlock()
+			for _, l := range b.lines {
+				t.Log(l)
+			}
+		}
+	})
+	return b
+}
+
+func (b *logBuffer) logger(name string) logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		b.mu.Lock()
+		defer b.mu.Unlock()
+		b.lines = append(b.lines, fmt.Sprintf("%8.3fs %s %s %s", time.Since(b.start).Seconds(), name, prefix, args))
+	}, funcr.Options{Verbosity: 2})
+}
+
+func percentile(ds []time.Duration, p float64) time.Duration {
+	if len(ds) == 0 {
+		return 0
+	}
+	s := slices.Clone(ds)
+	slices.Sort(s)
+	i := int(p*float64(len(s))+0.999999) - 1
+	return s[max(0, min(i, len(s)-1))]
+}
