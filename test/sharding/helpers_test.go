@@ -156,8 +156,8 @@ type tracker struct {
 }
 
 type run struct {
-	member        string
-	shard         int
+	member         string
+	shard          int
 	start, return_ time.Time // zero return_: still running
 }
 
