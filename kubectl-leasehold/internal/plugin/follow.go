@@ -1,0 +1,155 @@
+package plugin
+
+import (
+	"context"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+)
+
+// maxRetryDelay caps the wait between attempts to re-open a failed watch.
+const maxRetryDelay = 5 * time.Second
+
+// followLease watches the Lease ns/name, starting after resourceVersion rv
+// (the version the caller has already seen), and calls fn with each newer
+// version in order: Added, Modified or Deleted (with the last version
+// seen). It returns nil when fn says done, fn's error, a watch error that
+// retrying cannot fix (RBAC), or ctx.Err() when ctx ends.
+//
+// A watch the server closes is re-opened from the last version seen; one
+// that has expired (410 Gone) is replaced by a fresh list, and what changed
+// meanwhile is delivered as one event.
+func followLease(ctx context.Context, client kubernetes.Interface, ns, name, rv string,
+	fn func(watch.EventType, *coordinationv1.Lease) (done bool, err error)) error {
+	logger := klog.FromContext(ctx).WithValues("lease", klog.KRef(ns, name))
+	leases := client.CoordinationV1().Leases(ns)
+	selector := fields.OneTermEqualSelector("metadata.name", name).String()
+	lastRV, exists := rv, true
+	var last *coordinationv1.Lease
+	delay := 100 * time.Millisecond
+
+	retry := func(err error) error {
+		if ctx.Err() != nil {
+			return ctx.Err()
+		}
+		if apierrors.IsForbidden(err) || apierrors.IsUnauthorized(err) {
+			return apiError(err, "watch", ns)
+		}
+		logger.V(1).Info("Watch failed, retrying", "err", err, "delay", delay)
+		select {
+		case <-ctx.Done():
+			return ctx.Err()
+		case <-time.After(delay):
+		}
+		delay = min(2*delay, maxRetryDelay)
+		return nil
+	}
+
+	for {
+		if rv == "" {
+			// The watch expired: list, deliver what changed, watch from the list.
+			list, err := leases.List(ctx, metav1.ListOptions{FieldSelector: selector})
+			if err != nil {
+				if err := retry(err); err != nil {
+					return err
+				}
+				continue
+			}
+			rv = list.ResourceVersion
+			var cur *coordinationv1.Lease
+			for i := range list.Items {
+				if list.Items[i].Name == name {
+					cur = &list.Items[i]
+				}
+			}
+			var typ watch.EventType
+			switch {
+			case cur == nil && exists && last != nil:
+				typ, cur = watch.Deleted, last
+			case cur != nil && !exists:
+				typ = watch.Added
+			case cur != nil && (cur.ResourceVersion != lastRV || cur.ResourceVersion == ""):
+				// (Without a resourceVersion, as from client-go's fake
+				// clientset, it may have changed: deliver it.)
+				typ = watch.Modified
+			}
+			if typ != "" {
+				exists, lastRV, last = typ != watch.Deleted, cur.ResourceVersion, cur
+				if done, err := fn(typ, cur); done || err != nil {
+					return err
+				}
+			}
+		}
+
+		logger.V(3).Info("Watching", "resourceVersion", rv)
+		w, err := leases.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true})
+		if err != nil {
+			if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+				rv = ""
+				continue
+			}
+			if err := retry(err); err != nil {
+				return err
+			}
+			continue
+		}
+		done, err := func() (bool, error) {
+			defer w.Stop()
+			for {
+				var ev watch.Event
+				var ok bool
+				select {
+				case <-ctx.Done():
+					return false, ctx.Err()
+				case ev, ok = <-w.ResultChan():
+				}
+				if !ok {
+					logger.V(3).Info("Watch closed by the server, re-opening", "resourceVersion", rv)
+					return false, nil
+				}
+				switch ev.Type {
+				case watch.Error:
+					logger.V(1).Info("Watch error, re-reading the Lease", "err", apierrors.FromObject(ev.Object))
+					rv = ""
+					return false, nil
+				case watch.Bookmark:
+					if m, err := meta.Accessor(ev.Object); err == nil {
+						rv = m.GetResourceVersion()
+					}
+					continue
+				}
+				l, isLease := ev.Object.(*coordinationv1.Lease)
+				if !isLease || l.Name != name {
+					continue
+				}
+				delay = 100 * time.Millisecond
+				rv = l.ResourceVersion
+				if ev.Type != watch.Deleted && l.ResourceVersion != "" && l.ResourceVersion == lastRV {
+					continue
+				}
+				exists, lastRV, last = ev.Type != watch.Deleted, l.ResourceVersion, l
+				if done, err := fn(ev.Type, l); done || err != nil {
+					return true, err
+				}
+			}
+		}()
+		if done || err != nil {
+			return err
+		}
+	}
+}
+
+// holderOf returns the Lease's holder, "" if none.
+func holderOf(l *coordinationv1.Lease) string {
+	if l == nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
