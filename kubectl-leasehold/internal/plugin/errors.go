@@ -79,9 +79,11 @@ func notFound(ctx context.Context, client kubernetes.Interface, ns, name string)
 			}
 		}
 	}
-	if len(elsewhere) > 0 {
-		return &hintError{err: err, hint: fmt.Sprintf("Fix: a Lease named %q exists in namespace %s: pass -n %s.",
-			name, strings.Join(elsewhere, ", "), elsewhere[0])}
+	switch {
+	case len(elsewhere) == 1:
+		return &hintError{err: err, hint: fmt.Sprintf("Fix: a Lease named %q exists in namespace %s: pass -n %s.", name, elsewhere[0], elsewhere[0])}
+	case len(elsewhere) > 1:
+		return &hintError{err: err, hint: fmt.Sprintf("Fix: Leases named %q exist in namespaces %s: pass -n with one of them.", name, strings.Join(elsewhere, ", "))}
 	}
 	return &hintError{err: err, hint: fmt.Sprintf("Fix: check the name and the namespace; 'kubectl leasehold status -n %s' lists the Leases there, 'kubectl leasehold status -A' all of them.", ns)}
 }

@@ -191,6 +191,18 @@ func TestStatusNotFoundSuggestsNamespace(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 
+	client := fleet()
+	for _, ns := range []string{"team-a", "team-b"} {
+		if err := client.Tracker().Add(newLease(ns, "dup", "x", 15, t0, 0)); err != nil {
+			t.Fatal(err)
+		}
+	}
+	o2, _, _ := testOptions(client, "apps", fixedClock(t0))
+	err = execute(context.Background(), o2, "status", "dup")
+	if err == nil || !strings.HasSuffix(err.Error(), `Fix: Leases named "dup" exist in namespaces team-a, team-b: pass -n with one of them.`) {
+		t.Errorf("err = %v", err)
+	}
+
 	err = execute(context.Background(), o, "status", "-A", "nowhere")
 	if err == nil || !strings.Contains(err.Error(), `no Lease named "nowhere" in any namespace`) {
 		t.Errorf("err = %v", err)
