@@ -380,3 +380,29 @@ func TestSteadyStateCostIsFlatInK(t *testing.T) {
 		t.Errorf("requests/min not flat in K: %v", perMinute)
 	}
 }
+
+// A member gone for good leaves a Lease: once its shards are taken and
+// nothing refers to it, the proposer deletes it (fenced or expired,
+// unchanged for its lease duration).
+func TestLeasesOfMembersGoneForGoodAreDeleted(t *testing.T) {
+	h := newHarness(t)
+	a := h.member("a").start()
+	b := h.member("b").start()
+	h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
+	cutOff(h, "b") // never healed
+	h.until(20*time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+	if memberLease(h, "b") == nil {
+		t.Fatal("b's Lease deleted before it could be fenced")
+	}
+	took := h.until(20*time.Second, "b's Lease deleted", func() bool { return memberLease(h, "b") == nil })
+	if took < 14*time.Second {
+		t.Errorf("b's fenced Lease deleted %v after its shards were taken, before it was unchanged for LeaseDuration", took)
+	}
+	if memberLease(h, "a") == nil {
+		t.Error("a's own Lease deleted")
+	}
+	if err := a.m.Check(0); err != nil {
+		t.Errorf("a.Check = %v", err)
+	}
+	h.works.check(t)
+}

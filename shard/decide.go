@@ -65,6 +65,12 @@ type state struct {
 	running   map[int]bool      // shards whose work has not returned
 	cancelled map[int]bool      // of those, the ones already cancelled
 	holdOff   map[int]time.Time // a shard whose work ended early restarts after this
+
+	// collected maps member Lease names to the version this member
+	// already deleted (or tried to); noCollect is set when RBAC forbids
+	// deleting.
+	collected map[string]string
+	noCollect bool
 }
 
 // decision is what to do next.
@@ -76,6 +82,8 @@ type decision struct {
 	create bool
 	// fence is the member Lease to fence before a claim, "" for none.
 	fence string
+	// collect is a dead member's Lease to delete, "" for none.
+	collect string
 	// wake is the earliest instant at which the decision may change
 	// without any event; zero for never.
 	wake time.Time
@@ -130,7 +138,47 @@ func (s *state) decide(now time.Time) decision {
 	if !next.equal(s.asg) {
 		d.next = next
 	}
+	if live := s.live(now); len(live) > 0 && live[0] == s.self && !s.term.leaving {
+		d.collect = s.garbage(now)
+	}
 	return d
+}
+
+// garbage names a member Lease the proposer may delete, "" if none: one
+// that no shard, epoch or leaving mark of the assignment refers to, that
+// is fenced (no holder) or expired by the local clock, and unchanged for
+// its lease duration. Members that crashed leave such Leases; deleting
+// them keeps the group's watch small. A member that was only partitioned
+// away and comes back creates its Lease again.
+func (s *state) garbage(now time.Time) string {
+	if s.noCollect || s.asg == nil {
+		return ""
+	}
+	keep := map[string]bool{MemberLeaseName(s.group, s.self): true}
+	for _, id := range s.asg.referenced() {
+		keep[MemberLeaseName(s.group, id)] = true
+	}
+	for id := range s.asg.epoch {
+		keep[MemberLeaseName(s.group, id)] = true
+	}
+	for id := range s.asg.leaving {
+		keep[MemberLeaseName(s.group, id)] = true
+	}
+	var names []string
+	for name, mv := range s.members {
+		if keep[name] || mv.absent || mv.lease == nil || s.collected[name] == mv.rv {
+			continue
+		}
+		if now.Before(mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))) {
+			continue
+		}
+		names = append(names, name)
+	}
+	if len(names) == 0 {
+		return ""
+	}
+	slices.Sort(names)
+	return names[0]
 }
 
 // mayWrite: claims need a live term with a known epoch; a leaving term

@@ -31,6 +31,7 @@ type Member struct {
 	leaseName string
 
 	running atomic.Bool
+	elector atomic.Pointer[leasehold.Elector] // of the current Run
 
 	mu    sync.Mutex
 	owned map[int]bool
@@ -63,6 +64,20 @@ func (m *Member) Owned() []int {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// Check is a health check for a liveness probe, as leasehold's
+// Elector.Check for the membership election: it fails when this member's
+// renewals have stalled past RenewDeadline plus maxTolerableExpiredLease,
+// when a lapsed term's shard work outlived the safety margin, or when the
+// API server has been unreachable (or RBAC has forbidden renewals) for
+// longer than LeaseDuration plus maxTolerableExpiredLease. It returns nil
+// before Run starts.
+func (m *Member) Check(maxTolerableExpiredLease time.Duration) error {
+	if e := m.elector.Load(); e != nil {
+		return e.Check(maxTolerableExpiredLease)
+	}
+	return nil
 }
 
 func (m *Member) setOwned(i int, on bool) {
@@ -154,9 +169,10 @@ type shardExit struct {
 type ioKind int
 
 const (
-	ioEpoch ioKind = iota // GET of our own member Lease at a term's start
-	ioWrite               // create or update of the assignment Lease
-	ioFence               // update of another member's Lease
+	ioEpoch   ioKind = iota // GET of our own member Lease at a term's start
+	ioWrite                 // create or update of the assignment Lease
+	ioFence                 // update of another member's Lease
+	ioCollect               // delete of a dead member's Lease
 )
 
 type ioResult struct {
@@ -180,6 +196,7 @@ func newLoop(m *Member, log logr.Logger) *loop {
 		s: state{
 			self: cfg.Identity, group: cfg.Group, shards: cfg.Shards, leaseDuration: cfg.LeaseDuration,
 			members: map[string]*memberView{}, running: map[int]bool{}, cancelled: map[int]bool{}, holdOff: map[int]time.Time{},
+			collected: map[string]string{},
 		},
 		shardRun:   map[int]*shardRun{},
 		bo:         newBackoff(cfg.RetryPeriod/4, cfg.RetryPeriod),
@@ -241,6 +258,7 @@ func (l *loop) run(ctx context.Context) error {
 		return err // validated by New already
 	}
 	l.elector = elector
+	l.m.elector.Store(elector)
 	ectx, stopElector := context.WithCancel(ctx)
 	defer stopElector()
 	electorDone := make(chan error, 1)
@@ -392,6 +410,8 @@ func (l *loop) step(ctx context.Context, now time.Time) time.Time {
 			l.request(now, &wake, func() { l.fence(d.fence) })
 		case d.next != nil:
 			l.request(now, &wake, func() { l.write(d.next, d.create) })
+		case d.collect != "":
+			l.request(now, &wake, func() { l.collect(d.collect) })
 		}
 	}
 	l.maybeFinishTerm(now)
@@ -488,6 +508,22 @@ func (l *loop) fence(name string) {
 	}()
 }
 
+// collect deletes a dead member's Lease, conditioned on the version seen.
+func (l *loop) collect(name string) {
+	rv := l.s.members[name].rv
+	l.s.collected[name] = rv
+	l.log.V(2).Info("Deleting the Lease of a member gone for good", "memberLease", name, "resourceVersion", rv)
+	go func() {
+		ctx, cancel := l.reqCtx()
+		defer cancel()
+		err := l.leases.Delete(ctx, name, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: ptr.To(rv)}})
+		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
+			err = nil // it changed or went: the watch tells
+		}
+		l.ioDone <- ioResult{kind: ioCollect, err: err}
+	}()
+}
+
 // answer turns the outcome of a write into an ioResult; after a lost race
 // it reads the Lease again (one GET, only on a conflict).
 func (l *loop) answer(kind ioKind, name string, got *coordinationv1.Lease, err error) ioResult {
@@ -509,6 +545,11 @@ func (l *loop) answer(kind ioKind, name string, got *coordinationv1.Lease, err e
 func (l *loop) onIO(res ioResult) {
 	l.ioBusy = false
 	now := l.clock.Now()
+	if res.kind == ioCollect && apierrors.IsForbidden(res.err) {
+		l.s.noCollect = true
+		l.log.Info("RBAC forbids deleting Leases: the Leases of members gone for good stay; grant 'delete' on leases to remove them", "err", res.err.Error())
+		return
+	}
 	if res.err != nil {
 		l.retryAt = now.Add(l.bo.delay())
 		if res.kind == ioEpoch && res.term != nil {
@@ -564,6 +605,8 @@ func (k ioKind) String() string {
 		return "read own member Lease"
 	case ioWrite:
 		return "write assignment"
+	case ioCollect:
+		return "delete a dead member's Lease"
 	default:
 		return "fence member Lease"
 	}

@@ -40,7 +40,6 @@ func TestGracefulLeaveMovesOnlyTheLeaversShardsAtOnce(t *testing.T) {
 	c := h.member("c", k(32)).start()
 	h.until(2*time.Second, "balanced", func() bool { return balanced(32, a, b, c) })
 	aBefore, bBefore, cBefore := a.owned(), b.owned(), c.owned()
-	t.Logf("before: %s", h.dump())
 
 	// c leaves. No time passes: the handoff is write, watch, write.
 	c.cancel()
