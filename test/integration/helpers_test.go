@@ -383,6 +383,24 @@ func eventually(t *testing.T, within time.Duration, what string, cond func() boo
 	}
 }
 
+// checkReleaseHandoff checks a takeover after a release without a
+// real-clock threshold that a loaded 2-core machine could break: lat, from
+// the release being sent to the new leader's start, is under L - P, so the
+// takeover cannot have come from expiry (the old leader renewed at most P
+// before its release, and nobody takes over sooner than L after the last
+// renewal it saw); and the new leader's client (taker) made no GET or LIST
+// since `since`: it learned of the release on its watch, not by polling.
+// The handoff's actual milliseconds are measured by make bench.
+func checkReleaseHandoff(t *testing.T, what string, lat time.Duration, tm timing, taker *recorder, since time.Time) {
+	t.Helper()
+	if lat < 0 || lat >= tm.L-tm.P {
+		t.Errorf("%s: took over %v after the release was sent, want [0, L-P = %v): a takeover by expiry, not by the release", what, lat, tm.L-tm.P)
+	}
+	if n := taker.count("get", since, nil) + taker.count("list", since, nil); n != 0 {
+		t.Errorf("%s: the new leader read the Lease %d times since %s; want none: the release reaches it on its watch", what, n, since.Format("15:04:05.000"))
+	}
+}
+
 // getLease reads the Lease as admin.
 func getLease(t *testing.T, ns, name string) *coordinationv1.Lease {
 	t.Helper()

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"net/http"
+	"strings"
 	"testing"
 	"time"
 
@@ -173,8 +174,10 @@ func TestRBAC(t *testing.T) {
 	})
 
 	// Without update, on a Lease that exists: every takeover is forbidden.
-	// The elector keeps retrying and never leads; the cause is only in the
-	// logs: Run does not return, Check stays healthy.
+	// The elector keeps retrying and never leads; Run does not return. The
+	// cause is logged at once, and Check reports it (ErrForbidden, naming
+	// the verb) once every write has been forbidden for LeaseDuration plus
+	// the tolerance, not before.
 	t.Run("WithoutUpdate", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-noupdate", electorRole(ns, name, "update"))
@@ -203,11 +206,29 @@ func TestRBAC(t *testing.T) {
 			t.Errorf("Run returned %v; the elector should keep retrying", c.err)
 		default:
 		}
-		if err := c.el.Check(0); err != nil {
-			t.Logf("Check: %v", err)
-		} else {
-			t.Logf("Check reports healthy although every takeover is forbidden")
+		var firstDenied call
+		for _, cl := range c.rec.all() {
+			if cl.Verb == "update" && cl.Status == http.StatusForbidden {
+				firstDenied = cl
+				break
+			}
 		}
+		tolerance := std.P
+		var checkErr error
+		var checkedAt time.Time
+		eventually(t, std.L+tolerance+10*time.Second, "Check to report the forbidden writes", func() bool {
+			checkErr, checkedAt = c.el.Check(tolerance), time.Now()
+			return checkErr != nil
+		})
+		if !errors.Is(checkErr, leasehold.ErrForbidden) || !strings.Contains(checkErr.Error(), `"update"`) {
+			t.Errorf("Check = %v, want ErrForbidden naming \"update\"", checkErr)
+		}
+		// Writes were forbidden from the first denied update at the
+		// earliest: a failure sooner than L + tolerance after it is early.
+		if since := checkedAt.Sub(firstDenied.Sent); since <= std.L+tolerance {
+			t.Errorf("Check failed %v after the first forbidden write, before LeaseDuration+tolerance (%v)", since, std.L+tolerance)
+		}
+		t.Logf("Check: %v", checkErr)
 		must(t, c.stop(t))
 		tr.check(t)
 	})
