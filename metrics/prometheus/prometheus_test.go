@@ -5,6 +5,7 @@ import (
 	"io"
 	"net/http"
 	"net/http/httptest"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -13,6 +14,9 @@ import (
 	dto "github.com/prometheus/client_model/go"
 	"github.com/prometheus/common/expfmt"
 	"github.com/prometheus/common/model"
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/leaseholdtest"
@@ -69,6 +73,10 @@ func lookup(fams map[string]*dto.MetricFamily, name string) (float64, bool) {
 	return 0, false
 }
 
+// TestScrapeMetrics runs an elector through a real lost race and a term,
+// and reads every metric back from a real /metrics endpoint: the slow path
+// is counted because the library took it (a takeover that got 409 Conflict
+// and re-read), exactly once.
 func TestScrapeMetrics(t *testing.T) {
 	reg := prometheus.NewRegistry()
 	m, err := leaseholdprom.New(reg)
@@ -79,6 +87,23 @@ func TestScrapeMetrics(t *testing.T) {
 	defer web.Close()
 
 	srv := leaseholdtest.NewServer()
+	// A released Lease: "a" takes it over at once, with an Update.
+	released := srv.Put(&coordinationv1.Lease{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "lock"},
+		Spec:       coordinationv1.LeaseSpec{LeaseDurationSeconds: ptr.To[int32](2), LeaseTransitions: ptr.To[int32](0)},
+	})
+	// Another writer changes it just before a's first takeover reaches the
+	// server: that Update gets 409 Conflict, a re-reads (the slow path)
+	// and takes the newer version over.
+	var raced atomic.Int32
+	srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
+		if req.Client == "a" && req.Verb == "update" && raced.Add(1) == 1 {
+			l := srv.Lease("ns", "lock")
+			l.Spec.LeaseTransitions = ptr.To[int32](1)
+			srv.Put(l)
+		}
+		return nil
+	})
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
 	leading := make(chan struct{})
@@ -93,16 +118,20 @@ func TestScrapeMetrics(t *testing.T) {
 	}
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
-	<-leading
-	deadline := time.Now().Add(5 * time.Second)
+	select {
+	case <-leading:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a never led")
+	}
+	if n := raced.Load(); n < 2 {
+		t.Fatalf("a sent %d takeover updates, want the one that lost the race and the one that won", n)
+	}
+	deadline := time.Now().Add(10 * time.Second)
 	for {
 		fams := scrape(t, web.URL)
 		status, _ := lookup(fams, "leader_election_master_status")
 		renews, _ := lookup(fams, "leader_election_renew_duration_seconds")
 		if status == 1 && renews >= 2 {
-			if got := value(t, fams, "leader_election_transitions_total"); got != 1 {
-				t.Fatalf("transitions = %v, want 1", got)
-			}
 			break
 		}
 		if time.Now().After(deadline) {
@@ -111,18 +140,27 @@ func TestScrapeMetrics(t *testing.T) {
 		time.Sleep(50 * time.Millisecond)
 	}
 	cancel()
-	<-done
+	if err := <-done; err != nil {
+		t.Fatalf("Run: %v", err)
+	}
 	fams := scrape(t, web.URL)
 	if got := value(t, fams, "leader_election_master_status"); got != 0 {
-		t.Fatalf("master_status after stepping down = %v, want 0", got)
+		t.Errorf("master_status after stepping down = %v, want 0", got)
 	}
-	if _, ok := fams["leader_election_slowpath_total"]; !ok {
-		// Counter vectors appear once a series exists; force one.
-		m.SlowPath("ns/lock")
-		fams = scrape(t, web.URL)
+	if got := value(t, fams, "leader_election_slowpath_total"); got != 1 {
+		t.Errorf("slowpath_total = %v, want 1: one takeover lost its race and re-read", got)
 	}
-	if got := value(t, fams, "leader_election_slowpath_total"); got < 1 {
-		t.Fatalf("slowpath_total = %v", got)
+	if got := value(t, fams, "leader_election_transitions_total"); got != 1 {
+		t.Errorf("transitions_total = %v, want 1", got)
+	}
+	if got := value(t, fams, "leader_election_takeover_duration_seconds"); got != 1 {
+		t.Errorf("takeover_duration_seconds count = %v, want 1 (a took over a released Lease once)", got)
+	}
+	if got, _ := lookup(fams, "leader_election_renew_failures_total"); got != 0 {
+		t.Errorf("renew_failures_total = %v, want 0", got)
+	}
+	if l := srv.Lease("ns", "lock"); l.ResourceVersion == released.ResourceVersion || l.Spec.LeaseTransitions == nil || *l.Spec.LeaseTransitions != 2 {
+		t.Errorf("Lease %+v: want a's takeover of the other writer's version (leaseTransitions 2)", l.Spec)
 	}
 }
 
