@@ -28,12 +28,12 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/shard"
 )
 
-const (
-	preferredHolderAnnotation = "leasehold.dev/preferred-holder"
-	shardGroupLabel           = "leasehold.dev/shard-group"
-)
+// preferredHolderAnnotation is leasehold.PreferredHolderAnnotation, spelt
+// out: the tests check the plugin writes exactly this.
+const preferredHolderAnnotation = "leasehold.dev/preferred-holder"
 
 var nsSeq atomic.Int32
 
@@ -355,6 +355,28 @@ func tableRow(t *testing.T, table string, prefix ...string) []string {
 	return nil
 }
 
+// startShardMember runs a member of a shard group (3s/2s/500ms), whose
+// shards' work waits for its ctx.
+func startShardMember(t *testing.T, ns, group, id string, shards int) *elector {
+	t.Helper()
+	cfg := leasehold.WithRequestTimeout(cp.Config(), 2*time.Second)
+	m, err := shard.New(shard.Config{
+		Namespace: ns, Group: group, Identity: id,
+		Client: kubernetes.NewForConfigOrDie(cfg).CoordinationV1(),
+		Shards: shards, LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 500 * time.Millisecond,
+		ReleaseOnCancel: true,
+		OnShardStarted:  func(ctx context.Context, _ int) { <-ctx.Done() },
+	})
+	if err != nil {
+		t.Fatalf("shard.New(%s): %v", id, err)
+	}
+	return newElector(t, id, func(ctx context.Context) {
+		if err := m.Run(ctx); err != nil {
+			t.Errorf("%s: Run: %v", id, err)
+		}
+	})
+}
+
 // leaseStatus is the part of `status -o json` the tests read.
 type leaseStatus struct {
 	Namespace            string `json:"namespace"`
@@ -367,4 +389,12 @@ type leaseStatus struct {
 	PreferredHolder      string `json:"preferredHolder"`
 	ShardGroup           string `json:"shardGroup"`
 	ResourceVersion      string `json:"resourceVersion"`
+	ShardAssignment      *struct {
+		Shards  int `json:"shards"`
+		Members []struct {
+			Identity   string `json:"identity"`
+			Owned      []int  `json:"owned"`
+			Membership string `json:"membership"`
+		} `json:"members"`
+	} `json:"shardAssignment"`
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"encoding/json"
 	"regexp"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -12,6 +13,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/utils/ptr"
+
+	"github.com/leasehold/leasehold/shard"
 )
 
 // renewedAgo parses the RENEWED cell of a status row ("412ms", "1.2s"
@@ -253,23 +256,71 @@ func TestYieldBetweenLeaseholdElectors(t *testing.T) {
 	}
 }
 
+// TestStatusOfAShardGroup runs a real shard group (3 members, 8 shards)
+// and reads it back: the members' Leases and the assignment Lease in the
+// table, then the members with their shard counts.
 func TestStatusOfAShardGroup(t *testing.T) {
 	ns := newNamespace(t)
-	for i, h := range []string{"member-a", "member-b", "member-a"} {
-		writeLease(t, ns, "web-"+string(rune('0'+i)), h, map[string]string{shardGroupLabel: "web"})
+	const shards = 8
+	for _, id := range []string{"a", "b", "c"} {
+		startShardMember(t, ns, "web", id, shards)
 	}
 	writeLease(t, ns, "solo", "x", nil)
+	var st shard.Status
+	eventually(t, 30*time.Second, "the group to settle: every shard owned by its target, 2-3 each", func() bool {
+		l, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), "web", metav1.GetOptions{})
+		if err != nil {
+			return false
+		}
+		if st, err = shard.ReadStatus(l); err != nil || len(st.Moves) > 0 || len(st.Unowned) > 0 || len(st.Members) != 3 {
+			return false
+		}
+		for _, m := range st.Members {
+			if len(m.Owned) < 2 || len(m.Owned) > 3 {
+				return false
+			}
+		}
+		return true
+	})
+
 	out := mustKubectl(t, "leasehold", "status", "-n", ns)
-	if !strings.Contains(strings.SplitN(out, "\n", 2)[0], "GROUP") {
+	tables := strings.SplitN(out, "\n\n", 2)
+	if len(tables) != 2 {
+		t.Fatalf("want the Leases, a blank line, then the shard groups:\n%s", out)
+	}
+	if !strings.HasSuffix(strings.SplitN(tables[0], "\n", 2)[0], "GROUP") {
 		t.Errorf("no GROUP column:\n%s", out)
 	}
-	for _, r := range [][]string{{"web-0", "member-a"}, {"web-1", "member-b"}, {"web-2", "member-a"}} {
-		if row := tableRow(t, out, r...); row[len(row)-1] != "web" {
-			t.Errorf("row %q: want group web", row)
+	if row := tableRow(t, tables[0], "web", "<none>"); row[len(row)-1] != "web" {
+		t.Errorf("assignment Lease row %q", row)
+	}
+	if row := tableRow(t, tables[0], "solo", "x"); row[len(row)-1] != "<none>" {
+		t.Errorf("row %q: want no group", row)
+	}
+	if !strings.HasPrefix(tables[1], "GROUP   SHARDS   MEMBER   OWNED   TARGETED   MEMBERSHIP\n") {
+		t.Errorf("shard group table:\n%s", tables[1])
+	}
+	for _, m := range st.Members {
+		if row := tableRow(t, tables[0], shard.MemberLeaseName("web", m.Identity), m.Identity); row[len(row)-1] != "web" {
+			t.Errorf("member Lease row %q", row)
+		}
+		row := tableRow(t, tables[1], "web", "8", m.Identity)
+		if n := strconv.Itoa(len(m.Owned)); row[3] != n || row[4] != n || row[5] != "renewed" || row[7] != "ago" {
+			t.Errorf("member row %q: want %s owned and targeted, renewed recently", row, n)
 		}
 	}
-	if row := tableRow(t, out, "solo", "x"); row[len(row)-1] != "<none>" {
-		t.Errorf("row %q: want no group", row)
+
+	var s leaseStatus
+	if err := json.Unmarshal([]byte(mustKubectl(t, "leasehold", "status", "web", "-n", ns, "-o", "json")), &s); err != nil {
+		t.Fatal(err)
+	}
+	if s.ShardAssignment == nil || s.ShardAssignment.Shards != shards || len(s.ShardAssignment.Members) != 3 {
+		t.Fatalf("status web -o json: %+v", s)
+	}
+	for i, m := range s.ShardAssignment.Members {
+		if m.Identity != st.Members[i].Identity || len(m.Owned) != len(st.Members[i].Owned) || m.Membership != "held" {
+			t.Errorf("member %+v, want %+v held", m, st.Members[i])
+		}
 	}
 }
 

@@ -21,22 +21,27 @@ import (
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"k8s.io/cli-runtime/pkg/genericiooptions"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/shard"
 )
 
 const (
 	// PreferredHolderAnnotation, set on a Lease, asks its leasehold leader
-	// to hand the Lease over to the identity it names. yield sets it;
-	// status shows it as the pending preferred holder.
-	PreferredHolderAnnotation = "leasehold.dev/preferred-holder"
+	// to hand the Lease over to the identity it names
+	// (leasehold.PreferredHolderAnnotation). yield sets it; status shows
+	// it as the pending preferred holder.
+	PreferredHolderAnnotation = leasehold.PreferredHolderAnnotation
 
 	// AnyHolder as the value of PreferredHolderAnnotation asks the leader
-	// to hand over to any other candidate: it releases the Lease without
-	// naming a successor. yield without --to sets it.
+	// to hand over to whichever other candidate comes first. yield without
+	// --to sets it.
 	AnyHolder = "*"
 
-	// ShardGroupLabel marks the Leases of a leasehold shard group; its
-	// value is the group's name.
-	ShardGroupLabel = "leasehold.dev/shard-group"
+	// ShardGroupLabel marks the Leases of a leasehold shard group (its
+	// assignment Lease and its members' Leases); its value is the group's
+	// name (shard.LabelGroup).
+	ShardGroupLabel = shard.LabelGroup
 )
 
 // Options holds what every command needs: where the cluster is, and where

@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/yaml"
 )
@@ -53,8 +54,13 @@ type LeaseStatus struct {
 	// Strategy is spec.strategy.
 	Strategy string `json:"strategy,omitempty"`
 	// ShardGroup is the value of the leasehold.dev/shard-group label.
-	ShardGroup      string `json:"shardGroup,omitempty"`
-	ResourceVersion string `json:"resourceVersion"`
+	ShardGroup string `json:"shardGroup,omitempty"`
+	// ShardAssignment is set on the assignment Lease of a shard group: the
+	// group's members and their shards. ShardAssignmentError says why it
+	// could not be read.
+	ShardAssignment      *ShardGroupStatus `json:"shardAssignment,omitempty"`
+	ShardAssignmentError string            `json:"shardAssignmentError,omitempty"`
+	ResourceVersion      string            `json:"resourceVersion"`
 }
 
 // StatusList is the output of `status -o json|yaml` without a NAME.
@@ -121,7 +127,13 @@ Columns:
                annotation that 'yield' sets ("*": any other candidate), and
                spec.preferredHolder, marked "(spec)", if set
   GROUP        the leasehold.dev/shard-group label (shown if any Lease has it)
--o wide adds ACQUIRED (time since acquireTime), RENEW TIME and STRATEGY.`,
+-o wide adds ACQUIRED (time since acquireTime), RENEW TIME and STRATEGY.
+
+For each leasehold shard group (its assignment Lease, named after the group),
+a second table lists the members: shards OWNED (running) and TARGETED (to run
+once the moves settle) out of SHARDS, and MEMBERSHIP, the state of the
+member's own Lease; <unowned> counts the shards nobody runs. -o wide adds the
+owned shard numbers and the member Lease names.`,
 		Example: `  kubectl leasehold status -n kube-system
   kubectl leasehold status my-controller -o yaml
   kubectl leasehold status -A -o wide`,
@@ -189,10 +201,19 @@ func (o *statusOptions) run(ctx context.Context) error {
 	}
 	now := o.now()
 	logger.V(2).Info("Read Leases", "count", len(items))
+	byName := o.leasesAround(ctx, client, items, o.name == "")
 
 	statuses := make([]LeaseStatus, 0, len(items))
 	for i := range items {
-		statuses = append(statuses, statusOf(&items[i], now))
+		s := statusOf(&items[i], now)
+		if isAssignment(&items[i]) {
+			g, err := shardGroupOf(&items[i], byName[items[i].Namespace], now)
+			if err != nil {
+				s.ShardAssignmentError = err.Error()
+			}
+			s.ShardAssignment = g
+		}
+		statuses = append(statuses, s)
 	}
 	slices.SortFunc(statuses, func(a, b LeaseStatus) int {
 		if c := strings.Compare(a.Namespace, b.Namespace); c != 0 {
@@ -218,7 +239,46 @@ func (o *statusOptions) run(ctx context.Context) error {
 		}
 		return nil
 	}
-	return printTable(out, statuses, o.allNamespaces, o.output == "wide")
+	if err := printTable(out, statuses, o.allNamespaces, o.output == "wide"); err != nil {
+		return err
+	}
+	return printShardGroups(out, statuses, o.allNamespaces, o.output == "wide")
+}
+
+// leasesAround returns, per namespace of a shard group's assignment Lease
+// among items, that namespace's Leases by namespace/name, to find the
+// members' Leases. With complete, items already hold them all; otherwise
+// (status NAME) it lists the namespace, and leaves it out (membership
+// unknown) if that fails.
+func (o *statusOptions) leasesAround(ctx context.Context, client kubernetes.Interface, items []coordinationv1.Lease, complete bool) map[string]map[string]*coordinationv1.Lease {
+	byName := map[string]map[string]*coordinationv1.Lease{}
+	add := func(ls []coordinationv1.Lease) {
+		for i := range ls {
+			ns := ls[i].Namespace
+			if byName[ns] == nil {
+				byName[ns] = map[string]*coordinationv1.Lease{}
+			}
+			byName[ns][leaseRef(ns, ls[i].Name)] = &ls[i]
+		}
+	}
+	if complete {
+		add(items)
+		return byName
+	}
+	for i := range items {
+		ns := items[i].Namespace
+		if _, done := byName[ns]; done || !isAssignment(&items[i]) {
+			continue
+		}
+		list, err := client.CoordinationV1().Leases(ns).List(ctx, metav1.ListOptions{})
+		if err != nil {
+			klog.FromContext(ctx).V(1).Info("Cannot list the shard group's member Leases", "namespace", ns, "err", err)
+			byName[ns] = nil
+			continue
+		}
+		add(list.Items)
+	}
+	return byName
 }
 
 func printStructured(w io.Writer, format string, v any) error {
