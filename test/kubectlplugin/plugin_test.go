@@ -3,6 +3,7 @@ package kubectlplugin
 import (
 	"context"
 	"encoding/json"
+	"reflect"
 	"regexp"
 	"strconv"
 	"strings"
@@ -14,6 +15,7 @@ import (
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/utils/ptr"
 
+	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/shard"
 )
 
@@ -228,15 +230,20 @@ func TestYieldToAClientGoHolderTimesOut(t *testing.T) {
 
 // TestYieldBetweenLeaseholdElectors needs the library side of yield: a
 // leasehold leader that sees the annotation hands over to the candidate
-// it names.
+// it names. It runs once the library has it, which shows as the method
+// (*leasehold.Elector).Yield, added with it.
 func TestYieldBetweenLeaseholdElectors(t *testing.T) {
-	t.Skip("needs leasehold's preferred-holder handoff (a leader that honours leasehold.PreferredHolderAnnotation), not in the library yet")
+	if _, ok := reflect.TypeFor[*leasehold.Elector]().MethodByName("Yield"); !ok {
+		t.Skip("needs leasehold's preferred-holder handoff (a leader that honours leasehold.PreferredHolderAnnotation, with Elector.Yield), not in the library yet")
+	}
 	ns := newNamespace(t)
 	startLeasehold(t, ns, "ctrl", "replica-1")
 	waitHolder(t, ns, "ctrl", "replica-1", 15*time.Second)
 	startLeasehold(t, ns, "ctrl", "replica-2")
 	startLeasehold(t, ns, "ctrl", "replica-3")
 	time.Sleep(time.Second) // the candidates' watches are open
+	w := startKubectl(t, "leasehold", "watch", "ctrl", "-n", ns)
+	w.waitOutput(t, ns+"/ctrl held by replica-1", 30*time.Second)
 
 	r := kubectl(t, "leasehold", "yield", "ctrl", "-n", ns, "--to", "replica-3")
 	m := handoffRE.FindStringSubmatch(r.stdout)
@@ -251,9 +258,21 @@ func TestYieldBetweenLeaseholdElectors(t *testing.T) {
 		t.Errorf("after the handoff: holder %q, annotations %v", holder(l), l.Annotations)
 	}
 	r = kubectl(t, "leasehold", "yield", "ctrl", "-n", ns)
-	if m := handoffRE.FindStringSubmatch(r.stdout); r.code != 0 || m == nil || m[1] == "replica-3" {
+	m = handoffRE.FindStringSubmatch(r.stdout)
+	if r.code != 0 || m == nil || m[1] == "replica-3" {
 		t.Fatalf("yield: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
+	// The timeline shows both handoffs as they happened.
+	w.waitOutput(t, "handoff requested: replica-1 should hand over to replica-3\n", 5*time.Second)
+	w.waitOutput(t, "handoff requested: replica-3 should hand over to any other candidate\n", 5*time.Second)
+	eventually(t, 5*time.Second, "the watch to see "+m[1]+" take the Lease from replica-3", func() bool {
+		out := w.out.String()
+		return strings.Contains(out, m[1]+" acquired the Lease") || strings.Contains(out, m[1]+" took over from replica-3")
+	})
+	if err := w.interrupt(t); err != nil {
+		t.Errorf("watch: %v", err)
+	}
+	t.Logf("$ kubectl leasehold watch ctrl -n %s\n%s", ns, w.out)
 }
 
 // TestStatusOfAShardGroup runs a real shard group (3 members, 8 shards)
