@@ -3,12 +3,15 @@ package crleader
 import (
 	"context"
 	"errors"
+	"fmt"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
@@ -92,34 +95,89 @@ func (r *registrar) Add(run manager.Runnable) error {
 	return nil
 }
 
-// probe is a leader-only runnable that records its life. When its context
-// is cancelled it sleeps a little before returning, and records the
-// Lease's holder at that moment: the Gate must not release the Lease
-// before the probe has returned.
+// probe is a leader-only runnable that records its life, and catches a
+// Gate that releases the Lease before the probe has returned, whatever the
+// machine's load: when its context is cancelled it does not return until
+// the elector (identity "a") has written the Lease once more (a renewal, as
+// it must keep renewing until every runnable has returned) or, wrongly,
+// released it; a release sent while the probe runs is recorded by a hook
+// on the server.
 type probe struct {
 	srv     *leaseholdtest.Server
 	started chan struct{}
 	stopped chan struct{}
 	fail    error // returned right after starting, if set
+	// quick makes the probe return as soon as it is cancelled, for a test
+	// that holds the elector's renewal until the probe has returned.
+	quick bool
 
+	mu             sync.Mutex
+	cancelled      bool
+	wrote          chan struct{} // closed at a's first write after the cancel
+	releasedEarly  bool          // a sent a release while the probe ran
 	holderAtReturn string
 }
 
 func newProbe(srv *leaseholdtest.Server) *probe {
-	return &probe{srv: srv, started: make(chan struct{}), stopped: make(chan struct{})}
+	p := &probe{srv: srv, started: make(chan struct{}), stopped: make(chan struct{}), wrote: make(chan struct{})}
+	srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
+		if req.Client != "a" || req.Verb != "update" || req.Lease == nil {
+			return nil
+		}
+		p.mu.Lock()
+		defer p.mu.Unlock()
+		if isClosed(p.started) && !isClosed(p.stopped) && ptr.Deref(req.Lease.Spec.HolderIdentity, "") == "" {
+			p.releasedEarly = true
+		}
+		if p.cancelled && !isClosed(p.wrote) {
+			close(p.wrote)
+		}
+		return nil
+	})
+	return p
 }
 
 func (p *probe) Start(ctx context.Context) error {
 	close(p.started)
 	defer close(p.stopped)
 	if p.fail != nil {
-		p.holderAtReturn = holder(p.srv)
+		p.setHolderAtReturn()
 		return p.fail
 	}
 	<-ctx.Done()
-	time.Sleep(50 * time.Millisecond)
-	p.holderAtReturn = holder(p.srv)
+	p.mu.Lock()
+	p.cancelled = true
+	p.mu.Unlock()
+	if !p.quick && holder(p.srv) == "a" {
+		select {
+		case <-p.wrote:
+		case <-time.After(wait):
+		}
+	}
+	p.setHolderAtReturn()
 	return nil
+}
+
+// setHolderAtReturn records the Lease's holder as the probe returns; a
+// release already sent counts as released.
+func (p *probe) setHolderAtReturn() {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	p.holderAtReturn = holder(p.srv)
+	if p.releasedEarly {
+		p.holderAtReturn = ""
+	}
+}
+
+// checkHeldUntilReturn fails if the Lease was released (or not held by a)
+// before the probe, which has returned, did.
+func (p *probe) checkHeldUntilReturn(t *testing.T, name string) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.releasedEarly || p.holderAtReturn != "a" {
+		t.Errorf("%s returned when the holder was %q (a release sent before it returned: %v): the Lease must be held until the work stopped", name, p.holderAtReturn, p.releasedEarly)
+	}
 }
 
 func waitFor(t *testing.T, ch <-chan struct{}, what string) {
@@ -130,6 +188,21 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 		t.Fatalf("timed out waiting for %s", what)
 	}
 }
+
+// waitUntil polls cond until it holds, failing after wait.
+func waitUntil(t *testing.T, what string, cond func() bool) {
+	t.Helper()
+	deadline := time.Now().Add(wait)
+	for !cond() {
+		if time.Now().After(deadline) {
+			t.Fatalf("timed out waiting for %s", what)
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+}
+
+// isClosedErr reports whether done has a value ready (without taking it).
+func isClosedErr(done <-chan error) bool { return len(done) > 0 }
 
 func isClosed(ch <-chan struct{}) bool {
 	select {
@@ -224,8 +297,9 @@ func TestRunnablesStartOnlyWhenLeadingAndStopBeforeRelease(t *testing.T) {
 	defer cancel()
 	done := startGate(ctx, g)
 
-	// Another process holds the Lease: nothing may start.
-	time.Sleep(300 * time.Millisecond)
+	// Another process holds the Lease: nothing may start, once the elector
+	// has seen it.
+	waitUntil(t, "the elector to see the other holder", func() bool { return g.Elector().Leader() == "other" })
 	if isClosed(p1.started) || isClosed(g.Elected()) {
 		t.Fatal("a leader-only runnable started while another process held the Lease")
 	}
@@ -246,9 +320,7 @@ func TestRunnablesStartOnlyWhenLeadingAndStopBeforeRelease(t *testing.T) {
 		if !isClosed(p.stopped) {
 			t.Errorf("p%d still running after Start returned", i+1)
 		}
-		if p.holderAtReturn != "a" {
-			t.Errorf("p%d returned when the holder was %q: the Lease was released before the work stopped", i+1, p.holderAtReturn)
-		}
+		p.checkHeldUntilReturn(t, fmt.Sprintf("p%d", i+1))
 	}
 	if h := holder(srv); h != "" {
 		t.Errorf("holder after a clean stop with ReleaseOnCancel = %q, want released", h)
@@ -309,9 +381,7 @@ func TestFailingRunnableEndsTheTerm(t *testing.T) {
 	if !isClosed(good.stopped) {
 		t.Fatal("the other runnable was not stopped")
 	}
-	if good.holderAtReturn != "a" {
-		t.Errorf("the other runnable returned when the holder was %q, want a (not yet released)", good.holderAtReturn)
-	}
+	good.checkHeldUntilReturn(t, "the other runnable")
 	if h := holder(srv); h != "" {
 		t.Errorf("holder = %q, want released after the work ended on its own", h)
 	}
@@ -352,9 +422,16 @@ func TestAddDuringTheTermStartsAtOnceAndEmptyTermKeepsLeading(t *testing.T) {
 	waitFor(t, g.Elected(), "Elected")
 
 	// No runnables: the term goes on (renewals keep it) instead of ending.
-	time.Sleep(1500 * time.Millisecond) // past RenewDeadline
-	if !g.Elector().IsLeader() {
-		t.Fatal("a gate with no runnables stopped leading")
+	// Wait for renewals spanning more than RenewDeadline (1s at 100ms):
+	// a term that ended would have stopped renewing.
+	cfg := testConfig(srv, "a")
+	renewals := int(cfg.RenewDeadline/cfg.RetryPeriod) + 2
+	from := srv.Requests("a", "update")
+	waitUntil(t, fmt.Sprintf("%d renewals", renewals), func() bool {
+		return srv.Requests("a", "update")-from >= renewals || isClosedErr(done)
+	})
+	if isClosedErr(done) || !g.Elector().IsLeader() || holder(srv) != "a" {
+		t.Fatalf("a gate with no runnables stopped leading: IsLeader %v, holder %q", g.Elector().IsLeader(), holder(srv))
 	}
 
 	p := newProbe(srv)
@@ -366,9 +443,7 @@ func TestAddDuringTheTermStartsAtOnceAndEmptyTermKeepsLeading(t *testing.T) {
 	if err := result(t, done); err != nil {
 		t.Fatalf("Start = %v, want nil", err)
 	}
-	if p.holderAtReturn != "a" {
-		t.Errorf("runnable returned when holder was %q, want a", p.holderAtReturn)
-	}
+	p.checkHeldUntilReturn(t, "the runnable")
 }
 
 // TestCancelDuringRenewIsACleanStop cancels the manager's context while a
@@ -383,6 +458,7 @@ func TestCancelDuringRenewIsACleanStop(t *testing.T) {
 			t.Fatal(err)
 		}
 		p := newProbe(srv)
+		p.quick = true // its renewal is held until it returns
 		_ = g.Add(p)
 		var arm sync.Once
 		armed := make(chan struct{})
@@ -411,14 +487,80 @@ func TestCancelDuringRenewIsACleanStop(t *testing.T) {
 	}
 }
 
+// HealthzChecker reports the running elector's Check: healthy while
+// leading and while following; a follower cut off from the API server
+// turns unhealthy (ErrAPIUnreachable) after LeaseDuration plus the
+// tolerance, not before, and healthy again once the server answers.
 func TestHealthzChecker(t *testing.T) {
 	srv := leaseholdtest.NewServer()
-	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+	const tolerance = 100 * time.Millisecond
+	ga, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := HealthzChecker(g.Elector(), time.Second)(nil); err != nil {
-		t.Errorf("a follower should be healthy, got %v", err)
+	gb, err := NewWithRegistrar(&registrar{}, testConfig(srv, "b"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	_ = ga.Add(newProbe(srv))
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	doneA := startGate(ctx, ga)
+	waitFor(t, ga.Elected(), "a to lead")
+	doneB := startGate(ctx, gb)
+	waitUntil(t, "b to follow a", func() bool { return gb.Elector().Leader() == "a" })
+	checkA, checkB := HealthzChecker(ga.Elector(), tolerance), HealthzChecker(gb.Elector(), tolerance)
+
+	// Healthy while leading and following, over renewals spanning more
+	// than LeaseDuration.
+	cfg := testConfig(srv, "a")
+	from := srv.Requests("a", "update")
+	waitUntil(t, "renewals over a LeaseDuration", func() bool {
+		if err := checkA(nil); err != nil {
+			t.Fatalf("the leader is unhealthy: %v", err)
+		}
+		if err := checkB(nil); err != nil {
+			t.Fatalf("the follower is unhealthy: %v", err)
+		}
+		return srv.Requests("a", "update")-from > int(cfg.LeaseDuration/cfg.RetryPeriod)
+	})
+
+	// Cut b off: every request of b fails as an unreachable server's would.
+	var broken atomic.Bool
+	srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
+		if req.Client == "b" && broken.Load() {
+			return apierrors.NewServiceUnavailable("test: b cut off")
+		}
+		return nil
+	})
+	cut := time.Now()
+	broken.Store(true)
+	srv.CloseWatches() // b must make requests to learn anything
+	var unhealthy error
+	waitUntil(t, "b's check to fail", func() bool {
+		if err := checkA(nil); err != nil {
+			t.Fatalf("the leader turned unhealthy while only b was cut off: %v", err)
+		}
+		unhealthy = checkB(nil)
+		return unhealthy != nil
+	})
+	if since := time.Since(cut); since <= cfg.LeaseDuration+tolerance {
+		t.Errorf("b unhealthy %v after it was cut off, before LeaseDuration+tolerance (%v)", since, cfg.LeaseDuration+tolerance)
+	}
+	if !errors.Is(unhealthy, leasehold.ErrAPIUnreachable) {
+		t.Errorf("b's check = %v, want ErrAPIUnreachable", unhealthy)
+	}
+	broken.Store(false)
+	waitUntil(t, "b's check to recover", func() bool { return checkB(nil) == nil })
+	if isClosedErr(doneA) || isClosedErr(doneB) {
+		t.Fatal("an elector stopped running")
+	}
+	cancel()
+	if err := result(t, doneA); err != nil {
+		t.Errorf("a: Start = %v, want nil", err)
+	}
+	if err := result(t, doneB); err != nil {
+		t.Errorf("b: Start = %v, want nil", err)
 	}
 }
 
@@ -518,7 +660,7 @@ func TestWithARealManager(t *testing.T) {
 	go func() { done <- mgr.Start(ctx) }()
 
 	waitFor(t, everyReplica, "the non-leader runnable to start while following")
-	time.Sleep(200 * time.Millisecond)
+	waitUntil(t, "the elector to see the other holder", func() bool { return g.Elector().Leader() == "other" })
 	if isClosed(leaderOnly.started) || isClosed(view.Elected()) {
 		t.Fatal("leader-only work started while another process held the Lease")
 	}
@@ -530,9 +672,10 @@ func TestWithARealManager(t *testing.T) {
 	if err := result(t, done); err != nil {
 		t.Fatalf("mgr.Start = %v, want nil", err)
 	}
-	if !isClosed(leaderOnly.stopped) || leaderOnly.holderAtReturn != "a" {
-		t.Errorf("leader-only runnable: stopped=%v holderAtReturn=%q, want stopped while still holding", isClosed(leaderOnly.stopped), leaderOnly.holderAtReturn)
+	if !isClosed(leaderOnly.stopped) {
+		t.Error("leader-only runnable still running after the manager stopped")
 	}
+	leaderOnly.checkHeldUntilReturn(t, "leader-only runnable")
 	if h := holder(srv); h != "" {
 		t.Errorf("holder after the manager stopped = %q, want released", h)
 	}
