@@ -1,7 +1,9 @@
 package plugin
 
 import (
+	"errors"
 	"fmt"
+	"io/fs"
 	"os"
 	"slices"
 	"strings"
@@ -84,6 +86,11 @@ func (o *Options) explainConfigError(err error) error {
 			hint = fmt.Sprintf("Fix: pass --context with one of: %s (list them with 'kubectl config get-contexts').", strings.Join(names, ", "))
 		}
 		return &hintError{err: fmt.Errorf("context %q does not exist in the kubeconfig (%s)", wanted, files), hint: hint}
+	case errors.Is(err, fs.ErrNotExist) || strings.Contains(err.Error(), "no such file or directory"):
+		return &hintError{
+			err:  fmt.Errorf("reading the kubeconfig: %w", err),
+			hint: "Fix: point --kubeconfig (or KUBECONFIG) at an existing file ('kubectl config view' shows what kubectl reads).",
+		}
 	case clientcmd.IsEmptyConfig(err):
 		return &hintError{
 			err:  fmt.Errorf("no kubeconfig found (looked at: %s)", files),

@@ -288,6 +288,11 @@ func TestContextErrors(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 
+	_, err = run("status", "--kubeconfig", filepath.Join(dir, "absent"))
+	if err == nil || !strings.Contains(err.Error(), "no such file or directory") || !strings.Contains(err.Error(), "Fix: point --kubeconfig (or KUBECONFIG) at an existing file") {
+		t.Errorf("err = %v", err)
+	}
+
 	empty := filepath.Join(dir, "empty")
 	if err := os.WriteFile(empty, nil, 0o600); err != nil {
 		t.Fatal(err)
