@@ -35,7 +35,7 @@ const (
 
 	// AnyHolder as the value of PreferredHolderAnnotation asks the leader
 	// to hand over to whichever other candidate comes first. yield without
-	// --to sets it.
+	// --to sets it; leasehold reads an empty value the same way.
 	AnyHolder = "*"
 
 	// ShardGroupLabel marks the Leases of a leasehold shard group (its

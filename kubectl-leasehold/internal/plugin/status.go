@@ -68,6 +68,20 @@ type StatusList struct {
 	Items []LeaseStatus `json:"items"`
 }
 
+// requestedHolder returns the handoff the Lease's annotation requests: ""
+// for none, AnyHolder for any other candidate (the value "*", or an empty
+// value, as leasehold reads it), else the identity named.
+func requestedHolder(l *coordinationv1.Lease) string {
+	v, ok := l.Annotations[PreferredHolderAnnotation]
+	if !ok {
+		return ""
+	}
+	if v = strings.TrimSpace(v); v == "" {
+		return AnyHolder
+	}
+	return v
+}
+
 // statusOf reads the status of l as observed at now.
 func statusOf(l *coordinationv1.Lease, now time.Time) LeaseStatus {
 	s := LeaseStatus{
@@ -77,7 +91,7 @@ func statusOf(l *coordinationv1.Lease, now time.Time) LeaseStatus {
 		RenewTime:       l.Spec.RenewTime,
 		ObservedAt:      metav1.NewMicroTime(now),
 		ShardGroup:      l.Labels[ShardGroupLabel],
-		PreferredHolder: l.Annotations[PreferredHolderAnnotation],
+		PreferredHolder: requestedHolder(l),
 		ResourceVersion: l.ResourceVersion,
 	}
 	if h := l.Spec.HolderIdentity; h != nil {

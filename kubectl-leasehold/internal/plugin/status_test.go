@@ -303,3 +303,23 @@ func TestContextErrors(t *testing.T) {
 		t.Errorf("err = %v", err)
 	}
 }
+
+func TestRequestedHolder(t *testing.T) {
+	for _, tc := range []struct {
+		annotations map[string]string
+		want        string
+	}{
+		{nil, ""},
+		{map[string]string{"other": "x"}, ""},
+		{map[string]string{PreferredHolderAnnotation: "b"}, "b"},
+		{map[string]string{PreferredHolderAnnotation: " b "}, "b"},
+		{map[string]string{PreferredHolderAnnotation: "*"}, AnyHolder},
+		{map[string]string{PreferredHolderAnnotation: ""}, AnyHolder}, // as leasehold reads it
+	} {
+		l := newLease("apps", "ctrl", "a", 15, t0, 0)
+		l.Annotations = tc.annotations
+		if got := requestedHolder(l); got != tc.want {
+			t.Errorf("requestedHolder(%v) = %q, want %q", tc.annotations, got, tc.want)
+		}
+	}
+}

@@ -198,7 +198,7 @@ func (t *timeline) change(typ watch.EventType, l *coordinationv1.Lease) {
 		t.line("renewed by %s (+%s)", to, humanDuration(now.Sub(t.lastAt)))
 		t.lastAt, t.warned = now, false
 	}
-	if a, b := prev.Annotations[PreferredHolderAnnotation], l.Annotations[PreferredHolderAnnotation]; a != b {
+	if a, b := requestedHolder(prev), requestedHolder(l); a != b {
 		switch {
 		case b == "":
 			t.line("handoff request cleared")

@@ -111,7 +111,7 @@ func (o *yieldOptions) run(ctx context.Context) error {
 	if want == "" {
 		want = AnyHolder
 	}
-	if prev := cur.Annotations[PreferredHolderAnnotation]; prev != "" && prev != want {
+	if prev := requestedHolder(cur); prev != "" && prev != want {
 		fmt.Fprintf(o.IOStreams.ErrOut, "warning: %s: replacing a pending handoff request to %q\n", ref, prev)
 	}
 
