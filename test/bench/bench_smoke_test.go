@@ -34,32 +34,53 @@ func TestSmoke(t *testing.T) {
 		t.Errorf("bench error: %s", e)
 	}
 
+	// Real-clock bounds here derive from the timings, with room for a
+	// loaded 2-core machine; the exact figures are what the report shows.
+	ht := opts.HandoffTimings
 	for _, lib := range Libs {
 		h := rep.Handoff[lib]
-		if h == nil || h.FromRelease.N() != opts.HandoffRounds {
+		if h == nil || h.FromRelease.N() != opts.HandoffRounds || h.FromCancel.N() != opts.HandoffRounds {
 			t.Errorf("%s handoff: want %d samples, got %+v", lib, opts.HandoffRounds, h)
 			continue
 		}
-		if h.FromRelease.Min() < -50*time.Millisecond {
-			t.Errorf("%s handoff: a follower started %v before the release was answered", lib, -h.FromRelease.Min())
+		// No follower starts before the leader was told to step down (it
+		// renewed until then), whatever the load.
+		for i, d := range h.FromCancel.Samples {
+			if d < 0 {
+				t.Errorf("%s handoff round %d: a follower started %v before the leader was cancelled", lib, i, -d)
+			}
+		}
+		// A follower may start before the release's answer reaches the
+		// leader, by at most the release's round trip: not by a whole
+		// RetryPeriod, the leader's budget for one write.
+		if m := h.FromRelease.Min(); m < -ht.Retry {
+			t.Errorf("%s handoff: a follower started %v before the release was answered, more than a RetryPeriod (%v): before the release was sent", lib, -m, ht.Retry)
 		}
 		if f := rep.Failover[lib]; f == nil || f.N() != opts.FailoverRounds {
 			t.Errorf("%s failover: want %d samples, got %+v", lib, opts.FailoverRounds, f)
 		}
 	}
-	if h := rep.Handoff[Leasehold]; h != nil && h.FromRelease.P50() >= time.Second {
-		t.Errorf("leasehold handoff p50 = %v, want < 1s (followers act on the release seen on their watch)", h.FromRelease.P50())
+	// Followers act on the release seen on their watch: a follower polling
+	// every RetryPeriod would need about half of one on median.
+	if h := rep.Handoff[Leasehold]; h != nil && h.FromRelease.P50() >= ht.Retry/2 {
+		t.Errorf("leasehold handoff p50 = %v, want < RetryPeriod/2 = %v (followers act on the release seen on their watch)", h.FromRelease.P50(), ht.Retry/2)
 	}
 	if rep.Limit.Acquire.N() != opts.LimitRounds || rep.Limit.Acquire.P50() <= 0 {
 		t.Errorf("handoff limit: %d samples, p50 %v", rep.Limit.Acquire.N(), rep.Limit.Acquire.P50())
 	}
 	if f := rep.Failover[Leasehold]; f != nil && f.N() > 0 {
-		L := opts.FailoverTimings.Lease
-		if f.Min() < L {
-			t.Errorf("leasehold failover min = %v < LeaseDuration %v: a follower took over a live claim", f.Min(), L)
+		// Measured from the answer to the leader's last renewal, which a
+		// follower may see on its watch a little before the leader does:
+		// a follower takes over L after it saw the renewal, so at least
+		// L minus that renewal's round trip (under a RetryPeriod) after
+		// the answer; and soon after expiry, within the chaos checker's
+		// bound L + P + 1s.
+		L, P := opts.FailoverTimings.Lease, opts.FailoverTimings.Retry
+		if f.Min() < L-P {
+			t.Errorf("leasehold failover min = %v < LeaseDuration - RetryPeriod = %v: a follower took over a live claim", f.Min(), L-P)
 		}
-		if f.P50() > L+time.Second {
-			t.Errorf("leasehold failover p50 = %v, want < LeaseDuration %v + 1s", f.P50(), L)
+		if f.P50() > L+P+time.Second {
+			t.Errorf("leasehold failover p50 = %v, want within L + P + 1s = %v", f.P50(), L+P+time.Second)
 		}
 	}
 
