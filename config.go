@@ -17,6 +17,12 @@ const (
 	DefaultRetryPeriod   = 2 * time.Second
 )
 
+// DefaultStepDownTimeout bounds a step-down whose work does not return.
+// It is below Kubernetes' default termination grace period (30s), so a pod
+// whose work ignores its ctx exits on its own, its lease unreleased but
+// its work gone, before the kubelet's SIGKILL.
+const DefaultStepDownTimeout = 20 * time.Second
+
 // renewJitterFactor is the headroom RenewDeadline must leave over
 // RetryPeriod: with less than 1.2 retry periods per deadline, a single
 // slow request costs the lease.
@@ -55,9 +61,27 @@ type Config struct {
 	ReleaseOnCancel bool
 
 	// Rejoin makes Run campaign again after a term ends with an error
-	// (lease lost, work returned or panicked) instead of returning.
-	// An identity conflict always ends Run.
+	// (lease lost, work returned or panicked) or a Yield, instead of
+	// returning. An identity conflict or a step-down timeout always ends
+	// Run.
+	//
+	// OnStartedLeading is then called once per term: it must build what
+	// it needs (informers, queues, the controller itself) afresh inside,
+	// because a controller whose Run has returned has usually shut its
+	// queue down and does nothing if run again.
 	Rejoin bool
+
+	// StepDownTimeout bounds how long a step-down (Run's ctx cancelled, or
+	// a Yield) waits for OnStartedLeading to return. The elector keeps
+	// renewing meanwhile and logs the wait every few seconds. When the
+	// bound passes, it stops renewing without releasing (the work may
+	// still run, so nobody may start before the lease expires), calls
+	// OnStoppedLeading and Run returns an error wrapping
+	// ErrStepDownTimeout: return from main then, and the process exits
+	// with its work before another leader starts. client-go instead lets
+	// Run return at once with the work still running. Default
+	// DefaultStepDownTimeout (20s).
+	StepDownTimeout time.Duration
 
 	// Name names this election in logs, events and metrics.
 	// Default: "<namespace>/<name>" of the Lease.
@@ -94,10 +118,10 @@ func (t timings) safetyMargin() time.Duration {
 	return t.leaseDuration - t.renewDeadline - t.retryPeriod
 }
 
-// requestTimeout bounds one API request, so that a hung request fails well
-// before the renew deadline and leaves time for another attempt.
+// requestTimeout bounds one of the elector's API requests: the one rule,
+// RequestTimeout.
 func (t timings) requestTimeout() time.Duration {
-	return t.renewDeadline / 2
+	return RequestTimeout(t.renewDeadline)
 }
 
 // withDefaults returns cfg with every zero optional field set to its
@@ -111,6 +135,9 @@ func (cfg Config) withDefaults() Config {
 	}
 	if cfg.RetryPeriod == 0 {
 		cfg.RetryPeriod = DefaultRetryPeriod
+	}
+	if cfg.StepDownTimeout == 0 {
+		cfg.StepDownTimeout = DefaultStepDownTimeout
 	}
 	if cfg.Clock == nil {
 		cfg.Clock = clock.RealClock{}
@@ -164,6 +191,7 @@ func (cfg Config) validate() error {
 		{"LeaseDuration", cfg.LeaseDuration},
 		{"RenewDeadline", cfg.RenewDeadline},
 		{"RetryPeriod", cfg.RetryPeriod},
+		{"StepDownTimeout", cfg.StepDownTimeout},
 	}
 	negative := false
 	for _, f := range durations {
@@ -240,6 +268,16 @@ var (
 	// write of the Lease for longer than LeaseDuration plus the
 	// tolerance. The error names the missing verb.
 	ErrForbidden = errors.New("leasehold: RBAC forbids writing the lease")
+
+	// ErrStepDownTimeout is wrapped by Run's error, and by Yield's, when
+	// OnStartedLeading had not returned StepDownTimeout after its context
+	// was cancelled. The elector stopped renewing without releasing: exit
+	// the process so that the work stops before the lease expires.
+	ErrStepDownTimeout = errors.New("leasehold: OnStartedLeading did not return within StepDownTimeout")
+
+	// ErrNotLeading is wrapped by Yield's error when this process does
+	// not lead.
+	ErrNotLeading = errors.New("leasehold: not leading")
 
 	// ErrRenewStalled is returned by Check when the elector believes it
 	// leads but has not renewed within RenewDeadline plus the tolerance.

@@ -39,6 +39,7 @@ func TestNewValidation(t *testing.T) {
 		{"negative lease", func(c *Config) { c.LeaseDuration = -time.Second }, []string{"LeaseDuration is -1s", "must not be negative"}},
 		{"negative renew", func(c *Config) { c.RenewDeadline = -1 }, []string{"RenewDeadline is -1ns"}},
 		{"negative retry", func(c *Config) { c.RetryPeriod = -time.Minute }, []string{"RetryPeriod is -1m0s"}},
+		{"negative step-down timeout", func(c *Config) { c.StepDownTimeout = -time.Second }, []string{"StepDownTimeout is -1s"}},
 		{"sub-second lease", func(c *Config) {
 			c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 800*time.Millisecond, 300*time.Millisecond, 100*time.Millisecond
 		}, []string{"LeaseDuration is 800ms", "at least 1s"}},
@@ -88,6 +89,12 @@ func TestNewDefaults(t *testing.T) {
 	}
 	if e.t.safetyMargin() != 3*time.Second {
 		t.Fatalf("safety margin = %v, want 3s", e.t.safetyMargin())
+	}
+	if e.cfg.StepDownTimeout != 20*time.Second || e.cfg.StepDownTimeout >= 30*time.Second {
+		t.Fatalf("StepDownTimeout = %v, want 20s, below the kubelet's default 30s grace period", e.cfg.StepDownTimeout)
+	}
+	if e.t.requestTimeout() != RequestTimeout(e.cfg.RenewDeadline) {
+		t.Fatalf("the elector's request timeout %v differs from RequestTimeout's %v", e.t.requestTimeout(), RequestTimeout(e.cfg.RenewDeadline))
 	}
 }
 

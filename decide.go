@@ -171,7 +171,9 @@ func (a campaignAction) String() string {
 // The rules, in order:
 //   - nothing seen yet, or the Lease is gone and no live claim is known:
 //     create;
-//   - no holder: acquire now (the Lease was released);
+//   - no holder: acquire now (the Lease was released), unless the
+//     release named another candidate as successor: then wait one claim
+//     duration after it was seen, for that candidate to take it;
 //   - held under self by this process's own last write: acquire now
 //     (the conditional update proves nobody else took it since);
 //   - otherwise the claim expires claimDuration after observedAt, by the
@@ -190,6 +192,13 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 		write = actCreate
 	}
 	if holder == "" {
+		// A release that names a successor: the successor takes it at
+		// once; everyone else defers to it for one claim duration.
+		if to, ok := preferredHolder(v.lease); ok && to != "" && to != self && !v.gone {
+			if deferUntil := v.observedAt.Add(claimDuration(v.lease, fallback)); now.Before(deferUntil) {
+				return actWait, deferUntil
+			}
+		}
 		return write, now
 	}
 	if holder == self && !foreignSelf && !v.gone && v.ours() {

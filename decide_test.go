@@ -45,6 +45,13 @@ func TestDecideCampaign(t *testing.T) {
 		{"deleted with live claim: wait, then create", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), observedAt: seen, gone: true}, false, 0, actWait, 15 * time.Second},
 		{"deleted, claim expired: create", leaseView{lease: leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), observedAt: seen, gone: true}, false, 15 * time.Second, actCreate, 0},
 		{"deleted after release: create", leaseView{lease: leaseWith(nil, nil, "5"), observedAt: seen, gone: true}, false, 0, actCreate, 0},
+		{"released to us: acquire now", leaseView{lease: preferring(leaseWith(nil, ptr.To[int32](15), "5"), "a"), observedAt: seen}, false, 0, actAcquire, 0},
+		{"released to another: defer one duration", leaseView{lease: preferring(leaseWith(nil, ptr.To[int32](15), "5"), "b"), observedAt: seen}, false, 14 * time.Second, actWait, 15 * time.Second},
+		{"released to another, deferral over: acquire", leaseView{lease: preferring(leaseWith(nil, ptr.To[int32](15), "5"), "b"), observedAt: seen}, false, 15 * time.Second, actAcquire, 0},
+		{"released to another with its longer duration: defer that long", leaseView{lease: preferring(leaseWith(nil, ptr.To[int32](40), "5"), "b"), observedAt: seen}, false, 20 * time.Second, actWait, 40 * time.Second},
+		{"released to anyone (*): acquire now", leaseView{lease: preferring(leaseWith(nil, ptr.To[int32](15), "5"), "*"), observedAt: seen}, false, 0, actAcquire, 0},
+		{"released to another via spec.preferredHolder: defer", leaseView{lease: specPreferring(leaseWith(nil, ptr.To[int32](15), "5"), "b"), observedAt: seen}, false, 0, actWait, 15 * time.Second},
+		{"held, preference for us: the holder's claim still counts", leaseView{lease: preferring(leaseWith(ptr.To("b"), ptr.To[int32](15), "5"), "a"), observedAt: seen}, false, 0, actWait, 15 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			now := seen.Add(tc.now)
@@ -97,5 +104,62 @@ func TestLeaderValid(t *testing.T) {
 	}
 	if leaderValid(t0, t0.Add(rd), rd) {
 		t.Error("valid at the deadline")
+	}
+}
+
+func preferring(l *coordinationv1.Lease, to string) *coordinationv1.Lease {
+	l.Annotations = map[string]string{PreferredHolderAnnotation: to}
+	return l
+}
+
+func specPreferring(l *coordinationv1.Lease, to string) *coordinationv1.Lease {
+	l.Spec.PreferredHolder = ptr.To(to)
+	return l
+}
+
+// Versions of Leases from a server without resourceVersions are named by
+// their record: any field an election writes makes a new version, and
+// nothing else does.
+func TestVersionOfVersionlessLeases(t *testing.T) {
+	base := func() *coordinationv1.Lease {
+		at := metav1.NewMicroTime(t0)
+		return &coordinationv1.Lease{Spec: coordinationv1.LeaseSpec{
+			HolderIdentity: ptr.To("a"), LeaseDurationSeconds: ptr.To[int32](15),
+			AcquireTime: &at, RenewTime: &at, LeaseTransitions: ptr.To[int32](2),
+		}}
+	}
+	for _, tc := range []struct {
+		name   string
+		change func(*coordinationv1.Lease)
+		newer  bool
+	}{
+		{"same record", func(*coordinationv1.Lease) {}, false},
+		{"a label only", func(l *coordinationv1.Lease) { l.Labels = map[string]string{"x": "y"} }, false},
+		{"renewTime", func(l *coordinationv1.Lease) {
+			r := metav1.NewMicroTime(t0.Add(time.Microsecond))
+			l.Spec.RenewTime = &r
+		}, true},
+		{"acquireTime", func(l *coordinationv1.Lease) { r := metav1.NewMicroTime(t0.Add(time.Second)); l.Spec.AcquireTime = &r }, true},
+		{"holder", func(l *coordinationv1.Lease) { l.Spec.HolderIdentity = ptr.To("b") }, true},
+		{"holder cleared", func(l *coordinationv1.Lease) { l.Spec.HolderIdentity = nil }, true},
+		{"transitions", func(l *coordinationv1.Lease) { l.Spec.LeaseTransitions = ptr.To[int32](3) }, true},
+		{"duration", func(l *coordinationv1.Lease) { l.Spec.LeaseDurationSeconds = ptr.To[int32](16) }, true},
+		{"spec.preferredHolder", func(l *coordinationv1.Lease) { l.Spec.PreferredHolder = ptr.To("b") }, true},
+		{"preferred-holder annotation", func(l *coordinationv1.Lease) { preferring(l, "b") }, true},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			a, b := base(), base()
+			tc.change(b)
+			if got := newerLease(b, a); got != tc.newer {
+				t.Fatalf("newerLease = %v, want %v (%s vs %s)", got, tc.newer, versionOf(b), versionOf(a))
+			}
+		})
+	}
+	// With resourceVersions, they alone decide.
+	a, b := base(), base()
+	a.ResourceVersion, b.ResourceVersion = "10", "9"
+	b.Spec.HolderIdentity = ptr.To("b")
+	if newerLease(b, a) || !newerLease(a, b) {
+		t.Fatal("resourceVersions must order Leases that carry them")
 	}
 }

@@ -47,9 +47,10 @@ type Elector struct {
 // status is what IsLeader, Leader and Check report. Guarded by Elector.mu.
 type status struct {
 	leading       bool
-	lastRenewSent time.Time // send time of the last successful write of our term
-	holder        string    // last observed holder
-	seenVersion   string    // versionOf the newest Lease seen
+	lastRenewSent time.Time      // send time of the last successful write of our term
+	holder        string         // last observed holder
+	seenVersion   string         // versionOf the newest Lease seen
+	term          *publishedTerm // the current term, while leading
 	// workOverdue is set while the work of a lost term is still running
 	// after the safety margin ran out.
 	workOverdue      bool
@@ -95,6 +96,17 @@ func (e *Elector) IsLeader() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
 	return e.status.leading && leaderValid(e.status.lastRenewSent, e.clock.Now(), e.t.renewDeadline)
+}
+
+// Term returns the current term while this process leads (as IsLeader
+// reports), and false otherwise.
+func (e *Elector) Term() (Term, bool) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	if e.status.term == nil || !e.status.leading || !leaderValid(e.status.lastRenewSent, e.clock.Now(), e.t.renewDeadline) {
+		return Term{}, false
+	}
+	return e.status.term.info, true
 }
 
 // Leader returns the holder identity last observed on the Lease, "" if none
@@ -143,11 +155,15 @@ func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
 //   - an error wrapping ErrWorkReturned or ErrWorkPanicked when the work
 //     ended on its own while leading;
 //   - an error wrapping ErrIdentityConflict when another live process uses
-//     this identity.
+//     this identity;
+//   - an error wrapping ErrStepDownTimeout when the work did not return
+//     within StepDownTimeout of a step-down (exit the process then);
+//   - nil after a Yield handed the lease over.
 //
 // With Config.Rejoin, a term that ends with an error (other than an
-// identity conflict) is followed by a new campaign instead. A second Run
-// while one is active returns ErrAlreadyRunning.
+// identity conflict or a step-down timeout), or with a Yield, is followed
+// by a new campaign instead. A second Run while one is active returns
+// ErrAlreadyRunning.
 func (e *Elector) Run(ctx context.Context) error {
 	if !e.running.CompareAndSwap(false, true) {
 		return ErrAlreadyRunning
@@ -160,6 +176,7 @@ func (e *Elector) Run(ctx context.Context) error {
 	defer r.close()
 
 	for {
+		log.Info("Campaigning for the lease")
 		acquired, err := r.campaign(ctx)
 		if err != nil || !acquired {
 			return err
@@ -167,12 +184,22 @@ func (e *Elector) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			// Won the lease just as we were told to stop: no work ran.
 			if e.cfg.ReleaseOnCancel {
-				r.release(ctx, r.acquiredAt)
+				_ = r.release(ctx, r.acquiredAt, "")
 			}
 			return nil
 		}
 		err = r.lead(ctx)
-		if err == nil || !e.cfg.Rejoin || errors.Is(err, ErrIdentityConflict) {
+		if errors.Is(err, errYielded) {
+			if !e.cfg.Rejoin || ctx.Err() != nil {
+				return nil
+			}
+			// Sit out one lease duration, so that a yield to anyone
+			// really goes to another candidate.
+			r.sitOutUntil = e.clock.Now().Add(e.t.leaseDuration)
+			log.Info("Yielded the lease; following again")
+			continue
+		}
+		if err == nil || !e.cfg.Rejoin || errors.Is(err, ErrIdentityConflict) || errors.Is(err, ErrStepDownTimeout) {
 			return err
 		}
 		if r.overdueWork != nil {
@@ -206,6 +233,11 @@ type run struct {
 	// with one of them is ours even if the write's answer was lost.
 	stamps [8]time.Time
 	next   int
+	// sitOutUntil is set after a yield: no write before it, so that
+	// another candidate takes the Lease.
+	sitOutUntil time.Time
+	// lastHolder is the holder of the newest Lease seen, for the log.
+	lastHolder string
 	// versionless is set once a Lease without a resourceVersion was seen
 	// (and said so in the log): the server cannot order or guard writes.
 	versionless bool
@@ -281,6 +313,9 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 			act, at = decideCampaign(r.view, e.lock.Identity, r.foreignSelf, now, e.t.leaseDuration)
 			if act != actWait && now.Before(notBefore) {
 				act, at = actWait, notBefore
+			}
+			if act != actWait && now.Before(r.sitOutUntil) {
+				act, at = actWait, r.sitOutUntil
 			}
 		}
 		if act != actWait {
@@ -369,110 +404,6 @@ func (r *run) reread(ctx context.Context) error {
 	return r.observe(observation{lease: lease})
 }
 
-// lead is the leader and stopping states: it starts the work, renews every
-// RetryPeriod from the cached Lease, and ends the term when the lease is
-// lost, Run's ctx is cancelled, or the work returns.
-func (r *run) lead(ctx context.Context) error {
-	e := r.e
-	lastSent := r.acquiredAt
-	if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
-		// Paused between the winning write and here: the term may
-		// already be another's. Start nothing.
-		r.log.Info("Won the lease but the renew deadline passed before the work could start; not starting it")
-		return r.deadlinePassed(nil)
-	}
-	e.setLeading(true, lastSent)
-	e.lock.recordEvent(r.view.lease, "LeaderElection", "became leader")
-
-	workCtx, cancelWork := context.WithCancel(ctx)
-	defer cancelWork()
-	work := startWork(workCtx, e.cfg.Callbacks.OnStartedLeading)
-
-	now := e.clock.Now()
-	renewAt := e.clock.NewTimer(lastSent.Add(e.t.retryPeriod).Sub(now))
-	defer renewAt.Stop()
-	deadline := e.clock.NewTimer(lastSent.Add(e.t.renewDeadline).Sub(now))
-	defer deadline.Stop()
-	failures := newErrorStreak(e.clock, r.log, "Cannot renew the lease; retrying until the renew deadline")
-	failures.health = &e.health
-
-	cancelled := ctx.Done()
-	stepping := false
-	var lastErr error // of the last failed renewal since the last success
-	renewC := renewAt.C()
-	for {
-		// Before anything else, and especially after this process was
-		// paused: if the deadline passed by our clock, the term is over,
-		// whichever timer or event the select would pick first.
-		if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
-			return r.lose(work, cancelWork, stepping, r.deadlinePassed(lastErr))
-		}
-		select {
-		case <-cancelled:
-			cancelled, stepping = nil, true
-			cancelWork()
-			r.log.Info("Context cancelled; waiting for OnStartedLeading to return before stepping down")
-
-		case res := <-work:
-			// The work may have returned because ctx was cancelled before
-			// this loop saw the cancellation: that is a step-down too.
-			return r.stepDown(ctx, res, stepping || ctx.Err() != nil, lastSent)
-
-		case <-deadline.C():
-			if leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
-				continue // a stale fire from before the last renewal
-			}
-			return r.lose(work, cancelWork, stepping, r.deadlinePassed(lastErr))
-
-		case <-renewC:
-			renewC = renewAt.C()
-			if !leaderValid(lastSent, e.clock.Now(), e.t.renewDeadline) {
-				continue // overdue after a pause: the check above ends the term
-			}
-			attempt := e.clock.Now()
-			sent, err := r.renew(ctx, lastSent)
-			now := e.clock.Now()
-			switch {
-			case err == nil:
-				failures.succeeded()
-				lastErr = nil
-				lastSent = sent
-				e.setLeading(true, lastSent)
-				deadline.Reset(lastSent.Add(e.t.renewDeadline).Sub(now))
-				renewAt.Reset(lastSent.Add(e.t.retryPeriod).Sub(now))
-			case errors.Is(err, ErrLeaderLost), errors.Is(err, ErrIdentityConflict):
-				return r.lose(work, cancelWork, stepping, err)
-			default:
-				failures.failed(err)
-				lastErr = err
-				// Retry one RetryPeriod after the failed attempt was
-				// sent: at once if it hung that long, so a stalled
-				// server gets every chance before the deadline.
-				next := attempt.Add(e.t.retryPeriod)
-				if dl := lastSent.Add(e.t.renewDeadline); dl.Before(next) {
-					next = dl
-				}
-				if d := next.Sub(now); d > 0 {
-					renewAt.Reset(d)
-				} else {
-					renewC = fired // no timer: retry now
-				}
-			}
-
-		case obs := <-r.observations:
-			if err := r.observe(obs); err != nil {
-				return r.lose(work, cancelWork, stepping, fmt.Errorf("%w: %w", ErrLeaderLost, err))
-			}
-			if err := r.stillOurs(); err != nil {
-				return r.lose(work, cancelWork, stepping, err)
-			}
-		}
-	}
-}
-
-// fired is a channel that is always ready, for "act now" in a select.
-var fired = func() chan time.Time { c := make(chan time.Time); close(c); return c }()
-
 // deadlinePassed is the error that ends a term at the renew deadline,
 // with the last renewal's error, if any, as the cause.
 func (r *run) deadlinePassed(lastErr error) error {
@@ -542,65 +473,14 @@ func (r *run) stillOurs() error {
 	return nil
 }
 
-// lose ends a term whose lease is lost: the work's ctx is cancelled at
-// once, the work gets at most the safety margin to return, and the lease is
-// never released (it may already be another's).
-func (r *run) lose(work <-chan workResult, cancelWork context.CancelFunc, stepping bool, cause error) error {
-	e := r.e
-	cancelWork()
-	e.setLeading(false, time.Time{})
-	r.log.Info("Lost the lease; cancelled the work", "reason", cause.Error(), "safetyMargin", e.t.safetyMargin())
-
-	var err error
-	grace := e.clock.NewTimer(e.t.safetyMargin())
-	defer grace.Stop()
-	select {
-	case <-work:
-	case <-grace.C():
-		r.overdueWork = e.workOutlived(work)
-		err = fmt.Errorf("%w: still running %v after its context was cancelled", ErrWorkOutlivedLease, e.t.safetyMargin())
-		r.log.Error(err, "OnStartedLeading did not return within the safety margin; another leader may start now. Check fails until it returns")
-	}
-	r.stopped()
-	switch {
-	case err != nil:
-		return fmt.Errorf("%w; %w", cause, err)
-	case stepping:
-		return nil
-	default:
-		return cause
-	}
-}
-
-// stepDown ends a term whose work returned while the lease was still ours.
-// Nothing guarded by the lease runs any more, so releasing is safe: it
-// releases if ReleaseOnCancel is set, and always when the work ended on its
-// own, so the lease is never left held with no one working.
-func (r *run) stepDown(ctx context.Context, res workResult, stepping bool, lastSent time.Time) error {
-	var err error
-	if !stepping {
-		err = res.err()
-		if res.panicked != nil {
-			r.log.Error(err, "OnStartedLeading panicked; ending the term", "stack", string(res.stack))
-		} else {
-			r.log.Info("OnStartedLeading returned while leading; ending the term")
-		}
-	}
-	if r.e.cfg.ReleaseOnCancel || !stepping {
-		r.release(ctx, lastSent)
-	}
-	r.e.setLeading(false, time.Time{})
-	r.stopped()
-	return err
-}
-
 // release clears the holder with an update conditioned on our last write,
-// so it can never blank another holder's lease. It retries transient errors
-// while our claim is still valid.
-func (r *run) release(ctx context.Context, lastSent time.Time) {
+// so it can never blank another holder's lease, naming successor ("" for
+// anyone) as the preferred holder. It retries transient errors while our
+// claim is still valid, and returns nil once the Lease is released.
+func (r *run) release(ctx context.Context, lastSent time.Time, successor string) error {
 	e := r.e
 	if !r.view.ours() {
-		return
+		return fmt.Errorf("%w: the lease changed since our last write", ErrLeaderLost)
 	}
 	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
 	for {
@@ -608,36 +488,26 @@ func (r *run) release(ctx context.Context, lastSent time.Time) {
 		remaining := lastSent.Add(e.t.renewDeadline).Sub(now)
 		if remaining <= 0 {
 			r.log.Info("Did not release the lease: renew deadline passed; it expires on its own")
-			return
+			return fmt.Errorf("%w: renew deadline passed before the release", ErrLeaderLost)
 		}
 		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, min(e.t.requestTimeout(), remaining))
-		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now))
+		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor))
 		cancel()
 		switch {
 		case err == nil:
 			r.view.lease, r.view.ownVersion, r.view.observedAt = got, "", now
 			r.setSeen(got)
-			r.log.Info("Released the lease")
-			return
+			r.log.Info("Released the lease", "successor", printable(successor))
+			return nil
 		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
 			r.log.Info("Did not release the lease: it changed since our last write", "err", err.Error())
-			return
+			return fmt.Errorf("%w: %w", ErrLeaderLost, err)
 		}
 		r.log.V(2).Info("Release failed; retrying", "err", err.Error())
 		if !retry.wait(context.WithoutCancel(ctx)) {
-			return
+			return err
 		}
 	}
-}
-
-// stopped runs the end-of-term hooks: OnStoppedLeading, event, metric.
-func (r *run) stopped() {
-	e := r.e
-	e.lock.recordEvent(r.view.lease, "LeaderElection", "stopped leading")
-	if f := e.cfg.Callbacks.OnStoppedLeading; f != nil {
-		callSafely(r.log, "OnStoppedLeading", f)
-	}
-	r.log.Info("Stopped leading")
 }
 
 // observe folds one observation into the view. Stale observations (older
@@ -736,6 +606,16 @@ func (r *run) isOurs(lease *coordinationv1.Lease) bool {
 // candidate has caught up with the server.
 func (r *run) setSeen(lease *coordinationv1.Lease) {
 	holder := holderOf(lease)
+	if holder != r.lastHolder {
+		switch self := r.e.lock.Identity; {
+		case holder != "" && holder != self:
+			r.log.Info("Following the leader", "holder", holder)
+		case holder == "" && r.lastHolder != "" && r.lastHolder != self:
+			to, _ := preferredHolder(lease)
+			r.log.Info("Lease released", "by", r.lastHolder, "successor", printable(to))
+		}
+		r.lastHolder = holder
+	}
 	r.e.mu.Lock()
 	r.e.status.holder = holder
 	r.e.status.seenVersion = versionOf(lease)
@@ -751,12 +631,13 @@ func (e *Elector) seenVersion() string {
 	return e.status.seenVersion
 }
 
-// setLeading updates the status IsLeader reads. A zero lastSent keeps the
-// previous value.
-func (e *Elector) setLeading(leading bool, lastSent time.Time) {
+// setLeading updates the status IsLeader, Term and Yield read. A zero
+// lastSent keeps the previous value.
+func (e *Elector) setLeading(leading bool, lastSent time.Time, term *publishedTerm) {
 	e.mu.Lock()
 	changed := e.status.leading != leading
 	e.status.leading = leading
+	e.status.term = term
 	if !lastSent.IsZero() {
 		e.status.lastRenewSent = lastSent
 	}
@@ -764,6 +645,20 @@ func (e *Elector) setLeading(leading bool, lastSent time.Time) {
 	if changed {
 		e.cfg.Metrics.LeaderChanged(e.cfg.Name, leading)
 	}
+}
+
+// publishedTerm is what a term in progress shows the Elector's methods.
+type publishedTerm struct {
+	info   Term
+	yields chan<- *yieldRequest // Yield's requests to the term
+	ended  <-chan struct{}      // closed when the term ends
+}
+
+// setRenewed records the send time of a successful renewal.
+func (e *Elector) setRenewed(sent time.Time) {
+	e.mu.Lock()
+	e.status.lastRenewSent = sent
+	e.mu.Unlock()
 }
 
 // workOutlived marks the work of a lost term as overdue until it returns,

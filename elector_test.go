@@ -466,7 +466,10 @@ func TestWorkPanicsOrReturnsEndsTerm(t *testing.T) {
 // released (conditioned on our last write), then OnStoppedLeading.
 func TestCancelKeepsRenewingUntilWorkReturnsThenReleases(t *testing.T) {
 	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true })
+	a := h.candidate("a", func(c *Config) {
+		c.ReleaseOnCancel = true
+		c.StepDownTimeout = time.Minute // longer than this test's wait; the bound has its own tests
+	})
 	a.hold = make(chan struct{})
 	a.start()
 	a.waitLeader()

@@ -217,6 +217,7 @@ func TestPlainFakeWatchersNeverLeftUnread(t *testing.T) {
 			lock := *c.Lock
 			lock.Name = "other-lock"
 			c.Lock = &lock
+			c.StepDownTimeout = time.Hour
 		})
 		other.hold = make(chan struct{})
 		other.start()

@@ -46,9 +46,12 @@ func InClusterNamespace() (string, error) {
 	return ns, nil
 }
 
-// RequestTimeout is the client timeout to use for the election's requests
-// under a renew deadline: max(renewDeadline/2, 1s), so one hung request
-// cannot use up the whole deadline. A zero renewDeadline means the default.
+// RequestTimeout is the one rule that bounds each of the election's
+// requests: max(renewDeadline/2, 1s), so that a hung request fails with
+// time left in the deadline for another attempt, yet a slow but healthy
+// server is not cut off. The elector applies it to its own requests
+// itself, and cuts a renewal shorter still when less of the deadline
+// remains. A zero renewDeadline means the default.
 func RequestTimeout(renewDeadline time.Duration) time.Duration {
 	if renewDeadline == 0 {
 		renewDeadline = DefaultRenewDeadline
@@ -59,7 +62,12 @@ func RequestTimeout(renewDeadline time.Duration) time.Duration {
 // WithRequestTimeout returns a copy of cfg whose requests time out after
 // RequestTimeout(renewDeadline), except watches, which are long-running by
 // design. (rest.Config.Timeout would cut every watch after the timeout
-// too.) Build the election's clientset from it.
+// too.)
+//
+// The elector needs no such wrapper: it bounds every request it makes.
+// Use this only for a clientset that serves the election alone, to bound
+// requests at the transport as well. Never wrap the clientset your
+// controller shares: its own LISTs may rightly take longer.
 func WithRequestTimeout(cfg *rest.Config, renewDeadline time.Duration) *rest.Config {
 	out := rest.CopyConfig(cfg)
 	d := RequestTimeout(renewDeadline)

@@ -138,6 +138,13 @@ func (l *LeaseLock) claim(base *coordinationv1.Lease, now time.Time, leaseDurati
 	if newTerm || lease.Spec.AcquireTime == nil {
 		lease.Spec.AcquireTime = &stamp
 	}
+	if to, ok := preferredHolder(lease); ok && (newTerm || to == l.Identity) {
+		// A new term clears the preference that led to it (or that it
+		// overrode after deferring), so the next release goes to
+		// anyone; a renewal clears one naming this leader itself.
+		delete(lease.Annotations, PreferredHolderAnnotation)
+		lease.Spec.PreferredHolder = nil
+	}
 	if len(l.Labels) > 0 {
 		if lease.Labels == nil {
 			lease.Labels = map[string]string{}
@@ -149,13 +156,23 @@ func (l *LeaseLock) claim(base *coordinationv1.Lease, now time.Time, leaseDurati
 	return lease
 }
 
-// released returns a copy of lease with no holder and without our labels.
-// It keeps leaseTransitions so the term count survives the release.
-func (l *LeaseLock) released(lease *coordinationv1.Lease, now time.Time) *coordinationv1.Lease {
+// released returns a copy of lease with no holder and without our labels,
+// naming successor ("" for anyone) as the preferred holder. It keeps
+// leaseTransitions so the term count survives the release.
+func (l *LeaseLock) released(lease *coordinationv1.Lease, now time.Time, successor string) *coordinationv1.Lease {
 	out := lease.DeepCopy()
 	stamp := metav1.NewMicroTime(now)
 	out.Spec.HolderIdentity = nil
 	out.Spec.RenewTime = &stamp
+	out.Spec.PreferredHolder = nil
+	if successor == "" {
+		delete(out.Annotations, PreferredHolderAnnotation)
+	} else {
+		if out.Annotations == nil {
+			out.Annotations = map[string]string{}
+		}
+		out.Annotations[PreferredHolderAnnotation] = successor
+	}
 	for k, v := range l.Labels {
 		if out.Labels[k] == v {
 			delete(out.Labels, k)

@@ -1,0 +1,384 @@
+package leasehold
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
+)
+
+// Term is one leadership term of this process on a Lease: from the write
+// that won it to the moment the work's context is cancelled.
+//
+// Transitions is the term's fencing token. It strictly increases from one
+// term to the next on a Lease, whichever leasehold process wins, so a
+// store that remembers the highest token it has seen can refuse writes
+// from a deposed leader. The token is not enough on its own when:
+//   - the Lease is deleted and re-created: its count starts again, and
+//     only UID tells the two objects apart, so fence on (UID, Transitions);
+//   - client-go electors share the Lease (a mixed fleet during a
+//     migration): they increment leaseTransitions only when the holder
+//     changes, so a client-go replica re-acquiring its own lease reuses
+//     the number.
+type Term struct {
+	// Lease is the Lease's "namespace/name".
+	Lease string
+	// Holder is this process's identity, as written in the Lease.
+	Holder string
+	// Transitions is spec.leaseTransitions as set by the write that won
+	// the term: the fencing token.
+	Transitions int32
+	// AcquiredAt is the send time of that write, on the elector's clock.
+	AcquiredAt time.Time
+	// UID is the Lease object's UID. It changes when the Lease is deleted
+	// and re-created, which restarts Transitions.
+	UID types.UID
+}
+
+// String renders the term for logs, as "ns/name#transitions@holder".
+func (t Term) String() string {
+	return fmt.Sprintf("%s#%d@%s", t.Lease, t.Transitions, t.Holder)
+}
+
+type termKey struct{}
+
+// TermFromContext returns the term carried by the ctx that
+// OnStartedLeading receives, and false for any other ctx.
+func TermFromContext(ctx context.Context) (Term, bool) {
+	t, ok := ctx.Value(termKey{}).(Term)
+	return t, ok
+}
+
+// term is one leadership term in progress: the work and its cancel, the
+// send time of the last successful write, the renew and deadline timers,
+// and how the term is ending. Run's goroutine owns it. It ends in one of
+// three ways, each a method: lose (the lease is gone: cancel, wait at most
+// the safety margin, never release), stepDown (the work returned while the
+// lease was ours: release if asked, or always when it ended on its own),
+// and giveUp (stepping down took longer than StepDownTimeout: stop
+// renewing without releasing).
+type term struct {
+	r     *run
+	e     *Elector
+	log   logr.Logger
+	info  Term
+	clock clock.WithTicker
+
+	work       <-chan workResult
+	cancelWork context.CancelFunc
+	// lastSent is the send time of the last successful write of the term.
+	lastSent time.Time
+	// lastErr is the error of the last failed renewal since the last
+	// success, the cause reported if the deadline passes.
+	lastErr error
+	// stepping is set once the term is ending on purpose (Run's ctx
+	// cancelled, or a yield) and the work is being waited for.
+	stepping      bool
+	steppingSince time.Time
+	// yield is set while handing the Lease over to a successor;
+	// yieldAnswered once its caller was told the outcome.
+	yield         *yieldRequest
+	yieldAnswered bool
+
+	renewAt, deadline clock.Timer
+	failures          *errorStreak
+}
+
+// lead is the leader and stopping states. It starts the work, renews from
+// the cached Lease every RetryPeriod, and ends the term when the lease is
+// lost, the work returns, Run's ctx is cancelled or a yield is asked for.
+func (r *run) lead(ctx context.Context) error {
+	e := r.e
+	if !leaderValid(r.acquiredAt, e.clock.Now(), e.t.renewDeadline) {
+		// Paused between the winning write and here: the term may
+		// already be another's. Start nothing.
+		r.log.Info("Won the lease but the renew deadline passed before the work could start; not starting it")
+		return r.deadlinePassed(nil)
+	}
+	t := &term{
+		r: r, e: e, clock: e.clock,
+		lastSent: r.acquiredAt,
+		info: Term{
+			Lease:       e.cfg.Name,
+			Holder:      e.lock.Identity,
+			Transitions: transitionsOf(r.view.lease),
+			AcquiredAt:  r.acquiredAt,
+			UID:         r.view.lease.UID,
+		},
+	}
+	t.log = r.log.WithValues("term", t.info.Transitions)
+	return t.run(ctx)
+}
+
+func (t *term) run(ctx context.Context) error {
+	e, r := t.e, t.r
+	yields, ended := make(chan *yieldRequest), make(chan struct{})
+	defer close(ended)
+	e.setLeading(true, t.lastSent, &publishedTerm{info: t.info, yields: yields, ended: ended})
+	e.lock.recordEvent(r.view.lease, "LeaderElection", "became leader")
+
+	workCtx, cancelWork := context.WithCancel(context.WithValue(ctx, termKey{}, t.info))
+	defer cancelWork()
+	t.cancelWork = cancelWork
+	t.work = startWork(workCtx, e.cfg.Callbacks.OnStartedLeading)
+
+	now := t.clock.Now()
+	t.renewAt = t.clock.NewTimer(t.lastSent.Add(e.t.retryPeriod).Sub(now))
+	defer t.renewAt.Stop()
+	t.deadline = t.clock.NewTimer(t.lastSent.Add(e.t.renewDeadline).Sub(now))
+	defer t.deadline.Stop()
+	t.failures = newErrorStreak(t.clock, t.log, "Cannot renew the lease; retrying until the renew deadline")
+	t.failures.health = &e.health
+
+	cancelled := ctx.Done()
+	renewC := t.renewAt.C()
+	var giveUp, report <-chan time.Time
+	for {
+		// Before anything else, and especially after this process was
+		// paused: if the deadline passed by our clock, the term is over,
+		// whichever timer or event the select would pick first.
+		if !t.valid() {
+			return t.lose(r.deadlinePassed(t.lastErr))
+		}
+		if !t.stepping {
+			if to, ok := preferredSuccessor(r.view.lease, e.lock.Identity); ok {
+				t.log.Info("The Lease asks for a handoff; yielding", "to", printable(to))
+				t.beginStepDown(&yieldRequest{to: to})
+			}
+		}
+		if t.stepping && giveUp == nil {
+			giveUp, report = t.stepDownTimers()
+		}
+		select {
+		case <-cancelled:
+			cancelled = nil
+			t.log.Info("Context cancelled; waiting for OnStartedLeading to return before stepping down",
+				"stepDownTimeout", e.cfg.StepDownTimeout)
+			t.beginStepDown(nil)
+
+		case req := <-yields:
+			if t.stepping {
+				req.done <- fmt.Errorf("%w: already stepping down", ErrNotLeading)
+				continue
+			}
+			t.log.Info("Yielding the lease", "to", printable(req.to))
+			t.beginStepDown(req)
+
+		case res := <-t.work:
+			// The work may have returned because ctx was cancelled before
+			// this loop saw the cancellation: that is a step-down too.
+			return t.stepDown(ctx, res, t.stepping || ctx.Err() != nil)
+
+		case <-report:
+			waited := t.clock.Since(t.steppingSince)
+			t.log.Info("Still waiting for OnStartedLeading to return; renewing meanwhile",
+				"waited", waited.Round(time.Second), "stepDownTimeout", e.cfg.StepDownTimeout)
+			report = t.clock.After(stepDownReportEvery)
+
+		case <-giveUp:
+			return t.giveUp()
+
+		case <-t.deadline.C():
+			if t.valid() {
+				continue // a stale fire from before the last renewal
+			}
+			return t.lose(r.deadlinePassed(t.lastErr))
+
+		case <-renewC:
+			renewC = t.renewAt.C()
+			if !t.valid() {
+				continue // overdue after a pause: the check above ends the term
+			}
+			var err error
+			if renewC, err = t.renew(ctx); err != nil {
+				return t.lose(err)
+			}
+
+		case obs := <-r.observations:
+			if err := r.observe(obs); err != nil {
+				return t.lose(fmt.Errorf("%w: %w", ErrLeaderLost, err))
+			}
+			if err := r.stillOurs(); err != nil {
+				return t.lose(err)
+			}
+		}
+	}
+}
+
+// stepDownReportEvery is how often a step-down that waits for the work
+// says so in the log.
+const stepDownReportEvery = 5 * time.Second
+
+// valid reports whether the term still leads by this process's clock.
+func (t *term) valid() bool {
+	return leaderValid(t.lastSent, t.clock.Now(), t.e.t.renewDeadline)
+}
+
+// beginStepDown cancels the work; the term keeps renewing until the work
+// returns. y, if set, is the yield being carried out.
+func (t *term) beginStepDown(y *yieldRequest) {
+	t.stepping, t.steppingSince, t.yield = true, t.clock.Now(), y
+	t.cancelWork()
+}
+
+// stepDownTimers returns the channels that bound and report a step-down.
+func (t *term) stepDownTimers() (giveUp, report <-chan time.Time) {
+	return t.clock.After(t.e.cfg.StepDownTimeout), t.clock.After(stepDownReportEvery)
+}
+
+// renew makes one renewal attempt and re-arms the timers. It returns the
+// channel to wait on for the next attempt, and an error only when the
+// lease is lost.
+func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
+	e := t.e
+	attempt := t.clock.Now()
+	sent, err := t.r.renew(ctx, t.lastSent)
+	now := t.clock.Now()
+	switch {
+	case err == nil:
+		t.failures.succeeded()
+		t.lastErr = nil
+		t.lastSent = sent
+		e.setRenewed(sent)
+		t.deadline.Reset(sent.Add(e.t.renewDeadline).Sub(now))
+		t.renewAt.Reset(sent.Add(e.t.retryPeriod).Sub(now))
+		return t.renewAt.C(), nil
+	case errors.Is(err, ErrLeaderLost), errors.Is(err, ErrIdentityConflict):
+		return nil, err
+	}
+	t.failures.failed(err)
+	t.lastErr = err
+	// Retry one RetryPeriod after the failed attempt was sent: at once if
+	// it hung that long, so a stalled server gets every chance before the
+	// deadline.
+	next := attempt.Add(e.t.retryPeriod)
+	if dl := t.lastSent.Add(e.t.renewDeadline); dl.Before(next) {
+		next = dl
+	}
+	if d := next.Sub(now); d > 0 {
+		t.renewAt.Reset(d)
+		return t.renewAt.C(), nil
+	}
+	return fired, nil
+}
+
+// fired is a channel that is always ready, for "act now" in a select.
+var fired = func() chan time.Time { c := make(chan time.Time); close(c); return c }()
+
+// lose ends a term whose lease is lost: the work's ctx is cancelled at
+// once, the work gets at most the safety margin to return, and the lease is
+// never released (it may already be another's).
+func (t *term) lose(cause error) error {
+	e, r := t.e, t.r
+	t.cancelWork()
+	e.setLeading(false, time.Time{}, nil)
+	t.log.Info("Lost the lease; cancelled the work", "reason", cause.Error(), "safetyMargin", e.t.safetyMargin())
+
+	var err error
+	grace := t.clock.NewTimer(e.t.safetyMargin())
+	defer grace.Stop()
+	select {
+	case <-t.work:
+	case <-grace.C():
+		r.overdueWork = e.workOutlived(t.work)
+		err = fmt.Errorf("%w: still running %v after its context was cancelled", ErrWorkOutlivedLease, e.t.safetyMargin())
+		t.log.Error(err, "OnStartedLeading did not return within the safety margin; another leader may start now. Check fails until it returns")
+	}
+	t.stopped()
+	t.answerYield(cause)
+	switch {
+	case err != nil:
+		return fmt.Errorf("%w; %w", cause, err)
+	case t.stepping && t.yield == nil:
+		return nil
+	default:
+		return cause
+	}
+}
+
+// giveUp ends a step-down whose work did not return within
+// StepDownTimeout. The work may still run, so the lease is not released:
+// nobody may start before it expires. The elector stops renewing, and Run
+// returns ErrStepDownTimeout so that the process exits, taking the work
+// with it, before the lease expires.
+func (t *term) giveUp() error {
+	e, r := t.e, t.r
+	err := fmt.Errorf("%w: OnStartedLeading still running %v after its context was cancelled; stopped renewing without releasing, so the lease expires %v after the last renewal",
+		ErrStepDownTimeout, e.cfg.StepDownTimeout, e.t.leaseDuration)
+	t.log.Error(err, "Giving up the lease; exit the process now so the work stops before another leader starts")
+	e.setLeading(false, time.Time{}, nil)
+	r.overdueWork = e.workOutlived(t.work)
+	t.stopped()
+	t.answerYield(err)
+	return err
+}
+
+// stepDown ends a term whose work returned while the lease was still ours.
+// Nothing guarded by the lease runs any more, so releasing is safe: it
+// releases if ReleaseOnCancel is set or a yield asked for it, and always
+// when the work ended on its own, so the lease is never left held with no
+// one working.
+func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) error {
+	var err error
+	if !stepping {
+		err = res.err()
+		if res.panicked != nil {
+			t.log.Error(err, "OnStartedLeading panicked; ending the term", "stack", string(res.stack))
+		} else {
+			t.log.Info("OnStartedLeading returned while leading; ending the term")
+		}
+	}
+	var released error = errNotReleased
+	if t.e.cfg.ReleaseOnCancel || !stepping || t.yield != nil {
+		successor := ""
+		if t.yield != nil {
+			successor = t.yield.to
+		}
+		released = t.r.release(ctx, t.lastSent, successor)
+	}
+	t.e.setLeading(false, time.Time{}, nil)
+	t.stopped()
+	if t.yield != nil {
+		t.answerYield(released)
+		if released == nil {
+			return errYielded
+		}
+		if err == nil {
+			err = fmt.Errorf("%w: the yield's release failed: %w", ErrLeaderLost, released)
+		}
+	}
+	return err
+}
+
+// answerYield tells a Yield caller, if any, how the handoff ended.
+func (t *term) answerYield(err error) {
+	if t.yield != nil && t.yield.done != nil && !t.yieldAnswered {
+		t.yield.done <- err // buffered: never blocks
+		t.yieldAnswered = true
+	}
+}
+
+// stopped runs the end-of-term hooks: OnStoppedLeading, event, metric.
+func (t *term) stopped() {
+	e := t.e
+	e.lock.recordEvent(t.r.view.lease, "LeaderElection", "stopped leading")
+	if f := e.cfg.Callbacks.OnStoppedLeading; f != nil {
+		callSafely(t.log, "OnStoppedLeading", f)
+	}
+	t.log.Info("Stopped leading")
+}
+
+// errNotReleased is what stepDown records when it did not try to release.
+var errNotReleased = errors.New("not released")
+
+// printable renders a successor for logs: "" is anyone.
+func printable(successor string) string {
+	if successor == "" {
+		return "(anyone)"
+	}
+	return successor
+}
