@@ -8,10 +8,12 @@
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
 SHELL := /bin/bash
 GO ?= go
-MODULES := . leaseholdtest metrics/prometheus examples test
-SUBMODULES := metrics/prometheus examples test
+MODULES := . leaseholdtest metrics/prometheus examples test kubectl-leasehold
+SUBMODULES := metrics/prometheus examples test kubectl-leasehold
+# Modules with unit tests of their own (test/ holds the real-control-plane suites).
+UNITMODULES := metrics/prometheus examples kubectl-leasehold
 
-.PHONY: test lint unit integration controlplane demo bench chaos fuzz
+.PHONY: test lint unit integration controlplane kubectl plugin demo bench chaos fuzz
 
 test: lint unit integration
 
@@ -23,12 +25,20 @@ lint:
 
 unit:
 	$(GO) test -race -count=1 ./...
-	@for m in metrics/prometheus examples; do if [ -f $$m/go.mod ]; then echo "go test ($$m)"; (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; fi; done
+	@for m in $(UNITMODULES); do if [ -f $$m/go.mod ]; then echo "go test ($$m)"; (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; fi; done
 
 controlplane:
 	hack/controlplane/build.sh
 
-integration: controlplane
+# kubectl from the same pinned Kubernetes, with its own stamp.
+kubectl: controlplane
+	hack/controlplane/build-kubectl.sh
+
+# The kubectl plugin, as bin/kubectl-leasehold (put bin/ on PATH).
+plugin:
+	cd kubectl-leasehold && $(GO) build -o ../bin/kubectl-leasehold .
+
+integration: controlplane kubectl
 	@if [ -f test/go.mod ]; then cd test && $(GO) test -race -count=1 -p 1 -timeout 30m ./...; fi
 
 demo: controlplane
