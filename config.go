@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
 )
 
@@ -167,14 +168,27 @@ func (cfg Config) validate() error {
 		if l.Client == nil {
 			add("Lock.Client is nil: set it to clientset.CoordinationV1()")
 		}
-		if l.Namespace == "" {
+		switch {
+		case l.Namespace == "":
 			add(`Lock.Namespace is "": set the namespace of the Lease (InClusterNamespace reads the pod's own)`)
+		case len(validation.IsDNS1123Label(l.Namespace)) > 0:
+			add("Lock.Namespace is %q: a namespace must be a DNS label (%s); e.g. %q",
+				l.Namespace, strings.Join(validation.IsDNS1123Label(l.Namespace), "; "), dnsName(l.Namespace))
 		}
-		if l.Name == "" {
+		switch {
+		case l.Name == "":
 			add(`Lock.Name is "": set the name of the Lease, e.g. "my-controller"`)
+		case len(validation.IsDNS1123Subdomain(l.Name)) > 0:
+			add("Lock.Name is %q: a Lease name must be a DNS subdomain (%s); e.g. %q",
+				l.Name, strings.Join(validation.IsDNS1123Subdomain(l.Name), "; "), dnsName(l.Name))
 		}
-		if l.Identity == "" {
+		switch {
+		case l.Identity == "":
 			add(`Lock.Identity is "": set a value unique to this process (DefaultIdentity returns hostname_random)`)
+		case strings.TrimSpace(l.Identity) == "":
+			add("Lock.Identity is %q, only whitespace: set a value unique to this process (DefaultIdentity returns hostname_random)", l.Identity)
+		case strings.TrimSpace(l.Identity) != l.Identity:
+			add("Lock.Identity is %q: remove the leading or trailing whitespace (%q)", l.Identity, strings.TrimSpace(l.Identity))
 		}
 	}
 	if cfg.SharedWatch != nil && cfg.Lock != nil && cfg.SharedWatch.namespace != cfg.Lock.Namespace {
@@ -222,6 +236,18 @@ func (cfg Config) validate() error {
 		return invalidConfig(problems)
 	}
 	return nil
+}
+
+// dnsName suggests a valid DNS name close to s: lower case, with every
+// other character turned into '-'.
+func dnsName(s string) string {
+	b := []byte(strings.ToLower(strings.TrimSpace(s)))
+	for i, c := range b {
+		if !(c >= 'a' && c <= 'z' || c >= '0' && c <= '9' || c == '-' || c == '.') {
+			b[i] = '-'
+		}
+	}
+	return strings.Trim(string(b), "-.")
 }
 
 func invalidConfig(problems []string) error {
@@ -278,6 +304,13 @@ var (
 	// ErrNotLeading is wrapped by Yield's error when this process does
 	// not lead.
 	ErrNotLeading = errors.New("leasehold: not leading")
+
+	// ErrLeaseRefused is returned by Check when the API server has
+	// refused every write of the Lease for longer than LeaseDuration plus
+	// the tolerance for a reason retrying cannot fix, other than RBAC: the
+	// namespace does not exist, or the Lease is invalid. The error names
+	// the cause.
+	ErrLeaseRefused = errors.New("leasehold: the API server refuses the lease")
 
 	// ErrRenewStalled is returned by Check when the elector believes it
 	// leads but has not renewed within RenewDeadline plus the tolerance.

@@ -39,6 +39,10 @@ func TestNewValidation(t *testing.T) {
 		{"negative lease", func(c *Config) { c.LeaseDuration = -time.Second }, []string{"LeaseDuration is -1s", "must not be negative"}},
 		{"negative renew", func(c *Config) { c.RenewDeadline = -1 }, []string{"RenewDeadline is -1ns"}},
 		{"negative retry", func(c *Config) { c.RetryPeriod = -time.Minute }, []string{"RetryPeriod is -1m0s"}},
+		{"invalid lease name", func(c *Config) { c.Lock.Name = "My_Lease" }, []string{`Lock.Name is "My_Lease"`, "DNS subdomain", `e.g. "my-lease"`}},
+		{"invalid namespace", func(c *Config) { c.Lock.Namespace = "Kube System" }, []string{`Lock.Namespace is "Kube System"`, "DNS label", `e.g. "kube-system"`}},
+		{"whitespace identity", func(c *Config) { c.Lock.Identity = "  " }, []string{`Lock.Identity is "  ", only whitespace`}},
+		{"padded identity", func(c *Config) { c.Lock.Identity = " pod-a\n" }, []string{"leading or trailing whitespace", `("pod-a")`}},
 		{"negative step-down timeout", func(c *Config) { c.StepDownTimeout = -time.Second }, []string{"StepDownTimeout is -1s"}},
 		{"sub-second lease", func(c *Config) {
 			c.LeaseDuration, c.RenewDeadline, c.RetryPeriod = 800*time.Millisecond, 300*time.Millisecond, 100*time.Millisecond

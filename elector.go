@@ -117,37 +117,6 @@ func (e *Elector) Leader() string {
 	return e.status.holder
 }
 
-// Check is a health check for a liveness probe. It fails when this process
-// believes it leads but has not renewed for RenewDeadline plus
-// maxTolerableExpiredLease (its loop is stuck), when the work of a lost
-// term has outlived the safety margin (the process must be restarted to be
-// sure it stopped), and when every request to the API server has failed,
-// or RBAC has forbidden every write of the Lease, for longer than
-// LeaseDuration plus maxTolerableExpiredLease. Otherwise a follower is
-// healthy.
-func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
-	now := e.clock.Now()
-	if since := e.health.since(); !since.IsZero() && now.Sub(since) > e.t.leaseDuration+maxTolerableExpiredLease {
-		return fmt.Errorf("%w: %s: every request has failed for %v", ErrAPIUnreachable, e.cfg.Name, now.Sub(since).Round(time.Millisecond))
-	}
-	if since, err := e.health.deniedFor(); err != nil && now.Sub(since) > e.t.leaseDuration+maxTolerableExpiredLease {
-		return fmt.Errorf("%w: %s: for %v: %w", ErrForbidden, e.cfg.Name, now.Sub(since).Round(time.Millisecond), err)
-	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.status.workOverdue {
-		return fmt.Errorf("%w: %s: OnStartedLeading still running %v after the lease was lost",
-			ErrWorkOutlivedLease, e.cfg.Name, now.Sub(e.status.workOverdueSince).Round(time.Millisecond))
-	}
-	if e.status.leading {
-		if stalled := now.Sub(e.status.lastRenewSent); stalled > e.t.renewDeadline+maxTolerableExpiredLease {
-			return fmt.Errorf("%w: %s: leading but last successful renewal sent %v ago (renewDeadline %v, tolerance %v)",
-				ErrRenewStalled, e.cfg.Name, stalled.Round(time.Millisecond), e.t.renewDeadline, maxTolerableExpiredLease)
-		}
-	}
-	return nil
-}
-
 // Run campaigns for the lease and, while it leads, runs
 // Callbacks.OnStartedLeading. It returns:
 //   - nil when ctx is cancelled (after stepping down cleanly if leading);
@@ -370,7 +339,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	} else {
 		got, err = e.lock.update(rctx, desired)
 	}
-	e.health.write(e.clock.Now(), err)
+	e.health.write(e.clock.Now(), err, act == actCreate)
 	switch {
 	case err == nil:
 		if holderOf(r.view.lease) == "" && r.view.lease != nil {
@@ -428,7 +397,7 @@ func (r *run) renew(ctx context.Context, lastSent time.Time) (time.Time, error) 
 		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
 		got, err := e.lock.update(rctx, desired)
 		cancel()
-		e.health.write(e.clock.Now(), err)
+		e.health.write(e.clock.Now(), err, false)
 		e.cfg.Metrics.Renew(e.cfg.Name, e.clock.Since(now), err)
 		switch {
 		case err == nil:

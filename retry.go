@@ -2,13 +2,10 @@ package leasehold
 
 import (
 	"context"
-	"errors"
 	"math/rand/v2"
-	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/clock"
 )
 
@@ -107,76 +104,4 @@ func (s *errorStreak) succeeded() {
 		s.log.Info("Recovered", "operation", s.msg, "failures", s.count)
 	}
 	s.count = 0
-}
-
-// unreachable reports whether err means the API server did not serve the
-// request: no answer, a timeout, a 5xx or a 429. A 403 or 404 is an
-// answer, and is reported on its own.
-func unreachable(err error) bool {
-	var st apierrors.APIStatus
-	if errors.As(err, &st) {
-		code := st.Status().Code
-		return code >= 500 || code == 429
-	}
-	return true
-}
-
-// apiHealth tracks since when requests to the API server have been failing
-// without a success, for Check.
-type apiHealth struct {
-	mu           sync.Mutex
-	failingSince time.Time
-	// deniedSince and denied record a run of writes that RBAC forbade.
-	deniedSince time.Time
-	denied      error
-}
-
-// write records the outcome of a write of the Lease.
-func (h *apiHealth) write(now time.Time, err error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	switch {
-	case err == nil:
-		h.deniedSince, h.denied = time.Time{}, nil
-	case apierrors.IsForbidden(err):
-		if h.deniedSince.IsZero() {
-			h.deniedSince = now
-		}
-		h.denied = err
-	}
-}
-
-// deniedFor returns the last forbidden write error and since when writes
-// have been forbidden, or a nil error.
-func (h *apiHealth) deniedFor() (time.Time, error) {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.deniedSince, h.denied
-}
-
-func (h *apiHealth) failed(now time.Time) {
-	if h == nil {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	if h.failingSince.IsZero() {
-		h.failingSince = now
-	}
-}
-
-func (h *apiHealth) succeeded() {
-	if h == nil {
-		return
-	}
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	h.failingSince = time.Time{}
-}
-
-// since returns when the current run of failures began, zero if none.
-func (h *apiHealth) since() time.Time {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	return h.failingSince
 }
