@@ -398,7 +398,7 @@ func (l *loop) step(ctx context.Context, now time.Time) time.Time {
 		l.startShard(i)
 	}
 	wake := d.wake
-	if l.cur != nil && l.s.term.running && l.s.term.epoch == "" && !l.cur.epochTried && !l.s.term.leaving && l.fatal == nil {
+	if l.cur != nil && l.s.term.live && l.s.term.epoch == "" && !l.cur.epochTried && l.fatal == nil {
 		// The epoch is needed before any claim.
 		if l.request(now, &wake, func() { l.cur.epochTried = true; l.readEpoch(l.cur) }) {
 			return wake

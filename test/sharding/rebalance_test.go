@@ -148,3 +148,38 @@ func firstStartAfter(runs []run, s int, since time.Time, not string) time.Time {
 	}
 	return at
 }
+
+// The graceful-leave target holds at K = 256 too: a leaver's 85 shards
+// each restart elsewhere within 100ms (p99) of their work returning.
+func TestGracefulLeaveHandoffAtK256(t *testing.T) {
+	const shards = 256
+	ns := newNamespace(t)
+	tr := newTracker()
+	logs := newLogBuffer(t)
+	defer tr.check(t)
+	opts := func(id string) memberOpts {
+		return memberOpts{id: id, ns: ns, group: "g", shards: shards, t: fast, release: true, tr: tr, logs: logs}
+	}
+	startMember(t, opts("a"))
+	startMember(t, opts("b"))
+	c := startMember(t, opts("c"))
+	eventually(t, 10*time.Second, "balanced", func() bool { return balancedOver(tr, shards, "a", "b", "c") })
+	time.Sleep(time.Second)
+	own := tr.owners()
+	leave := time.Now()
+	if err := c.stop(t); err != nil {
+		t.Fatal(err)
+	}
+	eventually(t, 5*time.Second, "balanced over a, b", func() bool { return balancedOver(tr, shards, "a", "b") })
+	runs := tr.allRuns()
+	var handoffs []time.Duration
+	for _, s := range own["c"] {
+		handoffs = append(handoffs, firstStartAfter(runs, s, leave, "c").Sub(lastReturn(runs, "c", s)))
+	}
+	p50, p99 := percentile(handoffs, 0.5), percentile(handoffs, 0.99)
+	t.Logf("K=256, graceful leave of c (%d shards): restarted elsewhere after their work returned: p50 %v, p99 %v; all in %v after the cancel",
+		len(handoffs), p50.Round(time.Microsecond), p99.Round(time.Microsecond), time.Since(leave).Round(time.Millisecond))
+	if p99 > 100*time.Millisecond {
+		t.Errorf("p99 %v, target 100ms", p99)
+	}
+}
