@@ -205,6 +205,9 @@ type run struct {
 	// sitOutUntil is set after a yield: no write before it, so that
 	// another candidate takes the Lease.
 	sitOutUntil time.Time
+	// quickReturns counts terms in a row whose work returned on its own
+	// within a RetryPeriod of starting.
+	quickReturns int
 	// lastHolder is the holder of the newest Lease seen, for the log.
 	lastHolder string
 	// versionless is set once a Lease without a resourceVersion was seen

@@ -94,32 +94,55 @@ func ExampleNew_validation() {
 	// leasehold: invalid config: Lock.Identity is "": set a value unique to this process (DefaultIdentity returns hostname_random); LeaseDuration is 11s: it must exceed RenewDeadline + RetryPeriod (10s + 2s = 12s) to leave a safety margin for the old leader to stop; raise LeaseDuration to at least 13s
 }
 
-// With Rejoin, losing the lease (or the work ending on its own) starts a
-// new campaign instead of ending Run, so the process need not exit.
+// With Rejoin, OnStartedLeading is called once per term, so it builds its
+// controller inside: a controller whose Run has returned has shut its queue
+// down, and running the same one again would hold the lease and do
+// nothing. Here the first term ends early (its work returns), the elector
+// campaigns again, and the second term gets a fresh controller.
 func ExampleConfig_rejoin() {
 	srv := leaseholdtest.NewServer()
 	ctx, cancel := context.WithCancel(context.Background())
-	terms := 0
+	built := 0
 	e, _ := leasehold.New(leasehold.Config{
 		Lock:          &leasehold.LeaseLock{Namespace: "default", Name: "lock", Identity: "a", Client: srv.Client("a")},
 		Rejoin:        true,
 		LeaseDuration: 3 * time.Second, RenewDeadline: 2 * time.Second, RetryPeriod: 100 * time.Millisecond,
 		Callbacks: leasehold.Callbacks{
 			OnStartedLeading: func(ctx context.Context) {
-				terms++
-				if terms == 2 {
-					cancel()
-					<-ctx.Done()
+				built++
+				c := &toyController{name: fmt.Sprint("controller #", built)} // fresh per term
+				if built == 2 {
+					cancel() // stop the example after the second term
 				}
-				// The first term's work returns early: the term ends and,
-				// with Rejoin, the elector campaigns again.
+				c.Run(ctx)
 			},
 		},
 	})
 	err := e.Run(ctx)
-	fmt.Println("terms:", terms, "err:", err)
+	fmt.Println("Run:", err)
 	// Output:
-	// terms: 2 err: <nil>
+	// controller #1 ran and shut down its queue
+	// controller #2 ran and shut down its queue
+	// Run: <nil>
+}
+
+// toyController is shaped like a sample-controller: Run works until ctx
+// is cancelled (the first one here returns early), then shuts its queue
+// down for good.
+type toyController struct {
+	name     string
+	shutDown bool
+}
+
+func (c *toyController) Run(ctx context.Context) {
+	if c.shutDown {
+		panic("a controller cannot be run twice")
+	}
+	if c.name != "controller #1" {
+		<-ctx.Done()
+	}
+	c.shutDown = true
+	fmt.Println(c.name, "ran and shut down its queue")
 }
 
 // A liveness probe on Check: it fails when renewals stalled while leading,

@@ -330,6 +330,7 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 			t.log.Error(err, "OnStartedLeading panicked; ending the term", "stack", string(res.stack))
 		} else {
 			t.log.Info("OnStartedLeading returned while leading; ending the term")
+			t.r.noteQuickReturn(t.clock.Since(t.info.AcquiredAt) < t.e.t.retryPeriod)
 		}
 	}
 	var released error = errNotReleased
@@ -381,4 +382,18 @@ func printable(successor string) string {
 		return "(anyone)"
 	}
 	return successor
+}
+
+// noteQuickReturn counts terms in a row whose work returned on its own
+// right after it started, and warns on the second: the usual cause is a
+// controller built once and run again in every term.
+func (r *run) noteQuickReturn(quick bool) {
+	if !quick {
+		r.quickReturns = 0
+		return
+	}
+	r.quickReturns++
+	if r.quickReturns == 2 && r.e.cfg.Rejoin {
+		r.log.Info("WARNING: OnStartedLeading returned right after it started, in two terms in a row. With Rejoin it is called once per term: build the controller inside it, since a controller whose Run has returned usually does nothing when run again")
+	}
 }

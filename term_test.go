@@ -214,3 +214,23 @@ func TestDeferToAbsentSuccessorThenCompete(t *testing.T) {
 		t.Fatal("the new term kept a stale preference")
 	}
 }
+
+// With Rejoin, a work that returns right after it starts in two terms in a
+// row (a controller built once and run again) gets a warning, once.
+func TestRejoinWarnsOnWorkThatReturnsAtOnce(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a", func(c *Config) { c.Rejoin = true })
+	a.workReturn = func() {}
+	a.start()
+	h.advance(time.Second) // term 1 ended; the rejoin waits a RetryPeriod
+	if n := len(a.logs.matching("two terms in a row")); n != 0 {
+		t.Fatalf("warned after %d terms", a.count("started"))
+	}
+	h.advance(10 * time.Second) // terms 2 to 5
+	if a.count("started") < 3 {
+		t.Fatalf("%d terms, want several", a.count("started"))
+	}
+	if n := len(a.logs.matching("two terms in a row")); n != 1 {
+		t.Fatalf("warned %d times after %d quick terms, want once", n, a.count("started"))
+	}
+}

@@ -60,3 +60,15 @@ func (w *watcher) sendLocked(ev event) {
 		w.closeLocked() // too slow: drop it
 	}
 }
+
+// Unread returns how many watch events the server has sent that their
+// readers have not taken yet, over every open watch.
+func (s *Server) Unread() int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n := 0
+	for w := range s.watchers {
+		n += len(w.ch)
+	}
+	return n
+}
