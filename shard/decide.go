@@ -71,6 +71,22 @@ type state struct {
 	// deleting.
 	collected map[string]string
 	noCollect bool
+
+	names map[string]string // identity -> member Lease name, memoized
+}
+
+// leaseName is MemberLeaseName in this group, memoized: decisions look it
+// up per shard.
+func (s *state) leaseName(id string) string {
+	if n, ok := s.names[id]; ok {
+		return n
+	}
+	if s.names == nil {
+		s.names = map[string]string{}
+	}
+	n := MemberLeaseName(s.group, id)
+	s.names[id] = n
+	return n
 }
 
 // decision is what to do next.
@@ -154,15 +170,15 @@ func (s *state) garbage(now time.Time) string {
 	if s.noCollect || s.asg == nil {
 		return ""
 	}
-	keep := map[string]bool{MemberLeaseName(s.group, s.self): true}
+	keep := map[string]bool{s.leaseName(s.self): true}
 	for _, id := range s.asg.referenced() {
-		keep[MemberLeaseName(s.group, id)] = true
+		keep[s.leaseName(id)] = true
 	}
 	for id := range s.asg.epoch {
-		keep[MemberLeaseName(s.group, id)] = true
+		keep[s.leaseName(id)] = true
 	}
 	for id := range s.asg.leaving {
-		keep[MemberLeaseName(s.group, id)] = true
+		keep[s.leaseName(id)] = true
 	}
 	var names []string
 	for name, mv := range s.members {
@@ -304,7 +320,7 @@ func (s *state) desired(now time.Time) (next *assignment, fence string, wake tim
 //   - epoch > rv: this view of o's Lease is older than o's claim; wait
 //     for the watch to bring the newer one.
 func (s *state) ownerGone(o, epoch string, now time.Time) (ok bool, fence string, at time.Time) {
-	name := MemberLeaseName(s.group, o)
+	name := s.leaseName(o)
 	mv := s.members[name]
 	if mv == nil {
 		if !s.synced {
@@ -343,7 +359,7 @@ func (s *state) live(now time.Time) []string {
 	}
 	for name, mv := range s.members {
 		h := holderOf(mv.lease)
-		if mv.absent || h == "" || h == s.self || MemberLeaseName(s.group, h) != name {
+		if mv.absent || h == "" || h == s.self || s.leaseName(h) != name {
 			continue
 		}
 		dur := claimDuration(mv.lease, s.leaseDuration)
@@ -365,7 +381,7 @@ func (s *state) liveExpiry(now time.Time) time.Time {
 	var at time.Time
 	for name, mv := range s.members {
 		h := holderOf(mv.lease)
-		if mv.absent || h == "" || h == s.self || MemberLeaseName(s.group, h) != name {
+		if mv.absent || h == "" || h == s.self || s.leaseName(h) != name {
 			continue
 		}
 		e := mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))

@@ -302,6 +302,7 @@ func (l *loop) run(ctx context.Context) error {
 			electorRunning, electorErr = false, err
 		case <-timerC:
 		}
+		l.drain()
 	}
 
 	switch {
@@ -314,6 +315,22 @@ func (l *loop) run(ctx context.Context) error {
 		l.deleteOwnLease()
 	}
 	return nil
+}
+
+// drain folds in the shard exits and group events already queued, so
+// that one decision (and one write) covers a burst of them: a member
+// stopping many shards acknowledges them together.
+func (l *loop) drain() {
+	for i := 0; i < 4*l.cfg.Shards+64; i++ {
+		select {
+		case ex := <-l.shardDone:
+			l.onShardExit(ex)
+		case msg := <-l.groupMsgs:
+			l.onGroup(msg)
+		default:
+			return
+		}
+	}
 }
 
 // termWork is the elector's OnStartedLeading: one membership term. It
