@@ -72,8 +72,10 @@ func callSafely(log logr.Logger, what string, f func()) {
 	f()
 }
 
-// leaderNotifier delivers OnNewLeader calls in order, one at a time, on its
-// own goroutine, so a slow callback never delays a renewal.
+// leaderNotifier delivers OnNewLeader calls in order, one at a time, on a
+// goroutine of its own, so a slow callback never delays a renewal. The
+// goroutine runs only while calls are queued: an idle notifier, or one
+// without a callback, costs none.
 type leaderNotifier struct {
 	log      logr.Logger
 	callback func(identity string)
@@ -81,21 +83,13 @@ type leaderNotifier struct {
 	mu       sync.Mutex
 	queue    []string
 	last     string // last identity queued; duplicates are not queued
-	wake     chan struct{}
-	stop     chan struct{}
-	finished chan struct{}
+	active   bool   // a delivery goroutine is running
+	closed   bool
+	finished chan struct{} // closed when the delivery goroutine ends, if active
 }
 
 func newLeaderNotifier(log logr.Logger, callback func(string)) *leaderNotifier {
-	n := &leaderNotifier{
-		log:      log,
-		callback: callback,
-		wake:     make(chan struct{}, 1),
-		stop:     make(chan struct{}),
-		finished: make(chan struct{}),
-	}
-	go n.loop()
-	return n
+	return &leaderNotifier{log: log, callback: callback}
 }
 
 // holderSeen queues a call for identity if it differs from the last one
@@ -106,47 +100,45 @@ func (n *leaderNotifier) holderSeen(identity string) {
 	}
 	n.mu.Lock()
 	defer n.mu.Unlock()
-	if identity == n.last {
+	if identity == n.last || n.closed {
 		return
 	}
 	n.last = identity
 	n.queue = append(n.queue, identity)
-	select {
-	case n.wake <- struct{}{}:
-	default:
+	if !n.active {
+		n.active = true
+		n.finished = make(chan struct{})
+		go n.deliver(n.finished)
 	}
 }
 
-func (n *leaderNotifier) loop() {
-	defer close(n.finished)
+// deliver makes the queued calls, in order, then ends.
+func (n *leaderNotifier) deliver(finished chan struct{}) {
+	defer close(finished)
 	for {
-		select {
-		case <-n.stop:
-			return
-		case <-n.wake:
-		}
-		for {
-			n.mu.Lock()
-			if len(n.queue) == 0 {
-				n.mu.Unlock()
-				break
-			}
-			id := n.queue[0]
-			n.queue = n.queue[1:]
+		n.mu.Lock()
+		if len(n.queue) == 0 || n.closed {
+			n.active = false
 			n.mu.Unlock()
-			select {
-			case <-n.stop:
-				return
-			default:
-			}
-			callSafely(n.log, "OnNewLeader", func() { n.callback(id) })
+			return
 		}
+		id := n.queue[0]
+		n.queue = n.queue[1:]
+		n.mu.Unlock()
+		callSafely(n.log, "OnNewLeader", func() { n.callback(id) })
 	}
 }
 
 // close stops delivery and waits for a call in progress to return.
 // Queued calls not yet started are dropped.
 func (n *leaderNotifier) close() {
-	close(n.stop)
-	<-n.finished
+	n.mu.Lock()
+	n.closed = true
+	n.queue = nil
+	finished := n.finished
+	active := n.active
+	n.mu.Unlock()
+	if active {
+		<-finished
+	}
 }

@@ -39,13 +39,15 @@ type observation struct {
 // mailbox holds the newest observation not yet taken. Putting never
 // blocks: a newer observation replaces an untaken older one, which it
 // supersedes. So a reader that is busy (a term ending, a slow callback)
-// never stalls the watch feeding it, and never reads a backlog. One
-// goroutine puts into a mailbox; any may take.
+// never stalls the watch feeding it, and never reads a backlog. At most
+// two goroutines put into one mailbox (an observer's GET and a shared
+// watch); one takes.
 type mailbox chan observation
 
 func newMailbox() mailbox { return make(mailbox, 1) }
 
-// put stores obs, dropping an older observation not yet taken.
+// put stores obs, replacing an observation not yet taken unless that one
+// is of a newer Lease (a GET's answer can arrive after a watch event).
 func (m mailbox) put(obs observation) {
 	for {
 		select {
@@ -54,7 +56,11 @@ func (m mailbox) put(obs observation) {
 		default:
 		}
 		select {
-		case <-m:
+		case old := <-m:
+			if old.lease != nil && obs.lease != nil && old.lease.ResourceVersion != "" && obs.lease.ResourceVersion != "" &&
+				newerVersion(old.lease.ResourceVersion, obs.lease.ResourceVersion) {
+				obs = old // keep the newer; without versions, the last put wins
+			}
 		default:
 		}
 	}
@@ -128,7 +134,10 @@ func (o *observer) run(ctx context.Context) {
 // current state, then the shared watch's events for this lease. It returns
 // true when ctx ends, false if the shared watch is forbidden.
 func (o *observer) followShared(ctx context.Context) bool {
-	sub := o.shared.subscribe(ctx, o.lock.Name)
+	// Subscribed before the GET, so nothing written after it is missed.
+	// The shared watch puts this lease's events straight into our
+	// mailbox, which keeps the newer of what it holds and what is put.
+	sub := o.shared.subscribe(ctx, o.lock.Name, o.out)
 	defer o.shared.unsubscribe(sub)
 	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
 	failures := o.streak("Cannot read the lease; retrying with backoff")
@@ -153,8 +162,6 @@ func (o *observer) followShared(ctx context.Context) bool {
 		case <-sub.lost:
 			o.log.Info("Shared watch lost; falling back to polling every retry period", "retryPeriod", o.retryPeriod)
 			return false
-		case obs := <-sub.latest:
-			o.out.put(obs)
 		}
 	}
 }
@@ -316,10 +323,10 @@ type subscription struct {
 	lost   chan struct{} // closed if the shared watch is forbidden
 }
 
-func (w *SharedWatch) subscribe(ctx context.Context, name string) *subscription {
+func (w *SharedWatch) subscribe(ctx context.Context, name string, out mailbox) *subscription {
 	w.mu.Lock()
 	defer w.mu.Unlock()
-	sub := &subscription{name: name, latest: newMailbox(), lost: make(chan struct{})}
+	sub := &subscription{name: name, latest: out, lost: make(chan struct{})}
 	if w.forbidden {
 		close(sub.lost)
 		return sub

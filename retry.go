@@ -52,9 +52,14 @@ func sleep(ctx context.Context, c clock.Clock, d time.Duration) bool {
 }
 
 // withClockTimeout is context.WithTimeout driven by clock c, so that request
-// timeouts follow a fake clock in tests.
+// timeouts follow a fake clock in tests. It starts no goroutine: the
+// clock's own timer cancels the ctx.
 func withClockTimeout(ctx context.Context, c clock.Clock, d time.Duration) (context.Context, context.CancelFunc) {
 	ctx, cancel := context.WithCancelCause(ctx)
+	if delayed, ok := c.(clock.WithDelayedExecution); ok {
+		t := delayed.AfterFunc(d, func() { cancel(context.DeadlineExceeded) })
+		return ctx, func() { t.Stop(); cancel(context.Canceled) }
+	}
 	t := c.NewTimer(d)
 	go func() {
 		select {
