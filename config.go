@@ -30,7 +30,8 @@ const DefaultStepDownTimeout = 20 * time.Second
 const renewJitterFactor = 1.2
 
 // Config configures an Elector. The zero value of every optional field is
-// usable: New fills in the documented default, in one place (withDefaults).
+// usable: New fills in the documented default. Every default, the derived
+// ones included, is set in one place.
 type Config struct {
 	// Lock is the Lease this elector campaigns for. Required.
 	Lock *LeaseLock

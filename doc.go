@@ -67,6 +67,34 @@
 //     guarded by it runs any more), and Run returns an error saying why,
 //     or campaigns again with Rejoin.
 //
+// # A term, and its fencing token
+//
+// Each term carries a Term, from TermFromContext(ctx) in OnStartedLeading
+// or Elector.Term: the Lease, the holder, the Lease's UID and
+// Transitions, the leaseTransitions value the winning write set, which
+// strictly increases from one term to the next whichever leasehold
+// process wins. Stamp writes to the outside world with it, so that a
+// store (or, with the fence package, the API server itself) can refuse
+// the writes of a deposed leader that a pause kept running.
+//
+// # Stepping down is bounded
+//
+// When Run's ctx is cancelled (or a Yield asks for a handoff) the elector
+// keeps renewing until OnStartedLeading returns, for at most
+// StepDownTimeout. If the work ignores its ctx that long, the elector
+// stops renewing without releasing and Run returns ErrStepDownTimeout:
+// the process must exit, and the Lease expires LeaseDuration after the
+// last renewal, by when the work is gone with the process.
+//
+// # Handing over on purpose
+//
+// Elector.Yield, or any writer setting the annotation
+// leasehold.dev/preferred-holder on the Lease, makes the leader stop its
+// work, then release the Lease naming the successor. The successor takes
+// it at once; everyone else defers to it for one lease duration. The
+// release is the same conditional write as any release, so a handoff can
+// never blank another holder's Lease.
+//
 // # Followers watch, they do not poll
 //
 // Every candidate keeps one watch open on its Lease (a field selector on

@@ -19,17 +19,18 @@ import (
 // it. Create one with New and start it with Run. Its methods are safe for
 // concurrent use.
 //
-// The state machine, all of it in this file:
+// The state machine:
 //
-//	follower ──(lease free or expired by our clock)──▶ candidate
-//	candidate ──(conditional write wins)──▶ leader
+//	follower ──(lease free, released to us, or expired by our clock)──▶ candidate
+//	candidate ──(conditional write wins)──▶ leader (a term starts)
 //	candidate ──(write conflicts: somebody else wrote)──▶ follower
 //	leader ──(renew deadline passed, other holder seen, lease deleted)──▶ stopping (lost)
-//	leader ──(Run's ctx cancelled, or the work returned)──▶ stopping (stepping down)
-//	stopping ──(work returned, or safety margin ran out)──▶ Run returns, or follower if Rejoin
+//	leader ──(Run's ctx cancelled, Yield, annotation, or the work returned)──▶ stopping (stepping down)
+//	stopping ──(work returned, safety margin or StepDownTimeout ran out)──▶ Run returns, or follower if Rejoin
 //
-// Run's goroutine owns the state; campaign is follower and candidate, lead
-// is leader and stopping.
+// Run's goroutine owns the state. Run reads campaign → term → rejoin; a
+// run is follower and candidate (campaign), and a term is leader and
+// stopping, ended by one of its small methods: lose, stepDown or giveUp.
 type Elector struct {
 	cfg   Config
 	t     timings
