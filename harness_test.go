@@ -44,26 +44,33 @@ type harness struct {
 	working, maxWorking atomic.Int32
 	// step is the largest single step of the fake clock in advance.
 	step time.Duration
-	// clientFor and getLease reach the Lease API under test: srv's by
+	// clientFor and leaseAt reach the Lease API under test: srv's by
 	// default, or one of client-go's plain fake clientsets.
 	clientFor func(id string) coordinationv1client.LeasesGetter
-	getLease  func() *coordinationv1.Lease
+	leaseAt   func(namespace, name string) *coordinationv1.Lease
+
+	mu    sync.Mutex
+	cands []*candidate
+	// behind maps a candidate that did not catch up with the server
+	// within settleCatchUp to the version it was stuck at: settle does
+	// not wait for it again until that version changes.
+	behind map[*candidate]string
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond}
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond, behind: map[*candidate]string{}}
 	h.clientFor = func(id string) coordinationv1client.LeasesGetter { return h.srv.Client(id) }
-	h.getLease = func() *coordinationv1.Lease { return h.srv.Lease(testNS, testName) }
+	h.leaseAt = h.srv.Lease
 	return h
 }
 
 // newFakeClientsetHarness runs the candidates on one of client-go's plain
 // fake clientsets, which returns Leases without a resourceVersion.
 func newFakeClientsetHarness(t *testing.T, cs kubernetes.Interface) *harness {
-	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), step: 500 * time.Millisecond}
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), step: 500 * time.Millisecond, behind: map[*candidate]string{}}
 	h.clientFor = func(string) coordinationv1client.LeasesGetter { return cs.CoordinationV1() }
-	h.getLease = func() *coordinationv1.Lease {
-		l, err := cs.CoordinationV1().Leases(testNS).Get(context.Background(), testName, metav1.GetOptions{})
+	h.leaseAt = func(namespace, name string) *coordinationv1.Lease {
+		l, err := cs.CoordinationV1().Leases(namespace).Get(context.Background(), name, metav1.GetOptions{})
 		if err != nil {
 			return nil
 		}
@@ -72,11 +79,21 @@ func newFakeClientsetHarness(t *testing.T, cs kubernetes.Interface) *harness {
 	return h
 }
 
+// settleCatchUp bounds how long settle waits (in real time) for a
+// candidate to see the server's current version of its Lease: a watch
+// event in transit arrives in well under that, even on a loaded machine.
+const settleCatchUp = 250 * time.Millisecond
+
 // settle waits (in real time) until the fake clock's waiter count and the
-// server's in-flight count have been stable for a while.
+// server's in-flight count have been stable for a while, and every running
+// candidate has seen the current version of its Lease. A candidate that
+// cannot catch up without the clock moving (it polls, or waits for its
+// overdue work) is waited for settleCatchUp at most, once per version it
+// is stuck at.
 func (h *harness) settle() {
 	h.t.Helper()
 	last, stable := -1, 0
+	var lagging time.Time
 	for i := 0; i < 4000 && stable < 10; i++ {
 		n := h.clock.Waiters() * 1000
 		if h.srv != nil {
@@ -87,8 +104,54 @@ func (h *harness) settle() {
 		} else {
 			last, stable = n, 0
 		}
+		if stable == 10 {
+			switch lag := h.lagging(); {
+			case lag == nil && !lagging.IsZero():
+				// Caught up: give its reaction time to show.
+				lagging, stable = time.Time{}, 0
+			case lag == nil:
+			case lagging.IsZero():
+				lagging, stable = time.Now(), 0
+			case time.Since(lagging) < settleCatchUp:
+				stable = 0
+			default:
+				h.mu.Lock()
+				for _, c := range lag {
+					h.behind[c] = c.e.seenVersion()
+				}
+				h.mu.Unlock()
+			}
+		}
 		time.Sleep(100 * time.Microsecond)
 	}
+}
+
+// lagging returns the running candidates that have not yet seen the
+// current version of their Lease, leaving out those settle already gave up
+// on at the version they still show.
+func (h *harness) lagging() []*candidate {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	var out []*candidate
+	for _, c := range h.cands {
+		if !c.e.running.Load() {
+			continue
+		}
+		l := h.leaseAt(c.cfg.Lock.Namespace, c.cfg.Lock.Name)
+		if l == nil {
+			continue // deleted: a deletion leaves no version to compare
+		}
+		seen := c.e.seenVersion()
+		if seen == versionOf(l) {
+			delete(h.behind, c)
+			continue
+		}
+		if v, ok := h.behind[c]; ok && v == seen {
+			continue
+		}
+		out = append(out, c)
+	}
+	return out
 }
 
 // advance moves the fake clock forward by d in steps of at most h.step,
@@ -110,7 +173,7 @@ func (h *harness) advanceTo(d time.Duration) {
 	h.advance(t0.Add(d).Sub(h.clock.Now()))
 }
 
-func (h *harness) lease() *coordinationv1.Lease { return h.getLease() }
+func (h *harness) lease() *coordinationv1.Lease { return h.leaseAt(testNS, testName) }
 
 func (h *harness) holder() string { return holderOf(h.lease()) }
 
@@ -189,6 +252,9 @@ func (h *harness) candidate(id string, mutate ...func(*Config)) *candidate {
 		h.t.Fatalf("New: %v", err)
 	}
 	c.e = e
+	h.mu.Lock()
+	h.cands = append(h.cands, c)
+	h.mu.Unlock()
 	return c
 }
 
@@ -238,8 +304,16 @@ func (c *candidate) count(ev string) int {
 	return n
 }
 
-// start runs the elector in a goroutine with a logger that records lines.
+// start runs the elector in a goroutine with a logger that records lines,
+// and settles.
 func (c *candidate) start() *candidate {
+	c.launch()
+	c.h.settle()
+	return c
+}
+
+// launch runs the elector like start, without settling.
+func (c *candidate) launch() *candidate {
 	ctx, cancel := context.WithCancel(context.Background())
 	ctx = klog.NewContext(ctx, c.logs.logger())
 	c.cancel = cancel
@@ -259,7 +333,6 @@ func (c *candidate) start() *candidate {
 			c.h.t.Errorf("%s: Run did not return after cancel", c.id)
 		}
 	})
-	c.h.settle()
 	return c
 }
 
