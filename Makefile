@@ -41,7 +41,7 @@ plugin:
 integration: controlplane kubectl
 	@if [ -f test/go.mod ]; then cd test && $(GO) test -race -count=1 -p 1 -timeout 30m ./...; fi
 
-demo: controlplane
+demo: controlplane kubectl
 	cd test && $(GO) run ./cmd/demo
 
 bench: controlplane

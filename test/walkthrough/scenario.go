@@ -7,6 +7,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"sort"
 	"strings"
 	"sync"
 	"time"
@@ -241,6 +242,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	res.FirstLeader, res.FirstLeading = ev.Proc, ev.At
 	logf("%s %s is leading (elected %v after start)", at(ev.At), ev.Proc, ev.At.Sub(res.Start).Round(time.Millisecond))
+	var follows []timedLine // printed in time order, not arrival order
 	for _, id := range o.IDs {
 		if id == res.FirstLeader {
 			continue
@@ -251,8 +253,9 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		if err != nil {
 			return res, fmt.Errorf("%s never reported %s as leader: %w", id, res.FirstLeader, err)
 		}
-		logf("%s %s follows: NEWLEADER %s", at(nl.At), id, res.FirstLeader)
+		follows = append(follows, timedLine{nl.At, fmt.Sprintf("%s %s follows: NEWLEADER %s", at(nl.At), id, res.FirstLeader)})
 	}
+	logInOrder(logf, follows...)
 	step("start " + fmt.Sprint(len(o.IDs)) + " processes and elect a leader")
 	if !sleepCtx(ctx, o.Settle) {
 		return res, ctx.Err()
@@ -278,15 +281,15 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 		return res, fmt.Errorf("nobody took over after SIGINT to %s: %w", res.Interrupted, err)
 	}
 	res.SecondLeader, res.SecondLeading = ev.Proc, ev.At
-	logf("%s %s is leading: took over %v after %s's work stopped (%v after SIGINT)",
-		at(ev.At), ev.Proc, res.SIGINTHandoff().Round(time.Microsecond), res.Interrupted, res.SIGINTHandoffFromSignal().Round(time.Microsecond))
+	leading := timedLine{ev.At, fmt.Sprintf("%s %s is leading: took over %v after %s's work stopped (%v after SIGINT)",
+		at(ev.At), ev.Proc, res.SIGINTHandoff().Round(time.Microsecond), res.Interrupted, res.SIGINTHandoffFromSignal().Round(time.Microsecond))}
 	exit, _, err := tl.WaitFor(ctx, from, 15*time.Second, func(e Event) bool { return e.Kind == "EXIT" && e.Proc == res.Interrupted })
 	if err != nil {
 		return res, fmt.Errorf("%s did not exit after SIGINT: %w", res.Interrupted, err)
 	}
 	res.ExitAt = exit.At
 	res.InterruptExit = procs[res.Interrupted].Wait(15 * time.Second)
-	logf("%s %s exited (status: %s)", at(exit.At), res.Interrupted, status(res.InterruptExit))
+	logInOrder(logf, leading, timedLine{exit.At, fmt.Sprintf("%s %s exited (status: %s)", at(exit.At), res.Interrupted, status(res.InterruptExit))})
 	step("SIGINT to the leader; handoff")
 	if !sleepCtx(ctx, o.Settle) {
 		return res, ctx.Err()
@@ -349,5 +352,20 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// timedLine is a narration line and the time it tells of.
+type timedLine struct {
+	at   time.Time
+	line string
+}
+
+// logInOrder narrates lines in the order of the times they tell of, not
+// in the order their events arrived from different processes.
+func logInOrder(logf func(string, ...any), lines ...timedLine) {
+	sort.SliceStable(lines, func(i, j int) bool { return lines[i].at.Before(lines[j].at) })
+	for _, l := range lines {
+		logf("%s", l.line)
 	}
 }

@@ -147,6 +147,11 @@ func run() int {
 	for _, s := range res.Steps {
 		fmt.Printf("  step %-50s %v\n", s.Name, s.Took.Round(time.Millisecond))
 	}
+
+	fmt.Println("\n== the operators' view: a real kubectl and the kubectl-leasehold plugin, two processes on Lease default/operated")
+	if err := operatorsView(ctx, root, dir, cp.BinDir(), bin, kubeconfig); err != nil {
+		return fail(err)
+	}
 	return 0
 }
 
