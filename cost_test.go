@@ -1,10 +1,17 @@
 package leasehold
 
 import (
+	"context"
 	"fmt"
 	"runtime"
+	"sync"
 	"testing"
 	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
 // An election costs at most two goroutines, leader or follower, not
@@ -53,5 +60,37 @@ func TestAtMostTwoGoroutinesPerElection(t *testing.T) {
 			}
 			t.Logf("%d goroutines for %d elections", got, n)
 		})
+	}
+}
+
+// The elector keeps no managedFields (the bulk of a Lease as kube-apiserver
+// returns it): its copy, and so every write from it, goes without them.
+func TestKeptLeaseDropsManagedFields(t *testing.T) {
+	h := newHarness(t)
+	l := h.putLease("other", 15)
+	l.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate}}
+	h.srv.Put(l)
+	var sent []*coordinationv1.Lease
+	var mu sync.Mutex
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if r.Verb == "update" {
+			mu.Lock()
+			sent = append(sent, r.Lease)
+			mu.Unlock()
+		}
+		return nil
+	})
+	a := h.candidate("a").start()
+	h.advanceTo(20 * time.Second) // take over after expiry, then renew
+	a.waitLeader()
+	mu.Lock()
+	defer mu.Unlock()
+	if len(sent) < 2 {
+		t.Fatalf("%d updates, want the takeover and renewals", len(sent))
+	}
+	for _, l := range sent {
+		if len(l.ManagedFields) != 0 {
+			t.Fatalf("an update carried managedFields %v: the kept copy was not trimmed", l.ManagedFields)
+		}
 	}
 }

@@ -61,7 +61,7 @@ func (l *LeaseLock) get(ctx context.Context) (*coordinationv1.Lease, error) {
 	if err != nil {
 		return nil, l.explain("get", err)
 	}
-	return lease, nil
+	return kept(lease), nil
 }
 
 // create writes a new Lease. It fails with an AlreadyExists error if any
@@ -74,7 +74,7 @@ func (l *LeaseLock) create(ctx context.Context, lease *coordinationv1.Lease) (*c
 		}
 		return nil, l.explain("create", err)
 	}
-	return created, nil
+	return kept(created), nil
 }
 
 // update writes lease, conditioned on its resourceVersion: the API server
@@ -88,7 +88,18 @@ func (l *LeaseLock) update(ctx context.Context, lease *coordinationv1.Lease) (*c
 	if err != nil {
 		return nil, l.explain("update", err)
 	}
-	return updated, nil
+	return kept(updated), nil
+}
+
+// kept trims a Lease the elector is about to keep: managedFields, the
+// largest part of a Lease as the API server returns it, are never read.
+// Leaving them out of our writes is safe: an update that omits
+// managedFields keeps the server's.
+func kept(lease *coordinationv1.Lease) *coordinationv1.Lease {
+	if lease != nil {
+		lease.ManagedFields = nil
+	}
+	return lease
 }
 
 // explain wraps an error of a request with verb on the Lease. A 403 names

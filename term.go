@@ -37,6 +37,9 @@ type Term struct {
 	// UID is the Lease object's UID. It changes when the Lease is deleted
 	// and re-created, which restarts Transitions.
 	UID types.UID
+	// ResourceVersion is the Lease's resourceVersion as written by the
+	// winning write ("" on a server that returns none).
+	ResourceVersion string
 }
 
 // String renders the term for logs, as "ns/name#transitions@holder".
@@ -108,6 +111,8 @@ func (r *run) lead(ctx context.Context) error {
 			Transitions: transitionsOf(r.view.lease),
 			AcquiredAt:  r.acquiredAt,
 			UID:         r.view.lease.UID,
+			// The view is the winning write's answer.
+			ResourceVersion: r.view.lease.ResourceVersion,
 		},
 	}
 	t.log = r.log.WithValues("term", t.info.Transitions)

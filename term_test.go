@@ -24,7 +24,8 @@ func TestTermFencingTokenIncreasesAcrossProcesses(t *testing.T) {
 			t.Fatalf("%s: OnStartedLeading's ctx carries no term", id)
 		}
 		lease := h.lease()
-		if term.Transitions != transitionsOf(lease) || term.UID != lease.UID || term.Holder != id || term.Lease != testNS+"/"+testName {
+		if term.Transitions != transitionsOf(lease) || term.UID != lease.UID || term.Holder != id || term.Lease != testNS+"/"+testName ||
+			term.ResourceVersion == "" || (i == 0 && term.ResourceVersion != lease.ResourceVersion) {
 			t.Fatalf("term %+v does not match the Lease (transitions %d, uid %s)", term, transitionsOf(lease), lease.UID)
 		}
 		if got, ok := c.e.Term(); !ok || got != term {
