@@ -1,7 +1,9 @@
 # leasehold (integration packages run one at a time: each starts its own control plane, and their timing checks need the 2 cores)
 #   make test     everything CI runs: lint, unit tests (-race) of every module,
 #                 integration tests on a real kube-apiserver + etcd
-#   make demo     three example processes elect a leader on a real control plane
+#   make demo     three example processes elect a leader on a real control plane,
+#                 then a real kubectl and the kubectl-leasehold plugin move it
+#   make demo-shards  three sharded-controller processes share shards
 #   make bench    leasehold vs client-go on the real control plane -> BENCHMARKS.md
 #   make chaos    fault-injection run that checks "never two leaders"
 # The control plane is built from source through the Go module proxy the
@@ -13,7 +15,7 @@ SUBMODULES := metrics/prometheus examples test kubectl-leasehold
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
 UNITMODULES := metrics/prometheus examples kubectl-leasehold
 
-.PHONY: test lint unit integration controlplane kubectl plugin demo bench chaos fuzz
+.PHONY: test lint unit integration controlplane kubectl plugin demo demo-shards bench chaos fuzz
 
 test: lint unit integration
 
@@ -43,6 +45,11 @@ integration: controlplane kubectl
 
 demo: controlplane kubectl
 	cd test && $(GO) run ./cmd/demo
+
+# Three examples/sharded-controller processes share ConfigMaps over 8 shards;
+# SIGINT and SIGKILL move shards; prints a per-member timeline.
+demo-shards: controlplane
+	cd test && $(GO) test -count=1 -run TestShardedControllerThreeProcesses -v ./sharding/
 
 bench: controlplane
 	cd test && $(GO) run ./cmd/bench
