@@ -54,6 +54,7 @@ type ControlPlane struct {
 	env    *envtest.Environment
 	admin  *rest.Config
 	binDir string
+	srv    servers // processes a test fails on purpose (servers.go)
 	// StartupTime is how long Start took, from launching etcd to the API
 	// server serving the default namespace.
 	StartupTime time.Duration
@@ -214,7 +215,8 @@ func kubeconfigFor(cfg *rest.Config) (*clientcmdapi.Config, error) {
 
 // Stop stops kube-apiserver and etcd and removes their data.
 func (c *ControlPlane) Stop() error {
-	if err := c.env.Stop(); err != nil {
+	serr := c.stopServers()
+	if err := errors.Join(c.env.Stop(), serr); err != nil {
 		return fmt.Errorf("controlplane: stop: %w", err)
 	}
 	return nil
