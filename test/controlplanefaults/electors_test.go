@@ -1,0 +1,218 @@
+package controlplanefaults
+
+import (
+	"context"
+	"fmt"
+	"os"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr/funcr"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/klog/v2"
+
+	"github.com/leasehold/leasehold"
+)
+
+type timing struct{ L, D, P time.Duration }
+
+var std = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
+
+// tracker records every term's work, to check that no two overlap.
+type tracker struct {
+	mu       sync.Mutex
+	running  map[string]bool
+	overlaps []string
+	starts   chan start
+}
+
+type start struct {
+	id string
+	at time.Time
+}
+
+func newTracker() *tracker {
+	return &tracker{running: map[string]bool{}, starts: make(chan start, 64)}
+}
+
+func (tr *tracker) enter(id string) func() {
+	tr.mu.Lock()
+	var others []string
+	for o := range tr.running {
+		others = append(others, o)
+	}
+	if len(others) > 0 {
+		tr.overlaps = append(tr.overlaps, fmt.Sprintf("%s started while %v worked", id, others))
+	}
+	tr.running[id] = true
+	tr.mu.Unlock()
+	tr.starts <- start{id: id, at: time.Now()}
+	return func() {
+		tr.mu.Lock()
+		delete(tr.running, id)
+		tr.mu.Unlock()
+	}
+}
+
+func (tr *tracker) check(t *testing.T) {
+	t.Helper()
+	tr.mu.Lock()
+	defer tr.mu.Unlock()
+	for _, o := range tr.overlaps {
+		t.Errorf("two leaders: %s", o)
+	}
+}
+
+func (tr *tracker) nextStart(t *testing.T, within time.Duration) start {
+	t.Helper()
+	select {
+	case s := <-tr.starts:
+		return s
+	case <-time.After(within):
+		t.Fatalf("no leader started within %v", within)
+		return start{}
+	}
+}
+
+func (tr *tracker) noStart(t *testing.T) {
+	t.Helper()
+	select {
+	case s := <-tr.starts:
+		t.Fatalf("%s started leading at %s while the leader held the Lease", s.id, s.at.Format("15:04:05.000"))
+	default:
+	}
+}
+
+// logs collects the electors' log lines, printed if the test fails.
+type logs struct {
+	mu    sync.Mutex
+	t0    time.Time
+	lines []string
+}
+
+func newLogs(t *testing.T) *logs {
+	l := &logs{t0: time.Now()}
+	t.Cleanup(func() {
+		if t.Failed() || os.Getenv("LEASEHOLD_TEST_LOGS") != "" {
+			l.mu.Lock()
+			defer l.mu.Unlock()
+			for _, s := range l.lines {
+				t.Log(s)
+			}
+		}
+	})
+	return l
+}
+
+func (l *logs) matching(sub ...string) int {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	n := 0
+next:
+	for _, s := range l.lines {
+		for _, x := range sub {
+			if !strings.Contains(s, x) {
+				continue next
+			}
+		}
+		n++
+	}
+	return n
+}
+
+// elector is one leasehold elector in this process, its client on a wire.
+type elector struct {
+	id   string
+	wire *wire
+	el   *leasehold.Elector
+
+	cancel context.CancelFunc
+	done   chan struct{}
+	err    error
+
+	mu      sync.Mutex
+	starts  int
+	stops   int
+	leaders []string
+}
+
+func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *logs) *elector {
+	t.Helper()
+	e := &elector{id: id, wire: &wire{}, done: make(chan struct{})}
+	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.wrap(cp.Config()), tm.D))
+	el, err := leasehold.New(leasehold.Config{
+		Lock:          &leasehold.LeaseLock{Namespace: ns, Name: name, Identity: id, Client: cs.CoordinationV1()},
+		LeaseDuration: tm.L, RenewDeadline: tm.D, RetryPeriod: tm.P,
+		ReleaseOnCancel: true,
+		Callbacks: leasehold.Callbacks{
+			OnStartedLeading: func(ctx context.Context) {
+				e.mu.Lock()
+				e.starts++
+				e.mu.Unlock()
+				defer tr.enter(id)()
+				<-ctx.Done()
+			},
+			OnStoppedLeading: func() {
+				e.mu.Lock()
+				e.stops++
+				e.mu.Unlock()
+			},
+			OnNewLeader: func(l string) {
+				e.mu.Lock()
+				e.leaders = append(e.leaders, l)
+				e.mu.Unlock()
+			},
+		},
+	})
+	must(t, err)
+	e.el = el
+	ctx, cancel := context.WithCancel(context.Background())
+	e.cancel = cancel
+	ctx = klog.NewContext(ctx, funcr.New(func(prefix, args string) {
+		lg.mu.Lock()
+		defer lg.mu.Unlock()
+		lg.lines = append(lg.lines, fmt.Sprintf("%8.3fs %s %s %s", time.Since(lg.t0).Seconds(), id, prefix, args))
+	}, funcr.Options{Verbosity: 4}))
+	go func() {
+		defer close(e.done)
+		e.err = el.Run(ctx)
+	}()
+	t.Cleanup(func() {
+		cancel()
+		select {
+		case <-e.done:
+		case <-time.After(20 * time.Second):
+			t.Errorf("%s: Run did not return within 20s of its ctx being cancelled", id)
+		}
+	})
+	return e
+}
+
+func (e *elector) counts() (starts, stops int) {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.starts, e.stops
+}
+
+func (e *elector) sees(id string) bool {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return len(e.leaders) > 0 && e.leaders[len(e.leaders)-1] == id
+}
+
+func (e *elector) stop(t *testing.T) {
+	t.Helper()
+	e.cancel()
+	select {
+	case <-e.done:
+		if e.err != nil {
+			t.Errorf("%s: Run returned %v", e.id, e.err)
+		}
+	case <-time.After(20 * time.Second):
+		t.Fatalf("%s: Run did not return within 20s", e.id)
+	}
+}
+
+func isOK(c call) bool { return c.ok() }

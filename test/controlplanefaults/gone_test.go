@@ -1,0 +1,206 @@
+package controlplanefaults
+
+import (
+	"context"
+	"strconv"
+	"testing"
+	"time"
+)
+
+// TestGoneOnResumeAfterCompaction: a leader's and a follower's watches
+// are cut and their resumptions held back while the leader renews; etcd
+// is compacted past the versions they will resume from; the resumed
+// watches get a real 410 Gone from kube-apiserver (an ERROR event, code
+// 410, read on the wire). Each elector then watches from the current
+// state without a GET, the leader keeps its term throughout, the
+// follower never writes, and a release still reaches the follower on its
+// new watch in less than L - P (so not by expiry).
+func TestGoneOnResumeAfterCompaction(t *testing.T) {
+	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ctx := context.Background()
+	ld := startElector(t, "leader", ns, "gone", std, tr, lg)
+	if s := tr.nextStart(t, 15*time.Second); s.id != "leader" {
+		t.Fatalf("%s started first", s.id)
+	}
+	fl := startElector(t, "follower", ns, "gone", std, tr, lg)
+	eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
+	for _, e := range []*elector{ld, fl} {
+		eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
+	}
+
+	// 1. Cut both watches; hold their resumptions.
+	resume := map[*elector]int64{}
+	for _, e := range []*elector{ld, fl} {
+		e.wire.holdWatches()
+		if n := e.wire.cutWatches(); n != 1 {
+			t.Fatalf("%s: cut %d watches, want 1", e.id, n)
+		}
+	}
+	cut := time.Now()
+	for _, e := range []*elector{ld, fl} {
+		eventually(t, 10*time.Second, e.id+"'s resumed watch", func() bool { return len(e.wire.heldRVs()) >= 1 })
+		rv := e.wire.heldRVs()[0]
+		v, err := strconv.ParseInt(rv, 10, 64)
+		if err != nil {
+			t.Fatalf("%s resumed its watch from %q, want the resourceVersion it last saw", e.id, rv)
+		}
+		resume[e] = v
+	}
+
+	// 2. The leader renews twice meanwhile; then etcd is compacted to its
+	// current revision, past both resume points.
+	eventually(t, 5*time.Second, "two renewals", func() bool { return ld.wire.count("update", cut, isOK) >= 2 })
+	rev, err := cp.CompactEtcd(ctx)
+	must(t, err)
+	for e, v := range resume {
+		if v >= rev {
+			t.Fatalf("%s resumes from %d, not older than the compaction at %d", e.id, v, rev)
+		}
+	}
+	released := time.Now()
+	for _, e := range []*elector{ld, fl} {
+		e.wire.releaseWatches()
+	}
+	t.Logf("etcd compacted at revision %d; resumptions from leader %d, follower %d released", rev, resume[ld], resume[fl])
+
+	// 3. Each got a real 410 for its resume point, and handled it: a new
+	// watch from the current state, events on it, no GET.
+	for _, e := range []*elector{ld, fl} {
+		checkGone(t, e, strconv.FormatInt(resume[e], 10), released, lg)
+	}
+
+	// 4. The leader kept its term; the follower never wrote.
+	if starts, stops := ld.counts(); starts != 1 || stops != 0 {
+		t.Errorf("leader: %d terms started, %d stopped; want 1 and 0 (its term survives its watch's 410)", starts, stops)
+	}
+	n := ld.wire.count("update", time.Now(), isOK)
+	eventually(t, 4*std.P, "renewals after the 410", func() bool { return ld.wire.count("update", time.Time{}, isOK) > n })
+	tr.noStart(t)
+	if n := fl.wire.count("update", time.Time{}, nil) + fl.wire.count("create", time.Time{}, nil); n != 0 {
+		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
+	}
+
+	// 5. A release reaches the follower on the watch it opened after the 410.
+	handoff(t, ld, fl, tr, std)
+	tr.check(t)
+}
+
+// TestGoneAfterAPIServerRestart: kube-apiserver is killed under a leader
+// and a follower; while it is down, etcd moves on (as another API server's
+// writes would move it: watches may have resumed from etcd's newest
+// revision, through a bookmark) and is compacted; the API server restarts on the
+// same port. Both electors' watches resume from versions etcd no longer
+// has and get a real 410 Gone; both recover, and the leader's term
+// survives the outage (RenewDeadline 15s, longer than the restart).
+func TestGoneAfterAPIServerRestart(t *testing.T) {
+	tm := timing{L: 20 * time.Second, D: 15 * time.Second, P: time.Second}
+	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ctx := context.Background()
+	ld := startElector(t, "leader", ns, "restart", tm, tr, lg)
+	if s := tr.nextStart(t, 15*time.Second); s.id != "leader" {
+		t.Fatalf("%s started first", s.id)
+	}
+	fl := startElector(t, "follower", ns, "restart", tm, tr, lg)
+	eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
+	for _, e := range []*elector{ld, fl} {
+		eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
+	}
+	api, err := cp.APIServer()
+	must(t, err)
+
+	killed := time.Now()
+	must(t, api.Kill())
+	// Two writes: a watch from version v starts at v+1, which etcd still
+	// serves if it is the compaction revision itself.
+	for i := range 2 {
+		must(t, etcdPut(ctx, "/leasehold-test/other-writer", strconv.Itoa(i)))
+	}
+	rev, err := cp.CompactEtcd(ctx)
+	must(t, err)
+	must(t, api.Start(ctx))
+	up := time.Now()
+	t.Logf("kube-apiserver down for %v; etcd compacted at revision %d meanwhile", up.Sub(killed).Round(time.Millisecond), rev)
+
+	for _, e := range []*elector{ld, fl} {
+		g := checkGone(t, e, "", killed, lg)
+		if v, err := strconv.ParseInt(g.RV, 10, 64); err != nil || v >= rev {
+			t.Errorf("%s: 410 for a watch from %q; want a version older than the compaction at %d", e.id, g.RV, rev)
+		}
+	}
+	if starts, stops := ld.counts(); starts != 1 || stops != 0 {
+		t.Errorf("leader: %d terms started, %d stopped; want 1 and 0 (its term outlives a %v outage with RenewDeadline %v)", starts, stops, up.Sub(killed).Round(time.Millisecond), tm.D)
+	}
+	eventually(t, 4*tm.P, "a renewal after the restart", func() bool { return ld.wire.count("update", up, isOK) >= 1 })
+	tr.noStart(t)
+	if n := fl.wire.count("update", time.Time{}, nil) + fl.wire.count("create", time.Time{}, nil); n != 0 {
+		t.Errorf("follower wrote the Lease %d times while the leader held it", n)
+	}
+	handoff(t, ld, fl, tr, tm)
+	tr.check(t)
+}
+
+// checkGone waits for e's wire to carry a real 410 Gone after since (for
+// a watch from rv, if rv is set), then for e to watch from the current
+// state (resourceVersion "") and receive events on that watch, without a
+// GET. It returns the 410.
+func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *logs) gone {
+	t.Helper()
+	var g gone
+	eventually(t, 30*time.Second, e.id+" to get a 410 Gone from the server", func() bool {
+		for _, x := range e.wire.goneSeen() {
+			if !x.At.Before(since) && (rv == "" || x.RV == rv) {
+				g = x
+				return true
+			}
+		}
+		return false
+	})
+	var fresh call
+	eventually(t, 10*time.Second, e.id+" to watch from the current state after the 410", func() bool {
+		for _, c := range e.wire.all() {
+			if c.Verb == "watch" && c.RV == "" && c.ok() && !c.Sent.Before(g.At) {
+				fresh = c
+				return true
+			}
+		}
+		return false
+	})
+	events := e.wire.eventCount()
+	eventually(t, 10*time.Second, e.id+" to receive events on its new watch", func() bool { return e.wire.eventCount() > events })
+	if n := e.wire.count("get", g.At, nil) + e.wire.count("list", g.At, nil); n != 0 {
+		t.Errorf("%s read the Lease %d times after the 410; want 0 (the watch from the current state re-reads)", e.id, n)
+	}
+	if lg.matching(`"`+e.id+`"`, "410") == 0 && lg.matching(e.id, "re-reading through a watch") == 0 {
+		t.Errorf("%s logged nothing about the 410", e.id)
+	}
+	kind := "HTTP 410"
+	if g.Event {
+		kind = "ERROR event " + g.Reason + ": " + g.Message
+	}
+	t.Logf("%s: watch from resourceVersion %s answered 410 Gone by the server (%s); watch from the current state %v later",
+		e.id, g.RV, kind, fresh.Sent.Sub(g.At).Round(time.Microsecond))
+	return g
+}
+
+// handoff cancels the leader and checks that the follower takes over in
+// less than L - P after the release was sent (so on its watch, not by
+// expiry), without reading the Lease.
+func handoff(t *testing.T, ld, fl *elector, tr *tracker, tm timing) {
+	t.Helper()
+	rel := time.Now()
+	ld.cancel()
+	s := tr.nextStart(t, tm.L+5*time.Second)
+	if s.id != fl.id {
+		t.Fatalf("%s started after the release, want %s", s.id, fl.id)
+	}
+	if lat := s.at.Sub(rel); lat >= tm.L-tm.P {
+		t.Errorf("follower took over %v after the release, want < L-P = %v: by expiry, not on its watch", lat, tm.L-tm.P)
+	} else {
+		t.Logf("follower took over %v after the leader's release", lat.Round(time.Microsecond))
+	}
+	if n := fl.wire.count("get", rel, nil) + fl.wire.count("list", rel, nil); n != 0 {
+		t.Errorf("follower read the Lease %d times to take over; want 0: the release reaches it on its watch", n)
+	}
+	ld.stop(t)
+	fl.stop(t)
+}
