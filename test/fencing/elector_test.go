@@ -35,7 +35,7 @@ type elector struct {
 
 	mu     sync.Mutex
 	err    error // Run's result, valid once done is closed
-	terms  []leasehold.Term
+	ctxs   []context.Context // the work's ctx of each term
 	termCh chan leasehold.Term
 }
 
@@ -71,7 +71,7 @@ func startElector(t *testing.T, o electorOpts) *elector {
 			OnStartedLeading: func(ctx context.Context) {
 				term, _ := leasehold.TermFromContext(ctx)
 				e.mu.Lock()
-				e.terms = append(e.terms, term)
+				e.ctxs = append(e.ctxs, ctx)
 				e.mu.Unlock()
 				e.termCh <- term
 				work(ctx)
@@ -111,6 +111,14 @@ func (e *elector) leads(t *testing.T, within time.Duration) leasehold.Term {
 		t.Fatalf("%s did not start leading within %v", e.id, within)
 		return leasehold.Term{}
 	}
+}
+
+// workCtx returns the work's ctx of the elector's latest term: it
+// carries the term, for fence.Stamp.
+func (e *elector) workCtx() context.Context {
+	e.mu.Lock()
+	defer e.mu.Unlock()
+	return e.ctxs[len(e.ctxs)-1]
 }
 
 // stop cancels Run and waits for it to return.

@@ -125,6 +125,10 @@ func TestStampPolicyDecisions(t *testing.T) {
 		return err != nil
 	})
 	wantFenced(t, "update stamped with the last term of a released Lease", err, leaseRef+" has no holder")
+	cm := configMap(t, ns, "", nil)
+	cm.GenerateName, cm.Annotations = "no-holder-", map[string]string{fence.HolderAnnotation: "", fence.TermAnnotation: "3", fence.LeaseUIDAnnotation: string(cur.UID)}
+	_, err = cms.Create(ctx, cm, metav1.CreateOptions{})
+	wantFenced(t, "create stamped with no holder, on a Lease with no holder", err, leaseRef+" has no holder")
 
 	// No Lease: everything the controller writes is refused, as a
 	// configuration error of the binding.
