@@ -34,7 +34,7 @@ type elector struct {
 	done   chan struct{}
 
 	mu     sync.Mutex
-	err    error // Run's result, valid once done is closed
+	err    error             // Run's result, valid once done is closed
 	ctxs   []context.Context // the work's ctx of each term
 	termCh chan leasehold.Term
 }
