@@ -6,8 +6,10 @@
 //
 // The control plane is started on the first test that needs it and
 // stopped by TestMain; TestDeployYAML needs none. Tests run one at a time,
-// each in its own namespace. Set LEASEHOLD_FENCE_MEASURE=1 for the full
-// measurement run of TestMeasure (report only).
+// each in its own namespace. The measurements of TestMeasure are report
+// only; for the full run:
+//
+//	cd test && LEASEHOLD_FENCE_MEASURE=1 go test -v -run TestMeasure ./fencing
 package fencing
 
 import (
