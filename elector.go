@@ -39,6 +39,10 @@ type Elector struct {
 
 	running atomic.Bool
 
+	// coord is set by NewCoordinated: coordinated election (KEP-4355),
+	// coordinated.go. nil for New's Elector; its methods are no-ops then.
+	coord *coordination
+
 	health apiHealth
 
 	mu     sync.Mutex
@@ -142,6 +146,8 @@ func (e *Elector) Run(ctx context.Context) error {
 
 	log := klog.FromContext(ctx).WithValues("lease", e.cfg.Name, "identity", e.lock.Identity)
 	ctx = klog.NewContext(ctx, log)
+	ctx, stopCandidate := e.coord.start(ctx) // coordinated election (coordinated.go); no-op when nil
+	defer stopCandidate()
 	r := e.startRun(ctx, log)
 	defer r.close()
 
@@ -284,6 +290,7 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 		act, at := actWait, now.Add(time.Hour)
 		if r.seen {
 			act, at = decideCampaign(r.view, e.lock.Identity, r.foreignSelf, now, e.t.leaseDuration)
+			act, at = e.coord.decide(r, now, act, at) // coordinated election (coordinated.go); no-op when nil
 			if act != actWait && now.Before(notBefore) {
 				act, at = actWait, notBefore
 			}
@@ -526,8 +533,10 @@ func (r *run) observe(obs observation) error {
 			ErrIdentityConflict, self)
 	default:
 		r.foreignSelf = true
-		r.log.Info("The lease names this identity but was not written by this process; treating it as held by another process until it expires",
-			"holder", holder)
+		if !r.e.coord.assigned(obs.lease) { // coordinated election (coordinated.go): a term assigned to us
+			r.log.Info("The lease names this identity but was not written by this process; treating it as held by another process until it expires",
+				"holder", holder)
+		}
 	}
 	return nil
 }

@@ -1,0 +1,374 @@
+package leasehold
+
+import (
+	"context"
+	"errors"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	coordinationv1beta1 "k8s.io/api/coordination/v1beta1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/client-go/kubernetes/fake"
+	k8stesting "k8s.io/client-go/testing"
+	"k8s.io/utils/ptr"
+
+	"github.com/leasehold/leasehold/leaseholdtest"
+)
+
+// The coordinated tests run the harness's candidates, made with
+// NewCoordinated, on one fake clock: Leases on the harness's
+// leaseholdtest.Server, LeaseCandidates on one of client-go's fake
+// clientsets. The test plays kube-apiserver's election controller: it
+// assigns the Lease (holder set, acquireTime unset, 5s, a strategy), marks
+// a better candidate in spec.preferredHolder, and pings candidates.
+
+type coordinatedWorld struct {
+	*harness
+	cs *fake.Clientset
+}
+
+func newCoordinatedWorld(t *testing.T) *coordinatedWorld {
+	return &coordinatedWorld{harness: newHarness(t), cs: fake.NewClientset()}
+}
+
+// coordinated makes a candidate as h.candidate does, with NewCoordinated.
+func (w *coordinatedWorld) coordinated(id, binary, emulation string, mutate ...func(*Config)) *candidate {
+	w.t.Helper()
+	c := w.candidate(id, mutate...)
+	e, err := NewCoordinated(c.cfg, CandidateConfig{Client: w.cs.CoordinationV1beta1(), BinaryVersion: binary, EmulationVersion: emulation})
+	if err != nil {
+		w.t.Fatalf("NewCoordinated: %v", err)
+	}
+	c.e = e
+	return c
+}
+
+// leaseCandidate returns the LeaseCandidate named id, nil if none.
+func (w *coordinatedWorld) leaseCandidate(id string) *coordinationv1beta1.LeaseCandidate {
+	lc, err := w.cs.CoordinationV1beta1().LeaseCandidates(testNS).Get(context.Background(), id, metav1.GetOptions{})
+	if err != nil {
+		return nil
+	}
+	return lc
+}
+
+// assign writes the Lease as the election controller does when it elects
+// id: holder id, no acquireTime, 5s, renewTime now, the strategy, no
+// preferred holder; the rest (transitions, annotations) kept.
+func (w *coordinatedWorld) assign(id string) {
+	l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: testName}}
+	if cur := w.lease(); cur != nil {
+		l = cur
+	}
+	now := metav1.NewMicroTime(w.clock.Now())
+	l.Spec.HolderIdentity = ptr.To(id)
+	l.Spec.AcquireTime = nil
+	l.Spec.RenewTime = &now
+	l.Spec.LeaseDurationSeconds = ptr.To[int32](5)
+	l.Spec.Strategy = ptr.To(coordinationv1.OldestEmulationVersion)
+	l.Spec.PreferredHolder = nil
+	w.srv.Put(l)
+}
+
+// prefer marks id as the better candidate, as the controller does on a
+// held Lease: only spec.preferredHolder changes.
+func (w *coordinatedWorld) prefer(id string) {
+	l := w.lease()
+	l.Spec.PreferredHolder = ptr.To(id)
+	w.srv.Put(l)
+}
+
+// ping sets id's pingTime to at, as the controller does.
+func (w *coordinatedWorld) ping(id string, at time.Time) {
+	w.t.Helper()
+	lc := w.leaseCandidate(id)
+	if lc == nil {
+		w.t.Fatalf("no LeaseCandidate %q to ping", id)
+	}
+	lc.Spec.PingTime = &metav1.MicroTime{Time: at}
+	if _, err := w.cs.CoordinationV1beta1().LeaseCandidates(testNS).Update(context.Background(), lc, metav1.UpdateOptions{}); err != nil {
+		w.t.Fatal(err)
+	}
+}
+
+// candidateWrites counts the LeaseCandidate writes of the given verb.
+func (w *coordinatedWorld) candidateWrites(verb string) int {
+	n := 0
+	for _, a := range w.cs.Actions() {
+		if a.GetVerb() == verb && a.GetResource().Resource == "leasecandidates" {
+			n++
+		}
+	}
+	return n
+}
+
+// A candidate registers itself with its versions and answers every ping
+// once, with a renewTime the controller counts even when its clock runs
+// behind the controller's; it renews every five minutes and registers
+// again after a deletion.
+func TestCoordinatedRegistersAndAnswersPings(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	a := w.coordinated("a", "v1.31.2", "1.30.0").start()
+	lc := w.leaseCandidate("a")
+	if lc == nil {
+		t.Fatal("no LeaseCandidate registered")
+	}
+	s := lc.Spec
+	if s.LeaseName != testName || s.BinaryVersion != "1.31.2" || s.EmulationVersion != "1.30.0" ||
+		s.Strategy != coordinationv1.OldestEmulationVersion || s.RenewTime == nil || !s.RenewTime.Time.Equal(t0) {
+		t.Fatalf("registered %+v", s)
+	}
+	updates := w.candidateWrites("update")
+
+	w.advance(time.Second)
+	w.ping("a", w.clock.Now())
+	w.settle()
+	lc = w.leaseCandidate("a")
+	if pinged(lc) || w.candidateWrites("update") != updates+2 { // the ping, the answer
+		t.Fatalf("ping at %v not answered once: renewTime %v, %d writes", lc.Spec.PingTime, lc.Spec.RenewTime, w.candidateWrites("update")-updates)
+	}
+
+	// A controller whose clock is 10s ahead: the answer carries its
+	// pingTime, or the controller would take it for no answer at all.
+	ahead := w.clock.Now().Add(10 * time.Second)
+	w.ping("a", ahead)
+	w.settle()
+	if lc = w.leaseCandidate("a"); !lc.Spec.RenewTime.Time.Equal(ahead) {
+		t.Fatalf("answer to a ping from a clock ahead: renewTime %v, want the pingTime %v", lc.Spec.RenewTime.Time, ahead)
+	}
+	if got := w.candidateWrites("update") - updates; got != 4 {
+		t.Fatalf("%d LeaseCandidate updates for two pings, want 4 (no answer loop)", got)
+	}
+
+	renewed := lc.Spec.RenewTime.Time
+	w.advance(candidateRenewEvery)
+	if lc = w.leaseCandidate("a"); !lc.Spec.RenewTime.Time.After(renewed) {
+		t.Fatalf("no renewal %v after the last: renewTime %v", candidateRenewEvery, lc.Spec.RenewTime.Time)
+	}
+
+	if err := w.cs.CoordinationV1beta1().LeaseCandidates(testNS).Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	w.advance(time.Second) // the backoff before registering again
+	if w.leaseCandidate("a") == nil {
+		t.Fatal("not registered again after a deletion")
+	}
+	_ = a
+}
+
+// Candidates never take the Lease themselves: the controller's assignment
+// starts a term at once (the fake clock standing still), with a
+// conditional write that makes it the candidate's own.
+func TestCoordinatedTakesUpTheControllersAssignment(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	a := w.coordinated("a", "1.31.0", "").start()
+	b := w.coordinated("b", "1.31.0", "").start()
+	w.advance(controllerGrace - time.Second)
+	if l := w.lease(); l != nil || w.srv.Requests("a", "create")+w.srv.Requests("b", "create") != 0 {
+		t.Fatalf("a candidate took the lease while the controller had time to: %v", l)
+	}
+
+	w.assign("b")
+	b.waitLeader() // the fake clock has not moved
+	l := w.lease()
+	if holderOf(l) != "b" || l.Spec.AcquireTime == nil || transitionsOf(l) != 1 || *l.Spec.LeaseDurationSeconds != 15 {
+		t.Fatalf("the term was not taken up as leasehold's: %+v", l.Spec)
+	}
+	if l.Spec.Strategy == nil || *l.Spec.Strategy != coordinationv1.OldestEmulationVersion {
+		t.Fatal("the controller's strategy was dropped")
+	}
+	eventually(t, "a follows b", func() bool { return a.e.Leader() == "b" })
+	if len(b.logs.matching("Taking up the term")) != 1 || len(b.logs.matching("not written by this process")) != 0 {
+		t.Fatalf("b's log:\n%s", b.logs)
+	}
+	w.advance(30 * time.Second)
+	if !b.e.IsLeader() || a.e.IsLeader() || w.maxWorking.Load() != 1 {
+		t.Fatal("b did not keep the lease alone")
+	}
+}
+
+// The controller names a better candidate: the leader hands the Lease back
+// in no fake time at all, releasing it with an empty holder (never a
+// missing one), the better candidate does not take it until the controller
+// assigns it, and a leader that yielded withdraws its LeaseCandidate when
+// Run returns.
+func TestCoordinatedYieldsToTheControllersChoice(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	a := w.coordinated("a", "1.31.0", "").start()
+	b := w.coordinated("b", "1.30.0", "").start()
+	w.assign("a")
+	a.waitLeader()
+
+	w.prefer("b")
+	if err := a.wait(); err != nil {
+		t.Fatalf("Run after the controller's preference = %v, want nil (yielded)", err)
+	}
+	l := w.lease()
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != "" {
+		t.Fatalf("released with holderIdentity %v, want \"\": kube-apiserver's election controller panics on a missing holder", l.Spec.HolderIdentity)
+	}
+	if w.srv.Requests("b", "update")+w.srv.Requests("b", "create") != 0 || b.e.IsLeader() {
+		t.Fatal("b took the released lease before the controller assigned it")
+	}
+	if w.leaseCandidate("a") != nil {
+		t.Fatal("a left its LeaseCandidate behind")
+	}
+	start := w.clock.Now()
+	w.assign("b")
+	b.waitLeader()
+	if w.clock.Now() != start || w.maxWorking.Load() != 1 {
+		t.Fatal("the handover took fake time, or two works ran")
+	}
+	if _, ok := w.lease().Annotations[PreferredHolderAnnotation]; ok {
+		t.Fatal("the new term kept the handoff annotation")
+	}
+}
+
+// A controller whose clock runs ahead assigns the Lease while another
+// holder's claim still runs by this process's clock: the term starts only
+// when that claim ends.
+func TestCoordinatedWaitsOutTheLastHoldersClaim(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	w.putLease("x", 15) // x renewed at t0
+	a := w.coordinated("a", "1.31.0", "").start()
+	w.advanceTo(2 * time.Second)
+	w.assign("a")
+	w.advanceTo(14500 * time.Millisecond)
+	if a.e.IsLeader() || w.srv.Requests("a", "update") != 0 {
+		t.Fatal("took up the term while x's claim still ran")
+	}
+	w.advanceTo(15 * time.Second)
+	a.waitLeader()
+	if len(a.logs.matching("previous holder's claim runs out")) != 1 {
+		t.Fatalf("the wait was not logged:\n%s", a.logs)
+	}
+}
+
+// With no election controller (the API served, the gate off), a free Lease
+// is campaigned for after controllerGrace, with one log line.
+func TestCoordinatedCampaignsWhenNoControllerAnswers(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	a := w.coordinated("a", "1.31.0", "").start()
+	w.advanceTo(controllerGrace - 500*time.Millisecond)
+	if w.lease() != nil {
+		t.Fatal("campaigned before the controller's grace ran out")
+	}
+	w.advanceTo(controllerGrace)
+	a.waitLeader()
+	if n := len(a.logs.matching("No election controller named a holder")); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, a.logs)
+	}
+}
+
+// missingAPI is the 404 kube-apiserver answers for a resource it does not
+// serve: no details, unlike a missing object or namespace.
+func missingAPI() error {
+	return &apierrors.StatusError{ErrStatus: metav1.Status{Status: metav1.StatusFailure, Code: 404,
+		Reason: metav1.StatusReasonNotFound, Message: "the server could not find the requested resource", Details: &metav1.StatusDetails{}}}
+}
+
+// Where the LeaseCandidate API is not served, the elector says so in one
+// line and campaigns as New's does.
+func TestCoordinatedFallsBackWithoutTheAPI(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	w.cs.PrependReactor("*", "leasecandidates", func(k8stesting.Action) (bool, runtime.Object, error) {
+		return true, nil, missingAPI()
+	})
+	a := w.coordinated("a", "1.31.0", "").start()
+	a.waitLeader() // the fake clock has not moved: a plain election
+	if n := len(a.logs.matching("LeaseCandidate API (coordination.k8s.io/v1beta1) is not served")); n != 1 {
+		t.Fatalf("logged %d times, want once:\n%s", n, a.logs)
+	}
+	if got := len(w.cs.Actions()); got != 1 {
+		t.Fatalf("%d LeaseCandidate requests, want the one that found the API missing", got)
+	}
+	l := w.lease()
+	if l.Spec.AcquireTime == nil || holderOf(l) != "a" {
+		t.Fatalf("lease %+v", l.Spec)
+	}
+}
+
+// The three 404s kube-apiserver answers, as seen on a real one.
+func TestCandidateAPIMissing(t *testing.T) {
+	gr := schema.GroupResource{Group: "coordination.k8s.io", Resource: "leasecandidates"}
+	for _, tc := range []struct {
+		name string
+		err  error
+		want bool
+	}{
+		{"resource not served", missingAPI(), true},
+		{"object not found", apierrors.NewNotFound(gr, "a"), false},
+		{"namespace not found", apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "ns"), false},
+		{"forbidden", apierrors.NewForbidden(gr, "a", errors.New("no")), false},
+	} {
+		if got := candidateAPIMissing(tc.err); got != tc.want {
+			t.Errorf("%s: candidateAPIMissing = %v, want %v", tc.name, got, tc.want)
+		}
+	}
+}
+
+// On shutdown the candidate withdraws before the leader releases: a
+// controller that saw the release first could pick the leaving process
+// again.
+func TestCoordinatedWithdrawsBeforeStepDown(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	var mu sync.Mutex
+	var order []string
+	note := func(s string) {
+		mu.Lock()
+		defer mu.Unlock()
+		order = append(order, s)
+	}
+	w.cs.PrependReactor("delete", "leasecandidates", func(k8stesting.Action) (bool, runtime.Object, error) {
+		time.Sleep(50 * time.Millisecond) // a slow answer: the release must still wait for it
+		note("withdraw")
+		return false, nil, nil
+	})
+	w.srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
+		if req.Verb == "update" && holderOf(req.Lease) == "" {
+			note("release")
+		}
+		return nil
+	})
+	a := w.coordinated("a", "1.31.0", "", func(c *Config) { c.ReleaseOnCancel = true }).start()
+	w.assign("a")
+	a.waitLeader()
+	a.cancel()
+	if err := a.wait(); err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	mu.Lock()
+	defer mu.Unlock()
+	if strings.Join(order, ",") != "withdraw,release" {
+		t.Fatalf("order %v, want withdraw before release", order)
+	}
+}
+
+// NewCoordinated names every problem of the Config and the CandidateConfig
+// at once.
+func TestNewCoordinatedValidates(t *testing.T) {
+	h := newHarness(t)
+	lock := &LeaseLock{Namespace: testNS, Name: testName, Identity: "pod/a", Client: h.srv.Client("a")}
+	_, err := NewCoordinated(Config{Lock: lock, Callbacks: Callbacks{OnStartedLeading: func(context.Context) {}}},
+		CandidateConfig{BinaryVersion: "1.31", EmulationVersion: "1.32.0"})
+	if !errors.Is(err, ErrInvalidConfig) {
+		t.Fatalf("err = %v, want ErrInvalidConfig", err)
+	}
+	for _, want := range []string{"CandidateConfig.Client is nil", `BinaryVersion "1.31" is not a semantic version`, `Lock.Identity "pod/a" cannot name a LeaseCandidate`} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+	_, err = NewCoordinated(Config{Lock: lock}, CandidateConfig{Client: fake.NewClientset().CoordinationV1beta1(), BinaryVersion: "1.31.0", EmulationVersion: "1.32.0"})
+	for _, want := range []string{"OnStartedLeading is nil", "EmulationVersion 1.32.0 is above BinaryVersion 1.31.0"} {
+		if !strings.Contains(err.Error(), want) {
+			t.Errorf("error does not say %q:\n%v", want, err)
+		}
+	}
+}
