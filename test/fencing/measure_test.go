@@ -277,7 +277,24 @@ func measureTakeover(t *testing.T, ctx context.Context, ns string, old, next lea
 	}
 	ack := time.Now()
 	tookRV, _ := strconv.ParseInt(took.ResourceVersion, 10, 64)
-	time.Sleep(300 * time.Millisecond) // well past any cache lag seen
+	// Until the old term has been refused and the new one admitted (or
+	// 10s, whatever the load), then a little longer.
+	seen := func() bool {
+		mu.Lock()
+		defer mu.Unlock()
+		refused, admitted := false, false
+		for _, x := range oldW {
+			refused = refused || !x.admitted
+		}
+		for _, x := range newW {
+			admitted = admitted || x.admitted
+		}
+		return refused && admitted
+	}
+	for deadline := time.Now().Add(10 * time.Second); !seen() && time.Now().Before(deadline); {
+		time.Sleep(5 * time.Millisecond)
+	}
+	time.Sleep(100 * time.Millisecond)
 	close(stop)
 	wg.Wait()
 
