@@ -1,0 +1,443 @@
+// Command mutate checks that the root package's unit tests catch what they
+// claim: it breaks the library on purpose, one hand-written mutation at a
+// time (mutations.go, one per contract point), and runs the tests that
+// should catch each break.
+//
+// It works on a scratch copy of the repository (never on the checkout):
+// by default the working tree's files (tracked and untracked, without
+// ignored ones), or with -rev a committed revision. It first runs every
+// listed test on the unmutated copy, which must pass; then, per
+// mutation, it replaces the exact original snippet (which must occur
+// exactly once in its file), runs
+//
+//	go test -v -count=1 -timeout <timeout> -run '^(<tests>)$' .
+//
+// and restores the file. It prints a table and exits non-zero if any
+// contract mutation SURVIVED, DOES-NOT-APPLY (the code changed under the
+// snippet: update mutations.go) or does not build.
+//
+// Usage (from anywhere in the repository):
+//
+//	go run ./hack/mutate [-rev HEAD] [-only REGEXP] [-timeout 5m] [-keep] [-v] [-list]
+package main
+
+import (
+	"archive/tar"
+	"bytes"
+	"errors"
+	"flag"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"sort"
+	"strings"
+	"text/tabwriter"
+	"time"
+)
+
+// mutation is one deliberate break of the library.
+type mutation struct {
+	// Name identifies the mutation in the table and for -only.
+	Name string
+	// Point is the contract point it breaks (doc.go's wording).
+	Point string
+	// File is relative to the repository root.
+	File string
+	// Original must occur exactly once in File; Mutated replaces it.
+	Original, Mutated string
+	// Tests are the root-package tests expected to catch it (at least
+	// one of them must fail).
+	Tests []string
+	// Contract mutations must be caught. Others are reported only.
+	Contract bool
+}
+
+type result struct {
+	m       mutation
+	status  string // caught, SURVIVED, DOES-NOT-APPLY, BUILD-FAILED
+	failing []string
+	took    time.Duration
+	output  string
+}
+
+func main() {
+	rev := flag.String("rev", "", "mutate this committed revision (git archive) instead of the working tree")
+	only := flag.String("only", "", "run only the mutations whose name matches this regexp")
+	timeout := flag.Duration("timeout", 5*time.Minute, "go test -timeout per run")
+	keep := flag.Bool("keep", false, "keep the scratch copy")
+	verbose := flag.Bool("v", false, "print the test output of every run")
+	list := flag.Bool("list", false, "list the mutations and exit")
+	flag.Parse()
+
+	ms := mutations
+	if *only != "" {
+		re, err := regexp.Compile(*only)
+		if err != nil {
+			fatalf("-only: %v", err)
+		}
+		var sel []mutation
+		for _, m := range ms {
+			if re.MatchString(m.Name) {
+				sel = append(sel, m)
+			}
+		}
+		ms = sel
+	}
+	if *list {
+		for _, m := range ms {
+			fmt.Printf("%-28s %-14s %s\n    %s\n", m.Name, m.File, strings.Join(m.Tests, ","), m.Point)
+		}
+		return
+	}
+	if len(ms) == 0 {
+		fatalf("no mutation selected")
+	}
+
+	root, err := gitOut("", "rev-parse", "--show-toplevel")
+	if err != nil {
+		fatalf("not in a git repository: %v", err)
+	}
+	root = strings.TrimSpace(root)
+	scratch, err := os.MkdirTemp("", "leasehold-mutate-")
+	if err != nil {
+		fatalf("%v", err)
+	}
+	if *keep {
+		fmt.Println("scratch copy:", scratch)
+	} else {
+		defer os.RemoveAll(scratch)
+	}
+	src := "working tree of " + root
+	if *rev != "" {
+		err = copyRevision(root, *rev, scratch)
+		src = *rev + " of " + root
+		if c, e := gitOut(root, "log", "-1", "--format=%h %s", *rev); e == nil {
+			src = strings.TrimSpace(c)
+			if len(src) > 72 {
+				src = src[:72] + "..."
+			}
+		}
+	} else {
+		err = copyWorkingTree(root, scratch)
+	}
+	if err != nil {
+		fatalf("copying the repository: %v", err)
+	}
+	fmt.Printf("mutating a copy of %s in %s\n", src, scratch)
+
+	// Every snippet must apply before anything runs.
+	originals := map[string][]byte{}
+	applies := map[string]bool{}
+	for _, m := range ms {
+		b, ok := originals[m.File]
+		if !ok {
+			b, err = os.ReadFile(filepath.Join(scratch, m.File))
+			if err != nil && !errors.Is(err, os.ErrNotExist) {
+				fatalf("%v", err)
+			}
+			originals[m.File] = b
+		}
+		applies[m.Name] = bytes.Count(b, []byte(m.Original)) == 1
+	}
+
+	// Baseline: the listed tests pass on the unmutated copy.
+	var all []string
+	seen := map[string]bool{}
+	for _, m := range ms {
+		for _, t := range m.Tests {
+			if !seen[t] {
+				seen[t] = true
+				all = append(all, t)
+			}
+		}
+	}
+	sort.Strings(all)
+	fmt.Printf("baseline: %d tests on the unmutated copy ... ", len(all))
+	start := time.Now()
+	out, err := goTest(scratch, all, *timeout)
+	if err != nil {
+		fmt.Printf("FAIL (%v)\n%s\n", time.Since(start).Round(time.Second), tail(out, 60))
+		fmt.Println("The tests fail without any mutation: fix them first; no mutation result would mean anything.")
+		os.Exit(2)
+	}
+	passed := map[string]bool{}
+	for _, m := range regexp.MustCompile(`(?m)^--- PASS: (\S+)`).FindAllStringSubmatch(out, -1) {
+		passed[m[1]] = true
+	}
+	var missing []string
+	for _, t := range all {
+		if !passed[t] {
+			missing = append(missing, t)
+		}
+	}
+	if len(missing) > 0 {
+		fmt.Printf("FAIL\nThese tests did not run (renamed or removed? update hack/mutate/mutations.go): %s\n", strings.Join(missing, ", "))
+		os.Exit(2)
+	}
+	fmt.Printf("ok (%v)\n", time.Since(start).Round(time.Second))
+
+	var results []result
+	for i, m := range ms {
+		fmt.Printf("[%d/%d] %s ... ", i+1, len(ms), m.Name)
+		r := run(scratch, m, applies[m.Name], originals[m.File], *timeout)
+		fmt.Printf("%s (%v)\n", r.status, r.took.Round(time.Second))
+		if *verbose || r.status == "BUILD-FAILED" {
+			fmt.Println(tail(r.output, 40))
+		}
+		results = append(results, r)
+	}
+
+	fmt.Println()
+	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
+	fmt.Fprintln(w, "MUTATION\tFILE\tRESULT\tFAILING TEST")
+	bad := 0
+	for _, r := range results {
+		failing := strings.Join(r.failing, ",")
+		if failing == "" {
+			failing = "-"
+		}
+		status := r.status
+		if r.status != "caught" {
+			if r.m.Contract {
+				bad++
+			} else {
+				status += " (not a contract point)"
+			}
+		}
+		fmt.Fprintf(w, "%s\t%s\t%s\t%s\n", r.m.Name, r.m.File, status, failing)
+	}
+	w.Flush()
+	fmt.Println()
+	if bad > 0 {
+		fmt.Printf("FAIL: %d contract mutation(s) not caught. SURVIVED: a test is missing or too weak. DOES-NOT-APPLY: the code changed; update the snippet in hack/mutate/mutations.go. BUILD-FAILED: the replacement no longer compiles.\n", bad)
+		os.Exit(1)
+	}
+	fmt.Printf("ok: all %d mutations caught\n", len(results))
+}
+
+// run applies m alone to the scratch copy, runs its tests, and restores
+// the file.
+func run(scratch string, m mutation, applies bool, original []byte, timeout time.Duration) result {
+	r := result{m: m}
+	if !applies {
+		r.status = "DOES-NOT-APPLY"
+		return r
+	}
+	path := filepath.Join(scratch, m.File)
+	mutated := bytes.Replace(original, []byte(m.Original), []byte(m.Mutated), 1)
+	if err := os.WriteFile(path, mutated, 0o644); err != nil {
+		fatalf("%v", err)
+	}
+	defer func() {
+		if err := os.WriteFile(path, original, 0o644); err != nil {
+			fatalf("restoring %s: %v", m.File, err)
+		}
+	}()
+	start := time.Now()
+	out, err := goTest(scratch, m.Tests, timeout)
+	r.took, r.output = time.Since(start), out
+	switch {
+	case err == nil:
+		r.status = "SURVIVED"
+	case buildFailed(out):
+		r.status = "BUILD-FAILED"
+	default:
+		r.status = "caught"
+		r.failing = failingTests(out)
+	}
+	return r
+}
+
+func goTest(dir string, tests []string, timeout time.Duration) (string, error) {
+	cmd := exec.Command("go", "test", "-v", "-count=1", "-timeout", timeout.String(),
+		"-run", "^("+strings.Join(tests, "|")+")$", ".")
+	cmd.Dir = dir
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	return buf.String(), err
+}
+
+var (
+	failRE    = regexp.MustCompile(`(?m)^\s*--- FAIL: (\S+)`)
+	startRE   = regexp.MustCompile(`(?m)^=== RUN\s+(\S+)`)
+	endRE     = regexp.MustCompile(`(?m)^\s*--- (?:PASS|FAIL|SKIP): (\S+)`)
+	timeoutRE = regexp.MustCompile(`(?m)^panic: test timed out after`)
+)
+
+// failingTests names the top-level tests that failed, or that were running
+// when the test binary timed out or crashed (a panic in another
+// goroutine), marked so.
+func failingTests(out string) []string {
+	top := func(name string) string { return strings.SplitN(name, "/", 2)[0] }
+	var names []string
+	seen := map[string]bool{}
+	add := func(n string) {
+		if !seen[n] {
+			seen[n] = true
+			names = append(names, n)
+		}
+	}
+	for _, m := range failRE.FindAllStringSubmatch(out, -1) {
+		add(top(m[1]))
+	}
+	if len(names) > 0 {
+		return names
+	}
+	why := "(crashed)"
+	if timeoutRE.MatchString(out) {
+		why = "(timed out)"
+	}
+	ended := map[string]bool{}
+	for _, m := range endRE.FindAllStringSubmatch(out, -1) {
+		ended[m[1]] = true
+	}
+	for _, m := range startRE.FindAllStringSubmatch(out, -1) {
+		if !ended[m[1]] && !strings.Contains(m[1], "/") {
+			add(m[1] + why)
+		}
+	}
+	if len(names) == 0 {
+		add(why)
+	}
+	return names
+}
+
+func buildFailed(out string) bool {
+	return strings.Contains(out, "[build failed]") || strings.Contains(out, "[setup failed]") ||
+		strings.Contains(out, "\nvet: ") || strings.HasPrefix(out, "# ")
+}
+
+// copyWorkingTree copies the tracked and untracked (not ignored) files of
+// the working tree as they are on disk.
+func copyWorkingTree(root, dst string) error {
+	out, err := gitOut(root, "ls-files", "-z", "--cached", "--others", "--exclude-standard")
+	if err != nil {
+		return err
+	}
+	for _, rel := range strings.Split(out, "\x00") {
+		if rel == "" {
+			continue
+		}
+		src := filepath.Join(root, rel)
+		fi, err := os.Lstat(src)
+		if errors.Is(err, os.ErrNotExist) {
+			continue // deleted in the working tree
+		}
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, rel)
+		if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+			return err
+		}
+		switch {
+		case fi.Mode()&os.ModeSymlink != 0:
+			link, err := os.Readlink(src)
+			if err != nil {
+				return err
+			}
+			if err := os.Symlink(link, to); err != nil {
+				return err
+			}
+		case fi.Mode().IsRegular():
+			b, err := os.ReadFile(src)
+			if err != nil {
+				return err
+			}
+			if err := os.WriteFile(to, b, fi.Mode().Perm()); err != nil {
+				return err
+			}
+		}
+	}
+	return nil
+}
+
+// copyRevision extracts a committed revision with git archive.
+func copyRevision(root, rev, dst string) error {
+	cmd := exec.Command("git", "archive", "--format=tar", rev)
+	cmd.Dir = root
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	pipe, err := cmd.StdoutPipe()
+	if err != nil {
+		return err
+	}
+	if err := cmd.Start(); err != nil {
+		return err
+	}
+	tr := tar.NewReader(pipe)
+	for {
+		hdr, err := tr.Next()
+		if err == io.EOF {
+			break
+		}
+		if err != nil {
+			return err
+		}
+		to := filepath.Join(dst, filepath.FromSlash(hdr.Name))
+		if !strings.HasPrefix(to, filepath.Clean(dst)+string(os.PathSeparator)) {
+			return fmt.Errorf("archive entry %q escapes the scratch directory", hdr.Name)
+		}
+		switch hdr.Typeflag {
+		case tar.TypeDir:
+			if err := os.MkdirAll(to, 0o755); err != nil {
+				return err
+			}
+		case tar.TypeSymlink:
+			if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+				return err
+			}
+			if err := os.Symlink(hdr.Linkname, to); err != nil {
+				return err
+			}
+		case tar.TypeReg:
+			if err := os.MkdirAll(filepath.Dir(to), 0o755); err != nil {
+				return err
+			}
+			f, err := os.OpenFile(to, os.O_CREATE|os.O_WRONLY|os.O_TRUNC, os.FileMode(hdr.Mode).Perm())
+			if err != nil {
+				return err
+			}
+			if _, err := io.Copy(f, tr); err != nil {
+				f.Close()
+				return err
+			}
+			if err := f.Close(); err != nil {
+				return err
+			}
+		}
+	}
+	if err := cmd.Wait(); err != nil {
+		return fmt.Errorf("git archive %s: %v: %s", rev, err, stderr.String())
+	}
+	return nil
+}
+
+func gitOut(dir string, args ...string) (string, error) {
+	cmd := exec.Command("git", args...)
+	cmd.Dir = dir
+	var stderr bytes.Buffer
+	cmd.Stderr = &stderr
+	out, err := cmd.Output()
+	if err != nil {
+		return "", fmt.Errorf("git %s: %v: %s", strings.Join(args, " "), err, stderr.String())
+	}
+	return string(out), nil
+}
+
+func tail(s string, n int) string {
+	lines := strings.Split(strings.TrimRight(s, "\n"), "\n")
+	if len(lines) > n {
+		lines = lines[len(lines)-n:]
+	}
+	return strings.Join(lines, "\n")
+}
+
+func fatalf(format string, args ...any) {
+	fmt.Fprintf(os.Stderr, "mutate: "+format+"\n", args...)
+	os.Exit(2)
+}

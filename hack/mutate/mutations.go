@@ -1,0 +1,197 @@
+package main
+
+// mutations is the list make mutate applies, one at a time, to a scratch
+// copy. Each Original is an exact snippet of the code (tabs and newlines
+// included); it must occur exactly once in File. When the code moves, the
+// run reports DOES-NOT-APPLY and fails: update the snippet here.
+var mutations = []mutation{
+	// The audit's "caught" list (issue 16): they must stay caught.
+	{
+		Name:  "renew-deadline-from-answer",
+		Point: "the leader measures its renew deadline from when it sent its last successful renewal",
+		File:  "elector.go",
+		Original: `			return now, nil
+		case apierrors.IsNotFound(err):`,
+		Mutated: `			return e.clock.Now(), nil
+		case apierrors.IsNotFound(err):`,
+		Tests:    []string{"TestRenewDeadlineFromSendTime"},
+		Contract: true,
+	},
+	{
+		Name:  "acquire-time-from-answer",
+		Point: "a term counts from the send time of the write that won it",
+		File:  "elector.go",
+		Original: `r.acquiredAt = now
+`,
+		Mutated: `r.acquiredAt = e.clock.Now()
+`,
+		Tests:    []string{"TestPauseAfterAcquireLandedStartsNothing"},
+		Contract: true,
+	},
+	{
+		Name:  "stopped-before-work-returned",
+		Point: "OnStoppedLeading is called after OnStartedLeading has returned",
+		File:  "term.go",
+		Original: `			t.beginStepDown(nil)
+`,
+		Mutated: `			t.beginStepDown(nil)
+			return t.stepDown(ctx, workResult{}, true)
+`,
+		Tests:    []string{"TestCancelKeepsRenewingUntilWorkReturnsThenReleases"},
+		Contract: true,
+	},
+	{
+		Name:     "expiry-from-renewTime",
+		Point:    "expiry is measured on the local clock from when a version was first seen, never from renewTime",
+		File:     "decide.go",
+		Original: `expiry := v.observedAt.Add(claimDuration(v.lease, fallback))`,
+		Mutated:  `expiry := v.lease.Spec.RenewTime.Time.Add(claimDuration(v.lease, fallback))`,
+		Tests:    []string{"TestAcquireWaitsHolderDurationByLocalClock"},
+		Contract: true,
+	},
+	// The audit's "not caught" list, and the tests that asserted nothing.
+	{
+		Name:  "release-conditioned-on-a-read",
+		Point: "the release is conditioned on our own last write: it never blanks another holder",
+		File:  "elector.go",
+		Original: `		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor))
+`,
+		Mutated: `		base := r.view.lease
+		if cur, gerr := e.lock.get(rctx); gerr == nil && cur != nil {
+			base = cur // conditioned on what a GET returned
+		}
+		got, err := e.lock.update(rctx, e.lock.released(base, now, successor))
+`,
+		Tests:    []string{"TestContractReleaseConditionedOnOwnLastWrite", "TestReleaseNeverBlanksAnotherHolder"},
+		Contract: true,
+	},
+	{
+		Name:  "release-retried-after-409",
+		Point: "a release that meets 409 is not retried: the Lease changed since our last write",
+		File:  "elector.go",
+		Original: `case apierrors.IsConflict(err), apierrors.IsNotFound(err):
+			r.log.Info("Did not release the lease`,
+		Mutated: `case apierrors.IsNotFound(err):
+			r.log.Info("Did not release the lease`,
+		Tests:    []string{"TestContractReleaseConditionedOnOwnLastWrite"},
+		Contract: true,
+	},
+	{
+		Name:  "lost-grace-longer-than-margin",
+		Point: "after a loss, the work gets at most the safety margin",
+		File:  "term.go",
+		Original: `grace := t.clock.NewTimer(e.t.safetyMargin())
+`,
+		Mutated: `grace := t.clock.NewTimer(e.t.safetyMargin() + 2*time.Second)
+`,
+		Tests:    []string{"TestContractLostWorkGetsExactlyTheMargin", "TestLostLeaseWorkOutlivesMargin"},
+		Contract: true,
+	},
+	{
+		Name:  "lost-grace-shorter-than-margin",
+		Point: "after a loss, the work gets the safety margin before OnStoppedLeading",
+		File:  "term.go",
+		Original: `grace := t.clock.NewTimer(e.t.safetyMargin())
+`,
+		Mutated: `grace := t.clock.NewTimer(e.t.safetyMargin() - time.Second)
+`,
+		Tests:    []string{"TestContractLostWorkGetsExactlyTheMargin", "TestLostLeaseWorkOutlivesMargin"},
+		Contract: true,
+	},
+	{
+		Name:     "check-renew-stalled-disabled",
+		Point:    "Check returns ErrRenewStalled when leading without a renewal for RenewDeadline plus the tolerance",
+		File:     "health.go",
+		Original: `stalled > e.t.renewDeadline+maxTolerableExpiredLease {`,
+		Mutated:  `stalled < 0 {`,
+		Tests:    []string{"TestContractCheckRenewStalled"},
+		Contract: true,
+	},
+	{
+		Name:     "check-renew-stalled-no-tolerance",
+		Point:    "Check tolerates maxTolerableExpiredLease past RenewDeadline",
+		File:     "health.go",
+		Original: `stalled > e.t.renewDeadline+maxTolerableExpiredLease {`,
+		Mutated:  `stalled > e.t.renewDeadline {`,
+		Tests:    []string{"TestContractCheckRenewStalled"},
+		Contract: true,
+	},
+	{
+		Name:     "onnewleader-concurrent",
+		Point:    "OnNewLeader is called one call at a time, in order",
+		File:     "callbacks.go",
+		Original: `callSafely(n.log, "OnNewLeader", func() { n.callback(id) })`,
+		Mutated:  `go callSafely(n.log, "OnNewLeader", func() { n.callback(id) })`,
+		Tests:    []string{"TestContractOnNewLeaderOneAtATimeInOrder", "TestOnNewLeaderInOrder"},
+		Contract: true,
+	},
+	{
+		Name:  "stopped-before-release",
+		Point: "the Lease is released (ReleaseOnCancel), then OnStoppedLeading is called",
+		File:  "term.go",
+		Original: `	var released error = errNotReleased
+	if t.e.cfg.ReleaseOnCancel || !stepping || t.yield != nil {
+		successor := ""
+		if t.yield != nil {
+			successor = t.yield.to
+		}
+		released = t.r.release(ctx, t.lastSent, successor)
+	}
+	t.e.setLeading(false, time.Time{}, nil)
+	t.stopped()
+`,
+		Mutated: `	t.stopped()
+	var released error = errNotReleased
+	if t.e.cfg.ReleaseOnCancel || !stepping || t.yield != nil {
+		successor := ""
+		if t.yield != nil {
+			successor = t.yield.to
+		}
+		released = t.r.release(ctx, t.lastSent, successor)
+	}
+	t.e.setLeading(false, time.Time{}, nil)
+`,
+		Tests:    []string{"TestContractReleaseBeforeOnStoppedLeading"},
+		Contract: true,
+	},
+	{
+		Name:  "lost-create-race-taken-as-win",
+		Point: "of candidates racing to create the Lease exactly one wins: AlreadyExists is a lost race",
+		File:  "lease_lock.go",
+		Original: `	created, err := l.leases().Create(ctx, lease, metav1.CreateOptions{})
+`,
+		Mutated: `	created, err := l.leases().Create(ctx, lease, metav1.CreateOptions{})
+	if apierrors.IsAlreadyExists(err) {
+		created, err = lease, nil
+	}
+`,
+		Tests:    []string{"TestContractRaceFiveCandidatesReallyRace", "TestRaceFiveCandidatesOneWinner", "Example_testingRacesWithLeaseholdtest"},
+		Contract: true,
+	},
+	{
+		Name:     "any-stamp-is-ours",
+		Point:    "a Lease is ours only if it is our own write: a new object naming us is another process",
+		File:     "elector.go",
+		Original: `if !s.IsZero() && s.Equal(t) {`,
+		Mutated:  `if !s.IsZero() && !t.IsZero() {`,
+		Tests:    []string{"TestLeaseReplacedByNewObjectUnseen", "TestLeaseReplacedByNewObject"},
+		Contract: true,
+	},
+	{
+		Name:  "blocking-mailbox",
+		Point: "handing an observation to the elector never blocks: no watch is left unread",
+		File:  "follow.go",
+		Original: `func (m mailbox) put(obs observation) {
+	for {
+`,
+		Mutated: `func (m mailbox) put(obs observation) {
+	if true {
+		m <- obs // blocks while the reader is busy
+		return
+	}
+	for {
+`,
+		Tests:    []string{"TestPlainFakeWatchersNeverLeftUnread"},
+		Contract: true,
+	},
+}
