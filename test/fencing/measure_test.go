@@ -52,14 +52,39 @@ func TestMeasure(t *testing.T) {
 
 	// The stale window: old-term writers hammer the fenced namespace while
 	// the Lease changes hands.
-	var runs []takeoverRun
-	for i := 0; i < takeovers; i++ {
+	var runs, runs2 []takeoverRun
+	takeover := func(via kubernetes.Interface) takeoverRun {
 		next := cur
 		next.Transitions++
 		next.Holder = map[bool]string{true: "a", false: "b"}[cur.Holder == "b"]
-		r := measureTakeover(t, ctx, fenced, cur, next)
-		runs = append(runs, r)
+		r := measureTakeover(t, ctx, via, fenced, cur, next)
 		cur = next
+		return r
+	}
+	for i := 0; i < takeovers; i++ {
+		runs = append(runs, takeover(w))
+	}
+	if full {
+		// The same with two API servers on one etcd: the Lease changes
+		// through the first, the controller writes through the second,
+		// whose copy of the Lease comes through its own watch.
+		second, err := cp.AddAPIServer(ctx)
+		if err != nil {
+			t.Fatalf("second kube-apiserver: %v", err)
+		}
+		cfg := second.Config()
+		cfg.QPS, cfg.Burst = 1000, 2000
+		cfg.Impersonate.UserName = writer(fenced)
+		w2 := kubernetes.NewForConfigOrDie(cfg)
+		eventually(t, 30*time.Second, "the second API server to enforce the policy", func() bool {
+			cm := configMap(t, fenced, "", &leasehold.Term{Holder: "fence-probe", Transitions: -1, UID: "probe"})
+			cm.GenerateName = "probe-"
+			_, err := w2.CoreV1().ConfigMaps(fenced).Create(ctx, cm, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return fence.IsFenced(err)
+		})
+		for i := 0; i < takeovers; i++ {
+			runs2 = append(runs2, takeover(w2))
+		}
 	}
 
 	var report strings.Builder
@@ -69,6 +94,15 @@ func TestMeasure(t *testing.T) {
 	fmt.Fprintf(&report, "  policy, not matched      p50 %6s  p99 %6s\n", ms(pct(baseline, 50)), ms(pct(baseline, 99)))
 	fmt.Fprintf(&report, "  policy, fenced           p50 %6s  p99 %6s   (added: p50 %s, p99 %s)\n", ms(pct(after, 50)), ms(pct(after, 99)),
 		ms(pct(after, 50)-pct(baseline, 50)), ms(pct(after, 99)-pct(baseline, 99)))
+	reportTakeovers(&report, "after a takeover", runs)
+	if len(runs2) > 0 {
+		reportTakeovers(&report, "two API servers, the takeover through one, the old and new terms' writes through the other", runs2)
+	}
+	t.Log("\n" + report.String())
+}
+
+// reportTakeovers adds what the runs showed to report.
+func reportTakeovers(report *strings.Builder, title string, runs []takeoverRun) {
 	var oldLate, oldBy, newLate, newBy []time.Duration
 	stale, oldWrites, storedAfter, storedRuns := 0, 0, 0, 0
 	var storedLatest []time.Duration
@@ -86,18 +120,17 @@ func TestMeasure(t *testing.T) {
 	dist := func(ds []time.Duration) string {
 		return fmt.Sprintf("p50 %s  p99 %s  max %s", ms(pct(ds, 50)), ms(pct(ds, 99)), ms(pct(ds, 100)))
 	}
-	fmt.Fprintf(&report, "after a takeover (%d takeovers; %d old-term writes from 2 writers around them; times from the takeover write's response):\n", len(runs), oldWrites)
-	fmt.Fprintf(&report, "  old term still admitted, at least (latest send of an admitted old write): %s\n", dist(oldLate))
-	fmt.Fprintf(&report, "  old term still admitted, at most (first answer refusing it):              %s\n", dist(oldBy))
-	fmt.Fprintf(&report, "  old-term writes sent after the response and admitted: %d in all\n", stale)
-	fmt.Fprintf(&report, "  old-term writes stored after the takeover in etcd's order: %d in all, in %d of %d takeovers", storedAfter, storedRuns, len(runs))
+	fmt.Fprintf(report, "%s (%d takeovers; %d old-term writes from 2 writers around them; times from the takeover write's response):\n", title, len(runs), oldWrites)
+	fmt.Fprintf(report, "  old term still admitted, at least (latest send of an admitted old write): %s\n", dist(oldLate))
+	fmt.Fprintf(report, "  old term still admitted, at most (first answer refusing it):              %s\n", dist(oldBy))
+	fmt.Fprintf(report, "  old-term writes sent after the response and admitted: %d in all\n", stale)
+	fmt.Fprintf(report, "  old-term writes stored after the takeover in etcd's order: %d in all, in %d of %d takeovers", storedAfter, storedRuns, len(runs))
 	if storedRuns > 0 {
-		fmt.Fprintf(&report, "; the latest sent %s after the response (max; negative: before)", ms(pct(storedLatest, 100)))
+		fmt.Fprintf(report, "; the latest sent %s after the response (max; negative: before)", ms(pct(storedLatest, 100)))
 	}
 	report.WriteString("\n")
-	fmt.Fprintf(&report, "  new term still refused, at least (latest send of a refused new write):    %s\n", dist(newLate))
-	fmt.Fprintf(&report, "  new term admitted, at most (first answer admitting it):                   %s\n", dist(newBy))
-	t.Log("\n" + report.String())
+	fmt.Fprintf(report, "  new term still refused, at least (latest send of a refused new write):    %s\n", dist(newLate))
+	fmt.Fprintf(report, "  new term admitted, at most (first answer admitting it):                   %s\n", dist(newBy))
 }
 
 // installStampPolicyFor installs the stamp policy for ns's Lease, fencing
@@ -211,11 +244,10 @@ type timedWrite struct {
 
 // measureTakeover writes the old term's stamp from two goroutines (real
 // updates, each on its own ConfigMap) and the new term's (dry-run
-// creates) from a third, while the Lease moves from old to next with one
-// update as admin.
-func measureTakeover(t *testing.T, ctx context.Context, ns string, old, next leasehold.Term) takeoverRun {
+// creates) from a third, all through w, while the Lease moves from old to
+// next with one update as admin.
+func measureTakeover(t *testing.T, ctx context.Context, w kubernetes.Interface, ns string, old, next leasehold.Term) takeoverRun {
 	t.Helper()
-	w := clientAs(writer(ns), "")
 	stop := make(chan struct{})
 	var mu sync.Mutex
 	var oldW, newW []timedWrite
