@@ -6,6 +6,7 @@
 #   make demo-shards  three sharded-controller processes share shards
 #   make bench    leasehold vs client-go on the real control plane -> BENCHMARKS.md
 #   make chaos    fault-injection run that checks "never two leaders"
+#   make mutate   breaks each contract point on purpose; the tests must notice
 # The control plane is built from source through the Go module proxy the
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
 SHELL := /bin/bash
@@ -15,7 +16,7 @@ SUBMODULES := metrics/prometheus examples test kubectl-leasehold
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
 UNITMODULES := metrics/prometheus examples kubectl-leasehold
 
-.PHONY: test lint unit integration controlplane kubectl plugin demo demo-shards bench chaos fuzz
+.PHONY: test lint unit integration controlplane kubectl plugin demo demo-shards bench chaos mutate fuzz
 
 test: lint unit integration
 
@@ -56,6 +57,11 @@ bench: controlplane
 
 chaos: controlplane
 	cd test && $(GO) run ./cmd/chaos
+
+# One hand-written mutation per contract point, each applied alone to a
+# scratch copy; fails if a test does not catch one (about 3 minutes).
+mutate:
+	$(GO) run ./hack/mutate
 
 fuzz:
 	$(GO) test -run '^$$' -fuzz FuzzDecideCampaign -fuzztime 60s .
