@@ -138,11 +138,11 @@ type elector struct {
 	leaders []string
 }
 
-func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *logs) *elector {
+func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *logs, opts ...func(*leasehold.Config)) *elector {
 	t.Helper()
 	e := &elector{id: id, wire: &wire{}, done: make(chan struct{})}
 	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.wrap(cp.Config()), tm.D))
-	el, err := leasehold.New(leasehold.Config{
+	cfg := leasehold.Config{
 		Lock:          &leasehold.LeaseLock{Namespace: ns, Name: name, Identity: id, Client: cs.CoordinationV1()},
 		LeaseDuration: tm.L, RenewDeadline: tm.D, RetryPeriod: tm.P,
 		ReleaseOnCancel: true,
@@ -165,7 +165,11 @@ func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg 
 				e.mu.Unlock()
 			},
 		},
-	})
+	}
+	for _, o := range opts {
+		o(&cfg)
+	}
+	el, err := leasehold.New(cfg)
 	must(t, err)
 	e.el = el
 	ctx, cancel := context.WithCancel(context.Background())
@@ -216,3 +220,6 @@ func (e *elector) stop(t *testing.T) {
 }
 
 func isOK(c call) bool { return c.ok() }
+
+// rejoin sets Config.Rejoin.
+func rejoin(c *leasehold.Config) { c.Rejoin = true }

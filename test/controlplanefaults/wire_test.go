@@ -46,6 +46,9 @@ type wire struct {
 	watches []*watchBody
 	gate    chan struct{} // non-nil: watch requests wait until it closes
 	held    []string      // resourceVersions of watch requests held at the gate
+	// beforeWrite, if set, runs before a create or update is sent, with
+	// its body.
+	beforeWrite func(c call, body []byte)
 }
 
 func (w *wire) wrap(cfg *rest.Config) *rest.Config {
@@ -72,6 +75,20 @@ func (t *wireRT) CancelRequest(req *http.Request) {
 func (t *wireRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	w := t.w
 	c := classify(req)
+	w.mu.Lock()
+	before := w.beforeWrite
+	w.mu.Unlock()
+	if before != nil && req.Body != nil && (c.Verb == "update" || c.Verb == "create") {
+		body, err := io.ReadAll(req.Body)
+		_ = req.Body.Close()
+		if err != nil {
+			return nil, err
+		}
+		req = req.Clone(req.Context())
+		req.Body = io.NopCloser(bytes.NewReader(body))
+		req.GetBody = func() (io.ReadCloser, error) { return io.NopCloser(bytes.NewReader(body)), nil }
+		before(c, body)
+	}
 	if c.Verb == "watch" {
 		w.mu.Lock()
 		gate := w.gate
@@ -109,6 +126,12 @@ func (t *wireRT) RoundTrip(req *http.Request) (*http.Response, error) {
 	w.calls = append(w.calls, c)
 	w.mu.Unlock()
 	return resp, err
+}
+
+func (w *wire) setBeforeWrite(f func(c call, body []byte)) {
+	w.mu.Lock()
+	w.beforeWrite = f
+	w.mu.Unlock()
 }
 
 // holdWatches makes new watch requests wait until releaseWatches.

@@ -1,0 +1,110 @@
+package controlplanefaults
+
+import (
+	"context"
+	"encoding/json"
+	"sync"
+	"testing"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/leasehold/leasehold"
+)
+
+// Found by the chaos harness (-mode yield, two annotation yields 26ms
+// apart): a leader yields to anyone (the preferred-holder annotation "*");
+// while its release is in flight, an operator annotates the Lease again,
+// now naming c. The release, conditioned on the version the leader read,
+// conflicts. The leader then ends its term as lost ("the yield's release
+// failed"), campaigns at once (Rejoin), finds the Lease still naming it
+// with its own renewal, takes it again as a new term, and that term's
+// claim deletes the annotation naming c: the operator's request is
+// dropped, and the yielder leads on.
+//
+// Expected: a release that conflicts with a write that left this process
+// the holder (a metadata change) is retried on the newer version, or the
+// newer preference is honoured; either way c, named last, leads next.
+func TestYieldReleaseRacesAnnotation(t *testing.T) {
+	t.Skip("BUG: a yield's release that conflicts with a concurrent preferred-holder annotation ends the term as lost; the yielder re-acquires at once as a new term and that claim deletes the newer annotation, so the named successor never gets the Lease (see the test's comment)")
+	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ctx := context.Background()
+	a := startElector(t, "a", ns, "race", std, tr, lg, rejoin)
+	if s := tr.nextStart(t, 15*time.Second); s.id != "a" {
+		t.Fatalf("%s started first", s.id)
+	}
+	startElector(t, "b", ns, "race", std, tr, lg, rejoin)
+	c := startElector(t, "c", ns, "race", std, tr, lg, rejoin)
+	eventually(t, 10*time.Second, "c to see a", func() bool { return c.sees("a") })
+
+	annotate := func(to string) {
+		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{leasehold.PreferredHolderAnnotation: to}}})
+		_, err := admin.CoordinationV1().Leases(ns).Patch(ctx, "race", types.MergePatchType, patch, metav1.PatchOptions{})
+		must(t, err)
+	}
+	// Just before a's release goes out, the operator names c.
+	var once sync.Once
+	raced := make(chan struct{})
+	a.wire.setBeforeWrite(func(cl call, body []byte) {
+		var l coordinationv1.Lease
+		if json.Unmarshal(body, &l) != nil || (l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "") {
+			return // not a release
+		}
+		once.Do(func() { annotate("c"); close(raced) })
+	})
+	annotate("*")
+	select {
+	case <-raced:
+	case <-time.After(10 * time.Second):
+		t.Fatal("a never released the Lease after the annotation asked it to")
+	}
+	s := tr.nextStart(t, std.L+std.P+5*time.Second)
+	if s.id != "c" {
+		l, _ := admin.CoordinationV1().Leases(ns).Get(ctx, "race", metav1.GetOptions{})
+		t.Errorf("%s led next, want c (named by the newest annotation); the Lease's annotations now: %v", s.id, l.Annotations)
+	}
+	tr.check(t)
+}
+
+// Found by the chaos harness (-mode yield): a yields to anyone; b takes
+// the Lease; b at once yields to a by name. a, the named successor, sits
+// out the rest of the LeaseDuration that follows its own yield before it
+// writes (the sit-out meant for yields to anyone), while every other
+// candidate defers to it: the handoff to a takes up to LeaseDuration
+// instead of milliseconds, and nobody leads meanwhile.
+//
+// Expected, as Elector.Yield documents: the named successor takes the
+// Lease within milliseconds; the sit-out should not hold back a process
+// that a release names.
+func TestYieldToRecentYielder(t *testing.T) {
+	t.Skip("BUG: a candidate that yielded within the last LeaseDuration and is then named successor by the next leader's Yield sits out the rest of that LeaseDuration (elector.go sitOutUntil) while all others defer to it: a handoff of up to L with no leader, instead of milliseconds (see the test's comment)")
+	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ctx := context.Background()
+	a := startElector(t, "a", ns, "again", std, tr, lg, rejoin)
+	if s := tr.nextStart(t, 15*time.Second); s.id != "a" {
+		t.Fatalf("%s started first", s.id)
+	}
+	b := startElector(t, "b", ns, "again", std, tr, lg, rejoin)
+	eventually(t, 10*time.Second, "b to see a", func() bool { return b.sees("a") })
+
+	must(t, a.el.Yield(ctx, ""))
+	if s := tr.nextStart(t, 5*time.Second); s.id != "b" {
+		t.Fatalf("%s took the Lease after a's yield to anyone, want b", s.id)
+	}
+	eventually(t, 5*time.Second, "b to lead", b.el.IsLeader)
+	sent := time.Now()
+	must(t, b.el.Yield(ctx, "a"))
+	s := tr.nextStart(t, std.L+std.P+5*time.Second)
+	lat := s.at.Sub(sent)
+	if s.id != "a" {
+		t.Fatalf("%s led after b's yield to a", s.id)
+	}
+	if lat > std.L/2 {
+		t.Errorf("a, named successor, took the Lease %v after b's yield; want milliseconds (the handoff of a yield), at least under L/2 = %v", lat.Round(time.Millisecond), std.L/2)
+	} else {
+		t.Logf("a took the Lease %v after b's yield to it", lat.Round(time.Millisecond))
+	}
+	tr.check(t)
+}
