@@ -41,9 +41,8 @@
 //
 // Both policies match only the requests of Config.Writers, usually the
 // controller's service account: users, other controllers and the garbage
-// collector write as before. Both are also shipped as YAML, generated from
-// these functions, in examples/deploy/fencing-policy.yaml and
-// examples/deploy/fencing-identity-policy.yaml.
+// collector write as before. The repository's examples ship both as
+// YAML, generated from these functions.
 //
 // # What is guaranteed
 //
