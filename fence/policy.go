@@ -88,10 +88,9 @@ func ServiceAccount(namespace, name string) string {
 //
 // A write with no stamp is refused unless c.AllowUnstamped. Deletes are
 // not fenced (a delete carries no object to stamp): fence them with
-// IdentityPolicy, or with a resourceVersion precondition on an object the
-// term stamped. Subresources are refused in c.Resources: the API server
-// resets metadata on some subresource writes, so the stamp it would check
-// is not the writer's. If the Lease does not exist, every fenced write is
+// IdentityPolicy. Subresources are refused in c.Resources: the API server
+// resets metadata on some subresource writes (custom resources' status
+// among them), so the stamp it would check is not the writer's. If the Lease does not exist, every fenced write is
 // refused (parameterNotFoundAction Deny).
 //
 // The binding's paramRef names the Lease; the API server reads it
