@@ -1,7 +1,7 @@
 // Command controller-runtime runs a tiny ConfigMap reconciler on a
 // controller-runtime manager, with leasehold's elector deciding which
-// replica reconciles (see package crleader for why a gate and not a
-// resourcelock.Interface).
+// replica reconciles, through github.com/leasehold/leasehold/controllerruntime
+// (see that package for why a gate and not a resourcelock.Interface).
 //
 //	go run . -kubeconfig=$HOME/.kube/config -lease-lock-namespace=default
 //
@@ -23,7 +23,7 @@ import (
 	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	"github.com/leasehold/leasehold"
-	"github.com/leasehold/leasehold/examples/controller-runtime/crleader"
+	"github.com/leasehold/leasehold/controllerruntime"
 )
 
 func main() {
@@ -52,7 +52,8 @@ func run(namespace, name, healthAddr string) error {
 	if err != nil {
 		return err
 	}
-	clientset, err := kubernetes.NewForConfig(leasehold.WithRequestTimeout(cfg, leasehold.DefaultRenewDeadline))
+	// The elector bounds each of its own requests: no timeout wrapper.
+	clientset, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
 		return err
 	}
@@ -60,7 +61,7 @@ func run(namespace, name, healthAddr string) error {
 	if err != nil {
 		return err
 	}
-	gate, err := crleader.New(mgr, leasehold.Config{
+	gate, err := controllerruntime.New(mgr, leasehold.Config{
 		Lock:            &leasehold.LeaseLock{Namespace: namespace, Name: name, Identity: id, Client: clientset.CoordinationV1()},
 		ReleaseOnCancel: true,
 	})
@@ -68,13 +69,15 @@ func run(namespace, name, healthAddr string) error {
 		return err
 	}
 	// Built against gate.Manager(), the controller runs only while we lead.
+	// Built against mgr, it would run on every replica, and mgr.Start
+	// would fail with controllerruntime.ErrUngatedRunnable.
 	err = ctrl.NewControllerManagedBy(gate.Manager()).
 		For(&corev1.ConfigMap{}).
 		Complete(&configMapReconciler{client: mgr.GetClient()})
 	if err != nil {
 		return err
 	}
-	if err := mgr.AddHealthzCheck("leader-election", crleader.HealthzChecker(gate.Elector(), 20*time.Second)); err != nil {
+	if err := mgr.AddHealthzCheck("leader-election", controllerruntime.HealthzChecker(gate.Elector(), 20*time.Second)); err != nil {
 		return err
 	}
 	return mgr.Start(ctrl.SetupSignalHandler())

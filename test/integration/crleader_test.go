@@ -17,7 +17,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/leasehold/leasehold"
-	"github.com/leasehold/leasehold/examples/controller-runtime/crleader"
+	"github.com/leasehold/leasehold/controllerruntime"
 )
 
 // reconcileLog records every reconcile of the test's replicas.
@@ -63,11 +63,11 @@ func (l *reconcileLog) reconciled(replica, name string) bool {
 	return false
 }
 
-// crReplica is one controller-runtime manager with a crleader Gate.
+// crReplica is one controller-runtime manager with a controllerruntime Gate.
 type crReplica struct {
 	id     string
 	rec    *recorder // the elector's Lease requests
-	gate   *crleader.Gate
+	gate   *controllerruntime.Gate
 	cancel context.CancelFunc
 	done   chan struct{}
 	err    error // mgr.Start's result, valid once done is closed
@@ -86,7 +86,7 @@ func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *
 	must(t, err)
 	rec := &recorder{}
 	cs := clientFor(cfg, std.D, rec)
-	gate, err := crleader.New(mgr, leasehold.Config{
+	gate, err := controllerruntime.New(mgr, leasehold.Config{
 		Lock:            &leasehold.LeaseLock{Namespace: ns, Name: lease, Identity: id, Client: cs.CoordinationV1()},
 		LeaseDuration:   std.L,
 		RenewDeadline:   std.D,
@@ -100,7 +100,7 @@ func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *
 		For(&corev1.ConfigMap{}).
 		Complete(rl.reconciler(id))
 	must(t, err)
-	must(t, mgr.AddHealthzCheck("leader-election", crleader.HealthzChecker(gate.Elector(), std.P)))
+	must(t, mgr.AddHealthzCheck("leader-election", controllerruntime.HealthzChecker(gate.Elector(), std.P)))
 
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger(id)))
 	r := &crReplica{id: id, rec: rec, gate: gate, cancel: cancel, done: make(chan struct{})}
@@ -129,7 +129,7 @@ func (r *crReplica) elected() bool {
 }
 
 // TestCRLeader runs two controller-runtime managers in this process, each
-// with a crleader Gate on the same Lease and a ConfigMap controller built
+// with a controllerruntime Gate on the same Lease and a ConfigMap controller built
 // against gate.Manager(): only the leader reconciles, and when its manager
 // stops the other takes over at once, with no reconcile overlapping.
 func TestCRLeader(t *testing.T) {

@@ -1,4 +1,4 @@
-package crleader
+package controllerruntime
 
 import (
 	"context"
@@ -678,5 +678,39 @@ func TestWithARealManager(t *testing.T) {
 	leaderOnly.checkHeldUntilReturn(t, "leader-only runnable")
 	if h := holder(srv); h != "" {
 		t.Errorf("holder after the manager stopped = %q, want released", h)
+	}
+}
+
+// A Yield hands the Lease over while the manager runs: the Gate cannot
+// lead again, so Start fails (stopping the manager, so that the process is
+// restarted) instead of returning nil and leaving a replica that never
+// campaigns.
+func TestYieldEndsStartWithErrTermEnded(t *testing.T) {
+	srv := leaseholdtest.NewServer()
+	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	p := newProbe(srv)
+	p.quick = true
+	if err := g.Add(p); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	done := startGate(ctx, g)
+	waitFor(t, p.started, "the runnable")
+	if err := g.Elector().Yield(ctx, ""); err != nil {
+		t.Fatalf("Yield = %v", err)
+	}
+	err = result(t, done)
+	if !errors.Is(err, ErrTermEnded) {
+		t.Fatalf("Start after a Yield = %v, want ErrTermEnded", err)
+	}
+	if !isClosed(p.stopped) {
+		t.Error("the runnable still runs after Start returned")
+	}
+	if h := holder(srv); h != "" {
+		t.Errorf("holder after the Yield = %q, want released", h)
 	}
 }

@@ -1,49 +1,4 @@
-// Package crleader runs a controller-runtime manager's leader-only work
-// under a leasehold.Elector instead of controller-runtime's own leader
-// election.
-//
-// The manager runs with LeaderElection: false, so that its caches, webhooks,
-// metrics and health probes run on every replica. Runnables that need a
-// leader (controllers, by default) go to a Gate instead: the Gate starts
-// them when this process wins the Lease, with a context that is cancelled
-// when the term ends, and the term ends only after all of them have
-// returned. So leasehold's safety contract holds for controllers: the old
-// leader's reconcilers have stopped before the Lease is released, and are
-// cancelled at once when it is lost.
-//
-// # Why a gate, and not a resourcelock.Interface
-//
-// controller-runtime accepts a custom lock through
-// Options.LeaderElectionResourceLockInterface. That would keep client-go's
-// elector in charge, and a lock only answers Get, Create and Update: it
-// cannot make the manager wait for its runnables to stop before the Lease
-// is released, cannot cancel them the moment a foreign holder is seen, and
-// cannot detect that another live process uses the same identity. The gate
-// keeps the whole term in leasehold's hands.
-//
-// # Usage
-//
-//	mgr, _ := ctrl.NewManager(cfg, ctrl.Options{LeaderElection: false})
-//	gate, _ := crleader.New(mgr, leasehold.Config{Lock: lock, ReleaseOnCancel: true})
-//	_ = ctrl.NewControllerManagedBy(gate.Manager()).For(&corev1.ConfigMap{}).Complete(r)
-//	_ = mgr.AddHealthzCheck("leader-election", crleader.HealthzChecker(gate.Elector(), 20*time.Second))
-//	_ = mgr.Start(ctx) // runs the gate too
-//
-// Build controllers against Gate.Manager(), not against the manager itself:
-// a controller added to a manager whose leader election is off runs on
-// every replica at once.
-//
-// # One term per process
-//
-// A controller-runtime controller cannot be started twice, so a Gate leads
-// at most once: when its term ends, Start returns (an error unless the
-// manager's context was cancelled), the manager stops, and the process
-// should exit and be restarted, as with controller-runtime's own leader
-// election. Config.Rejoin is therefore refused.
-//
-// Controllers' EnableWarmup is not supported: their sources start when the
-// term starts.
-package crleader
+package controllerruntime
 
 import (
 	"context"
@@ -55,6 +10,7 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
@@ -66,8 +22,9 @@ import (
 
 // ErrTermEnded is returned by Gate.Add once the Gate's only term has ended
 // (or its Start returned without leading): a runnable added then would
-// never run.
-var ErrTermEnded = errors.New("crleader: the leader term has ended; restart the process to lead again")
+// never run. Gate.Start wraps it when the term was handed over by
+// Elector.Yield while the manager kept running.
+var ErrTermEnded = errors.New("leasehold/controllerruntime: the leader term has ended; restart the process to lead again")
 
 // Registrar is what a Gate needs from the manager: a way to be run by it.
 // manager.Manager satisfies it. NewWithRegistrar takes one so that the
@@ -83,6 +40,7 @@ type Registrar interface {
 type Gate struct {
 	mgr     manager.Manager // nil when built by NewWithRegistrar
 	elector *leasehold.Elector
+	check   *startCheck // nil when built by NewWithRegistrar
 
 	started atomic.Bool
 	elected chan struct{}
@@ -104,14 +62,9 @@ type Gate struct {
 // reported as leasehold.New reports it.
 func New(mgr manager.Manager, cfg leasehold.Config) (*Gate, error) {
 	if mgr == nil {
-		return nil, errors.New("crleader: the manager is nil")
+		return nil, errors.New("leasehold/controllerruntime: the manager is nil")
 	}
-	g, err := NewWithRegistrar(mgr, cfg)
-	if err != nil {
-		return nil, err
-	}
-	g.mgr = mgr
-	return g, nil
+	return newGate(mgr, mgr, cfg)
 }
 
 // NewWithRegistrar is New for anything that can run a manager.Runnable,
@@ -119,23 +72,37 @@ func New(mgr manager.Manager, cfg leasehold.Config) (*Gate, error) {
 // this way has no Manager view; add leader-only runnables with Add.
 func NewWithRegistrar(reg Registrar, cfg leasehold.Config) (*Gate, error) {
 	if reg == nil {
-		return nil, errors.New("crleader: the registrar is nil")
+		return nil, errors.New("leasehold/controllerruntime: the registrar is nil")
 	}
+	return newGate(reg, nil, cfg)
+}
+
+// newGate builds the Gate, with mgr's start check if mgr is not nil, and
+// then adds it to reg: a running manager starts it at once.
+func newGate(reg Registrar, mgr manager.Manager, cfg leasehold.Config) (*Gate, error) {
 	if cfg.Callbacks.OnStartedLeading != nil {
-		return nil, errors.New("crleader: Config.Callbacks.OnStartedLeading must be nil: the Gate runs the leader-only runnables there; add your work with Gate.Add")
+		return nil, errors.New("leasehold/controllerruntime: Config.Callbacks.OnStartedLeading must be nil: the Gate runs the leader-only runnables there; add your work with Gate.Add")
 	}
 	if cfg.Rejoin {
-		return nil, errors.New("crleader: Config.Rejoin must be false: controller-runtime controllers cannot be started twice, so a Gate leads once per process")
+		return nil, errors.New("leasehold/controllerruntime: Config.Rejoin must be false: controller-runtime controllers cannot be started twice, so a Gate leads once per process")
 	}
-	g := &Gate{elected: make(chan struct{})}
+	g := &Gate{mgr: mgr, elected: make(chan struct{})}
 	cfg.Callbacks.OnStartedLeading = g.lead
 	e, err := leasehold.New(cfg)
 	if err != nil {
 		return nil, err
 	}
 	g.elector = e
+	if mgr != nil {
+		g.check = newStartCheck(mgr)
+		if g.check.runnable != nil {
+			if err := mgr.Add(g.check.runnable); err != nil {
+				return nil, fmt.Errorf("leasehold/controllerruntime: add the start check to the manager: %w", err)
+			}
+		}
+	}
 	if err := reg.Add(g); err != nil {
-		return nil, fmt.Errorf("crleader: add the gate to the manager: %w", err)
+		return nil, fmt.Errorf("leasehold/controllerruntime: add the gate to the manager: %w", err)
 	}
 	return g, nil
 }
@@ -164,7 +131,7 @@ func (g *Gate) Elected() <-chan struct{} {
 // recovered and treated as an error.
 func (g *Gate) Add(r manager.Runnable) error {
 	if r == nil {
-		return errors.New("crleader: Add: nil runnable")
+		return errors.New("leasehold/controllerruntime: Add: nil runnable")
 	}
 	g.mu.Lock()
 	defer g.mu.Unlock()
@@ -193,12 +160,30 @@ func (g *Gate) NeedLeaderElection() bool {
 //   - an error wrapping leasehold.ErrLeaderLost when the Lease was lost;
 //   - the runnables' errors, joined with leasehold.ErrWorkReturned, when a
 //     runnable failed;
+//   - an error wrapping leasehold.ErrStepDownTimeout when a runnable had
+//     not returned within Config.StepDownTimeout of the term's end: exit
+//     the process then;
+//   - an error wrapping ErrTermEnded when the term was handed over by
+//     Elector.Yield while ctx was live: this process will not lead again;
 //   - any other error of leasehold.Elector.Run.
+//
+// For a Gate built by New, Start first checks the manager (see the package
+// documentation): it returns an error wrapping ErrUngatedRunnable or
+// ErrManagerLeaderElection, without campaigning, when the manager itself
+// would run leader-only work.
 //
 // A second call returns an error.
 func (g *Gate) Start(ctx context.Context) error {
 	if !g.started.CompareAndSwap(false, true) {
-		return errors.New("crleader: Gate.Start called twice; a Gate leads once per process")
+		return errors.New("leasehold/controllerruntime: Gate.Start called twice; a Gate leads once per process")
+	}
+	if g.check != nil {
+		if err := g.check.result(g.logger(ctx)); err != nil {
+			g.mu.Lock()
+			g.closed, g.pending = true, nil
+			g.mu.Unlock()
+			return err
+		}
 	}
 	err := g.elector.Run(ctx)
 	g.mu.Lock()
@@ -206,14 +191,24 @@ func (g *Gate) Start(ctx context.Context) error {
 	g.pending = nil
 	workErr := g.workErr
 	g.mu.Unlock()
-	if workErr == nil && ctx.Err() != nil && errors.Is(err, leasehold.ErrWorkReturned) {
-		// The runnables returned because ctx was cancelled (the term's
-		// context ends only on cancellation, loss, or a failure, which
-		// would have set workErr); the elector merely saw them return
-		// before it saw the cancellation. That is a clean stop.
-		err = nil
+	if err == nil && ctx.Err() == nil {
+		// Run returns nil with ctx live only after a Yield. The manager
+		// would go on without this Gate, which cannot lead again.
+		err = fmt.Errorf("%w: leadership was yielded to another replica", ErrTermEnded)
 	}
 	return errors.Join(workErr, err)
+}
+
+// logger is ctx's logger or, if ctx has none (the manager starts its
+// runnables with a context of its own), the manager's.
+func (g *Gate) logger(ctx context.Context) klog.Logger {
+	if l, err := logr.FromContext(ctx); err == nil {
+		return l
+	}
+	if g.mgr != nil {
+		return g.mgr.GetLogger()
+	}
+	return klog.Background()
 }
 
 // lead is the elector's OnStartedLeading: it starts every leader-only
@@ -291,7 +286,7 @@ func (t *term) err() error {
 	if len(t.errs) == 0 {
 		return nil
 	}
-	return fmt.Errorf("crleader: leader-only runnable failed: %w", errors.Join(t.errs...))
+	return fmt.Errorf("leasehold/controllerruntime: leader-only runnable failed: %w", errors.Join(t.errs...))
 }
 
 // runRecovering calls r.Start, turning a panic into an error.

@@ -1,4 +1,4 @@
-package crleader_test
+package controllerruntime_test
 
 import (
 	"context"
@@ -10,7 +10,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 
 	"github.com/leasehold/leasehold"
-	"github.com/leasehold/leasehold/examples/controller-runtime/crleader"
+	"github.com/leasehold/leasehold/controllerruntime"
 )
 
 // Switching a controller-runtime manager from its built-in election to
@@ -25,9 +25,13 @@ func ExampleNew() {
 	if err != nil {
 		panic(err)
 	}
-	id, _ := leasehold.DefaultIdentity()
-	clientset := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(cfg, 0))
-	gate, err := crleader.New(mgr, leasehold.Config{
+	id, err := leasehold.DefaultIdentity()
+	if err != nil {
+		panic(err)
+	}
+	// The elector bounds each of its own requests: no timeout wrapper.
+	clientset := kubernetes.NewForConfigOrDie(cfg)
+	gate, err := controllerruntime.New(mgr, leasehold.Config{
 		Lock: &leasehold.LeaseLock{
 			Namespace: "my-system",     // was LeaderElectionNamespace
 			Name:      "my-controller", // was LeaderElectionID
@@ -40,6 +44,8 @@ func ExampleNew() {
 		panic(err)
 	}
 	// Built against gate.Manager(): runs only while this replica leads.
+	// Built against mgr, it would run on every replica, and mgr.Start
+	// would fail with ErrUngatedRunnable.
 	err = ctrl.NewControllerManagedBy(gate.Manager()).
 		For(&corev1.ConfigMap{}).
 		Complete(reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
@@ -48,6 +54,6 @@ func ExampleNew() {
 	if err != nil {
 		panic(err)
 	}
-	_ = mgr.AddHealthzCheck("leader-election", crleader.HealthzChecker(gate.Elector(), 20*time.Second))
+	_ = mgr.AddHealthzCheck("leader-election", controllerruntime.HealthzChecker(gate.Elector(), 20*time.Second))
 	_ = mgr.Start(ctrl.SetupSignalHandler())
 }
