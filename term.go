@@ -106,7 +106,7 @@ func (r *run) lead(ctx context.Context) error {
 		r: r, e: e, clock: e.clock,
 		lastSent: r.acquiredAt,
 		info: Term{
-			Lease:       e.cfg.Name,
+			Lease:       e.lock.Namespace + "/" + e.lock.Name,
 			Holder:      e.lock.Identity,
 			Transitions: transitionsOf(r.view.lease),
 			AcquiredAt:  r.acquiredAt,

@@ -13,7 +13,8 @@ import (
 // whichever process wins.
 func TestTermFencingTokenIncreasesAcrossProcesses(t *testing.T) {
 	h := newHarness(t)
-	rel := func(c *Config) { c.ReleaseOnCancel = true }
+	// Name only labels logs and metrics: Term.Lease names the Lease itself.
+	rel := func(c *Config) { c.ReleaseOnCancel = true; c.Name = "my-metrics-label" }
 	var tokens []int32
 	for i, id := range []string{"a", "b", "a2", "b2"} {
 		c := h.candidate(id, rel).start()
