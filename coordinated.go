@@ -215,8 +215,9 @@ type coordination struct {
 
 // assigned reports whether lease names self as its holder in a write of the
 // election controller, not yet taken up: the controller leaves acquireTime
-// unset, and every write of an elector (leasehold's and client-go's) sets
-// it.
+// unset, and every write of a leasehold Elector sets it. (client-go's
+// coordinated elector keeps it unset through its whole term, but never
+// under this process's identity.)
 func (c *coordination) assigned(lease *coordinationv1.Lease) bool {
 	return c != nil && !c.fallback && lease != nil && holderOf(lease) == c.lock.Identity && lease.Spec.AcquireTime == nil
 }

@@ -149,6 +149,7 @@ type Report struct {
 	Steady            []SteadyResult
 	Scale             map[Lib]*ScaleResult
 	PhaseDurations    []PhaseDuration
+	Handoffs          *HandoffsResult // handoff.go
 	Errors            []string
 	Notes             []string
 	mu                sync.Mutex
@@ -311,6 +312,9 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 		for _, lib := range Libs {
 			b.phase("scale "+lib.String(), func() { b.scale(ctx, lib) })
 		}
+	}
+	if opts.runs("handoffs") { // handoff.go: yield, rolling update, coordinated election
+		b.phase("handoffs on purpose (yield, rolling update, coordinated election)", func() { b.handoffs(ctx) })
 	}
 	if cg := rep.Failover[ClientGo]; cg != nil && cg.N() > 0 && cg.Min() < opts.FailoverTimings.Lease {
 		rep.notef("client-go took over %s before LeaseDuration had passed since the leader's last successful renewal: its follower compares the Lease record with renewTime serialized in whole seconds (LeaderElectionRecord uses metav1.Time), so renewals within one second look unchanged to it; with a sub-second RetryPeriod (%v) its expiry can start from an older renewal",

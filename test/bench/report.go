@@ -117,7 +117,7 @@ func (r *Report) sections() []section {
 		)
 		out = append(out, s)
 	}
-	return out
+	return append(out, r.handoffSections()...) // handoff.go
 }
 
 func perMin(c Counts, window time.Duration) string {
@@ -175,7 +175,7 @@ func (r *Report) Targets() []Target {
 		add(fmt.Sprintf("leasehold failover p50 (LeaseDuration %v + %v)", L, FailoverP50Over), L+FailoverP50Over, f.P50(), f.N())
 		add(fmt.Sprintf("leasehold failover max (LeaseDuration %v + %v)", L, FailoverMaxOver), L+FailoverMaxOver, f.Max(), f.N())
 	}
-	return ts
+	return append(ts, r.handoffTargets()...) // handoff.go
 }
 
 // Table renders the results for a terminal.

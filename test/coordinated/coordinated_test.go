@@ -1,0 +1,244 @@
+// Package coordinated tests leasehold's coordinated leader election
+// (KEP-4355, leasehold.NewCoordinated) on a real kube-apiserver and etcd:
+// with kube-apiserver's election controller on (the
+// CoordinatedLeaderElection gate and the coordination.k8s.io/v1beta1 API),
+// against client-go's Coordinated: true in the same run, and the fallback
+// to plain election where the LeaseCandidate API is not served. Each test
+// starts its own control plane, as the gates differ.
+package coordinated
+
+import (
+	"context"
+	"os"
+	"strings"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+	"k8s.io/klog/v2"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/bench"
+	"github.com/leasehold/leasehold/test/controlplane"
+)
+
+func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard()) // envtest's logger
+	os.Exit(m.Run())
+}
+
+// start starts a control plane for one test, failing (never skipping)
+// when it cannot.
+func start(t *testing.T, opts ...controlplane.Option) (*controlplane.ControlPlane, *rest.Config, kubernetes.Interface) {
+	t.Helper()
+	cp, err := controlplane.Start(opts...)
+	if err != nil {
+		t.Fatalf("a real control plane is needed: %v", err)
+	}
+	t.Cleanup(func() {
+		if err := cp.Stop(); err != nil {
+			t.Errorf("stopping the control plane: %v", err)
+		}
+	})
+	cfg := cp.Config()
+	cfg.WarningHandler = rest.NoWarnings{} // LeaseCandidate v1beta1 is deprecated: a warning per request
+	return cp, cfg, kubernetes.NewForConfigOrDie(cfg)
+}
+
+// apiServerAlive fails the test if kube-apiserver's process has exited.
+func apiServerAlive(t *testing.T, cp *controlplane.ControlPlane, pid int) {
+	t.Helper()
+	if err := syscall.Kill(pid, 0); err != nil {
+		t.Fatalf("kube-apiserver (pid %d) has exited: %v", pid, err)
+	}
+}
+
+// lines is a logger that keeps its lines.
+type lines struct {
+	mu  sync.Mutex
+	all []string
+}
+
+func (l *lines) logger() logr.Logger {
+	return funcr.New(func(prefix, args string) {
+		l.mu.Lock()
+		defer l.mu.Unlock()
+		l.all = append(l.all, prefix+" "+args)
+	}, funcr.Options{})
+}
+
+func (l *lines) matching(s string) []string {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	var out []string
+	for _, x := range l.all {
+		if strings.Contains(x, s) {
+			out = append(out, x)
+		}
+	}
+	return out
+}
+
+// An older-emulation-version candidate joins a running election: the
+// controller names it in spec.preferredHolder, leasehold's leader yields
+// (its work returns, then it releases), the controller assigns the Lease
+// to the newcomer, which takes it up: no overlap, and the API server
+// survives the release. client-go's Coordinated: true does the same in the
+// same run; the times are reported, not asserted.
+func TestOlderCandidateTakesOverWithNoOverlap(t *testing.T) {
+	cp, admin, _ := start(t, bench.CoordinatedControlPlane()...)
+	api, err := cp.APIServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := api.PID()
+	ctx, cancel := context.WithTimeout(context.Background(), 3*time.Minute)
+	defer cancel()
+	rounds := map[bench.Lib]*bench.CoordinatedRound{}
+	for _, lib := range bench.Libs {
+		r, err := bench.CoordinatedHandover(ctx, admin, lib, "default", "handover-"+lib.String(), bench.DefaultTimings)
+		if err != nil {
+			t.Fatalf("%s: %v", lib, err)
+		}
+		t.Logf("%s", r)
+		rounds[lib] = r
+		apiServerAlive(t, cp, pid)
+	}
+	lh := rounds[bench.Leasehold]
+	if lh.Gap() < 0 {
+		t.Errorf("leasehold: the new work started %v before the old one returned", -lh.Gap())
+	}
+	if lh.Marked.IsZero() || lh.Released.IsZero() || lh.Assigned.IsZero() || lh.TakenUp.IsZero() {
+		t.Errorf("leasehold: not the controller's handover (mark, release, assignment, take-up): %s", lh)
+	}
+	if lh.Released.After(lh.Assigned) || lh.TakenUp.Before(lh.Assigned) {
+		t.Errorf("leasehold: not in the order release, assignment, take-up: %s", lh)
+	}
+	cg := rounds[bench.ClientGo]
+	t.Logf("handover, older candidate started → its work started: leasehold %v, client-go %v; leaderless: leasehold %v, client-go %v",
+		lh.Handover().Round(time.Millisecond), cg.Handover().Round(time.Millisecond), lh.Gap().Round(time.Millisecond), cg.Gap().Round(time.Millisecond))
+}
+
+// A candidate registers its LeaseCandidate with its versions, is elected
+// by the controller alone, and withdraws the LeaseCandidate before it
+// releases the Lease on shutdown, with an empty holder that the
+// controller copes with.
+func TestCandidateLifecycle(t *testing.T) {
+	cp, admin, cs := start(t, bench.CoordinatedControlPlane()...)
+	api, err := cp.APIServer()
+	if err != nil {
+		t.Fatal(err)
+	}
+	pid := api.PID()
+	const ns, name, id = "default", "lifecycle", "pod-a_1"
+	logs := &lines{}
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
+	defer cancel()
+	var mu sync.Mutex
+	var started, returned time.Time
+	e, err := leasehold.NewCoordinated(leasehold.Config{
+		Lock:            &leasehold.LeaseLock{Namespace: ns, Name: name, Identity: id, Client: cs.CoordinationV1()},
+		ReleaseOnCancel: true,
+		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) {
+			mu.Lock()
+			started = time.Now()
+			mu.Unlock()
+			<-ctx.Done()
+			mu.Lock()
+			returned = time.Now()
+			mu.Unlock()
+		}},
+	}, leasehold.CandidateConfig{Client: cs.CoordinationV1beta1(), BinaryVersion: "v1.31.2", EmulationVersion: "1.30.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	go func() { done <- e.Run(ctx) }()
+
+	deadline := time.Now().Add(60 * time.Second)
+	for !e.IsLeader() {
+		if time.Now().After(deadline) {
+			t.Fatalf("not elected by the controller within 60s; log:\n%s", strings.Join(logs.matching(""), "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	lc, err := cs.CoordinationV1beta1().LeaseCandidates(ns).Get(ctx, id, metav1.GetOptions{})
+	if err != nil {
+		t.Fatalf("LeaseCandidate: %v", err)
+	}
+	if s := lc.Spec; s.LeaseName != name || s.BinaryVersion != "1.31.2" || s.EmulationVersion != "1.30.0" || s.Strategy != "OldestEmulationVersion" {
+		t.Fatalf("LeaseCandidate spec %+v", s)
+	}
+	l, err := cs.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Spec.Strategy == nil || l.Spec.AcquireTime == nil || *l.Spec.LeaseDurationSeconds != 15 {
+		t.Fatalf("the controller's Lease was not taken up as leasehold's: %+v", l.Spec)
+	}
+	if len(logs.matching("Taking up the term the election controller assigned")) != 1 {
+		t.Errorf("take-up not logged once:\n%s", strings.Join(logs.matching(""), "\n"))
+	}
+
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+	mu.Lock()
+	t.Logf("term: %v long", returned.Sub(started).Round(time.Millisecond))
+	mu.Unlock()
+	if _, err := cs.CoordinationV1beta1().LeaseCandidates(ns).Get(context.Background(), id, metav1.GetOptions{}); !apierrors.IsNotFound(err) {
+		t.Fatalf("the LeaseCandidate is still there after Run returned: %v", err)
+	}
+	l, err = cs.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != "" {
+		t.Fatalf("released with holderIdentity %v, want \"\"", l.Spec.HolderIdentity)
+	}
+	time.Sleep(2 * time.Second) // the controller's worker runs every second
+	apiServerAlive(t, cp, pid)
+	_ = admin
+}
+
+// With default gates the LeaseCandidate API is not served: the elector
+// says so in one line and campaigns as a plain one.
+func TestFallbackWithDefaultGates(t *testing.T) {
+	_, _, cs := start(t)
+	logs := &lines{}
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
+	defer cancel()
+	e, err := leasehold.NewCoordinated(leasehold.Config{
+		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: "fallback", Identity: "a", Client: cs.CoordinationV1()},
+		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) { <-ctx.Done() }},
+	}, leasehold.CandidateConfig{Client: cs.CoordinationV1beta1(), BinaryVersion: "1.31.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	t0 := time.Now()
+	go func() { done <- e.Run(ctx) }()
+	for !e.IsLeader() {
+		if time.Since(t0) > 10*time.Second {
+			t.Fatalf("did not lead within 10s; log:\n%s", strings.Join(logs.matching(""), "\n"))
+		}
+		time.Sleep(5 * time.Millisecond)
+	}
+	t.Logf("led %v after Run", time.Since(t0).Round(time.Millisecond))
+	if n := len(logs.matching("LeaseCandidate API (coordination.k8s.io/v1beta1) is not served")); n != 1 {
+		t.Fatalf("the fallback was logged %d times, want once:\n%s", n, strings.Join(logs.matching(""), "\n"))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
