@@ -205,14 +205,9 @@ func runElection(ctx context.Context, o options, id string) error {
 	}
 
 	logger.Info("Campaigning for the lease", "lease", namespace+"/"+o.leaseName)
-	err = elector.Run(ctx)
-	if ctx.Err() != nil && errors.Is(err, leasehold.ErrWorkReturned) {
-		// doWork returns only when its context is cancelled: after a
-		// signal, the elector may see it return before it sees the
-		// signal itself. That is still a clean stop.
-		err = nil
-	}
-	return err
+	// nil after a signal, once the work has returned (and, with
+	// -release-on-cancel, the Lease is released).
+	return elector.Run(ctx)
 }
 
 // doWork is the leader's work: it logs once a second until ctx is
