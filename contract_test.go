@@ -13,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
+	"k8s.io/client-go/kubernetes/fake"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
 	"github.com/leasehold/leasehold/leaseholdtest"
@@ -451,6 +452,29 @@ func TestLeaseReplacedByNewObjectUnseen(t *testing.T) {
 				t.Fatalf("callbacks %v, want one OnStoppedLeading", a.history())
 			}
 		})
+	}
+}
+
+// A reader of the Lease must not change what a client-go fake clientset
+// stores. The fakes' tracker hands its stored object itself to a watch
+// that starts with the existing Leases, and the elector trims every
+// watched Lease in place (kept drops managedFields): the fake's stored
+// Lease changes behind its lock, and any concurrent Get (a test reading
+// the Lease, another candidate) is a data race under -race.
+func TestPlainFakeStoredLeaseNotMutatedByElector(t *testing.T) {
+	t.Skip("BUG: followWatch calls kept() on the watch event's Lease, which client-go's fake tracker shares with its store (fixture.go watch with addExisting sends obj.Object uncopied): the stored Lease loses its managedFields and a concurrent Get races (go test -race). Copy before trimming, or trim only Leases the elector decoded itself")
+	cs := fake.NewClientset()
+	h := newFakeClientsetHarness(t, cs)
+	a := h.candidate("a").start()
+	a.waitLeader()
+	before := len(h.lease().ManagedFields)
+	if before == 0 {
+		t.Fatal("the fake stores no managedFields: nothing to check")
+	}
+	b := h.candidate("b").start() // its watch starts with the stored Lease
+	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+	if after := len(h.lease().ManagedFields); after != before {
+		t.Fatalf("the fake's stored Lease has %d managedFields entries after a follower started watching, had %d: the elector changed the object it was handed", after, before)
 	}
 }
 
