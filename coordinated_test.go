@@ -372,3 +372,25 @@ func TestNewCoordinatedValidates(t *testing.T) {
 		}
 	}
 }
+
+// After a yield, a plain elector with Rejoin sits out one lease duration;
+// a coordinated one takes up at once a term the controller assigns it
+// again (the controller's choice), and the yield's hint is only a hint.
+func TestCoordinatedReassignedAfterYield(t *testing.T) {
+	w := newCoordinatedWorld(t)
+	a := w.coordinated("a", "1.30.0", "", func(c *Config) { c.Rejoin = true }).start()
+	b := w.coordinated("b", "1.31.0", "").start()
+	w.assign("a")
+	a.waitLeader()
+	if err := a.e.Yield(context.Background(), "b"); err != nil {
+		t.Fatalf("Yield = %v", err)
+	}
+	if b.e.IsLeader() || holderOf(w.lease()) != "" {
+		t.Fatal("the yield's successor took the lease without the controller")
+	}
+	w.assign("a") // the controller still prefers a (the older emulation version)
+	a.waitLeader()
+	if a.count("started") != 2 || w.maxWorking.Load() != 1 {
+		t.Fatalf("a's terms %d, max works at once %d", a.count("started"), w.maxWorking.Load())
+	}
+}
