@@ -523,7 +523,11 @@ func (b *runner) yieldRound(ctx context.Context, res *HandoffsResult, lease stri
 	return nil
 }
 
-// rollingRound runs one rolling update of 3 replicas of variant.
+// rollingRound runs one rolling update of 3 replicas of variant, as a
+// Deployment with maxSurge 1 and maxUnavailable 0 does it: a new pod
+// starts (its process 1s after the pod is created) and is ready 1s later;
+// then the oldest old pod is deleted and terminates (graceful: its ctx is
+// cancelled, it releases) while the next new pod is created.
 func (b *runner) rollingRound(ctx context.Context, rr *RollingResult, variant, lease string, t Timings, steadyWindow time.Duration) error {
 	const ns = "bench-rolling"
 	lib := Leasehold
@@ -580,7 +584,13 @@ func (b *runner) rollingRound(ctx context.Context, rr *RollingResult, variant, l
 			}
 		}
 		time.Sleep(time.Second) // the new pod's readiness: the Deployment waits for it
-		if err := old[i-1].stop(30 * time.Second); err != nil {
+		// The old pod terminates; meanwhile the Deployment creates the
+		// next new pod, whose process starts a second later.
+		old[i-1].cancel()
+		time.Sleep(time.Second)
+	}
+	for _, r := range old {
+		if err := r.stop(30 * time.Second); err != nil {
 			return err
 		}
 	}
@@ -597,6 +607,7 @@ func (b *runner) rollingRound(ctx context.Context, rr *RollingResult, variant, l
 			toOld++
 		}
 	}
+	b.logf("rolling update %s: terms %s; leaderless %s, overlap %s", variant, terms(spans, from), fmtDur(none), fmtDur(overlap))
 	rr.Rounds++
 	rr.Changes = append(rr.Changes, changes)
 	rr.ToOld = append(rr.ToOld, toOld)
@@ -838,7 +849,7 @@ func (r *Report) handoffSections() []section {
 	lh, up, cg := h.Rolling["leasehold"], h.Rolling["leasehold + upgrade handoff"], h.Rolling["client-go"]
 	if lh != nil && cg != nil && up != nil && lh.Rounds > 0 {
 		s := section{
-			Title: fmt.Sprintf("Rolling update of 3 replicas as a Deployment with maxSurge 1: a new replica started and ready (1 s) before each old one is stopped, the oldest (the leader) first, %s, %d/%d/%d rounds",
+			Title: fmt.Sprintf("Rolling update of 3 replicas as a Deployment with maxSurge 1 does it: a new replica started and ready (1 s) before each old one is stopped, the oldest (the leader) first; the next new process starts 1 s after that stop, %s, %d/%d/%d rounds",
 				t, lh.Rounds, up.Rounds, cg.Rounds),
 			Note: "every replica has ReleaseOnCancel (and leasehold's Rejoin); leaderless and overlap are summed over the rollout, from the first new replica's start until a leader runs after the last old one stopped. Upgrade handoff: each replica writes its version as the app.kubernetes.io/version label while it leads (LeaseLock.Labels), and a new replica reads the Lease once at start and, if the leader's version is older, names itself in the leasehold.dev/preferred-holder annotation (one conditional update)",
 		}
@@ -882,4 +893,17 @@ func (r *Report) handoffTargets() []Target {
 	n := h.YieldGap.N()
 	return []Target{{What: "leasehold yield gap p50 (old work returned → new work started)", Limit: YieldGapP50Target,
 		Measured: h.YieldGap.P50(), Met: n > 0 && h.YieldGap.P50() <= YieldGapP50Target, Valid: n > 0}}
+}
+
+// terms renders spans relative to from, for the log.
+func terms(spans []span, from time.Time) string {
+	var parts []string
+	for _, s := range spans {
+		end := "running"
+		if !s.end.IsZero() {
+			end = fmtDur(s.end.Sub(from))
+		}
+		parts = append(parts, fmt.Sprintf("%s [%s, %s]", s.id[strings.LastIndex(s.id, "-")+1:], fmtDur(s.start.Sub(from)), end))
+	}
+	return strings.Join(parts, ", ")
 }
