@@ -3,8 +3,10 @@ package chaos
 import (
 	"context"
 	"os"
+	"slices"
 	"strconv"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -24,24 +26,180 @@ func TestPlanDeterministic(t *testing.T) {
 		}
 		seen[a[i].Kind] = true
 	}
-	for _, k := range Kinds {
+	for _, k := range CandidateKinds {
 		if !seen[k] {
 			t.Errorf("200 faults without a single %s", k)
 		}
+	}
+	if len(seen) != len(CandidateKinds) {
+		t.Errorf("Plan drew %d kinds, want the %d candidate kinds only", len(seen), len(CandidateKinds))
 	}
 	if c := Plan(43, 200, DefaultTimings); c[0] == a[0] && c[1] == a[1] && c[2] == a[2] {
 		t.Errorf("seeds 42 and 43 start with the same faults")
 	}
 }
 
+// TestPlanMix: one seed and weights, one plan; every kind drawn in
+// proportion; each kind's schedule its own (the j-th fault of a kind is
+// the same whatever else is mixed in); parameters within their bounds.
+func TestPlanMix(t *testing.T) {
+	tm := DefaultTimings
+	all := Weights(Kinds...)
+	a, b := PlanMix(7, 400, tm, all), PlanMix(7, 400, tm, all)
+	if !slices.Equal(a, b) {
+		t.Fatal("two mixed plans of one seed differ")
+	}
+	n := map[Kind]int{}
+	for _, f := range a {
+		n[f.Kind]++
+		switch f.Kind {
+		case KindAPIPause:
+			if f.Window <= tm.RenewDeadline {
+				t.Errorf("fault %d: %s for %v, not longer than RenewDeadline %v", f.Index, f.Kind, f.Window, tm.RenewDeadline)
+			}
+		case KindLag:
+			if f.Lag <= 0 || f.Window <= 0 {
+				t.Errorf("fault %d: %s without lag or window: %+v", f.Index, f.Kind, f)
+			}
+		case KindYield, KindAnnotate:
+			if !f.OnLeader {
+				t.Errorf("fault %d: %s not aimed at the leader", f.Index, f.Kind)
+			}
+		}
+	}
+	for _, k := range Kinds {
+		if n[k] == 0 {
+			t.Errorf("400 mixed faults without a single %s", k)
+		}
+	}
+	// Each kind's own schedule: the control-plane faults of a mix with
+	// the candidates' kinds are, in order, those of a plan of
+	// control-plane kinds alone.
+	mixed := PlanMix(9, 300, tm, Weights(slices.Concat(CandidateKinds, ControlPlaneKinds)...))
+	alone := PlanMix(9, 300, tm, Weights(ControlPlaneKinds...))
+	next := map[Kind]int{}
+	byKind := map[Kind][]Fault{}
+	for _, f := range alone {
+		byKind[f.Kind] = append(byKind[f.Kind], f)
+	}
+	compared := 0
+	for _, f := range mixed {
+		if !slices.Contains(ControlPlaneKinds, f.Kind) {
+			continue
+		}
+		j := next[f.Kind]
+		next[f.Kind]++
+		if j >= len(byKind[f.Kind]) {
+			continue
+		}
+		g := byKind[f.Kind][j]
+		f.Index, g.Index = 0, 0
+		if f != g {
+			t.Fatalf("%s #%d differs between a mix and a plan of its own: %+v vs %+v", f.Kind, j, f, g)
+		}
+		compared++
+	}
+	if compared < 50 {
+		t.Errorf("only %d control-plane faults compared", compared)
+	}
+}
+
 // TestChaos is the short version of `make chaos`: 40 faults on 5
 // candidate processes and a real control plane, about 2 minutes. Set
-// LEASEHOLD_CHAOS_SEED and LEASEHOLD_CHAOS_FAULTS to vary it.
+// LEASEHOLD_CHAOS_SEED and LEASEHOLD_CHAOS_FAULTS to vary it (and the
+// other TestChaos* tests).
 func TestChaos(t *testing.T) {
+	r := runChaos(t, 1, 40, Config{})
+	if len(r.Faults) < 8 {
+		t.Errorf("only %d kinds of fault injected", len(r.Faults))
+	}
+}
+
+// TestChaosControlPlane: the control plane fails under the candidates:
+// kube-apiserver SIGKILLed and restarted, SIGSTOPped past RenewDeadline,
+// etcd SIGKILLed and restarted, SIGSTOPped, compacted under the watches
+// (the API server runs with --watch-cache=false: each compaction must
+// bring real 410 Gone answers, which the candidates handle). About 1.5
+// minutes.
+func TestChaosControlPlane(t *testing.T) {
+	r := runChaos(t, 2, 10, Config{Weights: Weights(ControlPlaneKinds...), WatchCacheOff: true},
+		controlplane.WithAPIServerFlag("watch-cache", "false"))
+	wantKinds(t, r, ControlPlaneKinds...)
+	if r.Gone == 0 {
+		t.Errorf("no real 410 Gone reached the candidates")
+	}
+}
+
+// TestChaosHA: five candidates spread over two kube-apiservers on one
+// etcd, moved from one to the other as by a load balancer, one server's
+// watch streams lagging, one server killed or paused, among candidate
+// faults. About 1.5 minutes.
+func TestChaosHA(t *testing.T) {
+	r := runChaos(t, 3, 12, Config{APIServers: 2, Weights: Weights(KindMove, KindLag, KindAPIKill, KindAPIPause, KindKill, KindPartition)})
+	wantKinds(t, r, KindMove, KindLag, KindAPIKill, KindAPIPause)
+}
+
+// TestChaosYield: the leader is asked to yield, by Elector.Yield
+// (SIGUSR1) and by the preferred-holder annotation, to a named follower
+// or to anyone, among faults; a named follower must be the next leader.
+// About a minute.
+func TestChaosYield(t *testing.T) {
+	w := map[Kind]int{KindYield: 30, KindAnnotate: 30, KindKill: 10, KindPauseLong: 10, KindPartition: 10, KindLatency: 10}
+	r := runChaos(t, 1, 12, Config{Mode: ModeYield, Weights: w})
+	wantKinds(t, r, KindYield, KindAnnotate, KindKill, KindPauseLong)
+	if len(r.Handoffs) == 0 {
+		t.Errorf("no yield handoffs measured")
+	}
+}
+
+// TestChaosShard: five members of a shard group with K = 64, checked
+// shard by shard, through member faults. About a minute.
+func TestChaosShard(t *testing.T) {
+	r := runChaos(t, 2, 8, Config{Mode: ModeShard, Shards: 64, Weights: Weights(KindKill, KindPauseLong, KindPartition, KindDropWatch, KindLatency)})
+	wantKinds(t, r, KindKill, KindPartition, KindPauseLong)
+	if r.Terms < 64 {
+		t.Errorf("%d shard runs, fewer than the 64 shards", r.Terms)
+	}
+}
+
+// TestChaosFenced: the work writes one ConfigMap continuously, each
+// write stamped with its term and fenced by the Lease's admission
+// policy; leaders are SIGSTOPped past the lease (pause windows), killed,
+// partitioned. No write of a deposed term may be admitted. About a
+// minute.
+func TestChaosFenced(t *testing.T) {
+	w := map[Kind]int{KindPauseLong: 30, KindPauseShort: 10, KindKill: 10, KindPartition: 10, KindLatency: 10}
+	r := runChaos(t, 1, 10, Config{Mode: ModeFenced, Weights: w})
+	wantKinds(t, r, KindPauseLong, KindKill)
+	if r.FencedWrites < 100 {
+		t.Errorf("only %d fenced writes admitted", r.FencedWrites)
+	}
+	t.Logf("fenced writes admitted %d, stale admitted %d, refused %d; pause windows %d", r.FencedWrites, len(r.Stale), r.Refused, len(r.PauseOverlaps))
+}
+
+func wantKinds(t *testing.T, r *Report, kinds ...Kind) {
+	t.Helper()
+	for _, k := range kinds {
+		if r.Faults[k] == 0 {
+			t.Errorf("no %s fault injected (choose another seed)", k)
+		}
+	}
+}
+
+var (
+	candidateOnce sync.Once
+	candidateBin  string
+	candidateErr  error
+)
+
+// runChaos runs faults faults of cfg from seed (LEASEHOLD_CHAOS_SEED and
+// LEASEHOLD_CHAOS_FAULTS override them) on its own control plane, checks
+// the run, fails the test on any failure, and returns the report.
+func runChaos(t *testing.T, seed uint64, faults int, cfg Config, opts ...controlplane.Option) *Report {
+	t.Helper()
 	if testing.Short() {
 		t.Skip("chaos run skipped in -short mode")
 	}
-	seed, faults := uint64(1), 40
 	if s := os.Getenv("LEASEHOLD_CHAOS_SEED"); s != "" {
 		v, err := strconv.ParseUint(s, 10, 64)
 		if err != nil {
@@ -71,21 +229,28 @@ func TestChaos(t *testing.T) {
 		_ = os.RemoveAll(dir)
 	})
 	began := time.Now()
-	bin, err := BuildCandidate(dir)
-	if err != nil {
-		t.Fatal(err)
+	candidateOnce.Do(func() {
+		var bdir string
+		if bdir, candidateErr = os.MkdirTemp("", "leasehold-chaos-bin-"); candidateErr == nil {
+			candidateBin, candidateErr = BuildCandidate(bdir)
+		}
+	})
+	if candidateErr != nil {
+		t.Fatal(candidateErr)
 	}
-	cp, err := controlplane.Start()
+	cp, err := controlplane.Start(opts...)
 	if err != nil {
 		t.Fatalf("the chaos test needs a real control plane: %v", err)
 	}
-	t.Cleanup(func() { _ = cp.Stop() })
+	t.Cleanup(func() {
+		if err := cp.Stop(); err != nil {
+			t.Errorf("stopping the control plane: %v", err)
+		}
+	})
 	t.Logf("candidate built and control plane ready in %v", time.Since(began).Round(time.Millisecond))
 
-	rec, err := Run(context.Background(), Config{
-		Admin: cp.Config(), Candidate: bin, Faults: faults, Seed: seed, WorkDir: dir,
-		Logf: t.Logf,
-	})
+	cfg.ControlPlane, cfg.Candidate, cfg.Faults, cfg.Seed, cfg.WorkDir, cfg.Logf = cp, candidateBin, faults, seed, dir, t.Logf
+	rec, err := Run(context.Background(), cfg)
 	if err != nil {
 		t.Fatalf("chaos run: %v", err)
 	}
@@ -96,7 +261,5 @@ func TestChaos(t *testing.T) {
 	for _, f := range r.Failures {
 		t.Error(f)
 	}
-	if len(r.Faults) < 8 {
-		t.Errorf("only %d kinds of fault injected in %d faults", len(r.Faults), faults)
-	}
+	return r
 }

@@ -277,3 +277,161 @@ func TestLostEventLinesFailTheRun(t *testing.T) {
 		t.Logf("%s: %q", name, r.Lost)
 	}
 }
+
+// In ModeShard the checks hold shard by shard: two members running
+// different shards at once is the point; one shard in two members is an
+// overlap; a shard whose run never pairs START, END, OnShardStopped is a
+// pairing failure; a shard left without a member after a fault healed is
+// a gap; and the Lease's transitions are not checked.
+func TestCheckShards(t *testing.T) {
+	base := time.Unix(1_800_000_000, 0)
+	at := func(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+	ev := func(kind, proc, shard string, ms int) walkthrough.Event {
+		return walkthrough.Event{Kind: kind, Proc: proc, Fields: []string{proc, shard}, At: at(ms), Recv: at(ms)}
+	}
+	run := func(shard0, shard1 string, extra ...walkthrough.Event) *Report {
+		evs := []walkthrough.Event{
+			ev("START", "c1", shard0, 1_000), ev("START", "c2", shard1, 1_100),
+			ev("END", "c1", shard0, 9_000), ev("OSL", "c1", shard0, 9_001),
+			ev("END", "c2", shard1, 9_000), ev("OSL", "c2", shard1, 9_001),
+		}
+		return Check(&Record{
+			Config:     Config{N: 2, Mode: ModeShard, Shards: 2, Timings: DefaultTimings},
+			Began:      at(0),
+			ShutdownAt: at(9_500),
+			Ended:      at(10_000),
+			Events:     append(evs, extra...),
+		})
+	}
+	if r := run("0", "1"); !r.OK() || r.Terms != 2 {
+		t.Fatalf("two members on two shards: terms %d, failures %q", r.Terms, r.Failures)
+	}
+	r := run("0", "0")
+	if len(r.Overlaps) != 1 || !strings.HasPrefix(r.Overlaps[0], "shard 0: ") {
+		t.Errorf("one shard in two members: overlaps %q", r.Overlaps)
+	}
+	if !slices.ContainsFunc(r.Failures, func(f string) bool { return strings.Contains(f, "only 1 of 2 shards ever ran") }) {
+		t.Errorf("shard 1 never ran, yet no failure says so: %q", r.Failures)
+	}
+	// c1, running shard 0, reports OnShardStopped for shard 1, which it
+	// never ran.
+	r = run("0", "1", ev("OSL", "c1", "1", 5_000))
+	if len(r.Pairing) != 1 || !strings.HasPrefix(r.Pairing[0], "c1#0 shard 1: OnStoppedLeading") {
+		t.Errorf("pairing failures %q, want one for c1's shard 1", r.Pairing)
+	}
+	// A gap on one shard only: shard 1 restarts 6s after c2's END,
+	// though the fault healed at once.
+	rec := run("0", "1").Rec
+	rec.Events = append(rec.Events[:2], ev("END", "c2", "1", 2_000), ev("OSL", "c2", "1", 2_001),
+		ev("START", "c2", "1", 8_000), ev("END", "c1", "0", 9_000), ev("OSL", "c1", "0", 9_001),
+		ev("END", "c2", "1", 9_000), ev("OSL", "c2", "1", 9_001))
+	rec.Faults = []Injected{{Fault: Fault{Index: 1, Kind: KindPartition}, Start: at(1_900), Heal: at(2_000)}}
+	r = Check(rec)
+	if len(r.GapViolations) != 1 || !strings.HasPrefix(r.GapViolations[0], "shard 1: ") || r.LongestHealed.Key != "1" {
+		t.Errorf("gap violations %q (longest %+v), want one on shard 1", r.GapViolations, r.LongestHealed)
+	}
+	if len(r.Transitions) != 0 {
+		t.Errorf("Lease transitions checked in ModeShard: %q", r.Transitions)
+	}
+}
+
+// (e): after a yield to a named follower, the next term must be that
+// follower's; a yield to anyone may go to anyone. (f): with the watch
+// cache off, a compaction that brought no 410 fails.
+func TestCheckYieldsAndCompactions(t *testing.T) {
+	base := time.Unix(1_800_000_000, 0)
+	at := func(ms int) time.Time { return base.Add(time.Duration(ms) * time.Millisecond) }
+	ev := func(kind, proc string, ms int) walkthrough.Event {
+		return walkthrough.Event{Kind: kind, Proc: proc, Fields: []string{proc}, At: at(ms), Recv: at(ms)}
+	}
+	rec := func(next string, to string, kind Kind) *Record {
+		preferred := to
+		if to == "" {
+			preferred = "*"
+		}
+		return &Record{
+			Config:     Config{N: 3, Mode: ModeYield, Timings: DefaultTimings},
+			Began:      at(0),
+			ShutdownAt: at(9_000),
+			Ended:      at(10_000),
+			Events: []walkthrough.Event{
+				ev("START", "c1", 1_000), ev("END", "c1", 5_010), ev("OSL", "c1", 5_011),
+				ev("START", next, 5_030), ev("END", next, 9_500), ev("OSL", next, 9_501),
+			},
+			Faults: []Injected{{Fault: Fault{Index: 1, Kind: kind}, Target: "c1", WasLeader: true, To: to, Start: at(5_000), Heal: at(5_000)}},
+			Lease: []LeaseVersion{
+				{RV: "1", Holder: "c1", Transitions: 0, Acquire: at(990), Seen: at(991)},
+				{RV: "2", Holder: "c1", Transitions: 0, Acquire: at(990), Seen: at(5_005)},
+				{RV: "3", Transitions: 0, Acquire: at(990), Seen: at(5_012), Preferred: preferred, HasPreferred: true},
+				{RV: "4", Holder: next, Transitions: 1, Acquire: at(5_020), Seen: at(5_021)},
+			},
+		}
+	}
+	for _, k := range YieldKinds {
+		if r := Check(rec("c2", "c2", k)); !r.OK() || len(r.Handoffs) != 1 || r.Handoffs[0].Latency != 30*time.Millisecond {
+			t.Errorf("%s to c2, taken by c2: failures %q, handoffs %+v", k, r.Failures, r.Handoffs)
+		}
+		if r := Check(rec("c3", "", k)); !r.OK() {
+			t.Errorf("%s to anyone, taken by c3: failures %q", k, r.Failures)
+		}
+		if r := Check(rec("c3", "c2", k)); len(r.Yields) != 1 || r.OK() {
+			t.Errorf("%s to c2, taken by c3: yield failures %q", k, r.Yields)
+		}
+		// The request found c1's term ending another way (no release
+		// naming c2): not judged.
+		lost := rec("c3", "c2", k)
+		lost.Lease = append(lost.Lease[:2], lost.Lease[3])
+		if r := Check(lost); !r.OK() || len(r.Handoffs) != 1 || r.Handoffs[0].Released {
+			t.Errorf("%s to c2, c1's term lost, c3 next: failures %q, handoffs %+v", k, r.Failures, r.Handoffs)
+		}
+	}
+
+	compaction := func(gone int64, off bool) *Report {
+		r := rec("c2", "c2", KindYield)
+		r.Config.WatchCacheOff = off
+		r.Faults = append(r.Faults, Injected{Fault: Fault{Index: 2, Kind: KindCompact}, Target: "etcd", Start: at(7_000), Heal: at(7_000), Gone: gone, Revision: 42})
+		return Check(r)
+	}
+	if r := compaction(3, true); !r.OK() || r.Gone != 3 || r.GoneByKind[KindCompact] != 3 {
+		t.Errorf("a compaction with 3 410s: failures %q, gone %d", r.Failures, r.Gone)
+	}
+	if r := compaction(0, true); len(r.Compactions) != 1 || r.OK() {
+		t.Errorf("a compaction without a 410, watch cache off: %q", r.Failures)
+	}
+	if r := compaction(0, false); !r.OK() {
+		t.Errorf("a compaction without a 410, watch cache on (it serves from memory): %q", r.Failures)
+	}
+}
+
+// (g): in ModeFenced, a write admitted with the stamp of a term other than
+// the Lease's at that point of etcd's history, or while the Lease had no
+// holder, is a stale write admitted; writes of the current term are not.
+func TestCheckStaleWrites(t *testing.T) {
+	rec := pauseRecord(DefaultTimings, 3500*time.Millisecond, 3200*time.Millisecond, 2*time.Millisecond, "c1")
+	rec.Config.Mode = ModeFenced
+	// Lease versions: rv 1 c1/0, rv 2 c2/1 (pauseRecord); then released at 10.
+	rec.Lease = append(rec.Lease, LeaseVersion{RV: "10", Transitions: 1})
+	w := func(rv, holder, term string) FencedWrite {
+		return FencedWrite{RV: rv, Writer: holder, Holder: holder, Term: term}
+	}
+	cases := []struct {
+		name   string
+		writes []FencedWrite
+		stale  int
+	}{
+		{"each write in its term", []FencedWrite{w("2", "c1", "0"), w("5", "c2", "1"), w("9", "c2", "1")}, 0},
+		{"a deposed term's write after the takeover", []FencedWrite{w("2", "c1", "0"), w("5", "c1", "0")}, 1},
+		{"a write while released", []FencedWrite{w("11", "c2", "1")}, 1},
+		{"a write before any Lease version", []FencedWrite{w("1", "c1", "0")}, 1},
+	}
+	for _, c := range cases {
+		rec.Writes = c.writes
+		r := Check(rec)
+		if len(r.Stale) != c.stale || r.FencedWrites != len(c.writes) {
+			t.Errorf("%s: stale %q (%d writes counted), want %d stale", c.name, r.Stale, r.FencedWrites, c.stale)
+		}
+		if c.stale > 0 && !slices.ContainsFunc(r.Failures, func(f string) bool { return strings.HasPrefix(f, "(g) stale write") }) {
+			t.Errorf("%s: no (g) failure: %q", c.name, r.Failures)
+		}
+	}
+}

@@ -1,7 +1,9 @@
 package chaos
 
 import (
+	"bytes"
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"io"
@@ -59,20 +61,62 @@ type ProxyStats struct {
 	Requests, Watches, Injected, Resets, Held, DroppedWatches atomic.Int64
 	// WatchTime is the total time watches stayed open, in nanoseconds.
 	WatchTime atomic.Int64
+	// Gone counts the real 410 Gone answers the API server sent the
+	// candidate: an HTTP 410, or an ERROR event with code 410 in a watch
+	// stream (the candidate speaks JSON, so the proxy reads them).
+	Gone atomic.Int64
+	// WatchErrors counts the ERROR events of every code in watch streams.
+	WatchErrors atomic.Int64
+	// Moves counts the moves to another kube-apiserver.
+	Moves atomic.Int64
 }
+
+// Upstream is one kube-apiserver that proxies forward to. Its watch
+// streams can be made to lag, as a server whose watch cache falls behind.
+type Upstream struct {
+	Name   string
+	target *url.URL
+	rt     http.RoundTripper
+	lag    atomic.Int64 // nanoseconds added to each watch event
+}
+
+// NewUpstream returns an upstream reached with cfg (admin credentials).
+func NewUpstream(name string, cfg *rest.Config) (*Upstream, error) {
+	target, err := url.Parse(cfg.Host)
+	if err != nil {
+		return nil, err
+	}
+	if target.Scheme == "" {
+		target.Scheme = "https"
+	}
+	rt, err := rest.TransportFor(cfg)
+	if err != nil {
+		return nil, err
+	}
+	return &Upstream{Name: name, target: target, rt: rt}, nil
+}
+
+// SetWatchLag delays every watch event this server sends, on open and
+// new watches, by d (0 ends the lag); the order of events is kept.
+func (u *Upstream) SetWatchLag(d time.Duration) { u.lag.Store(int64(d)) }
+
+// WatchLag returns the current lag.
+func (u *Upstream) WatchLag() time.Duration { return time.Duration(u.lag.Load()) }
 
 // Proxy is a fault-injecting reverse proxy in front of kube-apiserver for
 // one candidate: it serves plain HTTP on 127.0.0.1 and forwards over TLS
-// with the admin credentials.
+// with the admin credentials, to one of its upstreams at a time.
 type Proxy struct {
 	Name  string
 	URL   string // http://127.0.0.1:port
 	Stats ProxyStats
 
-	srv *http.Server
-	rp  *httputil.ReverseProxy
+	srv       *http.Server
+	upstreams []*Upstream
+	rps       []*httputil.ReverseProxy
 
 	mu      sync.Mutex
+	up      int // the upstream in use
 	fault   proxyFault
 	healed  chan struct{} // closed when the current fault is healed
 	conns   map[net.Conn]struct{}
@@ -83,40 +127,43 @@ type watchEntry struct{ cancel context.CancelFunc }
 
 // NewProxy starts a proxy to the API server of admin.
 func NewProxy(name string, admin *rest.Config) (*Proxy, error) {
-	target, err := url.Parse(admin.Host)
+	u, err := NewUpstream("kube-apiserver", admin)
 	if err != nil {
 		return nil, err
 	}
-	if target.Scheme == "" {
-		target.Scheme = "https"
-	}
-	rt, err := rest.TransportFor(admin)
-	if err != nil {
-		return nil, err
-	}
+	return NewProxyTo(name, []*Upstream{u}, 0)
+}
+
+// NewProxyTo starts a proxy that forwards to upstreams[first] until
+// moved with SetUpstream.
+func NewProxyTo(name string, upstreams []*Upstream, first int) (*Proxy, error) {
 	ln, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		return nil, err
 	}
 	p := &Proxy{
-		Name:    name,
-		URL:     "http://" + ln.Addr().String(),
-		healed:  make(chan struct{}),
-		conns:   map[net.Conn]struct{}{},
-		watches: map[*watchEntry]struct{}{},
+		Name:      name,
+		URL:       "http://" + ln.Addr().String(),
+		upstreams: upstreams,
+		up:        first,
+		healed:    make(chan struct{}),
+		conns:     map[net.Conn]struct{}{},
+		watches:   map[*watchEntry]struct{}{},
 	}
-	p.rp = &httputil.ReverseProxy{
-		Rewrite: func(r *httputil.ProxyRequest) {
-			r.SetURL(target)
-			r.Out.Host = target.Host
-		},
-		Transport:      rt,
-		FlushInterval:  -1,
-		ErrorLog:       log.New(io.Discard, "", 0),
-		ModifyResponse: p.delayResponse,
-		ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
-			w.WriteHeader(http.StatusBadGateway)
-		},
+	for _, u := range upstreams {
+		p.rps = append(p.rps, &httputil.ReverseProxy{
+			Rewrite: func(r *httputil.ProxyRequest) {
+				r.SetURL(u.target)
+				r.Out.Host = u.target.Host
+			},
+			Transport:      u.rt,
+			FlushInterval:  -1,
+			ErrorLog:       log.New(io.Discard, "", 0),
+			ModifyResponse: p.modifyResponse,
+			ErrorHandler: func(w http.ResponseWriter, r *http.Request, err error) {
+				w.WriteHeader(http.StatusBadGateway)
+			},
+		})
 	}
 	p.srv = &http.Server{
 		Handler:   p,
@@ -131,6 +178,24 @@ func NewProxy(name string, admin *rest.Config) (*Proxy, error) {
 func (p *Proxy) Close() {
 	p.Heal()
 	_ = p.srv.Close()
+}
+
+// Upstream returns the index of the upstream in use.
+func (p *Proxy) Upstream() int {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	return p.up
+}
+
+// SetUpstream moves the candidate to upstreams[i], as a load balancer
+// failing over does: every open connection is reset, and new requests go
+// to the new server.
+func (p *Proxy) SetUpstream(i int) {
+	p.mu.Lock()
+	p.up = i
+	p.mu.Unlock()
+	p.Stats.Moves.Add(1)
+	p.ResetConnections()
 }
 
 // Set starts injecting a fault (replacing any other).
@@ -270,8 +335,12 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		}
 	}
 
+	p.mu.Lock()
+	up := p.up
+	p.mu.Unlock()
 	ctx, cancel := context.WithCancel(r.Context())
 	defer cancel()
+	var out http.ResponseWriter = &gatedWriter{ResponseWriter: w, p: p, watch: watch, ctx: ctx}
 	if watch {
 		p.Stats.Watches.Add(1)
 		e := &watchEntry{cancel: cancel}
@@ -286,12 +355,20 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 			p.mu.Unlock()
 		}()
 	}
-	p.rp.ServeHTTP(&gatedWriter{ResponseWriter: w, p: p, watch: watch, ctx: ctx}, r.WithContext(ctx))
+	if watch {
+		lw := newLagWriter(out, p, p.upstreams[up], ctx)
+		defer lw.finish()
+		out = lw
+	}
+	p.rps[up].ServeHTTP(out, r.WithContext(ctx))
 }
 
-// delayResponse holds a response (already answered by the API server)
-// while a latency fault is set.
-func (p *Proxy) delayResponse(resp *http.Response) error {
+// modifyResponse counts a 410 and holds a response (already answered by
+// the API server) while a latency fault is set.
+func (p *Proxy) modifyResponse(resp *http.Response) error {
+	if resp.StatusCode == http.StatusGone {
+		p.Stats.Gone.Add(1)
+	}
 	f, _ := p.current()
 	if f.mode == Latency && f.respDelay > 0 {
 		if !sleepCtx(resp.Request.Context(), f.respDelay) {
@@ -368,5 +445,101 @@ func sleepCtx(ctx context.Context, d time.Duration) bool {
 		return true
 	case <-ctx.Done():
 		return false
+	}
+}
+
+// lagWriter carries a watch stream to the client through a delay line:
+// each chunk goes out the upstream's current lag after it came in, in
+// order, and flushed. With no lag it goes at once. It also reads the JSON
+// events and counts ERROR events and 410s.
+type lagWriter struct {
+	out  http.ResponseWriter
+	p    *Proxy
+	up   *Upstream
+	ctx  context.Context
+	line []byte
+
+	ch   chan lagChunk
+	done chan struct{}
+}
+
+type lagChunk struct {
+	at time.Time
+	b  []byte
+}
+
+func newLagWriter(out http.ResponseWriter, p *Proxy, up *Upstream, ctx context.Context) *lagWriter {
+	l := &lagWriter{out: out, p: p, up: up, ctx: ctx, ch: make(chan lagChunk, 1024), done: make(chan struct{})}
+	go l.deliver()
+	return l
+}
+
+func (l *lagWriter) Header() http.Header { return l.out.Header() }
+
+// WriteHeader goes at once: a lagging server answers the request, its
+// events come late.
+func (l *lagWriter) WriteHeader(code int) { l.out.WriteHeader(code) }
+
+func (l *lagWriter) Write(b []byte) (int, error) {
+	l.scan(b)
+	select {
+	case l.ch <- lagChunk{at: time.Now(), b: append([]byte(nil), b...)}:
+		return len(b), nil
+	case <-l.ctx.Done():
+		return 0, l.ctx.Err()
+	}
+}
+
+// Flush is done by deliver, after each chunk.
+func (l *lagWriter) Flush() {}
+
+func (l *lagWriter) deliver() {
+	defer close(l.done)
+	for c := range l.ch {
+		if d := time.Until(c.at.Add(l.up.WatchLag())); d > 0 && !sleepCtx(l.ctx, d) {
+			continue // the client is gone: drop the rest
+		}
+		if l.ctx.Err() != nil {
+			continue
+		}
+		if _, err := l.out.Write(c.b); err == nil {
+			if f, ok := l.out.(http.Flusher); ok {
+				f.Flush()
+			}
+		}
+	}
+}
+
+// finish waits until everything written has been delivered (or the
+// client has gone).
+func (l *lagWriter) finish() {
+	close(l.ch)
+	<-l.done
+}
+
+// scan reads the newline-delimited JSON events of the stream.
+func (l *lagWriter) scan(b []byte) {
+	l.line = append(l.line, b...)
+	for {
+		i := bytes.IndexByte(l.line, '\n')
+		if i < 0 {
+			break
+		}
+		ln := l.line[:i]
+		if bytes.Contains(ln, []byte(`"type":"ERROR"`)) {
+			l.p.Stats.WatchErrors.Add(1)
+			var ev struct {
+				Object struct {
+					Code int `json:"code"`
+				} `json:"object"`
+			}
+			if json.Unmarshal(ln, &ev) == nil && ev.Object.Code == http.StatusGone {
+				l.p.Stats.Gone.Add(1)
+			}
+		}
+		l.line = l.line[i+1:]
+	}
+	if len(l.line) > 1<<20 {
+		l.line = nil // not JSON lines: stop buffering
 	}
 }

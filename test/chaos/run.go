@@ -9,15 +9,28 @@
 // worked at once, that leadership came back soon after each fault, that
 // every term ended exactly once, and that leaseTransitions only grew.
 //
-// `make chaos` runs 300 faults (test/cmd/chaos); the package test runs 40.
+// Beyond the candidates' faults, a run can fail the control plane itself
+// (kube-apiserver and etcd SIGKILLed and restarted, SIGSTOPped, etcd
+// compacted under watches for real 410 Gone answers), spread the
+// candidates over two kube-apiservers on one etcd (moved between them as
+// by a load balancer, one server's watch streams lagging), and run other
+// modes: "yield" (the leader is asked to yield, by Elector.Yield or by
+// the preferred-holder annotation, among the faults) and "shard" (a shard
+// group, checked shard by shard).
+//
+// `make chaos` runs 300 faults (test/cmd/chaos); the package tests run
+// short versions of every mode and kind.
 package chaos
 
 import (
 	"context"
+	"encoding/json"
 	"errors"
 	"fmt"
 	"os"
 	"path/filepath"
+	"slices"
+	"strconv"
 	"sync"
 	"syscall"
 	"time"
@@ -26,12 +39,15 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 
+	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/controlplane"
 	"github.com/leasehold/leasehold/test/walkthrough"
 )
 
@@ -48,7 +64,34 @@ type Config struct {
 	WorkDir string
 	// Logf reports progress; nil is silent.
 	Logf func(format string, args ...any)
+
+	// Mode is ModeElection (default), ModeYield or ModeShard.
+	Mode string
+	// Shards is K in ModeShard; default 64.
+	Shards int
+	// Weights mixes the fault kinds (PlanMix); nil: Plan, the
+	// candidates' faults.
+	Weights map[Kind]int
+	// ControlPlane lets a run fail etcd and kube-apiserver; required
+	// by ControlPlaneKinds and by APIServers = 2. Admin defaults to its
+	// Config.
+	ControlPlane *controlplane.ControlPlane
+	// APIServers is 1 (default) or 2: the candidates are spread over two
+	// kube-apiservers on one etcd (AddAPIServer if needed).
+	APIServers int
+	// WatchCacheOff says the kube-apiservers run with
+	// --watch-cache=false: each KindCompact fault must then bring real
+	// 410s.
+	WatchCacheOff bool
 }
+
+// The modes of a run.
+const (
+	ModeElection = "election"
+	ModeYield    = "yield"
+	ModeShard    = "shard"
+	ModeFenced   = "fenced"
+)
 
 // DefaultTimings are short, so that hundreds of faults fit in minutes,
 // with the same 500ms safety margin as the integration tests.
@@ -80,12 +123,23 @@ type Pause struct {
 // Injected is one fault as it was injected.
 type Injected struct {
 	Fault
-	Target     string
+	Target     string // a candidate, or a server (etcd, kube-apiserver[-2])
 	TargetInc  int
 	WasLeader  bool
 	Start      time.Time
-	Heal       time.Time // the fault's end; for a kill, the kill itself
+	Heal       time.Time // the fault's end; for a kill, the kill itself; for a control-plane fault, when the API server answered again
 	NoLeaderIn string    // set if no stable leader came before the fault
+	// To is a yield's named successor ("" for anyone).
+	To string
+	// Gone counts the real 410 Gone answers the candidates got from the
+	// fault's start to the next fault's.
+	Gone int64
+	// Revision is the etcd revision a KindCompact fault compacted to.
+	Revision int64
+	// Down is how long a killed or paused server did not answer.
+	Down time.Duration
+
+	goneAtStart int64 // the proxies' 410 count when the fault started
 }
 
 // LeaseVersion is one version of the Lease seen by the admin watch.
@@ -96,6 +150,10 @@ type LeaseVersion struct {
 	Acquire     time.Time
 	Seen        time.Time
 	Deleted     bool
+	// Preferred is the preferred-holder annotation ("" if absent; "*"
+	// or "" as written for anyone is kept as written).
+	Preferred    string
+	HasPreferred bool
 }
 
 // Exit is the end of one candidate incarnation.
@@ -121,7 +179,8 @@ type Record struct {
 	Lease      []LeaseVersion
 	LeaseNotes []string
 	Exits      []Exit
-	Problems   []string // liveness and harness problems
+	Writes     []FencedWrite // ModeFenced: the fenced object's versions
+	Problems   []string      // liveness and harness problems
 	// LostEvents describes candidate stdout lines that could not be read
 	// as events (not an event, cut short, a read error): the work
 	// intervals may be incomplete, so Check fails the run.
@@ -130,17 +189,20 @@ type Record struct {
 }
 
 type driver struct {
-	cfg     Config
-	admin   kubernetes.Interface
-	ns      string
-	tl      *walkthrough.Timeline
-	proxies map[string]*Proxy
-	ids     []string
+	cfg       Config
+	admin     kubernetes.Interface
+	probes    []kubernetes.Interface // one short-timeout admin client per kube-apiserver
+	ns        string
+	tl        *walkthrough.Timeline
+	proxies   map[string]*Proxy
+	ids       []string
+	upstreams []*Upstream
+	servers   []*controlplane.Server // kube-apiservers, as upstreams
 
 	mu       sync.Mutex
 	procs    map[string]*walkthrough.Process
 	inc      map[string]int
-	open     map[string]time.Time // id -> START of the current incarnation's open term
+	open     map[string]map[string]time.Time // id -> key ("" or a shard) -> START of the current incarnation's open term
 	paused   map[string]bool
 	dead     map[string]bool
 	ready    map[string]bool // the current incarnation has written an event
@@ -149,6 +211,7 @@ type driver struct {
 	files    []*os.File
 	rec      *Record
 	wg       sync.WaitGroup
+	lastGone int64
 }
 
 func (d *driver) logf(format string, args ...any) {
@@ -169,6 +232,21 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 	if cfg.Timings == (Timings{}) {
 		cfg.Timings = DefaultTimings
 	}
+	if cfg.Mode == "" {
+		cfg.Mode = ModeElection
+	}
+	if cfg.Mode == ModeShard && cfg.Shards == 0 {
+		cfg.Shards = 64
+	}
+	if cfg.APIServers == 0 {
+		cfg.APIServers = 1
+	}
+	if cfg.Admin == nil && cfg.ControlPlane != nil {
+		cfg.Admin = cfg.ControlPlane.Config()
+	}
+	if err := cfg.validate(); err != nil {
+		return nil, err
+	}
 	adminCS, err := kubernetes.NewForConfig(cfg.Admin)
 	if err != nil {
 		return nil, err
@@ -176,7 +254,7 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 	d := &driver{
 		cfg: cfg, admin: adminCS, tl: walkthrough.NewTimeline(),
 		proxies: map[string]*Proxy{}, procs: map[string]*walkthrough.Process{},
-		inc: map[string]int{}, open: map[string]time.Time{}, paused: map[string]bool{},
+		inc: map[string]int{}, open: map[string]map[string]time.Time{}, paused: map[string]bool{},
 		dead: map[string]bool{}, expected: map[string]bool{}, ready: map[string]bool{},
 		rec: &Record{Config: cfg, Began: time.Now(), Proxies: map[string]*ProxyStats{}},
 	}
@@ -189,10 +267,29 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 		_ = adminCS.CoreV1().Namespaces().Delete(context.WithoutCancel(ctx), d.ns, metav1.DeleteOptions{})
 	}()
 
-	// Follow the Lease from before the first candidate starts.
+	if err := d.setUpstreams(ctx); err != nil {
+		return nil, err
+	}
+	if cfg.Mode == ModeFenced {
+		remove, err := d.installFence(ctx)
+		if err != nil {
+			return nil, err
+		}
+		defer remove()
+	}
+
+	// Follow the Lease (and the fenced object) from before the first
+	// candidate starts.
 	wctx, stopWatch := context.WithCancel(context.WithoutCancel(ctx))
 	watchDone := make(chan struct{})
 	go func() { defer close(watchDone); d.watchLease(wctx) }()
+	fencedDone := make(chan struct{})
+	go func() {
+		defer close(fencedDone)
+		if cfg.Mode == ModeFenced {
+			d.watchFenced(wctx)
+		}
+	}()
 
 	defer func() {
 		d.shutdown()
@@ -200,6 +297,7 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 		time.Sleep(500 * time.Millisecond)
 		stopWatch()
 		<-watchDone
+		<-fencedDone
 		for id, p := range d.proxies {
 			p.Close()
 			d.rec.Proxies[id] = &p.Stats
@@ -215,12 +313,16 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 	for i := 1; i <= cfg.N; i++ {
 		id := fmt.Sprintf("c%d", i)
 		d.ids = append(d.ids, id)
-		p, err := NewProxy(id, cfg.Admin)
+		p, err := NewProxyTo(id, d.upstreams, (i-1)%len(d.upstreams))
 		if err != nil {
 			return d.rec, err
 		}
 		d.proxies[id] = p
-		if err := writeKubeconfig(filepath.Join(cfg.WorkDir, id+".kubeconfig"), p.URL); err != nil {
+		as := ""
+		if cfg.Mode == ModeFenced {
+			as = d.fenceWriter()
+		}
+		if err := writeKubeconfig(filepath.Join(cfg.WorkDir, id+".kubeconfig"), p.URL, as); err != nil {
 			return d.rec, err
 		}
 	}
@@ -230,31 +332,164 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 		}
 	}
 	t := cfg.Timings
-	d.logf("chaos: %d candidates on Lease %s/chaos (LeaseDuration %v, RenewDeadline %v, RetryPeriod %v), %d faults, seed %d, logs in %s",
-		cfg.N, d.ns, t.LeaseDuration, t.RenewDeadline, t.RetryPeriod, cfg.Faults, cfg.Seed, cfg.WorkDir)
+	what := "Lease " + d.ns + "/chaos"
+	if cfg.Mode == ModeShard {
+		what = fmt.Sprintf("shard group %s/chaos (K=%d)", d.ns, cfg.Shards)
+	}
+	d.logf("chaos: mode %s, %d candidates on %s via %d kube-apiserver(s) (LeaseDuration %v, RenewDeadline %v, RetryPeriod %v), %d faults, seed %d, logs in %s",
+		cfg.Mode, cfg.N, what, len(d.upstreams), t.LeaseDuration, t.RenewDeadline, t.RetryPeriod, cfg.Faults, cfg.Seed, cfg.WorkDir)
 	if _, err := d.waitStable(ctx, 0, 60*time.Second); err != nil {
 		return d.rec, fmt.Errorf("no first leader: %w", err)
 	}
 	d.rec.FirstLead = time.Now()
+	if cfg.Mode == ModeFenced {
+		if err := d.waitFenceEnforced(ctx); err != nil {
+			return d.rec, err
+		}
+		d.logf("chaos: the fence policy is enforced; the work writes %s/%s as %s", d.ns, FencedObject, d.fenceWriter())
+	}
 
-	for _, f := range Plan(cfg.Seed, cfg.Faults, t) {
+	plan := Plan(cfg.Seed, cfg.Faults, t)
+	if cfg.Weights != nil {
+		plan = PlanMix(cfg.Seed, cfg.Faults, t, cfg.Weights)
+	}
+	for _, f := range plan {
 		if ctx.Err() != nil {
 			return d.rec, ctx.Err()
 		}
 		inj := d.inject(ctx, f)
 		d.mu.Lock()
+		d.countGone(inj.goneAtStart)
 		d.rec.Faults = append(d.rec.Faults, inj)
 		d.mu.Unlock()
 		role := "follower"
-		if inj.WasLeader {
+		switch {
+		case slices.Contains(ControlPlaneKinds, f.Kind):
+			role = "control plane"
+		case f.Kind == KindLag:
+			role = "server"
+		case inj.WasLeader:
 			role = "leader"
 		}
-		d.logf("fault %3d/%d %8.1fs  %-18s on %s (%s) %s", f.Index, cfg.Faults, inj.Start.Sub(d.rec.Began).Seconds(), f.Kind, inj.Target, role, f.Params())
+		d.logf("fault %3d/%d %8.1fs  %-26s on %s (%s) %s", f.Index, cfg.Faults, inj.Start.Sub(d.rec.Began).Seconds(), f.Kind, inj.Target, role, inj.params())
 	}
 	if _, err := d.waitStable(ctx, 0, d.recoveryTimeout()); err != nil {
 		d.problem("no stable leader after the last fault: %v", err)
 	}
+	gone := d.goneTotal()
+	d.mu.Lock()
+	d.countGone(gone)
+	d.mu.Unlock()
 	return d.rec, nil
+}
+
+// countGone gives the previous fault the 410s counted from its start to
+// total (the count at the next fault's start).
+func (d *driver) countGone(total int64) {
+	total = max(total, d.lastGone) // a fault cut short by ctx has no count
+	if n := len(d.rec.Faults); n > 0 {
+		d.rec.Faults[n-1].Gone = total - d.lastGone
+	}
+	d.lastGone = total
+}
+
+func (c *Config) validate() error {
+	switch c.Mode {
+	case ModeElection, ModeYield, ModeShard, ModeFenced:
+	default:
+		return fmt.Errorf("chaos: unknown mode %q", c.Mode)
+	}
+	if c.Admin == nil {
+		return errors.New("chaos: Config.Admin or Config.ControlPlane is required")
+	}
+	if c.APIServers < 1 || c.APIServers > 2 {
+		return fmt.Errorf("chaos: %d kube-apiservers; 1 or 2", c.APIServers)
+	}
+	if c.APIServers > 1 && c.ControlPlane == nil {
+		return errors.New("chaos: two kube-apiservers need Config.ControlPlane")
+	}
+	for k, w := range c.Weights {
+		if w <= 0 {
+			continue
+		}
+		switch {
+		case !slices.Contains(Kinds, k):
+			return fmt.Errorf("chaos: unknown fault kind %q", k)
+		case slices.Contains(ControlPlaneKinds, k) && c.ControlPlane == nil:
+			return fmt.Errorf("chaos: %s needs Config.ControlPlane", k)
+		case slices.Contains(HAKinds, k) && c.APIServers < 2:
+			return fmt.Errorf("chaos: %s needs two kube-apiservers", k)
+		case slices.Contains(YieldKinds, k) && c.Mode != ModeYield:
+			return fmt.Errorf("chaos: %s needs mode %s", k, ModeYield)
+		}
+	}
+	return nil
+}
+
+// setUpstreams finds (or, for two, starts) the kube-apiservers the
+// proxies forward to.
+func (d *driver) setUpstreams(ctx context.Context) error {
+	var cfgs []*rest.Config
+	if cp := d.cfg.ControlPlane; cp != nil {
+		servers, err := cp.APIServers()
+		if err != nil {
+			return err
+		}
+		for len(servers) < d.cfg.APIServers {
+			s, err := cp.AddAPIServer(ctx)
+			if err != nil {
+				return err
+			}
+			servers = append(servers, s)
+		}
+		d.servers = servers[:d.cfg.APIServers]
+		for _, s := range d.servers {
+			cfgs = append(cfgs, s.Config())
+		}
+	} else {
+		cfgs = []*rest.Config{d.cfg.Admin}
+	}
+	for i, c := range cfgs {
+		name := "kube-apiserver"
+		if d.servers != nil {
+			name = d.servers[i].Name
+		}
+		u, err := NewUpstream(name, c)
+		if err != nil {
+			return err
+		}
+		d.upstreams = append(d.upstreams, u)
+		c = rest.CopyConfig(c)
+		c.Timeout = 3 * time.Second
+		cs, err := kubernetes.NewForConfig(c)
+		if err != nil {
+			return err
+		}
+		d.probes = append(d.probes, cs)
+	}
+	return nil
+}
+
+func (d *driver) goneTotal() int64 {
+	var n int64
+	for _, p := range d.proxies {
+		n += p.Stats.Gone.Load()
+	}
+	return n
+}
+
+func (inj Injected) params() string {
+	s := inj.Fault.Params()
+	switch {
+	case inj.Kind == KindCompact && inj.Revision > 0:
+		s = fmt.Sprintf("to revision %d", inj.Revision)
+	case (inj.Kind == KindYield || inj.Kind == KindAnnotate) && inj.To != "":
+		s = "to " + inj.To
+	}
+	if inj.Down > 0 {
+		s += fmt.Sprintf(", not answering for %v", inj.Down.Round(time.Millisecond))
+	}
+	return s
 }
 
 func (d *driver) recoveryTimeout() time.Duration {
@@ -278,10 +513,22 @@ func (d *driver) onEvent(e walkthrough.Event) {
 	d.ready[e.Proc] = true
 	switch e.Kind {
 	case "START":
-		d.open[e.Proc] = e.Recv
+		if d.open[e.Proc] == nil {
+			d.open[e.Proc] = map[string]time.Time{}
+		}
+		d.open[e.Proc][eventKey(e)] = e.Recv
 	case "END":
-		delete(d.open, e.Proc)
+		delete(d.open[e.Proc], eventKey(e))
 	}
+}
+
+// eventKey is what a START, END or OSL line is about: "" for the
+// election, the shard's number in ModeShard.
+func eventKey(e walkthrough.Event) string {
+	if len(e.Fields) >= 2 {
+		return e.Fields[1]
+	}
+	return ""
 }
 
 // start starts the next incarnation of candidate id.
@@ -310,6 +557,9 @@ func (d *driver) start(id string) error {
 			"-lease-duration=" + t.LeaseDuration.String(),
 			"-renew-deadline=" + t.RenewDeadline.String(),
 			"-retry-period=" + t.RetryPeriod.String(),
+			"-yield-file=" + filepath.Join(d.cfg.WorkDir, id+".yield"),
+			"-shards=" + strconv.Itoa(d.cfg.Shards),
+			"-fenced=" + strconv.FormatBool(d.cfg.Mode == ModeFenced),
 			"-v=2",
 		},
 	})
@@ -361,12 +611,7 @@ func (d *driver) waitStable(ctx context.Context, settle, timeout time.Duration) 
 	deadline := time.Now().Add(timeout)
 	for {
 		d.mu.Lock()
-		leader, since := "", time.Time{}
-		for id, t := range d.open {
-			if t.After(since) {
-				leader, since = id, t
-			}
-		}
+		leader, since := d.leaderLocked()
 		ok := leader != "" && time.Since(since) >= settle && len(d.paused) == 0 && len(d.dead) == 0 && len(d.ready) == len(d.ids)
 		d.mu.Unlock()
 		if ok {
@@ -381,6 +626,38 @@ func (d *driver) waitStable(ctx context.Context, settle, timeout time.Duration) 
 	}
 }
 
+// leaderLocked returns the leader and since when it has led. In
+// ModeShard, "the leader" is the member running the most shards once
+// every shard runs somewhere, and since is the newest shard START.
+func (d *driver) leaderLocked() (string, time.Time) {
+	leader, since := "", time.Time{}
+	if d.cfg.Mode != ModeShard {
+		for id, keys := range d.open {
+			if t, ok := keys[""]; ok && t.After(since) {
+				leader, since = id, t
+			}
+		}
+		return leader, since
+	}
+	running, most := map[string]bool{}, -1
+	for _, id := range d.ids {
+		keys := d.open[id]
+		for k, t := range keys {
+			running[k] = true
+			if t.After(since) {
+				since = t
+			}
+		}
+		if len(keys) > most {
+			leader, most = id, len(keys)
+		}
+	}
+	if len(running) < d.cfg.Shards {
+		return "", time.Time{}
+	}
+	return leader, since
+}
+
 // inject waits for a stable leader, then injects f and heals it.
 func (d *driver) inject(ctx context.Context, f Fault) Injected {
 	inj := Injected{Fault: f}
@@ -391,6 +668,10 @@ func (d *driver) inject(ctx context.Context, f Fault) Injected {
 		}
 		inj.NoLeaderIn = err.Error()
 		d.problem("before fault %d: %v after the previous fault healed", f.Index, err)
+	}
+	inj.goneAtStart = d.goneTotal()
+	if slices.Contains(ControlPlaneKinds, f.Kind) || f.Kind == KindLag {
+		return d.injectServer(ctx, f, inj)
 	}
 	var followers []string
 	for _, id := range d.ids {
@@ -412,6 +693,40 @@ func (d *driver) inject(ctx context.Context, f Fault) Injected {
 
 	inj.Start = time.Now()
 	switch f.Kind {
+	case KindMove:
+		px.SetUpstream((px.Upstream() + 1) % len(d.upstreams))
+		inj.To = d.upstreams[px.Upstream()].Name
+	case KindYield, KindAnnotate:
+		to := followers[(f.Pick/2)%len(followers)]
+		if f.ToAnyone || !inj.WasLeader {
+			to = ""
+		}
+		if !inj.WasLeader {
+			// No stable leader to ask: the request goes to a
+			// follower, which must refuse it (Yield) or ignore it.
+			d.problem("fault %d: %s with no stable leader", f.Index, f.Kind)
+		}
+		inj.To = to
+		d.mu.Lock()
+		termStart := d.open[target][""]
+		d.mu.Unlock()
+		var err error
+		if f.Kind == KindYield {
+			err = d.yield(p, target, to)
+		} else {
+			err = d.annotate(ctx, to)
+		}
+		if err != nil {
+			d.problem("fault %d: %s: %v", f.Index, f.Kind, err)
+		}
+		inj.Start = time.Now() // the request is out
+		inj.Heal = inj.Start
+		// The next fault waits until the handoff is done: the yielder's
+		// term has ended and a new one has begun.
+		if !d.waitHandoff(ctx, target, termStart, inj.Start) {
+			d.problem("fault %d: no new term within %v of the %s request", f.Index, d.recoveryTimeout(), f.Kind)
+		}
+		return inj
 	case KindLatency:
 		px.SetLatency(f.ReqDelay, f.RespDelay)
 		wait(f.Window)
@@ -474,6 +789,156 @@ func (d *driver) inject(ctx context.Context, f Fault) Injected {
 	return inj
 }
 
+// waitHandoff waits until from's term has ended and a term has started
+// after since.
+// (from term started at term; a term of from that starts later counts,
+// for a request that found from's term ending another way.)
+func (d *driver) waitHandoff(ctx context.Context, from string, term, since time.Time) bool {
+	deadline := time.Now().Add(d.recoveryTimeout())
+	for time.Now().Before(deadline) {
+		d.mu.Lock()
+		cur, still := d.open[from][""]
+		leader, at := d.leaderLocked()
+		d.mu.Unlock()
+		if (!still || !cur.Equal(term)) && leader != "" && at.After(since) {
+			return true
+		}
+		if !sleepCtx(ctx, 10*time.Millisecond) {
+			return false
+		}
+	}
+	return false
+}
+
+// yield asks candidate target (process p) to yield to to ("": anyone).
+func (d *driver) yield(p *walkthrough.Process, target, to string) error {
+	if to == "" {
+		to = "*"
+	}
+	if err := os.WriteFile(filepath.Join(d.cfg.WorkDir, target+".yield"), []byte(to+"\n"), 0o644); err != nil {
+		return err
+	}
+	_, err := p.Signal(syscall.SIGUSR1)
+	return err
+}
+
+// annotate sets the preferred-holder annotation on the Lease ("": anyone).
+func (d *driver) annotate(ctx context.Context, to string) error {
+	if to == "" {
+		to = "*"
+	}
+	patch, err := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{leasehold.PreferredHolderAnnotation: to}}})
+	if err != nil {
+		return err
+	}
+	_, err = d.probes[0].CoordinationV1().Leases(d.ns).Patch(ctx, "chaos", types.MergePatchType, patch, metav1.PatchOptions{})
+	return err
+}
+
+// injectServer fails a server: a kube-apiserver or etcd, killed or
+// paused; etcd compacted under the watches; a server's watches lagging.
+// A kill or pause heals when every kube-apiserver answers again.
+func (d *driver) injectServer(ctx context.Context, f Fault, inj Injected) Injected {
+	cp := d.cfg.ControlPlane
+	wait := func(w time.Duration) { sleepCtx(ctx, w) }
+	var srv *controlplane.Server
+	switch f.Kind {
+	case KindAPIKill, KindAPIPause:
+		srv = d.servers[f.Pick%len(d.servers)]
+	case KindEtcdKill, KindEtcdPause:
+		var err error
+		if srv, err = cp.Etcd(); err != nil {
+			d.problem("fault %d: %v", f.Index, err)
+			return inj
+		}
+	case KindCompact:
+		inj.Target = "etcd"
+	case KindLag:
+		inj.Target = d.upstreams[f.Pick%len(d.upstreams)].Name
+	}
+	if srv != nil {
+		inj.Target = srv.Name
+	}
+	inj.Start = time.Now()
+	switch f.Kind {
+	case KindAPIKill, KindEtcdKill:
+		if err := srv.Kill(); err != nil {
+			d.problem("fault %d: %v", f.Index, err)
+		}
+		wait(f.RestartAfter)
+		// The restart is not cancelled with ctx: the control plane must
+		// be whole for the next run or the shutdown.
+		if err := srv.Start(context.WithoutCancel(ctx)); err != nil {
+			d.problem("fault %d: %v", f.Index, err)
+		}
+	case KindAPIPause, KindEtcdPause:
+		if err := srv.Pause(); err != nil {
+			d.problem("fault %d: %v", f.Index, err)
+		}
+		wait(f.Window)
+		if err := srv.Resume(); err != nil {
+			d.problem("fault %d: %v", f.Index, err)
+		}
+	case KindCompact:
+		// The watches fall behind while the leader renews (RetryPeriod)
+		// and etcd moves on; then etcd is compacted past what they saw,
+		// and they are dropped: each resumes from a compacted version.
+		for _, p := range d.proxies {
+			p.StallWatches()
+		}
+		wait(2*d.cfg.Timings.RetryPeriod + 200*time.Millisecond)
+		rev, err := cp.CompactEtcd(ctx)
+		if err != nil {
+			d.problem("fault %d: compact: %v", f.Index, err)
+		}
+		inj.Revision = rev
+		for _, p := range d.proxies {
+			p.DropWatches()
+			p.Heal()
+		}
+		inj.Heal = time.Now()
+		// The resumed watches' answers belong to this fault: wait for
+		// the first 410 (a watch resumes at once, but kube-apiserver may
+		// take a moment to open its etcd watch).
+		for deadline := time.Now().Add(d.cfg.Timings.LeaseDuration + 5*time.Second); d.goneTotal() == inj.goneAtStart && time.Now().Before(deadline); {
+			sleepCtx(ctx, 20*time.Millisecond)
+		}
+		return inj
+	case KindLag:
+		up := d.upstreams[f.Pick%len(d.upstreams)]
+		up.SetWatchLag(f.Lag)
+		wait(f.Window)
+		up.SetWatchLag(0)
+		inj.Heal = time.Now()
+		return inj
+	}
+	if err := d.waitServing(context.WithoutCancel(ctx)); err != nil {
+		d.problem("fault %d (%s): %v", f.Index, f.Kind, err)
+	}
+	inj.Heal = time.Now()
+	inj.Down = inj.Heal.Sub(inj.Start)
+	return inj
+}
+
+// waitServing waits until every kube-apiserver answers a read that
+// reaches etcd.
+func (d *driver) waitServing(ctx context.Context) error {
+	deadline := time.Now().Add(d.recoveryTimeout())
+	for _, cs := range d.probes {
+		for {
+			_, err := cs.CoreV1().Namespaces().Get(ctx, d.ns, metav1.GetOptions{})
+			if err == nil {
+				break
+			}
+			if time.Now().After(deadline) {
+				return fmt.Errorf("the control plane did not answer within %v: %v", d.recoveryTimeout(), err)
+			}
+			sleepCtx(ctx, 50*time.Millisecond)
+		}
+	}
+	return nil
+}
+
 // shutdown sends SIGINT to every candidate at once and waits for them to
 // exit; one that does not within 20s is a hang, and is killed.
 func (d *driver) shutdown() {
@@ -508,31 +973,49 @@ func (d *driver) shutdown() {
 }
 
 // watchLease records every version of the Lease, through one watch
-// resumed from the last version seen.
+// resumed from the last version seen. With two kube-apiservers it moves
+// to the other one when a watch cannot be opened.
 func (d *driver) watchLease(ctx context.Context) {
-	leases := d.admin.CoordinationV1().Leases(d.ns)
+	clients := []kubernetes.Interface{d.admin}
+	for _, s := range d.servers[min(1, len(d.servers)):] {
+		if cs, err := kubernetes.NewForConfig(s.Config()); err == nil {
+			clients = append(clients, cs)
+		}
+	}
+	cur := 0
+	next := func() { cur = (cur + 1) % len(clients) }
 	rv := ""
 	for ctx.Err() == nil {
+		leases := clients[cur].CoordinationV1().Leases(d.ns)
 		if rv == "" {
 			l, err := leases.Get(ctx, "chaos", metav1.GetOptions{})
 			switch {
 			case err == nil:
 				d.recordLease(l, false)
 				rv = l.ResourceVersion
-			default:
+			case apierrors.IsNotFound(err):
 				list, err := leases.List(ctx, metav1.ListOptions{})
 				if err != nil {
+					next()
 					sleepCtx(ctx, 100*time.Millisecond)
 					continue
 				}
 				rv = list.ResourceVersion
+			default:
+				next()
+				sleepCtx(ctx, 100*time.Millisecond)
+				continue
 			}
 		}
 		w, err := leases.Watch(ctx, metav1.ListOptions{ResourceVersion: rv, FieldSelector: "metadata.name=chaos"})
 		if err != nil {
 			if ctx.Err() == nil {
-				d.leaseNote("watch from %s: %v; re-reading", rv, err)
-				rv = ""
+				if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+					d.leaseNote("watch from %s: %v; re-reading", rv, err)
+					rv = ""
+				} else {
+					next()
+				}
 				sleepCtx(ctx, 100*time.Millisecond)
 			}
 			continue
@@ -543,6 +1026,7 @@ func (d *driver) watchLease(ctx context.Context) {
 				l := ev.Object.(*coordinationv1.Lease)
 				d.recordLease(l, ev.Type == watch.Deleted)
 				rv = l.ResourceVersion
+			case watch.Bookmark:
 			case watch.Error:
 				if ctx.Err() == nil {
 					d.leaseNote("watch error event after %s (%v); re-reading (versions may be missed)", rv, apierrors.FromObject(ev.Object))
@@ -571,6 +1055,7 @@ func (d *driver) recordLease(l *coordinationv1.Lease, deleted bool) {
 	if l.Spec.AcquireTime != nil {
 		v.Acquire = l.Spec.AcquireTime.Time
 	}
+	v.Preferred, v.HasPreferred = l.Annotations[leasehold.PreferredHolderAnnotation]
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	if n := len(d.rec.Lease); n > 0 && d.rec.Lease[n-1].RV == v.RV {
@@ -579,10 +1064,13 @@ func (d *driver) recordLease(l *coordinationv1.Lease, deleted bool) {
 	d.rec.Lease = append(d.rec.Lease, v)
 }
 
-func writeKubeconfig(path, server string) error {
+// writeKubeconfig writes a kubeconfig for server; as, if set, is the user
+// to impersonate (the proxy forwards with the admin's credentials, which
+// may impersonate anyone).
+func writeKubeconfig(path, server, as string) error {
 	kc := clientcmdapi.NewConfig()
 	kc.Clusters["chaos"] = &clientcmdapi.Cluster{Server: server}
-	kc.AuthInfos["chaos"] = &clientcmdapi.AuthInfo{}
+	kc.AuthInfos["chaos"] = &clientcmdapi.AuthInfo{Impersonate: as}
 	kc.Contexts["chaos"] = &clientcmdapi.Context{Cluster: "chaos", AuthInfo: "chaos"}
 	kc.CurrentContext = "chaos"
 	return clientcmd.WriteToFile(*kc, path)

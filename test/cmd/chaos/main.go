@@ -8,6 +8,14 @@
 // the README, and exits 1 if any check failed.
 //
 //	cd test && go run ./cmd/chaos [-faults 300] [-seed 1] [-candidates 5]
+//	    [-mode election|yield|shard] [-kinds candidate,controlplane,ha,yield|all|<kind>,...]
+//	    [-apiservers 1|2] [-watch-cache auto|true|false] [-shards 64]
+//
+// Without -kinds, the election mode draws the candidates' faults (the
+// classic plan, one seed one plan), the yield mode mixes yields with them,
+// and the shard mode mixes them. -kinds all adds every control-plane and
+// two-server fault: it starts a second kube-apiserver and turns the watch
+// cache off, so that etcd compactions bring real 410s.
 //
 // Everything it writes (candidate binary, kubeconfigs, one log per
 // candidate incarnation) goes under bin/chaos/ (git-ignored).
@@ -20,6 +28,8 @@ import (
 	"os"
 	"os/signal"
 	"path/filepath"
+	"slices"
+	"strings"
 	"syscall"
 	"time"
 
@@ -38,11 +48,81 @@ func main() {
 	l := flag.Duration("lease-duration", chaos.DefaultTimings.LeaseDuration, "LeaseDuration of the candidates")
 	d := flag.Duration("renew-deadline", chaos.DefaultTimings.RenewDeadline, "RenewDeadline of the candidates")
 	p := flag.Duration("retry-period", chaos.DefaultTimings.RetryPeriod, "RetryPeriod of the candidates")
+	mode := flag.String("mode", chaos.ModeElection, "election, yield or shard")
+	kinds := flag.String("kinds", "", "fault kinds, comma-separated: kind names or the groups candidate, controlplane, ha, yield, all (default: the mode's)")
+	apiservers := flag.Int("apiservers", 0, "kube-apiservers on the one etcd, 1 or 2 (default: 2 if an ha kind is drawn)")
+	watchCache := flag.String("watch-cache", "auto", "kube-apiserver's --watch-cache: true, false, or auto (false if etcd-compaction is drawn)")
+	shards := flag.Int("shards", 64, "K in -mode shard")
 	flag.Parse()
-	os.Exit(run(*faults, *seed, *n, chaos.Timings{LeaseDuration: *l, RenewDeadline: *d, RetryPeriod: *p}))
+	cfg := chaos.Config{N: *n, Faults: *faults, Seed: *seed, Mode: *mode, Shards: *shards, APIServers: *apiservers,
+		Timings: chaos.Timings{LeaseDuration: *l, RenewDeadline: *d, RetryPeriod: *p}}
+	if *mode != chaos.ModeShard {
+		cfg.Shards = 0
+	}
+	w, err := weights(*mode, *kinds)
+	if err != nil {
+		os.Exit(fail(err))
+	}
+	cfg.Weights = w
+	if cfg.APIServers == 0 {
+		cfg.APIServers = 1
+		for _, k := range chaos.HAKinds {
+			if w[k] > 0 {
+				cfg.APIServers = 2
+			}
+		}
+	}
+	switch *watchCache {
+	case "auto":
+		cfg.WatchCacheOff = w[chaos.KindCompact] > 0
+	case "true", "false":
+		cfg.WatchCacheOff = *watchCache == "false"
+	default:
+		os.Exit(fail(fmt.Errorf("-watch-cache %q: auto, true or false", *watchCache)))
+	}
+	os.Exit(run(cfg))
 }
 
-func run(faults int, seed uint64, n int, t chaos.Timings) int {
+// weights returns the plan's weights for a mode and a -kinds value; nil
+// is the classic plan of the candidates' faults.
+func weights(mode, kinds string) (map[chaos.Kind]int, error) {
+	if kinds == "" {
+		switch mode {
+		case chaos.ModeElection:
+			return nil, nil
+		case chaos.ModeYield:
+			kinds = "candidate,yield"
+		default:
+			kinds = "candidate"
+		}
+	}
+	var ks []chaos.Kind
+	for _, name := range strings.Split(kinds, ",") {
+		switch name = strings.TrimSpace(name); name {
+		case "candidate":
+			ks = append(ks, chaos.CandidateKinds...)
+		case "controlplane":
+			ks = append(ks, chaos.ControlPlaneKinds...)
+		case "ha":
+			ks = append(ks, chaos.HAKinds...)
+		case "yield":
+			ks = append(ks, chaos.YieldKinds...)
+		case "all":
+			ks = slices.Concat(ks, chaos.CandidateKinds, chaos.ControlPlaneKinds, chaos.HAKinds)
+			if mode == chaos.ModeYield {
+				ks = append(ks, chaos.YieldKinds...)
+			}
+		default:
+			if !slices.Contains(chaos.Kinds, chaos.Kind(name)) {
+				return nil, fmt.Errorf("-kinds: unknown kind or group %q (kinds: %v)", name, chaos.Kinds)
+			}
+			ks = append(ks, chaos.Kind(name))
+		}
+	}
+	return chaos.Weights(ks...), nil
+}
+
+func run(cfg chaos.Config) int {
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
 	ctrllog.SetLogger(logr.Discard())
@@ -52,7 +132,7 @@ func run(faults int, seed uint64, n int, t chaos.Timings) int {
 	if err != nil {
 		return fail(err)
 	}
-	dir := filepath.Join(root, "bin", "chaos", fmt.Sprintf("seed-%d", seed))
+	dir := filepath.Join(root, "bin", "chaos", fmt.Sprintf("%s-seed-%d", cfg.Mode, cfg.Seed))
 	if err := os.RemoveAll(dir); err != nil {
 		return fail(err)
 	}
@@ -64,7 +144,11 @@ func run(faults int, seed uint64, n int, t chaos.Timings) int {
 		return fail(err)
 	}
 	fmt.Printf("built the candidate in %v\n", time.Since(began).Round(time.Millisecond))
-	cp, err := controlplane.Start()
+	var opts []controlplane.Option
+	if cfg.WatchCacheOff {
+		opts = append(opts, controlplane.WithAPIServerFlag("watch-cache", "false"))
+	}
+	cp, err := controlplane.Start(opts...)
 	if err != nil {
 		return fail(err)
 	}
@@ -75,11 +159,9 @@ func run(faults int, seed uint64, n int, t chaos.Timings) int {
 	}()
 	fmt.Printf("control plane ready in %v\n", cp.StartupTime.Round(time.Millisecond))
 
-	rec, err := chaos.Run(ctx, chaos.Config{
-		Admin: cp.Config(), Candidate: bin, N: n, Faults: faults, Seed: seed, Timings: t,
-		WorkDir: dir,
-		Logf:    func(format string, args ...any) { fmt.Printf(format+"\n", args...) },
-	})
+	cfg.ControlPlane, cfg.Candidate, cfg.WorkDir = cp, bin, dir
+	cfg.Logf = func(format string, args ...any) { fmt.Printf(format+"\n", args...) }
+	rec, err := chaos.Run(ctx, cfg)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "chaos: run ended early:", err)
 		if rec == nil || ctx.Err() != nil {
