@@ -29,7 +29,7 @@ type Interval struct {
 // legally (see Check).
 type PauseOverlap struct {
 	Paused, Next string
-	Key          string // the shard, in ModeShard
+	Key          string        // the shard, in ModeShard
 	Window       time.Duration // from Next's START to the paused one's END
 	Pause        time.Duration // how long it was stopped
 	StopToStart  time.Duration // from SIGSTOP to Next's START
@@ -93,16 +93,16 @@ type Report struct {
 	GapBound      time.Duration
 	LongestRaw    Gap
 	LongestHealed Gap
-	GapViolations []string      // (b)
-	Pairing       []string      // (c)
-	Transitions   []string      // (d)
-	Yields        []string      // (e)
-	Compactions   []string      // (f)
-	Stale         []string      // (g) stale writes the API server admitted
-	FencedWrites  int           // fenced writes admitted
-	Refused       int           // fenced writes the API server refused
-	Handoffs      []Handoff     // one per yield request
-	Gone          int64         // real 410 Gone answers the candidates got
+	GapViolations []string  // (b)
+	Pairing       []string  // (c)
+	Transitions   []string  // (d)
+	Yields        []string  // (e)
+	Compactions   []string  // (f)
+	Stale         []string  // (g) stale writes the API server admitted
+	FencedWrites  int       // fenced writes admitted
+	Refused       int       // fenced writes the API server refused
+	Handoffs      []Handoff // one per yield request
+	Gone          int64     // real 410 Gone answers the candidates got
 	GoneByKind    map[Kind]int64
 	Lost          []string      // event lines lost or unreadable
 	Problems      []string      // liveness and harness problems, unexpected exits
