@@ -257,7 +257,7 @@ func followWatch(ctx context.Context, log logr.Logger, w watch.Interface, rv str
 				if !ok {
 					continue
 				}
-				kept(lease) // this goroutine owns the decoded object until it is delivered
+				lease = kept(lease)
 				rv = lease.ResourceVersion
 				obs := observation{lease: lease}
 				if ev.Type == watch.Deleted {

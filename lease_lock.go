@@ -91,15 +91,19 @@ func (l *LeaseLock) update(ctx context.Context, lease *coordinationv1.Lease) (*c
 	return kept(updated), nil
 }
 
-// kept trims a Lease the elector is about to keep: managedFields, the
-// largest part of a Lease as the API server returns it, are never read.
-// Leaving them out of our writes is safe: an update that omits
-// managedFields keeps the server's.
+// kept returns the Lease the elector keeps: lease without managedFields,
+// the largest part of a Lease as the API server returns it, which the
+// elector never reads. Leaving them out of our writes is safe: an update
+// that omits managedFields keeps the server's. lease itself is never
+// changed (client-go's fake clientsets hand out the object they store):
+// the trim is a shallow copy, whose other fields the elector only reads.
 func kept(lease *coordinationv1.Lease) *coordinationv1.Lease {
-	if lease != nil {
-		lease.ManagedFields = nil
+	if lease == nil || len(lease.ManagedFields) == 0 {
+		return lease
 	}
-	return lease
+	trimmed := *lease
+	trimmed.ManagedFields = nil
+	return &trimmed
 }
 
 // explain wraps an error of a request with verb on the Lease. A 403 names
