@@ -68,8 +68,11 @@ func TestPlanMix(t *testing.T) {
 		}
 	}
 	for _, k := range Kinds {
-		if n[k] == 0 {
+		if DefaultWeights[k] > 0 && n[k] == 0 {
 			t.Errorf("400 mixed faults without a single %s", k)
+		}
+		if DefaultWeights[k] == 0 && n[k] > 0 {
+			t.Errorf("%d %s in a mixed plan: a measurement kind has no weight", n[k], k)
 		}
 	}
 	// Each kind's own schedule: the control-plane faults of a mix with
@@ -175,6 +178,40 @@ func TestChaosFenced(t *testing.T) {
 		t.Errorf("only %d fenced writes admitted", r.FencedWrites)
 	}
 	t.Logf("fenced writes admitted %d, stale admitted %d, refused %d; pause windows %d", r.FencedWrites, len(r.Stale), r.Refused, len(r.PauseOverlaps))
+}
+
+// TestLagTakeover measures what a lagging kube-apiserver does to
+// takeovers: the leader on one server, its followers on another whose
+// watch events all arrive lag late. A follower can act on the leader's
+// last renewal, or its release, only once it sees it: a crash is taken
+// over no sooner than L - P + lag after the SIGKILL (the last renewal was
+// at most P before it, and the follower counts L from when it saw it),
+// and a yield no sooner than lag after the request. About a minute.
+func TestLagTakeover(t *testing.T) {
+	lags := []time.Duration{0, time.Second}
+	r := runChaos(t, 1, 0, Config{N: 3, APIServers: 2, Script: LagPlan(lags, 1)})
+	var b strings.Builder
+	r.LagTable(&b)
+	t.Log(b.String())
+	tm := r.Timings
+	n := 0
+	for _, f := range r.Rec.Faults {
+		if f.Next == "" {
+			t.Errorf("fault %d (%s, lag %v): no takeover measured", f.Index, f.Kind, f.Lag)
+			continue
+		}
+		n++
+		lo, hi := f.Lag, f.Lag+time.Second
+		if f.Kind == KindLagCrash {
+			lo, hi = tm.LeaseDuration-tm.RetryPeriod+f.Lag, tm.LeaseDuration+tm.RetryPeriod+f.Lag+time.Second
+		}
+		if f.Takeover < lo || f.Takeover > hi {
+			t.Errorf("fault %d (%s, lag %v): %s took over %v after, want within [%v, %v]", f.Index, f.Kind, f.Lag, f.Next, f.Takeover, lo, hi)
+		}
+	}
+	if n != 2*len(lags) {
+		t.Errorf("%d takeovers measured, want %d", n, 2*len(lags))
+	}
 }
 
 func wantKinds(t *testing.T, r *Report, kinds ...Kind) {

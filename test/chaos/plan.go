@@ -75,7 +75,7 @@ var HAKinds = []Kind{KindMove, KindLag}
 var YieldKinds = []Kind{KindYield, KindAnnotate}
 
 // Kinds lists every kind, in report order.
-var Kinds = slices.Concat(CandidateKinds, ControlPlaneKinds, HAKinds, YieldKinds)
+var Kinds = slices.Concat(CandidateKinds, ControlPlaneKinds, HAKinds, YieldKinds, LagKinds)
 
 // DefaultWeights are each kind's relative frequency in a mixed plan.
 var DefaultWeights = map[Kind]int{
@@ -138,6 +138,8 @@ func (f Fault) Params() string {
 		return fmt.Sprintf("watch events +%v for %v", f.Lag, f.Window)
 	case KindCompact, KindMove:
 		return "once"
+	case KindLagCrash, KindLagYield:
+		return fmt.Sprintf("followers' watch +%v", f.Lag)
 	case KindYield, KindAnnotate:
 		if f.ToAnyone {
 			return "to anyone"

@@ -27,6 +27,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"maps"
 	"os"
 	"path/filepath"
 	"slices"
@@ -72,6 +73,9 @@ type Config struct {
 	// Weights mixes the fault kinds (PlanMix); nil: Plan, the
 	// candidates' faults.
 	Weights map[Kind]int
+	// Script, if set, is the plan, in order (LagPlan); Faults and
+	// Weights are then ignored.
+	Script []Fault
 	// ControlPlane lets a run fail etcd and kube-apiserver; required
 	// by ControlPlaneKinds and by APIServers = 2. Admin defaults to its
 	// Config.
@@ -138,6 +142,11 @@ type Injected struct {
 	Revision int64
 	// Down is how long a killed or paused server did not answer.
 	Down time.Duration
+
+	// Next and Takeover: who led next, and how long after Start (the
+	// measurement kinds, LagKinds).
+	Next     string
+	Takeover time.Duration
 
 	goneAtStart int64 // the proxies' 410 count when the fault started
 }
@@ -350,7 +359,10 @@ func Run(ctx context.Context, cfg Config) (*Record, error) {
 	}
 
 	plan := Plan(cfg.Seed, cfg.Faults, t)
-	if cfg.Weights != nil {
+	switch {
+	case cfg.Script != nil:
+		plan = cfg.Script
+	case cfg.Weights != nil:
 		plan = PlanMix(cfg.Seed, cfg.Faults, t, cfg.Weights)
 	}
 	for _, f := range plan {
@@ -408,7 +420,17 @@ func (c *Config) validate() error {
 	if c.APIServers > 1 && c.ControlPlane == nil {
 		return errors.New("chaos: two kube-apiservers need Config.ControlPlane")
 	}
-	for k, w := range c.Weights {
+	if c.Script != nil {
+		c.Faults = len(c.Script)
+	}
+	weights := maps.Clone(c.Weights)
+	for _, f := range c.Script {
+		if weights == nil {
+			weights = map[Kind]int{}
+		}
+		weights[f.Kind]++
+	}
+	for k, w := range weights {
 		if w <= 0 {
 			continue
 		}
@@ -417,7 +439,7 @@ func (c *Config) validate() error {
 			return fmt.Errorf("chaos: unknown fault kind %q", k)
 		case slices.Contains(ControlPlaneKinds, k) && c.ControlPlane == nil:
 			return fmt.Errorf("chaos: %s needs Config.ControlPlane", k)
-		case slices.Contains(HAKinds, k) && c.APIServers < 2:
+		case (slices.Contains(HAKinds, k) || slices.Contains(LagKinds, k)) && c.APIServers < 2:
 			return fmt.Errorf("chaos: %s needs two kube-apiservers", k)
 		case slices.Contains(YieldKinds, k) && c.Mode != ModeYield:
 			return fmt.Errorf("chaos: %s needs mode %s", k, ModeYield)
@@ -672,6 +694,9 @@ func (d *driver) inject(ctx context.Context, f Fault) Injected {
 	inj.goneAtStart = d.goneTotal()
 	if slices.Contains(ControlPlaneKinds, f.Kind) || f.Kind == KindLag {
 		return d.injectServer(ctx, f, inj)
+	}
+	if slices.Contains(LagKinds, f.Kind) {
+		return d.injectLag(ctx, f, inj, leader)
 	}
 	var followers []string
 	for _, id := range d.ids {

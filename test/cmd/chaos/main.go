@@ -10,12 +10,19 @@
 //	cd test && go run ./cmd/chaos [-faults 300] [-seed 1] [-candidates 5]
 //	    [-mode election|yield|shard] [-kinds candidate,controlplane,ha,yield|all|<kind>,...]
 //	    [-apiservers 1|2] [-watch-cache auto|true|false] [-shards 64]
+//	cd test && go run ./cmd/chaos -measure-lag 0,500ms,1s,2s [-rounds 3]
 //
 // Without -kinds, the election mode draws the candidates' faults (the
 // classic plan, one seed one plan), the yield mode mixes yields with them,
 // and the shard mode mixes them. -kinds all adds every control-plane and
 // two-server fault: it starts a second kube-apiserver and turns the watch
 // cache off, so that etcd compactions bring real 410s.
+//
+// -measure-lag runs no random faults: three candidates on two
+// kube-apiservers, the leader on one and its followers on the other,
+// whose watch events are delayed by each lag in turn; the leader is
+// SIGKILLed, or yields, -rounds times per lag, and a table of takeover
+// times is printed.
 //
 // Everything it writes (candidate binary, kubeconfigs, one log per
 // candidate incarnation) goes under bin/chaos/ (git-ignored).
@@ -53,11 +60,25 @@ func main() {
 	apiservers := flag.Int("apiservers", 0, "kube-apiservers on the one etcd, 1 or 2 (default: 2 if an ha kind is drawn)")
 	watchCache := flag.String("watch-cache", "auto", "kube-apiserver's --watch-cache: true, false, or auto (false if etcd-compaction is drawn)")
 	shards := flag.Int("shards", 64, "K in -mode shard")
+	measureLag := flag.String("measure-lag", "", "comma-separated watch lags: measure takeovers through a lagging kube-apiserver instead of injecting random faults")
+	rounds := flag.Int("rounds", 3, "with -measure-lag: crashes and yields per lag")
 	flag.Parse()
 	cfg := chaos.Config{N: *n, Faults: *faults, Seed: *seed, Mode: *mode, Shards: *shards, APIServers: *apiservers,
 		Timings: chaos.Timings{LeaseDuration: *l, RenewDeadline: *d, RetryPeriod: *p}}
 	if *mode != chaos.ModeShard {
 		cfg.Shards = 0
+	}
+	if *measureLag != "" {
+		var lags []time.Duration
+		for _, s := range strings.Split(*measureLag, ",") {
+			d, err := time.ParseDuration(strings.TrimSpace(s))
+			if err != nil {
+				os.Exit(fail(fmt.Errorf("-measure-lag: %w", err)))
+			}
+			lags = append(lags, d)
+		}
+		cfg.N, cfg.APIServers, cfg.Script = 3, 2, chaos.LagPlan(lags, *rounds)
+		os.Exit(run(cfg))
 	}
 	w, err := weights(*mode, *kinds)
 	if err != nil {
@@ -170,6 +191,7 @@ func run(cfg chaos.Config) int {
 	}
 	report := chaos.Check(rec)
 	report.Print(os.Stdout)
+	report.LagTable(os.Stdout)
 	fmt.Printf("logs: %s\n", dir)
 	if err != nil || !report.OK() {
 		return 1
