@@ -390,6 +390,8 @@ func TestCoordinatedReassignedAfterYield(t *testing.T) {
 	}
 	w.assign("a") // the controller still prefers a (the older emulation version)
 	a.waitLeader()
+	// IsLeader turns true before the work records its start.
+	eventually(t, "a's second term started", func() bool { return a.count("started") == 2 })
 	if a.count("started") != 2 || w.maxWorking.Load() != 1 {
 		t.Fatalf("a's terms %d, max works at once %d", a.count("started"), w.maxWorking.Load())
 	}
