@@ -11,10 +11,10 @@
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
 SHELL := /bin/bash
 GO ?= go
-MODULES := . leaseholdtest metrics/prometheus examples test kubectl-leasehold
-SUBMODULES := metrics/prometheus examples test kubectl-leasehold
+MODULES := . leaseholdtest metrics/prometheus examples test kubectl-leasehold controllerruntime
+SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerruntime
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
-UNITMODULES := metrics/prometheus examples kubectl-leasehold
+UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime
 
 .PHONY: test lint unit integration controlplane kubectl plugin demo demo-shards bench chaos mutate fuzz
 
