@@ -92,8 +92,9 @@ const controllerGrace = 20 * time.Second
 //     better candidate in spec.preferredHolder: its work is cancelled, it
 //     keeps renewing until OnStartedLeading has returned, then releases the
 //     Lease, and the controller assigns it to the better candidate.
-//     client-go's elector only stops renewing: about RenewDeadline +
-//     LeaseDuration, 25s with the defaults;
+//     client-go's elector only stops renewing, and its work runs on until
+//     RenewDeadline has passed: the handover takes about 12s with
+//     ReleaseOnCancel, and until the Lease expires (15s and more) without;
 //   - withdraws its LeaseCandidate when Run's ctx is cancelled, before it
 //     steps down, so that the controller does not hand the Lease back to a
 //     process that is leaving.
