@@ -3,6 +3,7 @@ package leasehold
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync"
 	"testing"
@@ -128,7 +129,7 @@ func TestCoordinatedRegistersAndAnswersPings(t *testing.T) {
 
 	w.advance(time.Second)
 	w.ping("a", w.clock.Now())
-	w.settle()
+	eventually(t, "the ping answered", func() bool { return !pinged(w.leaseCandidate("a")) })
 	lc = w.leaseCandidate("a")
 	if pinged(lc) || w.candidateWrites("update") != updates+2 { // the ping, the answer
 		t.Fatalf("ping at %v not answered once: renewTime %v, %d writes", lc.Spec.PingTime, lc.Spec.RenewTime, w.candidateWrites("update")-updates)
@@ -138,7 +139,7 @@ func TestCoordinatedRegistersAndAnswersPings(t *testing.T) {
 	// pingTime, or the controller would take it for no answer at all.
 	ahead := w.clock.Now().Add(10 * time.Second)
 	w.ping("a", ahead)
-	w.settle()
+	eventually(t, "the ping from ahead answered", func() bool { return !pinged(w.leaseCandidate("a")) })
 	if lc = w.leaseCandidate("a"); !lc.Spec.RenewTime.Time.Equal(ahead) {
 		t.Fatalf("answer to a ping from a clock ahead: renewTime %v, want the pingTime %v", lc.Spec.RenewTime.Time, ahead)
 	}
@@ -148,17 +149,15 @@ func TestCoordinatedRegistersAndAnswersPings(t *testing.T) {
 
 	renewed := lc.Spec.RenewTime.Time
 	w.advance(candidateRenewEvery)
-	if lc = w.leaseCandidate("a"); !lc.Spec.RenewTime.Time.After(renewed) {
-		t.Fatalf("no renewal %v after the last: renewTime %v", candidateRenewEvery, lc.Spec.RenewTime.Time)
-	}
+	eventually(t, fmt.Sprintf("a renewal %v after the last", candidateRenewEvery), func() bool {
+		return w.leaseCandidate("a").Spec.RenewTime.Time.After(renewed)
+	})
 
 	if err := w.cs.CoordinationV1beta1().LeaseCandidates(testNS).Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
 	w.advance(time.Second) // the backoff before registering again
-	if w.leaseCandidate("a") == nil {
-		t.Fatal("not registered again after a deletion")
-	}
+	eventually(t, "registered again after a deletion", func() bool { return w.leaseCandidate("a") != nil })
 	_ = a
 }
 
