@@ -242,3 +242,41 @@ func TestFallbackWithDefaultGates(t *testing.T) {
 		t.Fatalf("Run = %v", err)
 	}
 }
+
+// The LeaseCandidate API served while the CoordinatedLeaderElection gate is
+// off: no controller will ever name a holder, so the candidate campaigns
+// itself once the controller's grace (20s) has passed, and says so.
+func TestNoControllerCampaignsAfterGrace(t *testing.T) {
+	_, _, cs := start(t, controlplane.WithAPIServerFlag("runtime-config", "coordination.k8s.io/v1beta1=true"))
+	logs := &lines{}
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
+	defer cancel()
+	e, err := leasehold.NewCoordinated(leasehold.Config{
+		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: "no-controller", Identity: "a", Client: cs.CoordinationV1()},
+		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) { <-ctx.Done() }},
+	}, leasehold.CandidateConfig{Client: cs.CoordinationV1beta1(), BinaryVersion: "1.31.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	done := make(chan error, 1)
+	t0 := time.Now()
+	go func() { done <- e.Run(ctx) }()
+	for !e.IsLeader() {
+		if time.Since(t0) > 40*time.Second {
+			t.Fatalf("did not lead within 40s; log:\n%s", strings.Join(logs.matching(""), "\n"))
+		}
+		time.Sleep(10 * time.Millisecond)
+	}
+	took := time.Since(t0)
+	t.Logf("led %v after Run", took.Round(time.Millisecond))
+	if took < 19*time.Second {
+		t.Fatalf("led after %v: did not leave the Lease to a controller first", took)
+	}
+	if len(logs.matching("Registered as a LeaseCandidate")) != 1 || len(logs.matching("No election controller named a holder")) != 1 {
+		t.Fatalf("log:\n%s", strings.Join(logs.matching(""), "\n"))
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Fatalf("Run = %v", err)
+	}
+}
