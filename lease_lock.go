@@ -173,7 +173,11 @@ func (l *LeaseLock) claim(base *coordinationv1.Lease, now time.Time, leaseDurati
 func (l *LeaseLock) released(lease *coordinationv1.Lease, now time.Time, successor string) *coordinationv1.Lease {
 	out := lease.DeepCopy()
 	stamp := metav1.NewMicroTime(now)
-	out.Spec.HolderIdentity = nil
+	// An empty holder, not a missing one, as client-go writes it:
+	// kube-apiserver v1.37's coordinated-election controller dereferences
+	// the holder of a Lease that has LeaseCandidates without a nil check,
+	// and a release without the field makes the API server exit.
+	out.Spec.HolderIdentity = ptr.To("")
 	out.Spec.RenewTime = &stamp
 	out.Spec.PreferredHolder = nil
 	if successor == "" {

@@ -236,3 +236,19 @@ func TestRejoinWarnsOnWorkThatReturnsAtOnce(t *testing.T) {
 		t.Fatalf("warned %d times after %d quick terms, want once", n, a.count("started"))
 	}
 }
+
+// A release writes an empty holder, never a missing one: kube-apiserver's
+// coordinated-election controller crashes on a Lease with candidates and
+// no holderIdentity field.
+func TestReleaseWritesEmptyHolder(t *testing.T) {
+	h := newHarness(t)
+	a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
+	a.waitLeader()
+	a.cancel()
+	if err := a.wait(); err != nil {
+		t.Fatal(err)
+	}
+	if got := h.lease().Spec.HolderIdentity; got == nil || *got != "" {
+		t.Fatalf("released holderIdentity = %v, want a pointer to \"\"", got)
+	}
+}
