@@ -225,9 +225,19 @@ func wantKinds(t *testing.T, r *Report, kinds ...Kind) {
 
 var (
 	candidateOnce sync.Once
+	candidateDir  string
 	candidateBin  string
 	candidateErr  error
 )
+
+// TestMain removes the candidate binary the chaos tests share.
+func TestMain(m *testing.M) {
+	code := m.Run()
+	if candidateDir != "" {
+		_ = os.RemoveAll(candidateDir)
+	}
+	os.Exit(code)
+}
 
 // runChaos runs faults faults of cfg from seed (LEASEHOLD_CHAOS_SEED and
 // LEASEHOLD_CHAOS_FAULTS override them) on its own control plane, checks
@@ -267,9 +277,8 @@ func runChaos(t *testing.T, seed uint64, faults int, cfg Config, opts ...control
 	})
 	began := time.Now()
 	candidateOnce.Do(func() {
-		var bdir string
-		if bdir, candidateErr = os.MkdirTemp("", "leasehold-chaos-bin-"); candidateErr == nil {
-			candidateBin, candidateErr = BuildCandidate(bdir)
+		if candidateDir, candidateErr = os.MkdirTemp("", "leasehold-chaos-bin-"); candidateErr == nil {
+			candidateBin, candidateErr = BuildCandidate(candidateDir)
 		}
 	})
 	if candidateErr != nil {
