@@ -294,7 +294,9 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 			if act != actWait && now.Before(notBefore) {
 				act, at = actWait, notBefore
 			}
-			if act != actWait && now.Before(r.sitOutUntil) {
+			if act != actWait && now.Before(r.sitOutUntil) && !namesUs(r.view.lease, e.lock.Identity) {
+				// Sitting out after a yield, unless a release now
+				// names this process as the successor.
 				act, at = actWait, r.sitOutUntil
 			}
 		}

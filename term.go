@@ -7,6 +7,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
 )
@@ -345,6 +346,18 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 			successor = t.yield.to
 		}
 		released = t.r.release(ctx, t.lastSent, successor)
+		if t.yield != nil && apierrors.IsConflict(released) {
+			// A concurrent write moved the version: often the very
+			// annotation that asked for this handoff, which leaves the
+			// Lease ours. Re-read once; if it is still ours, release from
+			// the fresh copy, so the successor gets it in milliseconds.
+			if err := t.r.reread(ctx); err == nil && t.r.stillOurs() == nil {
+				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
+					successor = to // the newest request wins
+				}
+				released = t.r.release(ctx, t.lastSent, successor)
+			}
+		}
 	}
 	t.e.setLeading(false, time.Time{}, nil)
 	t.stopped()

@@ -108,3 +108,9 @@ func preferredHolder(lease *coordinationv1.Lease) (string, bool) {
 	}
 	return "", false
 }
+
+// namesUs reports whether lease is released naming self as the successor.
+func namesUs(lease *coordinationv1.Lease, self string) bool {
+	to, ok := preferredHolder(lease)
+	return ok && to == self && holderOf(lease) == ""
+}
