@@ -6,6 +6,7 @@
 #   make demo-shards  three sharded-controller processes share shards
 #   make bench    leasehold vs client-go on the real control plane -> BENCHMARKS.md
 #   make chaos    fault-injection run that checks "never two leaders"
+#   make soak     1,000+ faults over every chaos mode and fault kind (~1 hour)
 #   make mutate   breaks each contract point on purpose; the tests must notice
 # The control plane is built from source through the Go module proxy the
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
@@ -16,7 +17,7 @@ SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerrunti
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
 UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime
 
-.PHONY: test lint unit integration controlplane kubectl plugin demo demo-shards bench chaos mutate fuzz
+.PHONY: test lint unit integration controlplane kubectl plugin demo demo-shards bench chaos soak mutate fuzz
 
 test: lint unit integration
 
@@ -57,6 +58,15 @@ bench: controlplane
 
 chaos: controlplane
 	cd test && $(GO) run ./cmd/chaos
+
+# At least 1,000 faults across every chaos mode and fault kind (about an
+# hour), then takeover times behind a lagging API server. Not in make test.
+soak: controlplane
+	cd test && $(GO) run ./cmd/chaos -mode election -kinds all -faults 400 -seed 101
+	cd test && $(GO) run ./cmd/chaos -mode yield -kinds all -faults 250 -seed 102
+	cd test && $(GO) run ./cmd/chaos -mode shard -kinds all -faults 200 -seed 103
+	cd test && $(GO) run ./cmd/chaos -mode fenced -kinds all -faults 200 -seed 104
+	cd test && $(GO) run ./cmd/chaos -measure-lag 0,250ms,500ms,1s,2s -rounds 3
 
 # One hand-written mutation per contract point, each applied alone to a
 # scratch copy; fails if a test does not catch one (about 3 minutes).
