@@ -111,6 +111,7 @@ func TestStartFailsOnLeaderOnlyRunnablesOfTheManagerItself(t *testing.T) {
 		t.Fatalf("mgr.Start = %v, want ErrUngatedRunnable", err)
 	}
 	msg := err.Error()
+	t.Logf("mgr.Start: %v", err)
 	for _, want := range []string{`"slipped"`, "manager.RunnableFunc", "ctrl.NewControllerManagedBy(gate.Manager())", "gate.Manager().Add"} {
 		if !strings.Contains(msg, want) {
 			t.Errorf("the error does not mention %s: %v", want, err)

@@ -54,7 +54,8 @@ type Gate struct {
 
 // New builds a Gate for mgr from cfg and adds the Gate to mgr, so that
 // mgr.Start campaigns for the Lease. mgr must have been created with
-// LeaderElection: false.
+// LeaderElection: false, and New called before mgr.Start: the Gate checks
+// the manager as it starts (see the package documentation).
 //
 // The Gate owns cfg.Callbacks.OnStartedLeading, which must be nil;
 // OnStoppedLeading and OnNewLeader are called as usual. cfg.Rejoin must be
