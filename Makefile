@@ -1,6 +1,7 @@
 # leasehold (integration packages run one at a time: each starts its own control plane, and their timing checks need the 2 cores)
 #   make test     everything CI runs: lint, unit tests (-race) of every module,
-#                 integration tests on a real kube-apiserver + etcd
+#                 the imported modules on the exact Go toolchain of their go
+#                 directive, integration tests on a real kube-apiserver + etcd
 #   make demo     three example processes elect a leader on a real control plane,
 #                 then a real kubectl and the kubectl-leasehold plugin move it
 #   make demo-shards  three sharded-controller processes share shards
@@ -17,9 +18,9 @@ SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerrunti
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
 UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime
 
-.PHONY: test lint unit integration controlplane kubectl plugin demo demo-shards bench chaos soak mutate fuzz
+.PHONY: test lint unit gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak mutate fuzz
 
-test: lint unit integration
+test: lint unit gotoolchain integration
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
@@ -30,6 +31,12 @@ lint:
 unit:
 	$(GO) test -race -count=1 ./...
 	@for m in $(UNITMODULES); do if [ -f $$m/go.mod ]; then echo "go test ($$m)"; (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; fi; done
+
+# Each module users import builds and passes its unit tests with the exact
+# Go toolchain its go directive names (fetched through the module proxy),
+# and that directive is no stricter than its dependencies need.
+gotoolchain:
+	hack/gotoolchain-check.sh
 
 controlplane:
 	hack/controlplane/build.sh
