@@ -136,6 +136,18 @@ var mutations = []mutation{
 			successor = t.yield.to
 		}
 		released = t.r.release(ctx, t.lastSent, successor)
+		if t.yield != nil && apierrors.IsConflict(released) {
+			// A concurrent write moved the version: often the very
+			// annotation that asked for this handoff, which leaves the
+			// Lease ours. Re-read once; if it is still ours, release from
+			// the fresh copy, so the successor gets it in milliseconds.
+			if err := t.r.reread(ctx); err == nil && t.r.stillOurs() == nil {
+				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
+					successor = to // the newest request wins
+				}
+				released = t.r.release(ctx, t.lastSent, successor)
+			}
+		}
 	}
 	t.e.setLeading(false, time.Time{}, nil)
 	t.stopped()
@@ -148,6 +160,18 @@ var mutations = []mutation{
 			successor = t.yield.to
 		}
 		released = t.r.release(ctx, t.lastSent, successor)
+		if t.yield != nil && apierrors.IsConflict(released) {
+			// A concurrent write moved the version: often the very
+			// annotation that asked for this handoff, which leaves the
+			// Lease ours. Re-read once; if it is still ours, release from
+			// the fresh copy, so the successor gets it in milliseconds.
+			if err := t.r.reread(ctx); err == nil && t.r.stillOurs() == nil {
+				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
+					successor = to // the newest request wins
+				}
+				released = t.r.release(ctx, t.lastSent, successor)
+			}
+		}
 	}
 	t.e.setLeading(false, time.Time{}, nil)
 `,
