@@ -33,7 +33,7 @@ type PauseOverlap struct {
 	Window       time.Duration // from Next's START to the paused one's END
 	Pause        time.Duration // how long it was stopped
 	StopToStart  time.Duration // from SIGSTOP to Next's START
-	ResumeToEnd  time.Duration // from SIGCONT to its END
+	ResumeToEnd  time.Duration // running time from SIGCONT to its END, later pauses of the same process left out
 }
 
 // PauseRule is when an overlap during a SIGSTOP is excused, from the
@@ -391,13 +391,13 @@ func (r *Report) overlapsOf(ivs []Interval) {
 				case stopToStart < rule.EarliestAt:
 					why = fmt.Sprintf(" (%s#%d was paused %s..%s; %s started %v after SIGSTOP, before L-D = %v: an early takeover)",
 						a.Proc, a.Inc, ts(p.Stop), ts(p.Cont), b.Proc, stopToStart, rule.EarliestAt)
-				case a.End.Sub(p.Cont) > rule.Promptly:
-					why = fmt.Sprintf(" (%s#%d was paused %s..%s and its work ran on %v after SIGCONT, more than %v)",
-						a.Proc, a.Inc, ts(p.Stop), ts(p.Cont), a.End.Sub(p.Cont), rule.Promptly)
+				case r.running(a.Proc, a.Inc, p.Cont, a.End) > rule.Promptly:
+					why = fmt.Sprintf(" (%s#%d was paused %s..%s and its work ran on %v after SIGCONT%s, more than %v)",
+						a.Proc, a.Inc, ts(p.Stop), ts(p.Cont), r.running(a.Proc, a.Inc, p.Cont, a.End), r.stoppedNote(a.Proc, a.Inc, p.Cont, a.End), rule.Promptly)
 				default:
 					r.PauseOverlaps = append(r.PauseOverlaps, PauseOverlap{
 						Paused: a.Proc, Next: b.Proc, Key: a.Key, Window: earlier(a.End, b.End).Sub(b.Start),
-						Pause: pause, StopToStart: stopToStart, ResumeToEnd: a.End.Sub(p.Cont),
+						Pause: pause, StopToStart: stopToStart, ResumeToEnd: r.running(a.Proc, a.Inc, p.Cont, a.End),
 					})
 					excused = true
 				}
@@ -419,6 +419,37 @@ func (r *Report) overlapsOf(ivs []Interval) {
 				shard, a.Proc, a.Inc, ts(a.Start), ts(a.End), b.Proc, b.Inc, ts(b.Start), earlier(a.End, b.End).Sub(b.Start), why))
 		}
 	}
+}
+
+// stopped is how long incarnation proc#inc spent SIGSTOPped between from
+// and to.
+func (r *Report) stopped(proc string, inc int, from, to time.Time) time.Duration {
+	var d time.Duration
+	for _, p := range r.Rec.Pauses {
+		if p.Proc != proc || p.Inc != inc {
+			continue
+		}
+		if s, e := later(p.Stop, from), earlier(p.Cont, to); e.After(s) {
+			d += e.Sub(s)
+		}
+	}
+	return d
+}
+
+// running is how long incarnation proc#inc could run between from and
+// to: the wall time less any later SIGSTOP. A leader resumed and stopped
+// again a few milliseconds later has had those milliseconds, not the
+// second pause, to notice that its term is over.
+func (r *Report) running(proc string, inc int, from, to time.Time) time.Duration {
+	return to.Sub(from) - r.stopped(proc, inc, from, to)
+}
+
+// stoppedNote names the time running leaves out, if any.
+func (r *Report) stoppedNote(proc string, inc int, from, to time.Time) string {
+	if d := r.stopped(proc, inc, from, to); d > 0 {
+		return fmt.Sprintf(" not counting %v stopped again", d)
+	}
+	return ""
 }
 
 // gaps checks (b): leaderless time between the first term and shutdown,
@@ -617,7 +648,7 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "real 410 Gone answers to the candidates (read at the proxies): %d%s\n", r.Gone, r.goneByKind())
 	fmt.Fprintf(w, "(a) overlapping work not explained by a pause: %d\n", len(r.Overlaps))
 	pw, pr := r.pauseMax()
-	fmt.Fprintf(w, "    pause windows (a SIGSTOPped leader's work still 'running' when the next leader started): %d, longest %v; resumed leader's work ended at most %v after SIGCONT\n",
+	fmt.Fprintf(w, "    pause windows (a SIGSTOPped leader's work still 'running' when the next leader started): %d, longest %v; resumed leader's work ran at most %v after SIGCONT\n",
 		len(r.PauseOverlaps), pw.Round(time.Millisecond), pr.Round(time.Millisecond))
 	if len(r.PauseOverlaps) > 0 {
 		fmt.Fprintf(w, "    excused only if paused >= L-D-P = %v and the next START >= SIGSTOP + L-D = %v: shortest such pause %v, earliest such START %v after SIGSTOP\n",
@@ -696,7 +727,7 @@ func (r *Report) Print(w io.Writer) {
 	if r.Gone > 0 || r.Faults[KindCompact] > 0 {
 		fmt.Fprintf(w, "| Real 410 Gone answers handled | %d%s |\n", r.Gone, r.goneByKind())
 	}
-	fmt.Fprintf(w, "| Pause windows (SIGSTOPped leader, cannot stop while stopped) | %d, longest %v; work ended ≤ %v after SIGCONT |\n",
+	fmt.Fprintf(w, "| Pause windows (SIGSTOPped leader, cannot stop while stopped) | %d, longest %v; work ran ≤ %v after SIGCONT |\n",
 		len(r.PauseOverlaps), pw.Round(time.Millisecond), pr.Round(time.Millisecond))
 	fmt.Fprintf(w, "| Longest leaderless gap after a fault healed | %v (bound L+P+1s = %v) |\n", r.LongestHealed.AfterHeal.Round(time.Millisecond), r.GapBound)
 	fmt.Fprintf(w, "| Longest leaderless gap overall | %v (%s) |\n", r.LongestRaw.Raw.Round(time.Millisecond), r.LongestRaw.Kind)
@@ -826,6 +857,13 @@ func sortedIDs[V any](m map[string]V) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+func later(a, b time.Time) time.Time {
+	if a.After(b) {
+		return a
+	}
+	return b
 }
 
 func earlier(a, b time.Time) time.Time {

@@ -107,13 +107,6 @@ func pauseRecord(tm Timings, pause, startAfter, resumeToEnd time.Duration, pause
 	}
 }
 
-func later(a, b time.Time) time.Time {
-	if a.After(b) {
-		return a
-	}
-	return b
-}
-
 // An overlap during a SIGSTOP is excused only when the pause lasted at
 // least L-D-P and the follower started no earlier than SIGSTOP + (L-D)
 // (and before SIGCONT + 250ms, with the resumed work ending within 1s of
@@ -433,5 +426,47 @@ func TestCheckStaleWrites(t *testing.T) {
 		if c.stale > 0 && !slices.ContainsFunc(r.Failures, func(f string) bool { return strings.HasPrefix(f, "(g) stale write") }) {
 			t.Errorf("%s: no (g) failure: %q", c.name, r.Failures)
 		}
+	}
+}
+
+// CI seed 1, mode fenced: c5 was SIGSTOPped as leader, c2 took over, and
+// 4ms after SIGCONT the next fault SIGSTOPped c5 again (now "a follower")
+// for 4.1s. Its work ended 1ms after the second SIGCONT. The resumed work
+// had 5ms of running time, not 4.1s: excused. With 1.2s of running time
+// between the pauses it is not.
+func TestCheckPauseRuleCountsRunningTimeOnly(t *testing.T) {
+	const ms = time.Millisecond
+	for _, c := range []struct {
+		name     string
+		between  time.Duration // SIGCONT to the second SIGSTOP
+		excused  bool
+		resumeTo time.Duration // running time reported
+	}{
+		{"stopped again 4ms after SIGCONT", 4 * ms, true, 5 * ms},
+		{"stopped again 1.2s after SIGCONT", 1200 * ms, false, 0},
+	} {
+		t.Run(c.name, func(t *testing.T) {
+			second := 4100 * ms
+			rec := pauseRecord(DefaultTimings, 4280*ms, 3000*ms, c.between+second+ms, "c1")
+			p := rec.Pauses[0]
+			stop2 := p.Cont.Add(c.between)
+			rec.Pauses = append(rec.Pauses, Pause{Proc: "c1", Stop: stop2, Cont: stop2.Add(second)})
+			r := Check(rec)
+			if !c.excused {
+				if len(r.Overlaps) != 1 || r.OK() {
+					t.Fatalf("want one overlap flagged; overlaps %q, pause windows %+v", r.Overlaps, r.PauseOverlaps)
+				}
+				if !strings.Contains(r.Overlaps[0], "not counting 4.1s stopped again") {
+					t.Errorf("overlap %q does not say what it left out", r.Overlaps[0])
+				}
+				return
+			}
+			if len(r.Overlaps) != 0 || len(r.PauseOverlaps) != 1 || !r.OK() {
+				t.Fatalf("want the overlap excused as one pause window; overlaps %q, pause windows %+v, failures %q", r.Overlaps, r.PauseOverlaps, r.Failures)
+			}
+			if got := r.PauseOverlaps[0].ResumeToEnd; got != c.resumeTo {
+				t.Errorf("running time after SIGCONT %v, want %v", got, c.resumeTo)
+			}
+		})
 	}
 }
