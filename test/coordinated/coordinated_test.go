@@ -9,6 +9,7 @@ package coordinated
 
 import (
 	"context"
+	"net/http"
 	"os"
 	"strings"
 	"sync"
@@ -18,6 +19,8 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -28,6 +31,7 @@ import (
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/test/bench"
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/deployyaml"
 )
 
 func TestMain(m *testing.M) {
@@ -130,7 +134,9 @@ func TestOlderCandidateTakesOverWithNoOverlap(t *testing.T) {
 // A candidate registers its LeaseCandidate with its versions, is elected
 // by the controller alone, and withdraws the LeaseCandidate before it
 // releases the Lease on shutdown, with an empty holder that the
-// controller copes with.
+// controller copes with. It runs as the ServiceAccount of
+// examples/deploy/rbac-coordinated.yaml, applied as shipped (only the
+// namespace rewritten): no request of the elector may be forbidden.
 func TestCandidateLifecycle(t *testing.T) {
 	cp, admin, cs := start(t, bench.CoordinatedControlPlane()...)
 	api, err := cp.APIServer()
@@ -138,14 +144,45 @@ func TestCandidateLifecycle(t *testing.T) {
 		t.Fatal(err)
 	}
 	pid := api.PID()
-	const ns, name, id = "default", "lifecycle", "pod-a_1"
+	const ns, id = "lifecycle", "pod-a_1"
+	m, err := deployyaml.ReadRBAC("rbac-coordinated.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
+	name := m.LeaseName()
+	if name == "" {
+		t.Fatalf("Role rules %+v: want them scoped to exactly one Lease name", m.Role.Rules)
+	}
+	if _, err := cs.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
+		t.Fatal(err)
+	}
+	if err := m.Apply(context.Background(), cs, ns); err != nil {
+		t.Fatal(err)
+	}
+	saCfg := rest.CopyConfig(admin)
+	saCfg.Impersonate = rest.ImpersonationConfig{UserName: m.User(ns)}
+	var forbidden []string
+	var fmu sync.Mutex
+	saCfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripFunc(func(r *http.Request) (*http.Response, error) {
+			resp, err := rt.RoundTrip(r)
+			if err == nil && resp.StatusCode == http.StatusForbidden {
+				fmu.Lock()
+				forbidden = append(forbidden, r.Method+" "+r.URL.Path)
+				fmu.Unlock()
+			}
+			return resp, err
+		})
+	}
+	sa := kubernetes.NewForConfigOrDie(saCfg)
+	waitAllowed(t, sa, ns, name)
 	logs := &lines{}
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
 	defer cancel()
 	var mu sync.Mutex
 	var started, returned time.Time
 	e, err := leasehold.NewCoordinated(leasehold.Config{
-		Lock:            &leasehold.LeaseLock{Namespace: ns, Name: name, Identity: id, Client: cs.CoordinationV1()},
+		Lock:            &leasehold.LeaseLock{Namespace: ns, Name: name, Identity: id, Client: sa.CoordinationV1()},
 		ReleaseOnCancel: true,
 		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) {
 			mu.Lock()
@@ -156,7 +193,7 @@ func TestCandidateLifecycle(t *testing.T) {
 			returned = time.Now()
 			mu.Unlock()
 		}},
-	}, leasehold.CandidateConfig{Client: cs.CoordinationV1beta1(), BinaryVersion: "v1.31.2", EmulationVersion: "1.30.0"})
+	}, leasehold.CandidateConfig{Client: sa.CoordinationV1beta1(), BinaryVersion: "v1.31.2", EmulationVersion: "1.30.0"})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -207,7 +244,35 @@ func TestCandidateLifecycle(t *testing.T) {
 	}
 	time.Sleep(2 * time.Second) // the controller's worker runs every second
 	apiServerAlive(t, cp, pid)
-	_ = admin
+	fmu.Lock()
+	defer fmu.Unlock()
+	if len(forbidden) > 0 {
+		t.Errorf("requests forbidden with examples/deploy/rbac-coordinated.yaml: %v", forbidden)
+	}
+}
+
+type roundTripFunc func(*http.Request) (*http.Response, error)
+
+func (f roundTripFunc) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// waitAllowed waits until the RoleBinding has taken effect for sa.
+func waitAllowed(t *testing.T, sa kubernetes.Interface, ns, name string) {
+	t.Helper()
+	deadline := time.Now().Add(10 * time.Second)
+	for {
+		r, err := sa.AuthorizationV1().SelfSubjectAccessReviews().Create(context.Background(), &authorizationv1.SelfSubjectAccessReview{
+			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leasecandidates",
+			}},
+		}, metav1.CreateOptions{})
+		if err == nil && r.Status.Allowed {
+			return
+		}
+		if time.Now().After(deadline) {
+			t.Fatalf("the RoleBinding did not take effect in 10s: %v %+v", err, r)
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
 }
 
 // With default gates the LeaseCandidate API is not served: the elector

@@ -1,87 +1,20 @@
 package integration
 
 import (
-	"bufio"
-	"bytes"
 	"context"
-	"errors"
-	"io"
 	"net/http"
-	"os"
-	"path/filepath"
 	"strings"
 	"testing"
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
-	corev1 "k8s.io/api/core/v1"
-	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	"sigs.k8s.io/yaml"
+
+	"github.com/leasehold/leasehold/test/deployyaml"
 )
-
-// deployRBAC is examples/deploy/rbac.yaml, decoded.
-type deployRBAC struct {
-	sa      *corev1.ServiceAccount
-	role    *rbacv1.Role
-	binding *rbacv1.RoleBinding
-}
-
-// loadDeployRBAC reads examples/deploy/rbac.yaml (relative to the repo root)
-// and decodes its documents, failing on any kind it does not expect.
-func loadDeployRBAC(t *testing.T) deployRBAC {
-	t.Helper()
-	path := filepath.Join("..", "..", "examples", "deploy", "rbac.yaml")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		t.Fatalf("read %s: %v", path, err)
-	}
-	var out deployRBAC
-	r := utilyaml.NewYAMLReader(bufio.NewReader(bytes.NewReader(raw)))
-	for {
-		doc, err := r.Read()
-		if errors.Is(err, io.EOF) {
-			break
-		}
-		if err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		if len(bytes.TrimSpace(doc)) == 0 {
-			continue
-		}
-		var tm metav1.TypeMeta
-		if err := yaml.Unmarshal(doc, &tm); err != nil {
-			t.Fatalf("%s: %v", path, err)
-		}
-		var obj any
-		switch tm.Kind {
-		case "ServiceAccount":
-			out.sa = &corev1.ServiceAccount{}
-			obj = out.sa
-		case "Role":
-			out.role = &rbacv1.Role{}
-			obj = out.role
-		case "RoleBinding":
-			out.binding = &rbacv1.RoleBinding{}
-			obj = out.binding
-		case "":
-			continue // comments only
-		default:
-			t.Fatalf("%s: unexpected kind %q", path, tm.Kind)
-		}
-		if err := yaml.UnmarshalStrict(doc, obj); err != nil {
-			t.Fatalf("%s: decode %s: %v", path, tm.Kind, err)
-		}
-	}
-	if out.sa == nil || out.role == nil || out.binding == nil {
-		t.Fatalf("%s: want a ServiceAccount, a Role and a RoleBinding, got %+v", path, out)
-	}
-	return out
-}
 
 // TestDeployRBAC applies examples/deploy/rbac.yaml as shipped (only the
 // namespace rewritten) and runs two electors as its ServiceAccount, by
@@ -90,29 +23,20 @@ func loadDeployRBAC(t *testing.T) deployRBAC {
 // follower learning of the release through its watch.
 func TestDeployRBAC(t *testing.T) {
 	ctx := context.Background()
-	m := loadDeployRBAC(t)
+	m, err := deployyaml.ReadRBAC("rbac.yaml")
+	if err != nil {
+		t.Fatal(err)
+	}
 	ns := newNamespace(t)
 
 	// The Role must name exactly one Lease: the one the example campaigns for.
-	var name string
-	for _, r := range m.role.Rules {
-		if len(r.ResourceNames) > 0 {
-			if name != "" || len(r.ResourceNames) != 1 {
-				t.Fatalf("Role names Leases %v; want exactly one", r.ResourceNames)
-			}
-			name = r.ResourceNames[0]
-		}
-	}
+	name := m.LeaseName()
 	if name == "" {
-		t.Fatal("Role has no rule scoped to a Lease name")
-	}
-	if m.binding.RoleRef.Name != m.role.Name || len(m.binding.Subjects) != 1 ||
-		m.binding.Subjects[0].Kind != rbacv1.ServiceAccountKind || m.binding.Subjects[0].Name != m.sa.Name {
-		t.Fatalf("RoleBinding %+v does not bind Role %s to ServiceAccount %s", m.binding, m.role.Name, m.sa.Name)
+		t.Fatalf("Role rules %+v: want them scoped to exactly one Lease name", m.Role.Rules)
 	}
 
 	// Impersonate the ServiceAccount with the admin's credentials.
-	saUser := "system:serviceaccount:" + ns + ":" + m.sa.Name
+	saUser := m.User(ns)
 	saCfg := rest.CopyConfig(cp.Config())
 	saCfg.Impersonate = rest.ImpersonationConfig{UserName: saUser}
 	saClient := kubernetes.NewForConfigOrDie(saCfg)
@@ -121,17 +45,7 @@ func TestDeployRBAC(t *testing.T) {
 	if _, err := saClient.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("unbound %s: GET lease answered %v, want 403 Forbidden", saUser, err)
 	}
-
-	m.sa.Namespace, m.role.Namespace, m.binding.Namespace = ns, ns, ns
-	for i := range m.binding.Subjects {
-		m.binding.Subjects[i].Namespace = ns
-	}
-	_, err := admin.CoreV1().ServiceAccounts(ns).Create(ctx, m.sa, metav1.CreateOptions{})
-	must(t, err)
-	_, err = admin.RbacV1().Roles(ns).Create(ctx, m.role, metav1.CreateOptions{})
-	must(t, err)
-	_, err = admin.RbacV1().RoleBindings(ns).Create(ctx, m.binding, metav1.CreateOptions{})
-	must(t, err)
+	must(t, m.Apply(ctx, admin, ns))
 	eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
 		r, err := saClient.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
