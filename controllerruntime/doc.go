@@ -1,6 +1,7 @@
 // Package controllerruntime runs a controller-runtime manager's leader-only
 // work under a leasehold.Elector instead of controller-runtime's own leader
-// election.
+// election (Gate), or spreads a controller's objects over every replica
+// with leasehold's shard package (Sharder).
 //
 // The manager runs with LeaderElection: false, so that its caches, webhooks,
 // metrics and health probes run on every replica. Runnables that need a
@@ -56,4 +57,45 @@
 //
 // Controllers' EnableWarmup is not supported: their sources start when the
 // term starts.
+//
+// # Sharded controllers
+//
+// With a Gate one replica reconciles everything. A Sharder instead cuts
+// the reconciled objects into the K shards of a shard group
+// (github.com/leasehold/leasehold/shard), by the hash of their UID or of
+// their namespace, and every replica reconciles the objects of the shards
+// it owns, a fair share, and only those. The manager runs with
+// LeaderElection: false on every replica; the Sharder is the replica's
+// shard.Member, run by the manager. Wire the controller through it:
+//
+//	s, _ := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shard.Config{
+//		Namespace: "my-system", Group: "my-controller", Identity: id,
+//		Client: clientset.CoordinationV1(), Shards: 16, ReleaseOnCancel: true})
+//	_ = ctrl.NewControllerManagedBy(mgr).
+//		For(&corev1.ConfigMap{}, builder.WithPredicates(s.Predicate())). // events of owned shards
+//		WatchesRawSource(s.Source()). // an acquired shard: all its objects
+//		Complete(s.Reconciler(r))     // r runs only while the shard is owned here
+//
+// What it guarantees:
+//
+//   - r is called only for objects whose shard runs here, with a context
+//     that is cancelled as soon as the shard moves away;
+//   - a shard is handed over only after its in-flight reconciles returned,
+//     so two replicas never reconcile objects of one shard at once (the
+//     shard package's contract, per shard);
+//   - when a shard starts here, every object of it is enqueued, so objects
+//     whose events went to the previous owner are reconciled here;
+//   - a deleted object's request reaches r on the replica that owned its
+//     shard when the deletion was seen.
+//
+// The manager's cache still holds every object of the type:
+// controller-runtime's cache cannot set a KEP-5866 shard selector, so
+// sharding here splits the reconciling, not the memory. For
+// server-side filtering run a per-shard informer in shard.Config's
+// OnShardStarted instead (examples/sharded-controller).
+//
+// A Sharder serves one controller. To run it in a manager that also has a
+// Gate, build the sharded controller with controller.Options{
+// NeedLeaderElection: ptr.To(false)}: otherwise the Gate's start check
+// reports it as a leader-only runnable outside the gate.
 package controllerruntime

@@ -1,0 +1,353 @@
+package controllerruntime
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"slices"
+	"sync"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
+	"sigs.k8s.io/controller-runtime/pkg/event"
+	"sigs.k8s.io/controller-runtime/pkg/handler"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	"sigs.k8s.io/controller-runtime/pkg/predicate"
+	"sigs.k8s.io/controller-runtime/pkg/reconcile"
+	"sigs.k8s.io/controller-runtime/pkg/source"
+
+	"github.com/leasehold/leasehold/shard"
+)
+
+// listRetry is how long a Sharder waits before listing an acquired
+// shard's objects again after the list failed.
+const listRetry = time.Second
+
+// Sharder confines one controller to the shards of a shard group that
+// this replica owns: it is the replica's shard.Member, run by the manager
+// on every replica, and it supplies the three pieces that wire a
+// controller to it (see the package documentation, "Sharded
+// controllers"):
+//
+//   - Predicate: drops the events of objects of shards owned elsewhere;
+//   - Source: when a shard starts here, enqueues every object of it;
+//   - Reconciler: calls the reconciler only while the request's shard is
+//     owned here, with a context cancelled when the shard moves away, and
+//     holds the shard's handover until the call returned.
+//
+// A Sharder serves one controller. Its methods are safe for concurrent use.
+type Sharder struct {
+	member *shard.Member
+	obj    client.Object // prototype of the reconciled type
+	list   client.ObjectList
+	field  string
+	shards int
+	reader client.Reader
+	clock  clock.Clock
+	events chan event.GenericEvent
+
+	mu         sync.Mutex
+	owned      map[int]context.Context // shard -> its context, while it runs here
+	inflight   map[int]int             // shard -> reconciles running now
+	drained    *sync.Cond              // signalled when a reconcile returns
+	tombstones map[types.NamespacedName]int
+}
+
+// NewSharder builds the Sharder of a controller that reconciles objects of
+// obj's type (the object passed to the builder's For, such as
+// &corev1.ConfigMap{}), sharded by field (shard.FieldUID or
+// shard.FieldNamespace), and adds it to mgr, whose Start runs the
+// membership. Call it before mgr.Start; mgr runs with LeaderElection:
+// false, on every replica.
+//
+// cfg configures the membership as for shard.New. The Sharder runs the
+// shards: cfg.OnShardStarted must be nil. cfg.OnShardStopped, if set, is
+// called after the shard's in-flight reconciles have returned, before the
+// shard is handed over. Use ReleaseOnCancel: true to hand the shards over
+// in milliseconds when the manager stops.
+//
+// The Sharder reads objects through mgr.GetClient(), normally the
+// manager's cache, which must hold obj's type.
+func NewSharder(mgr manager.Manager, obj client.Object, field string, cfg shard.Config) (*Sharder, error) {
+	if mgr == nil {
+		return nil, errors.New("leasehold/controllerruntime: the manager is nil")
+	}
+	s, err := newSharder(mgr.GetClient(), mgr.GetScheme(), obj, field, cfg)
+	if err != nil {
+		return nil, err
+	}
+	if err := mgr.Add(s); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// newSharder is NewSharder without a manager: reader reads the objects,
+// scheme names obj's list type.
+func newSharder(reader client.Reader, scheme *runtime.Scheme, obj client.Object, field string, cfg shard.Config) (*Sharder, error) {
+	if obj == nil {
+		return nil, errors.New("leasehold/controllerruntime: NewSharder needs the reconciled type's object, such as &corev1.ConfigMap{}")
+	}
+	if field != shard.FieldUID && field != shard.FieldNamespace {
+		return nil, fmt.Errorf("leasehold/controllerruntime: shard field %q: use shard.FieldUID or shard.FieldNamespace", field)
+	}
+	if cfg.OnShardStarted != nil {
+		return nil, errors.New("leasehold/controllerruntime: leave shard.Config.OnShardStarted nil: the Sharder runs the shards")
+	}
+	list, err := listFor(obj, scheme)
+	if err != nil {
+		return nil, err
+	}
+	s := &Sharder{
+		obj: obj, list: list, field: field, shards: cfg.Shards, reader: reader, clock: clock.RealClock{},
+		events: make(chan event.GenericEvent),
+		owned:  map[int]context.Context{}, inflight: map[int]int{}, tombstones: map[types.NamespacedName]int{},
+	}
+	if cfg.Clock != nil {
+		s.clock = cfg.Clock
+	}
+	s.drained = sync.NewCond(&s.mu)
+	cfg.OnShardStarted = s.runShard
+	if s.member, err = shard.New(cfg); err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// listFor returns an empty list of obj's type, from scheme.
+func listFor(obj client.Object, scheme *runtime.Scheme) (client.ObjectList, error) {
+	gvk, err := apiutil.GVKForObject(obj, scheme)
+	if err != nil {
+		return nil, fmt.Errorf("leasehold/controllerruntime: the reconciled type: %w", err)
+	}
+	gvk.Kind += "List"
+	if _, ok := obj.(*unstructured.Unstructured); ok {
+		l := &unstructured.UnstructuredList{}
+		l.SetGroupVersionKind(gvk)
+		return l, nil
+	}
+	o, err := scheme.New(gvk)
+	if err != nil {
+		return nil, fmt.Errorf("leasehold/controllerruntime: the reconciled type's list: %w", err)
+	}
+	l, ok := o.(client.ObjectList)
+	if !ok {
+		return nil, fmt.Errorf("leasehold/controllerruntime: %s is not a list type", gvk)
+	}
+	return l, nil
+}
+
+// Member returns the replica's membership of the shard group: Owned,
+// and Check for a liveness probe.
+func (s *Sharder) Member() *shard.Member { return s.member }
+
+// Start runs the membership until ctx ends, then hands the shards over
+// (with ReleaseOnCancel) after their reconciles returned. The manager
+// calls it; it returns an error if the membership fails, which stops the
+// manager.
+func (s *Sharder) Start(ctx context.Context) error { return s.member.Run(ctx) }
+
+// NeedLeaderElection returns false: the Sharder runs on every replica.
+func (s *Sharder) NeedLeaderElection() bool { return false }
+
+// Owned returns, in ascending order, the shards whose objects this
+// replica reconciles now.
+func (s *Sharder) Owned() []int {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	out := make([]int, 0, len(s.owned))
+	for i, ctx := range s.owned {
+		if ctx.Err() == nil {
+			out = append(out, i)
+		}
+	}
+	slices.Sort(out)
+	return out
+}
+
+// Predicate keeps the events of objects whose shard is owned here. Pass it
+// to the builder's For (builder.WithPredicates), not WithEventFilter: the
+// objects of other watches (Owns, Watches) have shards of their own,
+// unrelated to their owner's; their requests are filtered by Reconciler.
+// It also remembers the shard of a deleted object, so that Reconciler can
+// pass the request of a deletion on.
+func (s *Sharder) Predicate() predicate.Predicate {
+	return predicate.Funcs{
+		CreateFunc:  func(e event.CreateEvent) bool { return s.ownsObject(e.Object) },
+		UpdateFunc:  func(e event.UpdateEvent) bool { return s.ownsObject(e.ObjectNew) },
+		GenericFunc: func(e event.GenericEvent) bool { return s.ownsObject(e.Object) },
+		DeleteFunc: func(e event.DeleteEvent) bool {
+			i, err := shard.Of(e.Object, s.field, s.shards)
+			if err != nil {
+				return false
+			}
+			s.mu.Lock()
+			defer s.mu.Unlock()
+			if !s.runningLocked(i) {
+				return false
+			}
+			s.tombstones[client.ObjectKeyFromObject(e.Object)] = i
+			return true
+		},
+	}
+}
+
+// ownsObject reports whether obj's shard runs here now.
+func (s *Sharder) ownsObject(obj client.Object) bool {
+	i, err := shard.Of(obj, s.field, s.shards)
+	if err != nil {
+		return false
+	}
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	return s.runningLocked(i)
+}
+
+// runningLocked reports whether shard i runs here and has not been
+// cancelled. s.mu is held.
+func (s *Sharder) runningLocked(i int) bool {
+	ctx, ok := s.owned[i]
+	return ok && ctx.Err() == nil
+}
+
+// Source enqueues every object of a shard when the shard starts here,
+// including objects whose events went to the shard's previous owner. Add
+// it to the controller with the builder's WatchesRawSource, once.
+func (s *Sharder) Source() source.Source {
+	return source.Channel(s.events, &handler.EnqueueRequestForObject{})
+}
+
+// Reconciler wraps r, the controller's reconciler. A request reaches r
+// only while its object's shard runs here, with a context that is also
+// cancelled when the shard moves away; the shard is handed over only
+// after every such call returned, so two replicas never reconcile objects
+// of one shard at once. The request of a deleted object reaches r if its
+// deletion passed Predicate here.
+//
+// The shard of a request is its object's, read through the manager's
+// client (for shard.FieldNamespace, the request's namespace's: no read).
+// An error or requeue that r returns after the shard moved away is
+// dropped: the new owner reconciles the object.
+func (s *Sharder) Reconciler(r reconcile.Reconciler) reconcile.Reconciler {
+	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+		i, ok, err := s.shardOf(ctx, req)
+		if err != nil || !ok {
+			return reconcile.Result{}, err
+		}
+		s.mu.Lock()
+		shardCtx, owned := s.owned[i]
+		if !owned || shardCtx.Err() != nil {
+			s.mu.Unlock()
+			return reconcile.Result{}, nil // another replica's, or moving there
+		}
+		s.inflight[i]++
+		s.mu.Unlock()
+		defer func() {
+			s.mu.Lock()
+			s.inflight[i]--
+			s.drained.Broadcast()
+			s.mu.Unlock()
+		}()
+		rctx, cancel := context.WithCancel(ctx)
+		defer cancel()
+		defer context.AfterFunc(shardCtx, cancel)()
+		res, err := r.Reconcile(rctx, req)
+		if shardCtx.Err() != nil {
+			if err != nil {
+				klog.FromContext(ctx).V(2).Info("Shard moved away during the reconcile; its new owner reconciles the object", "shard", i, "err", err)
+			}
+			return reconcile.Result{}, nil
+		}
+		return res, err
+	})
+}
+
+// shardOf returns the shard of req's object; false if it cannot be known
+// (an object gone, whose deletion was not seen here).
+func (s *Sharder) shardOf(ctx context.Context, req reconcile.Request) (int, bool, error) {
+	if s.field == shard.FieldNamespace {
+		s.forget(req.NamespacedName)
+		i, err := shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace}}, s.field, s.shards)
+		return i, err == nil, err
+	}
+	obj := s.obj.DeepCopyObject().(client.Object)
+	if err := s.reader.Get(ctx, req.NamespacedName, obj); err != nil {
+		if apierrors.IsNotFound(err) {
+			i, deleted := s.forget(req.NamespacedName)
+			return i, deleted, nil
+		}
+		return 0, false, err // retried: the tombstone stays
+	}
+	s.forget(req.NamespacedName)
+	i, err := shard.Of(obj, s.field, s.shards)
+	return i, err == nil, err
+}
+
+// forget removes the tombstone of key and returns its shard, if any.
+func (s *Sharder) forget(key types.NamespacedName) (int, bool) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	i, ok := s.tombstones[key]
+	delete(s.tombstones, key)
+	return i, ok
+}
+
+// runShard is the member's OnShardStarted: shard i runs here until ctx
+// ends. It enqueues the shard's objects, and when ctx ends waits for the
+// shard's in-flight reconciles to return.
+func (s *Sharder) runShard(ctx context.Context, i int) {
+	s.mu.Lock()
+	s.owned[i] = ctx
+	s.mu.Unlock()
+	defer func() {
+		s.mu.Lock()
+		defer s.mu.Unlock()
+		// ctx has ended: Reconciler admits no more calls for shard i.
+		for s.inflight[i] > 0 {
+			s.drained.Wait()
+		}
+		delete(s.owned, i)
+		delete(s.inflight, i)
+	}()
+	log := klog.FromContext(ctx).WithValues("shard", i)
+	var objs []runtime.Object
+	for {
+		list := s.list.DeepCopyObject().(client.ObjectList)
+		err := s.reader.List(ctx, list)
+		if err == nil {
+			if objs, err = meta.ExtractList(list); err == nil {
+				break
+			}
+		}
+		log.Error(err, "Cannot list the objects of a shard acquired here; retrying", "in", listRetry)
+		select {
+		case <-s.clock.After(listRetry):
+		case <-ctx.Done():
+			return
+		}
+	}
+	for _, o := range objs {
+		obj, ok := o.(client.Object)
+		if !ok {
+			continue
+		}
+		if j, err := shard.Of(obj, s.field, s.shards); err != nil || j != i {
+			continue
+		}
+		select {
+		case s.events <- event.GenericEvent{Object: obj}:
+		case <-ctx.Done():
+			return
+		}
+	}
+	<-ctx.Done()
+}
