@@ -150,6 +150,8 @@ type Report struct {
 	Scale             map[Lib]*ScaleResult
 	PhaseDurations    []PhaseDuration
 	Handoffs          *HandoffsResult // handoff.go
+	Shard             *ShardResult    // shard.go
+	Fence             *FenceResult    // fence.go
 	Errors            []string
 	Notes             []string
 	mu                sync.Mutex
@@ -315,6 +317,12 @@ func Run(ctx context.Context, opts Options) (*Report, error) {
 	}
 	if opts.runs("handoffs") { // handoff.go: yield, rolling update, coordinated election
 		b.phase("handoffs on purpose (yield, rolling update, coordinated election)", func() { b.handoffs(ctx) })
+	}
+	if b.runsOwn("sharding") { // shard.go, on a control plane of its own
+		b.phase("sharding (leasehold shard vs client-go × K)", func() { b.sharding(ctx) })
+	}
+	if b.runsOwn("fencing") { // fence.go, on a control plane of its own
+		b.phase("fencing (ValidatingAdmissionPolicy)", func() { b.fencing(ctx) })
 	}
 	if cg := rep.Failover[ClientGo]; cg != nil && cg.N() > 0 && cg.Min() < opts.FailoverTimings.Lease {
 		rep.notef("client-go took over %s before LeaseDuration had passed since the leader's last successful renewal: its follower compares the Lease record with renewTime serialized in whole seconds (LeaderElectionRecord uses metav1.Time), so renewals within one second look unchanged to it; with a sub-second RetryPeriod (%v) its expiry can start from an older renewal",

@@ -895,6 +895,39 @@ func (r *Report) handoffTargets() []Target {
 		Measured: h.YieldGap.P50(), Met: n > 0 && h.YieldGap.P50() <= YieldGapP50Target, Valid: n > 0}}
 }
 
+// RollingSteadyLimit bounds the stretch target's cost: the 3 replicas'
+// steady-state requests/min after the rollout (issue 12, item 5).
+const RollingSteadyLimit = 36
+
+// rollingTargets checks the upgrade handoff against issue 12's stretch
+// target for a rolling update: leadership moves once, to a new replica,
+// without steady-state requests growing past RollingSteadyLimit at N=3.
+// The worst round counts.
+func (r *Report) rollingTargets() []CountTarget {
+	if r.Handoffs == nil {
+		return nil
+	}
+	up := r.Handoffs.Rolling["leasehold + upgrade handoff"]
+	if up == nil {
+		return nil
+	}
+	worst := func(v []int) float64 {
+		m := 0
+		for _, x := range v {
+			m = max(m, x)
+		}
+		return float64(m)
+	}
+	return []CountTarget{
+		{What: fmt.Sprintf("rolling update with the upgrade handoff (stretch): leader changes per rollout of 3 replicas, worst of %d round(s)", up.Rounds),
+			Limit: 1, Measured: worst(up.Changes), Valid: up.Rounds > 0},
+		{What: "rolling update with the upgrade handoff (stretch): of which to an old replica, worst round",
+			Limit: 0, Measured: worst(up.ToOld), Valid: up.Rounds > 0},
+		{What: "rolling update with the upgrade handoff (stretch): steady-state requests/min of the 3 new replicas after the rollout",
+			Limit: RollingSteadyLimit, Measured: up.SteadyPerMin, Valid: up.SteadyWindow > 0},
+	}
+}
+
 // terms renders spans relative to from, for the log.
 func terms(spans []span, from time.Time) string {
 	var parts []string

@@ -194,8 +194,12 @@ func (r *Report) Table() string {
 		tw.Flush()
 		sb.WriteString("\n")
 	}
+	sb.WriteString(r.ownSections() + "\n") // shard.go, fence.go (Markdown)
 	sb.WriteString("Targets:\n")
 	for _, t := range r.Targets() {
+		sb.WriteString("  " + t.String() + "\n")
+	}
+	for _, t := range r.MoreTargets() { // phases.go
 		sb.WriteString("  " + t.String() + "\n")
 	}
 	if len(r.Errors) > 0 {
@@ -274,8 +278,13 @@ func (r *Report) Markdown(plots []string) string {
 		}
 	}
 
+	sb.WriteString(r.ownSections()) // shard.go, fence.go
+
 	sb.WriteString("\n### Targets\n\n")
 	for _, t := range r.Targets() {
+		fmt.Fprintf(&sb, "- %s\n", t.String())
+	}
+	for _, t := range r.MoreTargets() { // phases.go
 		fmt.Fprintf(&sb, "- %s\n", t.String())
 	}
 	if len(plots) > 0 {

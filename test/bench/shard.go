@@ -22,6 +22,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold/shard"
+	"github.com/leasehold/leasehold/test/controlplane"
 )
 
 // The sharding phase: N members share K shards, with leasehold's shard
@@ -51,9 +52,10 @@ type ShardOptions struct {
 }
 
 // ShardFullOptions: N = 3, K = 8, 64, 256 at the default timings; about
-// 12 minutes.
+// 11 minutes (each design and K: start, 10s warm-up, 45s window, a leave,
+// a join, and a crash that takes LeaseDuration).
 func ShardFullOptions() ShardOptions {
-	return ShardOptions{N: 3, Ks: []int{8, 64, 256}, Timings: DefaultTimings, Warmup: 10 * time.Second, Window: 60 * time.Second,
+	return ShardOptions{N: 3, Ks: []int{8, 64, 256}, Timings: DefaultTimings, Warmup: 10 * time.Second, Window: 45 * time.Second,
 		MoveLimit: 30 * time.Second, Objects: 512, Updates: 512}
 }
 
@@ -86,6 +88,14 @@ type ShardRow struct {
 	// JoinShare is how many shards the joiner ran when the join wait
 	// ended.
 	JoinShare int
+	// LeaveGaps is, per shard the leaver ran, its work's return → its
+	// start elsewhere (the shard package only: client-go's work is not
+	// waited for).
+	LeaveGaps Dist
+	// LeaverShare is how many shards the leaver ran; LeaveMoved and
+	// JoinMoved how many shard runs started during the leave and during
+	// the join (until the joiner ran its share, plus 2 RetryPeriods).
+	LeaverShare, LeaveMoved, JoinMoved int
 	// Overlaps counts shard runs started while another member's run had
 	// not returned (the shard package; -1 for client-go, whose work is
 	// not waited for).
@@ -109,7 +119,10 @@ type ShardEvents struct {
 
 // ShardResult is the sharding phase's report.
 type ShardResult struct {
-	Opts   ShardOptions
+	Opts ShardOptions
+	// Server, if set, says which API server the phase ran on, for the
+	// report.
+	Server string
 	Rows   []ShardRow
 	Events []ShardEvents
 	Errors []string
@@ -160,6 +173,17 @@ type shardGroup struct {
 	runner   map[int]string // shard -> member running it
 	overlaps int
 	members  map[string]*shardMember
+	// starts counts shard runs started; returnedAt is, while gaps is
+	// set, when each shard's last run returned and where, and gaps the
+	// time from there to its next start elsewhere.
+	starts     int
+	returnedAt map[int]shardReturn
+	gaps       *Dist
+}
+
+type shardReturn struct {
+	id string
+	at time.Time
 }
 
 type shardMember struct {
@@ -174,20 +198,45 @@ type shardMember struct {
 // run's end; client-go does not wait for its work, so its runs are not
 // checked).
 func (g *shardGroup) started(id string, s int, check bool) {
+	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if o, ok := g.runner[s]; ok && o != id && check {
 		g.overlaps++
 	}
 	g.runner[s] = id
+	g.starts++
+	if r, ok := g.returnedAt[s]; ok && g.gaps != nil && r.id != id {
+		g.gaps.Add(now.Sub(r.at))
+		delete(g.returnedAt, s)
+	}
 }
 
 func (g *shardGroup) returned(id string, s int) {
+	now := time.Now()
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	if g.runner[s] == id {
 		delete(g.runner, s)
 	}
+	if g.gaps != nil {
+		g.returnedAt[s] = shardReturn{id, now}
+	}
+}
+
+// startCount returns how many shard runs have started so far.
+func (g *shardGroup) startCount() int {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	return g.starts
+}
+
+// recordGaps starts (d non-nil) or stops recording return → start gaps
+// into d.
+func (g *shardGroup) recordGaps(d *Dist) {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	g.gaps, g.returnedAt = d, map[int]shardReturn{}
 }
 
 // shares returns the shards per member (of ids), and how many shards run.
@@ -323,17 +372,23 @@ func runShardDesign(ctx context.Context, admin *rest.Config, o ShardOptions, d S
 
 	// Graceful leave of m0.
 	leaver := g.members["m0"]
+	row.LeaverShare = sh["m0"]
+	starts0 := g.startCount()
+	g.recordGaps(&row.LeaveGaps)
 	leftAt := time.Now()
 	leaver.cancel()
 	if waitFor(ctx, o.MoveLimit, func() bool { _, n := g.shares(ids[1:]...); return n == k }) {
 		row.Leave = time.Since(leftAt)
 	}
 	<-leaver.done
+	g.recordGaps(nil)
+	row.LeaveMoved = g.startCount() - starts0
 	g.drop("m0")
 	delete(g.members, "m0")
 	rest := ids[1:]
 
 	// Join of m9: it should run floor(K/N) shards.
+	starts0 = g.startCount()
 	joinAt := time.Now()
 	if _, err := g.start(ctx, admin, o, d, k, ns, "m9"); err != nil {
 		return row, err
@@ -344,6 +399,8 @@ func runShardDesign(ctx context.Context, admin *rest.Config, o ShardOptions, d S
 	}
 	sh, _ = g.shares()
 	row.JoinShare = sh["m9"]
+	time.Sleep(2 * o.Timings.Retry) // moves still under way
+	row.JoinMoved = g.startCount() - starts0
 	rest = append(rest, "m9")
 
 	// Crash of m1: every request fails from now on.
@@ -364,6 +421,7 @@ func runShardDesign(ctx context.Context, admin *rest.Config, o ShardOptions, d S
 	g.mu.Unlock()
 	if d == DesignElectors {
 		row.Overlaps = -1
+		row.LeaveGaps = Dist{}
 	}
 	return row, nil
 }
@@ -507,21 +565,30 @@ func runShardEvents(ctx context.Context, admin *rest.Config, o ShardOptions, k i
 func (r *ShardResult) Markdown() string {
 	var b strings.Builder
 	o := r.Opts
-	fmt.Fprintf(&b, "## Sharding: leasehold `shard` vs K client-go electors\n\n")
+	fmt.Fprintf(&b, "#### Sharding: leasehold `shard` vs K client-go electors\n\n")
 	fmt.Fprintf(&b, "N = %d members, timings %v, requests counted over %v of steady state after %v of warm-up. "+
 		"`client-go × K` is Knative's design: every member runs one client-go elector per shard, on K bucket Leases. "+
 		"Moves: graceful leave (ReleaseOnCancel) of one member, then a join, then a crash (every request of one member fails); "+
 		"time until every moved shard runs again (a join: until the joiner runs ⌊K/N⌋ shards), limit %v.\n\n",
 		o.N, o.Timings, o.Window, o.Warmup, o.MoveLimit)
-	fmt.Fprintf(&b, "| design | K | requests/min | by verb | shards per member | leave | join (joiner runs) | crash | overlaps |\n|---|---|---|---|---|---|---|---|---|\n")
+	if r.Server != "" {
+		fmt.Fprintf(&b, "%s\n\n", r.Server)
+	}
+	fmt.Fprintf(&b, "Leave gap: per shard the leaver ran, its work returned → its start elsewhere (leasehold `shard` only: client-go does not wait for its work). "+
+		"Runs started: shard runs started during the leave (the leaver ran the number in brackets) and during the join.\n\n")
+	fmt.Fprintf(&b, "| design | K | requests/min | by verb | shards per member | leave | leave gap p50 / p99 | runs started, leave [leaver's] / join | join (joiner runs) | crash | overlaps |\n|---|---|---|---|---|---|---|---|---|---|---|\n")
 	for _, row := range r.Rows {
 		var verbs []string
 		for v, c := range row.Counts.Verbs {
 			verbs = append(verbs, fmt.Sprintf("%s %.0f", v, float64(c)/row.Window.Minutes()))
 		}
 		sort.Strings(verbs)
-		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %v | %s | %s (%d) | %s | %d |\n", row.Design, row.K, row.PerMin(), strings.Join(verbs, ", "),
-			row.Shares, fmtMove(row.Leave), fmtMove(row.Join), row.JoinShare, fmtMove(row.Crash), row.Overlaps)
+		gap := "-"
+		if row.LeaveGaps.N() > 0 {
+			gap = fmtDur(row.LeaveGaps.P50()) + " / " + fmtDur(row.LeaveGaps.P99())
+		}
+		fmt.Fprintf(&b, "| %s | %d | %.0f | %s | %v | %s | %s | %d [%d] / %d | %s (%d) | %s | %d |\n", row.Design, row.K, row.PerMin(), strings.Join(verbs, ", "),
+			row.Shares, fmtMove(row.Leave), gap, row.LeaveMoved, row.LeaverShare, row.JoinMoved, fmtMove(row.Join), row.JoinShare, fmtMove(row.Crash), row.Overlaps)
 	}
 	if len(r.Events) > 0 {
 		fmt.Fprintf(&b, "\nInformer events received per member while %d ConfigMap updates were made (leasehold `shard`, %d ConfigMaps): "+
@@ -537,4 +604,101 @@ func (r *ShardResult) Markdown() string {
 	}
 	b.WriteString("\n")
 	return b.String()
+}
+
+// ShardControlPlane is the control plane the sharding phase starts for
+// itself, as test/sharding does: kube-apiserver with KEP-5866's
+// server-side sharded list and watch.
+func ShardControlPlane() []controlplane.Option {
+	return []controlplane.Option{controlplane.WithAPIServerFlag("feature-gates", "ShardedListAndWatch=true")}
+}
+
+// sharding is the phase in Run: RunShard on a second control plane
+// started with ShardControlPlane (the other phases' server keeps the
+// default gates).
+func (b *runner) sharding(ctx context.Context) {
+	o := ShardFullOptions()
+	if b.opts.Smoke {
+		o = ShardSmokeOptions()
+	}
+	o.Log = b.opts.Log
+	b.logf("starting a second control plane with ShardedListAndWatch=true")
+	cp, err := controlplane.Start(ShardControlPlane()...)
+	if err != nil {
+		b.rep.errorf("sharding: %v", err)
+		return
+	}
+	defer func() {
+		if err := cp.Stop(); err != nil {
+			b.logf("stopping the sharding control plane: %v", err)
+		}
+	}()
+	res := RunShard(ctx, cp.Config(), o)
+	res.Server = "On a second control plane started for this phase: etcd and kube-apiserver with `--feature-gates=ShardedListAndWatch=true` " +
+		"(KEP-5866, for the events table); the other phases' server keeps the default gates."
+	b.rep.Shard = res
+	for _, e := range res.Errors {
+		b.rep.errorf("sharding: %s", e)
+	}
+}
+
+// ShardLeaveGapTarget, ShardJoinTarget and ShardCrashOver are issue 13's
+// targets for moves: a gracefully released shard restarts elsewhere
+// within 100 ms (p99) of its work returning, a joiner runs its fair share
+// within 2 s, and a crashed member's shards run elsewhere within
+// LeaseDuration + 1 s.
+const (
+	ShardLeaveGapTarget = 100 * time.Millisecond
+	ShardJoinTarget     = 2 * time.Second
+	ShardCrashOver      = time.Second
+)
+
+// shardRows returns the rows of the shard package's design.
+func (r *ShardResult) shardRows() []ShardRow {
+	var out []ShardRow
+	for _, row := range r.Rows {
+		if row.Design == DesignShard {
+			out = append(out, row)
+		}
+	}
+	return out
+}
+
+// Targets checks the shard package against issue 13's targets, K by K:
+// moves (Target), then cost, balance, shards moved and overlaps
+// (CountTarget).
+func (r *ShardResult) Targets() []fmt.Stringer {
+	var ts []fmt.Stringer
+	o := r.Opts
+	L := o.Timings.Lease
+	// 30·(N+1)+10 requests/min at RetryPeriod 2s, scaled to the timings.
+	bound := float64(30*(o.N+1)+10) * float64(2*time.Second) / float64(o.Timings.Retry)
+	for _, row := range r.shardRows() {
+		n := row.LeaveGaps.N()
+		ts = append(ts, Target{What: fmt.Sprintf("shard K=%d: graceful leave, p99 of a shard's work returned → restarted elsewhere", row.K),
+			Limit: ShardLeaveGapTarget, Measured: row.LeaveGaps.P99(), Met: n > 0 && row.LeaveGaps.P99() <= ShardLeaveGapTarget, Valid: n > 0})
+		move := func(what string, limit, d time.Duration) {
+			if d < 0 {
+				what += fmt.Sprintf(" (not within the %v wait)", r.Opts.MoveLimit)
+			}
+			ts = append(ts, Target{What: what, Limit: limit, Measured: d, Met: d >= 0 && d <= limit, Valid: d >= 0})
+		}
+		move(fmt.Sprintf("shard K=%d: join, the new member runs its fair share (⌊K/N⌋)", row.K), ShardJoinTarget, row.Join)
+		move(fmt.Sprintf("shard K=%d: crash, all its shards run elsewhere (LeaseDuration %v + %v)", row.K, L, ShardCrashOver), L+ShardCrashOver, row.Crash)
+		ts = append(ts, CountTarget{What: fmt.Sprintf("shard K=%d: steady-state requests/min, N=%d, RetryPeriod %v (30·(N+1)+10 at 2s)", row.K, o.N, o.Timings.Retry),
+			Limit: bound, Measured: row.PerMin(), Valid: row.Window > 0})
+		if len(row.Shares) > 0 {
+			ts = append(ts, CountTarget{What: fmt.Sprintf("shard K=%d: balance, max − min shards per member %v", row.K, row.Shares),
+				Limit: 1, Measured: float64(row.Shares[0] - row.Shares[len(row.Shares)-1]), Valid: true})
+		}
+		ts = append(ts,
+			CountTarget{What: fmt.Sprintf("shard K=%d: a leave moves only the leaver's shards (runs started during the leave; it ran %d)", row.K, row.LeaverShare),
+				Limit: float64(row.LeaverShare), Measured: float64(row.LeaveMoved), Valid: row.Leave >= 0},
+			CountTarget{What: fmt.Sprintf("shard K=%d: a join moves at most ⌈K/(N+1)⌉ shards (N=%d before it; runs started during the join)", row.K, o.N-1),
+				Limit: float64((row.K + o.N - 1) / o.N), Measured: float64(row.JoinMoved), Valid: row.Join >= 0},
+			CountTarget{What: fmt.Sprintf("shard K=%d: shard runs started while another member's had not returned", row.K),
+				Limit: 0, Measured: float64(row.Overlaps), Valid: true},
+		)
+	}
+	return ts
 }

@@ -6,8 +6,8 @@
 //
 // The control plane is started on the first test that needs it and
 // stopped by TestMain; TestDeployYAML needs none. Tests run one at a time,
-// each in its own namespace. The measurements of TestMeasure are report
-// only; for the full run:
+// each in its own namespace. The measurements of TestMeasure (the bench's
+// fencing phase, test/bench/fence.go) are report only; for the full run:
 //
 //	cd test && LEASEHOLD_FENCE_MEASURE=1 go test -v -run TestMeasure ./fencing
 package fencing
@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
+	"github.com/leasehold/leasehold/test/bench"
 	"github.com/leasehold/leasehold/test/controlplane"
 )
 
@@ -60,7 +61,7 @@ func controlPlane(t *testing.T) {
 	cpOnce.Do(func() {
 		// The watch cache is on, as in production (envtest turns it off):
 		// the API server's copy of the Lease comes through it.
-		cp, cpErr = controlplane.Start(controlplane.WithAPIServerFlag("watch-cache", "true"))
+		cp, cpErr = controlplane.Start(bench.FenceControlPlane()...)
 		if cpErr != nil {
 			return
 		}

@@ -3,16 +3,18 @@ package sharding
 import (
 	"context"
 	"os"
+	"strings"
 	"testing"
 	"time"
 
 	"github.com/leasehold/leasehold/test/bench"
 )
 
-// The bench's sharding phase, smoke-sized (K = 8, 3s/2s/500ms): it runs on
-// the real control plane, its numbers are sane, and it renders. With
-// LEASEHOLD_SHARD_BENCH=full it runs the full phase, and with
-// LEASEHOLD_SHARD_BENCH_OUT=file writes its Markdown there.
+// The bench's sharding phase (bench.RunShard; `make bench` runs it as the
+// phase "sharding" and renders it in BENCHMARKS.md), smoke-sized (K = 8,
+// 3s/2s/500ms): it runs on the real control plane, its numbers are sane,
+// and it renders. With LEASEHOLD_SHARD_BENCH=full it runs the full phase,
+// and with LEASEHOLD_SHARD_BENCH_OUT=file writes its Markdown there.
 func TestBenchShardPhaseSmoke(t *testing.T) {
 	if testing.Short() {
 		t.Skip("about a minute")
@@ -38,13 +40,19 @@ func TestBenchShardPhaseSmoke(t *testing.T) {
 	}
 	for _, row := range res.Rows {
 		if row.Design == bench.DesignShard {
-			if row.Overlaps != 0 || row.Leave < 0 || row.Join < 0 || row.Crash < 0 {
+			if row.Overlaps != 0 || row.Leave < 0 || row.Join < 0 || row.Crash < 0 || row.LeaveGaps.N() != row.LeaverShare {
 				t.Errorf("shard package: %+v", row)
 			}
 			if bound := 30*(o.N+1) + 10; row.PerMin() > float64(bound)*float64(2*time.Second)/float64(o.Timings.Retry) {
 				t.Errorf("shard package: %.0f requests/min at RetryPeriod %v", row.PerMin(), o.Timings.Retry)
 			}
 		}
+	}
+	if md := res.Markdown(); !strings.Contains(md, "#### Sharding") || len(res.Targets()) != 8*len(o.Ks) {
+		t.Errorf("rendering: %d targets, want 8 per K:\n%s", len(res.Targets()), md)
+	}
+	for _, tg := range res.Targets() {
+		t.Log(tg)
 	}
 	if len(res.Events) == 1 {
 		if e := res.Events[0]; !e.ServerFilters || e.On >= e.Off {
