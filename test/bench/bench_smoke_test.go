@@ -103,18 +103,23 @@ func TestSmoke(t *testing.T) {
 		}
 	}
 
-	for _, lib := range Libs {
-		s := rep.Scale[lib]
-		if s == nil || s.Leading != opts.ScaleN {
-			t.Errorf("scale %s: %+v, want all %d leading", lib, s, opts.ScaleN)
-			continue
-		}
-		if s.HeapPerElection <= 0 || s.Counts.Verbs["update"] == 0 {
-			t.Errorf("scale %s: heap per election %.0f B, updates %d", lib, s.HeapPerElection, s.Counts.Verbs["update"])
-		}
+	if len(rep.ScaleRuns) != 1 {
+		t.Errorf("scale: %d runs, want the smoke's one", len(rep.ScaleRuns))
 	}
-	if s := rep.Scale[Leasehold]; s != nil && s.Counts.WatchesOpen != 1 {
-		t.Errorf("scale leasehold: %d watches open, want the one shared watch", s.Counts.WatchesOpen)
+	for _, run := range rep.ScaleRuns {
+		for _, lib := range Libs {
+			s := run.Results[lib]
+			if s == nil || s.Leading != opts.ScaleN {
+				t.Errorf("scale run %s %s: %+v, want all %d leading", run.Label(), lib, s, opts.ScaleN)
+				continue
+			}
+			if s.HeapPerElection <= 0 || s.Counts.Verbs["update"] == 0 || s.RenewP50 <= 0 {
+				t.Errorf("scale run %s %s: heap per election %.0f B, updates %d, write p50 %v", run.Label(), lib, s.HeapPerElection, s.Counts.Verbs["update"], s.RenewP50)
+			}
+		}
+		if s := run.Results[Leasehold]; s != nil && s.Counts.WatchesOpen != 1 {
+			t.Errorf("scale run %s leasehold: %d watches open, want the one shared watch", run.Label(), s.Counts.WatchesOpen)
+		}
 	}
 
 	// Rendering: table, BENCHMARKS.md (twice: the second run keeps the
@@ -146,7 +151,8 @@ func TestSmoke(t *testing.T) {
 	if strings.Count(text, latestHeading) != 1 || strings.Count(text, previousHeading) != 1 {
 		t.Errorf("BENCHMARKS.md: want one latest and one previous run:\n%s", text)
 	}
-	for _, want := range []string{"Handoff after a clean release", "Targets", "docs/bench/handoff.png", "kube-apiserver v1.37"} {
+	for _, want := range []string{"Handoff after a clean release", "Targets", "docs/bench/handoff.png", "kube-apiserver v1.37",
+		"| 1: 15s/10s/2s, JSON | leasehold |", "held through the window"} {
 		if !strings.Contains(text, want) {
 			t.Errorf("BENCHMARKS.md lacks %q", want)
 		}

@@ -28,6 +28,10 @@ type section struct {
 	Title string
 	Note  string // optional, printed under the title
 	Rows  []row
+	// Cols and Cells, when Cols is set, replace the leasehold / client-go
+	// / ratio columns of Rows with a table of their own (scale_report.go).
+	Cols  []string
+	Cells [][]string
 }
 
 func durRow(label string, lh, cg time.Duration) row {
@@ -95,28 +99,7 @@ func (r *Report) sections() []section {
 		}
 		out = append(out, s)
 	}
-	if lh, cg := r.Scale[Leasehold], r.Scale[ClientGo]; lh != nil && cg != nil {
-		title := fmt.Sprintf("Scale: %d elections (distinct Leases, one candidate each) in one process, one clientset, %s, %v window",
-			lh.N, lh.Timings, lh.Window.Round(time.Second))
-		if o.ScaleTimingsNote != "" {
-			title += " (see note)"
-		}
-		s := section{Title: title, Note: o.ScaleTimingsNote}
-		s.Rows = append(s.Rows,
-			row{"watch setup", "one SharedWatch", "none (polling)", ""},
-			durRow("start of the first elector → all leading", lh.Startup, cg.Startup),
-			row{"heap in use per election (HeapInuse delta after GC / N)", kib(lh.HeapPerElection), kib(cg.HeapPerElection), ratio(lh.HeapPerElection, cg.HeapPerElection)},
-			row{"goroutines per election", fmt.Sprintf("%.1f", lh.GoroutinesPerEl), fmt.Sprintf("%.1f", cg.GoroutinesPerEl), ratio(lh.GoroutinesPerEl, cg.GoroutinesPerEl)},
-			row{"bench process CPU (getrusage), % of one core", pct(lh.CPU), pct(cg.CPU), ratio(lh.CPU, cg.CPU)},
-			row{"kube-apiserver + etcd CPU, % of one core", pct(lh.ServerCPU), pct(cg.ServerCPU), ratio(lh.ServerCPU, cg.ServerCPU)},
-			row{"requests/min (by verb)", perMin(lh.Counts, lh.Window), perMin(cg.Counts, cg.Window), ratio(lh.PerMin(), cg.PerMin())},
-			row{"write round trip p50 / p99", fmtDur(lh.RenewP50) + " / " + fmtDur(lh.RenewP99), fmtDur(cg.RenewP50) + " / " + fmtDur(cg.RenewP99), ""},
-			row{"watch streams open (opened in window)", fmt.Sprintf("%d (%d)", lh.Counts.WatchesOpen, lh.Counts.WatchesOpened), fmt.Sprintf("%d (%d)", cg.Counts.WatchesOpen, cg.Counts.WatchesOpened), ""},
-			row{"watchers the API server closed as too slow (apiserver_terminated_watchers_total)", fmt.Sprint(lh.ServerTerminatedWatches), fmt.Sprint(cg.ServerTerminatedWatches), ""},
-			row{"leading at window start / end; terms lost in window", fmt.Sprintf("%d / %d; %d", lh.Leading, lh.LeadingEnd, lh.TermsLost), fmt.Sprintf("%d / %d; %d", cg.Leading, cg.LeadingEnd, cg.TermsLost), ""},
-		)
-		out = append(out, s)
-	}
+	out = append(out, r.scaleSections()...)    // scale_report.go
 	return append(out, r.handoffSections()...) // handoff.go
 }
 
@@ -148,9 +131,21 @@ type Target struct {
 	Measured time.Duration
 	Met      bool
 	Valid    bool // enough samples to judge
+	// Detail, when set, is the measured amount in words, for targets that
+	// are not latencies (scale_report.go); Limit and Measured are unused.
+	Detail string
 }
 
 func (t Target) String() string {
+	if t.Detail != "" {
+		status := "NOT MEASURED "
+		if t.Valid && t.Met {
+			status = "MET    "
+		} else if t.Valid {
+			status = "MISSED "
+		}
+		return fmt.Sprintf("%s %s: %s", status, t.What, t.Detail)
+	}
 	if !t.Valid {
 		return fmt.Sprintf("NOT MEASURED  %s (target ≤ %s): no samples", t.What, fmtDur(t.Limit))
 	}
@@ -175,6 +170,7 @@ func (r *Report) Targets() []Target {
 		add(fmt.Sprintf("leasehold failover p50 (LeaseDuration %v + %v)", L, FailoverP50Over), L+FailoverP50Over, f.P50(), f.N())
 		add(fmt.Sprintf("leasehold failover max (LeaseDuration %v + %v)", L, FailoverMaxOver), L+FailoverMaxOver, f.Max(), f.N())
 	}
+	ts = append(ts, r.scaleTargets()...)     // scale_report.go
 	return append(ts, r.handoffTargets()...) // handoff.go
 }
 
@@ -187,7 +183,13 @@ func (r *Report) Table() string {
 			sb.WriteString("  note: " + s.Note + "\n")
 		}
 		tw := tabwriter.NewWriter(&sb, 0, 0, 2, ' ', 0)
-		fmt.Fprintf(tw, "  \t%s\t%s\t%s\n", "leasehold", "client-go", "client-go/leasehold")
+		if s.Cols != nil {
+			for _, cells := range append([][]string{s.Cols}, s.Cells...) {
+				fmt.Fprintf(tw, "  %s\n", strings.Join(cells, "\t"))
+			}
+		} else {
+			fmt.Fprintf(tw, "  \t%s\t%s\t%s\n", "leasehold", "client-go", "client-go/leasehold")
+		}
 		for _, rw := range s.Rows {
 			fmt.Fprintf(tw, "  %s\t%s\t%s\t%s\n", rw.Label, rw.LH, rw.CG, rw.Ratio)
 		}
@@ -222,7 +224,8 @@ How it measures: one real etcd + kube-apiserver (built from source, see
 ` + "`test/controlplane`" + `); both libraries in the same run, against the same server,
 with the same timings; client-go is ` + "`k8s.io/client-go/tools/leaderelection`" + `
 with ` + "`resourcelock.LeaseLock`" + `. Every candidate has its own clientset with its own
-HTTP transport (TCP connection), QPS 5000 / Burst 10000, JSON bodies, and a
+HTTP transport (TCP connection), QPS 5000 / Burst 10000, JSON bodies (the
+scale phase also protobuf), and a
 ` + "`rest.Config.WrapTransport`" + ` that counts its requests by verb and timestamps
 the answers of its writes.
 
@@ -244,8 +247,14 @@ the answers of its writes.
   same time, each on its own Lease.
 - **Scale**: N elections, each one candidate on its own Lease, all in this
   process with one shared clientset; leasehold with one ` + "`NewSharedWatch`" + `.
-  Memory is the HeapInuse delta after GC divided by N, CPU is getrusage of
-  the bench process (and /proc of kube-apiserver + etcd) over the window.
+  A run is leasehold, then client-go, each in a fresh namespace: warm-up,
+  then a window in which it counts requests, samples every write's round
+  trip and reads kube-apiserver's ` + "`apiserver_terminated_watchers_total`" + `.
+  Several runs at the defaults with JSON bodies, protobuf runs at the
+  defaults (` + "`ContentType`" + ` ` + "`application/vnd.kubernetes.protobuf`" + `, accepting
+  protobuf then JSON) among them, and one run at longer timings. Memory is
+  the HeapInuse delta after GC divided by N, CPU is getrusage of the bench
+  process (and /proc of kube-apiserver + etcd) over the window.
 `
 
 // Markdown renders the "Latest run" section (without its heading).
@@ -271,6 +280,13 @@ func (r *Report) Markdown(plots []string) string {
 		fmt.Fprintf(&sb, "\n#### %s\n\n", s.Title)
 		if s.Note != "" {
 			fmt.Fprintf(&sb, "Note: %s.\n\n", s.Note)
+		}
+		if s.Cols != nil {
+			fmt.Fprintf(&sb, "| %s |\n|%s\n", strings.Join(s.Cols, " | "), strings.Repeat("---|", len(s.Cols)))
+			for _, cells := range s.Cells {
+				fmt.Fprintf(&sb, "| %s |\n", strings.Join(cells, " | "))
+			}
+			continue
 		}
 		sb.WriteString("| | leasehold | client-go | ratio |\n|---|---|---|---|\n")
 		for _, rw := range s.Rows {

@@ -2,7 +2,7 @@
 // a real kube-apiserver and etcd, and writes BENCHMARKS.md and the plots in
 // docs/bench/ at the repository root.
 //
-//	cd test && go run ./cmd/bench           # full run, about 8 minutes (make bench)
+//	cd test && go run ./cmd/bench           # full run (make bench), about 35 minutes; the scale phase about 10
 //	cd test && go run ./cmd/bench -smoke    # quick run; writes nothing unless -out
 package main
 
@@ -30,8 +30,13 @@ func main() {
 	failoverRounds := flag.Int("failover-rounds", 0, "failover rounds per library (default 5, smoke 3)")
 	scaleN := flag.Int("scale", 0, "elections in the scale phase (default 1000, smoke 50)")
 	micro := flag.Bool("micro", true, "run the root package's Go benchmarks (go test -bench) first")
-	phases := flag.String("phases", "", "comma-separated subset of handoff,failover,steady,scale (default all)")
-	scaleTimings := flag.String("scale-timings", "", "LeaseDuration/RenewDeadline/RetryPeriod for the scale phase, e.g. 30s/20s/5s")
+	phases := flag.String("phases", "", "comma-separated subset of handoff,failover,steady,scale,handoffs,sharding,fencing (default all)")
+	scaleTimings := flag.String("scale-timings", "", "LeaseDuration/RenewDeadline/RetryPeriod of the scale phase's main runs (default the defaults, 15s/10s/2s)")
+	scaleRuns := flag.Int("scale-runs", -1, "scale runs at -scale-timings with JSON bodies, each leasehold then client-go (default 3, smoke 1)")
+	scaleProtobuf := flag.Int("scale-protobuf-runs", -1, "scale runs at -scale-timings with protobuf bodies (default 1, smoke 0)")
+	scaleCompare := flag.String("scale-compare", "", `timings of one more JSON scale run, for comparison, or "off" (default 30s/20s/5s, smoke off)`)
+	scaleWindow := flag.Duration("scale-window", 0, "measured window of each scale run (default 45s, smoke 6s)")
+	scaleWarmup := flag.Duration("scale-warmup", 0, "warm-up before each scale run's window (default 10s, smoke 2s)")
 	verbose := flag.Bool("v", false, "keep the libraries' and envtest's logs (klog) on stderr")
 	flag.Parse()
 
@@ -65,7 +70,30 @@ func main() {
 		if err != nil {
 			fail(err)
 		}
-		opts.ScaleTimings, opts.ScaleTimingsNote = t, "set with -scale-timings"
+		opts.ScaleTimings = t
+	}
+	if *scaleRuns >= 0 {
+		opts.ScaleRuns = *scaleRuns
+	}
+	if *scaleProtobuf >= 0 {
+		opts.ScaleProtobufRuns = *scaleProtobuf
+	}
+	switch *scaleCompare {
+	case "":
+	case "off":
+		opts.ScaleCompare = bench.Timings{}
+	default:
+		t, err := parseTimings(*scaleCompare)
+		if err != nil {
+			fail(err)
+		}
+		opts.ScaleCompare = t
+	}
+	if *scaleWindow > 0 {
+		opts.ScaleWindow = *scaleWindow
+	}
+	if *scaleWarmup > 0 {
+		opts.ScaleWarmup = *scaleWarmup
 	}
 	opts.Log = os.Stderr
 
