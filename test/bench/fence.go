@@ -611,7 +611,7 @@ func (r *FenceResult) Markdown() string {
 		line("old-term writes sent after the response and admitted", func(s fenceTakeovers, _ int) string {
 			return fmt.Sprintf("%d of %d", s.stale, s.oldWrites)
 		})
-		line("takeovers where an old-term write in flight was stored after the takeover in etcd's order (writes; the latest sent, from the response)", func(s fenceTakeovers, n int) string {
+		line("takeovers where an old-term write in flight was stored after the takeover in etcd's order (writes; the latest sent, from the response, negative: before it)", func(s fenceTakeovers, n int) string {
 			if s.storedRuns == 0 {
 				return fmt.Sprintf("0 of %d", n)
 			}
