@@ -4,15 +4,12 @@ go 1.26.8
 
 replace github.com/leasehold/leasehold => ../
 
-replace github.com/leasehold/leasehold/examples => ../examples
-
 replace github.com/leasehold/leasehold/controllerruntime => ../controllerruntime
 
 require (
 	github.com/go-logr/logr v1.4.3
 	github.com/leasehold/leasehold v0.1.0
 	github.com/leasehold/leasehold/controllerruntime v0.1.0
-	github.com/leasehold/leasehold/examples v0.0.0-00010101000000-000000000000
 	gonum.org/v1/plot v0.17.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2

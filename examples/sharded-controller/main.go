@@ -23,12 +23,17 @@
 // informer receives every ConfigMap and keeps its shard's (detected at
 // start, see shard.ServerFiltersShards).
 //
+// With -controller-runtime the same controller runs as a controller-runtime
+// controller, confined to the copy's shards by controllerruntime.Sharder
+// (github.com/leasehold/leasehold/controllerruntime): one manager per
+// copy, its cache holding every ConfigMap, shards filtered on the client.
+//
 // Human-readable logs go to stderr (klog). For scripts and tests, stdout
 // carries one line per event, fields separated by one space, times in Unix
 // nanoseconds:
 //
 //	FILTER <id> server|client <unix-nanos>      how shards are filtered
-//	STARTED <id> <shard> <unix-nanos>           a shard's work started here
+//	STARTED <id> <shard> <unix-nanos>           a shard's work started here (not with -controller-runtime)
 //	STOPPED <id> <shard> <unix-nanos>           a shard's work returned
 //	RECONCILED <id> <shard> <name> <unix-nanos> a ConfigMap was reconciled
 //	EXIT <id> <unix-nanos>                      the process is about to exit
@@ -78,6 +83,7 @@ type options struct {
 	leaseDuration  time.Duration
 	renewDeadline  time.Duration
 	retryPeriod    time.Duration
+	crt            bool
 }
 
 func main() { os.Exit(run()) }
@@ -94,6 +100,7 @@ func run() int {
 	flag.DurationVar(&o.leaseDuration, "lease-duration", leasehold.DefaultLeaseDuration, "LeaseDuration of the membership")
 	flag.DurationVar(&o.renewDeadline, "renew-deadline", leasehold.DefaultRenewDeadline, "RenewDeadline of the membership")
 	flag.DurationVar(&o.retryPeriod, "retry-period", leasehold.DefaultRetryPeriod, "RetryPeriod of the membership")
+	flag.BoolVar(&o.crt, "controller-runtime", false, "run the controller as a controller-runtime controller (controllerruntime.Sharder)")
 	flag.Parse()
 
 	if o.id == "" {
@@ -114,7 +121,11 @@ func run() int {
 	cfg.QPS, cfg.Burst = 50, 100 // client-go's default, 5 QPS, paces a burst of reconciles
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
 	defer stop()
-	if err := runController(ctx, o, cfg); err != nil {
+	runFn := runController
+	if o.crt {
+		runFn = runControllerRuntime
+	}
+	if err := runFn(ctx, o, cfg); err != nil {
 		klog.ErrorS(err, "Sharded controller ended")
 		return 1
 	}
