@@ -903,7 +903,7 @@ const RollingSteadyLimit = 36
 // target for a rolling update: leadership moves once, to a new replica,
 // without steady-state requests growing past RollingSteadyLimit at N=3.
 // The worst round counts.
-func (r *Report) rollingTargets() []CountTarget {
+func (r *Report) rollingTargets() []Target {
 	if r.Handoffs == nil {
 		return nil
 	}
@@ -918,13 +918,13 @@ func (r *Report) rollingTargets() []CountTarget {
 		}
 		return float64(m)
 	}
-	return []CountTarget{
-		{What: fmt.Sprintf("rolling update with the upgrade handoff (stretch): leader changes per rollout of 3 replicas, worst of %d round(s)", up.Rounds),
-			Limit: 1, Measured: worst(up.Changes), Valid: up.Rounds > 0},
-		{What: "rolling update with the upgrade handoff (stretch): of which to an old replica, worst round",
-			Limit: 0, Measured: worst(up.ToOld), Valid: up.Rounds > 0},
-		{What: "rolling update with the upgrade handoff (stretch): steady-state requests/min of the 3 new replicas after the rollout",
-			Limit: RollingSteadyLimit, Measured: up.SteadyPerMin, Valid: up.SteadyWindow > 0},
+	return []Target{
+		countTarget(fmt.Sprintf("rolling update with the upgrade handoff (stretch): leader changes per rollout of 3 replicas, worst of %d round(s)", up.Rounds),
+			1, worst(up.Changes), up.Rounds > 0),
+		countTarget("rolling update with the upgrade handoff (stretch): of which to an old replica, worst round",
+			0, worst(up.ToOld), up.Rounds > 0),
+		countTarget("rolling update with the upgrade handoff (stretch): steady-state requests/min of the 3 new replicas after the rollout",
+			RollingSteadyLimit, up.SteadyPerMin, up.SteadyWindow > 0),
 	}
 }
 

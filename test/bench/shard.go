@@ -665,10 +665,9 @@ func (r *ShardResult) shardRows() []ShardRow {
 }
 
 // Targets checks the shard package against issue 13's targets, K by K:
-// moves (Target), then cost, balance, shards moved and overlaps
-// (CountTarget).
-func (r *ShardResult) Targets() []fmt.Stringer {
-	var ts []fmt.Stringer
+// moves, then cost, balance, shards moved and overlaps.
+func (r *ShardResult) Targets() []Target {
+	var ts []Target
 	o := r.Opts
 	L := o.Timings.Lease
 	// 30·(N+1)+10 requests/min at RetryPeriod 2s, scaled to the timings.
@@ -678,26 +677,27 @@ func (r *ShardResult) Targets() []fmt.Stringer {
 		ts = append(ts, Target{What: fmt.Sprintf("shard K=%d: graceful leave, p99 of a shard's work returned → restarted elsewhere", row.K),
 			Limit: ShardLeaveGapTarget, Measured: row.LeaveGaps.P99(), Met: n > 0 && row.LeaveGaps.P99() <= ShardLeaveGapTarget, Valid: n > 0})
 		move := func(what string, limit, d time.Duration) {
-			if d < 0 {
-				what += fmt.Sprintf(" (not within the %v wait)", r.Opts.MoveLimit)
+			t := Target{What: what, Limit: limit, Measured: d, Met: d >= 0 && d <= limit, Valid: true}
+			if d < 0 { // missed by more than the wait's excess over the limit
+				t.Detail = fmt.Sprintf("not within the bench's wait (%v) > %s", o.MoveLimit, fmtDur(limit))
 			}
-			ts = append(ts, Target{What: what, Limit: limit, Measured: d, Met: d >= 0 && d <= limit, Valid: d >= 0})
+			ts = append(ts, t)
 		}
 		move(fmt.Sprintf("shard K=%d: join, the new member runs its fair share (⌊K/N⌋)", row.K), ShardJoinTarget, row.Join)
 		move(fmt.Sprintf("shard K=%d: crash, all its shards run elsewhere (LeaseDuration %v + %v)", row.K, L, ShardCrashOver), L+ShardCrashOver, row.Crash)
-		ts = append(ts, CountTarget{What: fmt.Sprintf("shard K=%d: steady-state requests/min, N=%d, RetryPeriod %v (30·(N+1)+10 at 2s)", row.K, o.N, o.Timings.Retry),
-			Limit: bound, Measured: row.PerMin(), Valid: row.Window > 0})
+		ts = append(ts, countTarget(fmt.Sprintf("shard K=%d: steady-state requests/min, N=%d, RetryPeriod %v (30·(N+1)+10 at 2s)", row.K, o.N, o.Timings.Retry),
+			bound, row.PerMin(), row.Window > 0))
 		if len(row.Shares) > 0 {
-			ts = append(ts, CountTarget{What: fmt.Sprintf("shard K=%d: balance, max − min shards per member %v", row.K, row.Shares),
-				Limit: 1, Measured: float64(row.Shares[0] - row.Shares[len(row.Shares)-1]), Valid: true})
+			ts = append(ts, countTarget(fmt.Sprintf("shard K=%d: balance, max − min shards per member %v", row.K, row.Shares),
+				1, float64(row.Shares[0]-row.Shares[len(row.Shares)-1]), true))
 		}
 		ts = append(ts,
-			CountTarget{What: fmt.Sprintf("shard K=%d: a leave moves only the leaver's shards (runs started during the leave; it ran %d)", row.K, row.LeaverShare),
-				Limit: float64(row.LeaverShare), Measured: float64(row.LeaveMoved), Valid: row.Leave >= 0},
-			CountTarget{What: fmt.Sprintf("shard K=%d: a join moves at most ⌈K/(N+1)⌉ shards (N=%d before it; runs started during the join)", row.K, o.N-1),
-				Limit: float64((row.K + o.N - 1) / o.N), Measured: float64(row.JoinMoved), Valid: row.Join >= 0},
-			CountTarget{What: fmt.Sprintf("shard K=%d: shard runs started while another member's had not returned", row.K),
-				Limit: 0, Measured: float64(row.Overlaps), Valid: true},
+			countTarget(fmt.Sprintf("shard K=%d: a leave moves only the leaver's shards (runs started during the leave; it ran %d)", row.K, row.LeaverShare),
+				float64(row.LeaverShare), float64(row.LeaveMoved), true),
+			countTarget(fmt.Sprintf("shard K=%d: a join moves at most ⌈K/(N+1)⌉ shards (N=%d before it; runs started during the join)", row.K, o.N-1),
+				float64((row.K+o.N-1)/o.N), float64(row.JoinMoved), true),
+			countTarget(fmt.Sprintf("shard K=%d: shard runs started while another member's had not returned", row.K),
+				0, float64(row.Overlaps), true),
 		)
 	}
 	return ts
