@@ -22,6 +22,10 @@ const (
 	// shared watch, the HTTP/2 connection) the goroutine target leaves
 	// out; the phase's leak check allows as many.
 	ScaleGoroutineAllowance = 10
+	// workGoroutines is the user's work per leading election: the bench's
+	// OnStartedLeading blocks on its ctx, on a goroutine each library
+	// starts for it. The target leaves it out.
+	workGoroutines = 1
 	// contentTolerance: CPU differences between content types below this
 	// fraction count as equal.
 	contentTolerance = 0.10
@@ -45,7 +49,7 @@ func (r *Report) scaleSections() []section {
 			o.ScaleN, len(runs), o.ScaleWindow, o.ScaleWarmup),
 		Note: "leasehold follows its Leases with one SharedWatch, client-go polls; heap is the HeapInuse delta after GC / N; CPU is % of one core over the window, the bench process (getrusage) / kube-apiserver + etcd (/proc)",
 		Cols: []string{"run", "library", "leading at window start → end", "terms lost in window", "watchers closed as too slow", "write p50 / p99",
-			"heap / election", "goroutines / election", "CPU bench / server", "requests/min (by verb)", "watch streams open (opened)", "all leading after"},
+			"heap / election", "goroutines / election (with the work's)", "CPU bench / server", "requests/min (by verb)", "watch streams open (opened)", "all leading after"},
 	}
 	for _, run := range runs {
 		for i, lib := range Libs {
@@ -317,14 +321,14 @@ func (r *Report) scaleTargets() []Target {
 			return kib(run.Results[Leasehold].HeapPerElection) + " vs " + kib(run.Results[ClientGo].HeapPerElection)
 		},
 		kib)
-	worst(fmt.Sprintf("leasehold goroutines per election ≤ %d (besides up to %d per process: the shared watch, the connection), %s", ScaleGoroutinesTarget, ScaleGoroutineAllowance, where),
+	worst(fmt.Sprintf("leasehold goroutines per election ≤ %d, not counting the work's (both libraries run OnStartedLeading on a goroutine of its own) nor up to %d per process (the shared watch, the connection), %s", ScaleGoroutinesTarget, ScaleGoroutineAllowance, where),
 		false, ScaleGoroutinesTarget,
 		func(lh, _ *ScaleResult) float64 {
-			return (lh.GoroutinesPerEl*float64(lh.N) - ScaleGoroutineAllowance) / float64(lh.N)
+			return (lh.GoroutinesPerEl*float64(lh.N)-ScaleGoroutineAllowance)/float64(lh.N) - workGoroutines
 		},
 		func(run *ScaleRun, _ float64) string {
 			lh, cg := run.Results[Leasehold], run.Results[ClientGo]
-			return fmt.Sprintf("%.0f for %d elections (%.2f each; client-go %.2f)", lh.GoroutinesPerEl*float64(lh.N), lh.N, lh.GoroutinesPerEl, cg.GoroutinesPerEl)
+			return fmt.Sprintf("%.0f for %d elections (%.2f each with the work's; client-go %.2f)", lh.GoroutinesPerEl*float64(lh.N), lh.N, lh.GoroutinesPerEl, cg.GoroutinesPerEl)
 		},
 		func(v float64) string { return fmt.Sprintf("%.2f per election", v-ScaleGoroutinesTarget) })
 	return ts

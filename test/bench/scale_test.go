@@ -14,7 +14,9 @@ func fakeScaleRun(index int, timings Timings, contentType string, n int) *ScaleR
 			Counts: Counts{Verbs: map[string]int{"update": 30 * n}}}
 	}
 	return &ScaleRun{ScaleRunSpec: ScaleRunSpec{timings, contentType}, Index: index, Results: map[Lib]*ScaleResult{
-		Leasehold: res(5*time.Millisecond, 5000, 2.004, 0.3),
+		// Goroutines per election with the work's: leasehold's Run and
+		// observer, client-go's Run; the shared watch and connection on top.
+		Leasehold: res(5*time.Millisecond, 5000, 3.004, 0.3),
 		ClientGo:  res(5*time.Millisecond, 6000, 2.0, 0.3),
 	}}
 }
@@ -82,6 +84,11 @@ func TestScaleTargets(t *testing.T) {
 	if tg := ts["goroutines"]; !tg.Met {
 		t.Errorf("goroutines: %s, want MET", tg)
 	}
+	// A third goroutine of the election's own per election misses it.
+	r.ScaleRuns[2].Results[Leasehold].GoroutinesPerEl = 4.004
+	if tg := targetsOf(&r)["goroutines"]; tg.Met || !strings.Contains(tg.String(), "MISSED") {
+		t.Errorf("goroutines at 4.004 per election with the work's: %s, want MISSED", tg)
+	}
 
 	// The smoke's one run at the defaults cannot judge "3 of 3".
 	smoke := Report{Opts: SmokeOptions()}
@@ -123,7 +130,7 @@ func TestScaleRendering(t *testing.T) {
 	md := r.Markdown(nil)
 	for _, want := range []string{
 		"| run | library | leading at window start → end |",
-		"| 1: 15s/10s/2s, JSON | leasehold | 1000 → 1000 of 1000 | 0 | 0 | 5.0ms / 50.0ms | 4.9 KiB | 2.00 |",
+		"| 1: 15s/10s/2s, JSON | leasehold | 1000 → 1000 of 1000 | 0 | 0 | 5.0ms / 50.0ms | 4.9 KiB | 3.00 |",
 		"|  | client-go | 1000 → 1000 of 1000 |",
 		"MET     leasehold: 1000 of 1000 elections held through the window in every run at the defaults 15s/10s/2s, at least 3 runs",
 	} {
