@@ -158,16 +158,26 @@ func startSharder(t *testing.T, reader client.Reader, cfg shard.Config) *running
 	return rs
 }
 
-// Two replicas on one shard group: each one's reconciler sees only the
-// objects of its own shards, each acquired shard's objects are all
-// enqueued there, and when one replica leaves, the other is sent every
-// object of the shards it takes over, and reconciles them.
+// Two replicas on one shard group: each acquired shard's objects are all
+// enqueued where it starts (a alone: every object; b joining: the objects
+// of the shards it takes), each replica's reconciler sees only the objects
+// of its own shards, and when b leaves, a is sent every object of the
+// shards it takes over, and reconciles them.
 func TestSharderConfinesTheReconcilerAndEnqueuesAcquiredShards(t *testing.T) {
 	objs, shardOf := configMaps(t, 40)
 	reader := fake.NewClientBuilder().WithObjects(objs...).Build()
 	srv := leaseholdtest.NewServer()
 	clk := leaseholdtest.NewClock(shT0, srv)
 	a := startSharder(t, reader, shConfig(srv, clk, "a"))
+	for i := 0; len(a.Owned()) != shShards; i++ {
+		if i == 40 {
+			t.Fatalf("a alone runs %v after 10s of fake time", a.Owned())
+		}
+		clk.Advance(250 * time.Millisecond)
+	}
+	if got := receive(t, a.Sharder, len(objs)); len(slices.Compact(got)) != len(objs) {
+		t.Errorf("a, running every shard, enqueued %v, want every object once", got)
+	}
 	b := startSharder(t, reader, shConfig(srv, clk, "b"))
 	for i := 0; len(a.Owned()) != shShards/2 || len(b.Owned()) != shShards/2; i++ {
 		if i == 40 {
@@ -175,10 +185,7 @@ func TestSharderConfinesTheReconcilerAndEnqueuesAcquiredShards(t *testing.T) {
 		}
 		clk.Advance(250 * time.Millisecond)
 	}
-	aShards, bShards := a.Owned(), b.Owned()
-	if want, got := namesOfShards(shardOf, aShards), receive(t, a.Sharder, len(namesOfShards(shardOf, aShards))); !slices.Equal(got, want) {
-		t.Errorf("a enqueued %v, want the objects of its shards %v: %v", got, aShards, want)
-	}
+	bShards := b.Owned()
 	if want, got := namesOfShards(shardOf, bShards), receive(t, b.Sharder, len(namesOfShards(shardOf, bShards))); !slices.Equal(got, want) {
 		t.Errorf("b enqueued %v, want the objects of its shards %v: %v", got, bShards, want)
 	}

@@ -119,7 +119,8 @@ func TestControllerRuntimeSharder(t *testing.T) {
 			}
 			return reqs
 		})
-		if err := ctrl.NewControllerManagedBy(mgr).Named("cm-"+id).
+		// The name is unique in the process, for -count.
+		if err := ctrl.NewControllerManagedBy(mgr).Named(ns+"-"+id).
 			For(&corev1.ConfigMap{}, builder.WithPredicates(s.Predicate())).
 			Watches(&corev1.Secret{}, everyConfigMap).
 			WatchesRawSource(s.Source()).
