@@ -80,7 +80,10 @@ type Options struct {
 	RootDir        string
 
 	// Phases limits the run to some of "handoff" (with its limit),
-	// "failover", "steady" and "scale"; empty runs all.
+	// "failover", "steady", "scale", "handoffs" (yield, rolling update,
+	// coordinated election), "sharding" and "fencing"; empty runs all
+	// (a smoke run skips sharding and fencing, which test/sharding and
+	// test/fencing run smoke-sized).
 	Phases []string
 
 	// Log receives progress lines; nil discards them.
@@ -91,7 +94,7 @@ func (o Options) runs(phase string) bool {
 	return len(o.Phases) == 0 || slices.Contains(o.Phases, phase)
 }
 
-// FullOptions is `make bench`: about 7-9 minutes on 2 cores.
+// FullOptions is `make bench`: about 35-45 minutes on 2 cores.
 func FullOptions() Options {
 	return Options{
 		HandoffRounds:   20,
