@@ -64,7 +64,8 @@ type Sharder struct {
 
 // NewSharder builds the Sharder of a controller that reconciles objects of
 // obj's type (the object passed to the builder's For, such as
-// &corev1.ConfigMap{}), sharded by field (shard.FieldUID or
+// &corev1.ConfigMap{}, or an unstructured.Unstructured or
+// metav1.PartialObjectMetadata with its GroupVersionKind set), sharded by field (shard.FieldUID or
 // shard.FieldNamespace), and adds it to mgr, whose Start runs the
 // membership. Call it before mgr.Start; mgr runs with LeaderElection:
 // false, on every replica.
@@ -130,8 +131,13 @@ func listFor(obj client.Object, scheme *runtime.Scheme) (client.ObjectList, erro
 		return nil, fmt.Errorf("leasehold/controllerruntime: the reconciled type: %w", err)
 	}
 	gvk.Kind += "List"
-	if _, ok := obj.(*unstructured.Unstructured); ok {
+	switch obj.(type) {
+	case *unstructured.Unstructured:
 		l := &unstructured.UnstructuredList{}
+		l.SetGroupVersionKind(gvk)
+		return l, nil
+	case *metav1.PartialObjectMetadata:
+		l := &metav1.PartialObjectMetadataList{}
 		l.SetGroupVersionKind(gvk)
 		return l, nil
 	}
@@ -342,6 +348,9 @@ func (s *Sharder) runShard(ctx context.Context, i int) {
 		}
 		if j, err := shard.Of(obj, s.field, s.shards); err != nil || j != i {
 			continue
+		}
+		if ctx.Err() != nil {
+			return // moved away: select would pick a ready send half the time
 		}
 		select {
 		case s.events <- event.GenericEvent{Object: obj}:

@@ -15,6 +15,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/utils/ptr"
@@ -520,5 +521,35 @@ func TestSharderBesideAGate(t *testing.T) {
 				t.Fatalf("mgr.Start = %v", err)
 			}
 		})
+	}
+}
+
+// The list type of an acquired shard's objects comes from the scheme, or
+// from the GroupVersionKind of an unstructured or metadata-only object.
+func TestListFor(t *testing.T) {
+	gvk := corev1.SchemeGroupVersion.WithKind("ConfigMap")
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(gvk)
+	m := &metav1.PartialObjectMetadata{}
+	m.SetGroupVersionKind(gvk)
+	for _, tc := range []struct {
+		obj  client.Object
+		want string
+	}{
+		{&corev1.ConfigMap{}, "*v1.ConfigMapList"},
+		{u, "*unstructured.UnstructuredList"},
+		{m, "*v1.PartialObjectMetadataList"},
+	} {
+		l, err := listFor(tc.obj, clientgoscheme.Scheme)
+		if err != nil {
+			t.Errorf("%T: %v", tc.obj, err)
+			continue
+		}
+		if got := fmt.Sprintf("%T", l); got != tc.want {
+			t.Errorf("%T: list %s, want %s", tc.obj, got, tc.want)
+		}
+		if got := l.GetObjectKind().GroupVersionKind().Kind; tc.want != "*v1.ConfigMapList" && got != "ConfigMapList" {
+			t.Errorf("%T: list kind %q, want ConfigMapList", tc.obj, got)
+		}
 	}
 }
