@@ -1,11 +1,11 @@
 module github.com/leasehold/leasehold/kubectl-leasehold
 
-go 1.26.8
+go 1.26.0
 
 replace github.com/leasehold/leasehold => ../
 
 require (
-	github.com/leasehold/leasehold v0.0.0-00010101000000-000000000000
+	github.com/leasehold/leasehold v0.1.0
 	github.com/spf13/cobra v1.10.2
 	github.com/spf13/pflag v1.1.0
 	k8s.io/api v0.37.2
