@@ -905,13 +905,20 @@ func (d *driver) injectServer(ctx context.Context, f Fault, inj Injected) Inject
 			d.problem("fault %d: %v", f.Index, err)
 		}
 	case KindCompact:
-		// The watches fall behind while the leader renews (RetryPeriod)
-		// and etcd moves on; then etcd is compacted past what they saw,
-		// and they are dropped: each resumes from a compacted version.
+		// The watches fall behind while etcd moves on; then etcd is
+		// compacted past what they saw, and they are dropped: each
+		// resumes from a compacted version. etcd moves on by the
+		// leader's renewals (RetryPeriod) and by one write of the
+		// harness's own, for when nobody leads (after a yield or a
+		// kill): without it, a compaction to a head the watches had
+		// already seen brought no 410 (soak, yield seed 102, fault 189).
 		for _, p := range d.proxies {
 			p.StallWatches()
 		}
 		wait(2*d.cfg.Timings.RetryPeriod + 200*time.Millisecond)
+		if _, err := d.probes[0].CoreV1().ConfigMaps(d.ns).Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{GenerateName: "compaction-"}}, metav1.CreateOptions{}); err != nil {
+			d.problem("fault %d: a write to move etcd past the watches: %v", f.Index, err)
+		}
 		rev, err := cp.CompactEtcd(ctx)
 		if err != nil {
 			d.problem("fault %d: compact: %v", f.Index, err)
