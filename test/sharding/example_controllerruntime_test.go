@@ -11,8 +11,6 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-
-	"github.com/leasehold/leasehold/shard"
 )
 
 // examples/sharded-controller -controller-runtime, two processes: every
@@ -21,23 +19,7 @@ import (
 // over.
 func TestShardedControllerControllerRuntimeMode(t *testing.T) {
 	const shards = 8
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "sharded-controller")
-	build := exec.Command("go", "build", "-o", bin, "./sharded-controller")
-	build.Dir = filepath.Join("..", "..", "examples")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build examples/sharded-controller: %v\n%s", err, out)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := cp.WriteKubeconfig(kubeconfig, nil); err != nil {
-		t.Fatal(err)
-	}
-	ns := newNamespace(t)
-	cms := createConfigMaps(t, admin, ns, "cm", 48)
-	shardOf := map[string]int{}
-	for i := range cms {
-		shardOf[cms[i].Name], _ = shard.Of(&cms[i], shard.FieldUID, shards)
-	}
+	dir, bin, kubeconfig, ns, _, shardOf := setUpShardedController(t, shards)
 	procs := map[string]*exec.Cmd{}
 	for _, id := range []string{"a", "b"} {
 		cmd := exec.Command(bin, "-controller-runtime", "-kubeconfig", kubeconfig, "-id", id, "-namespace", ns, "-lease-namespace", ns,

@@ -15,6 +15,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
 	"github.com/leasehold/leasehold/shard"
@@ -133,29 +134,38 @@ func (tl *timeline) owners() map[string][]int {
 	return out
 }
 
+// setUpShardedController builds examples/sharded-controller, writes a
+// kubeconfig for it, and creates 48 ConfigMaps in a new namespace, each
+// mapped to its shard out of shards by UID.
+func setUpShardedController(t *testing.T, shards int) (dir, bin, kubeconfig, ns string, cms []corev1.ConfigMap, shardOf map[string]int) {
+	t.Helper()
+	dir = t.TempDir()
+	bin = filepath.Join(dir, "sharded-controller")
+	build := exec.Command("go", "build", "-o", bin, "./sharded-controller")
+	build.Dir = filepath.Join("..", "..", "examples")
+	if out, err := build.CombinedOutput(); err != nil {
+		t.Fatalf("build examples/sharded-controller: %v\n%s", err, out)
+	}
+	kubeconfig = filepath.Join(dir, "kubeconfig")
+	if err := cp.WriteKubeconfig(kubeconfig, nil); err != nil {
+		t.Fatal(err)
+	}
+	ns = newNamespace(t)
+	cms = createConfigMaps(t, admin, ns, "cm", 48)
+	shardOf = map[string]int{}
+	for i := range cms {
+		shardOf[cms[i].Name], _ = shard.Of(&cms[i], shard.FieldUID, shards)
+	}
+	return dir, bin, kubeconfig, ns, cms, shardOf
+}
+
 // examples/sharded-controller as three real processes on the real
 // control plane: the ConfigMaps are spread over them, each shard runs in
 // one process, SIGINT hands a process's shards over at once, SIGKILL
 // after its Lease expires, and the others keep reconciling throughout.
 func TestShardedControllerThreeProcesses(t *testing.T) {
 	const shards = 8
-	dir := t.TempDir()
-	bin := filepath.Join(dir, "sharded-controller")
-	build := exec.Command("go", "build", "-o", bin, "./sharded-controller")
-	build.Dir = filepath.Join("..", "..", "examples")
-	if out, err := build.CombinedOutput(); err != nil {
-		t.Fatalf("build examples/sharded-controller: %v\n%s", err, out)
-	}
-	kubeconfig := filepath.Join(dir, "kubeconfig")
-	if err := cp.WriteKubeconfig(kubeconfig, nil); err != nil {
-		t.Fatal(err)
-	}
-	ns := newNamespace(t)
-	cms := createConfigMaps(t, admin, ns, "cm", 48)
-	shardOf := map[string]int{}
-	for i := range cms {
-		shardOf[cms[i].Name], _ = shard.Of(&cms[i], shard.FieldUID, shards)
-	}
+	dir, bin, kubeconfig, ns, cms, shardOf := setUpShardedController(t, shards)
 
 	tl := &timeline{start: time.Now(), owner: map[int]string{}, killed: map[string]time.Time{}}
 	t.Cleanup(func() { t.Log("timeline:\n" + tl.String()) })
