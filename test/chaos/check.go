@@ -671,7 +671,7 @@ func (r *Report) Print(w io.Writer) {
 		fmt.Fprintf(w, "(f) etcd compactions without a real 410: %d of %d\n", len(r.Compactions), r.Faults[KindCompact])
 	}
 	if len(rec.LeaseNotes) > 0 {
-		fmt.Fprintf(w, "    lease watch notes: %s\n", strings.Join(rec.LeaseNotes, "; "))
+		fmt.Fprintf(w, "    lease watch notes: %s\n", strings.Join(counted(rec.LeaseNotes), "; "))
 	}
 	for _, id := range sortedIDs(rec.Proxies) {
 		s := rec.Proxies[id]
@@ -857,6 +857,25 @@ func sortedIDs[V any](m map[string]V) []string {
 	}
 	slices.Sort(ids)
 	return ids
+}
+
+// counted lists each distinct note once, in first-seen order, with "(×n)"
+// when it came n > 1 times.
+func counted(notes []string) []string {
+	n := map[string]int{}
+	var order []string
+	for _, s := range notes {
+		if n[s] == 0 {
+			order = append(order, s)
+		}
+		n[s]++
+	}
+	for i, s := range order {
+		if n[s] > 1 {
+			order[i] = fmt.Sprintf("%s (×%d)", s, n[s])
+		}
+	}
+	return order
 }
 
 func later(a, b time.Time) time.Time {

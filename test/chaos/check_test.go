@@ -470,3 +470,10 @@ func TestCheckPauseRuleCountsRunningTimeOnly(t *testing.T) {
 		})
 	}
 }
+
+func TestCountedNotes(t *testing.T) {
+	got := counted([]string{"a", "b", "a", "a", "c"})
+	if want := []string{"a (×3)", "b", "c"}; !slices.Equal(got, want) {
+		t.Errorf("counted = %q, want %q", got, want)
+	}
+}
