@@ -216,3 +216,25 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 func leaderValid(lastRenewSent, now time.Time, renewDeadline time.Duration) bool {
 	return !lastRenewSent.IsZero() && now.Sub(lastRenewSent) < renewDeadline
 }
+
+// writesSpecPreference reports whether a release naming successor writes
+// it in spec.preferredHolder as well as in PreferredHolderAnnotation.
+// kube-apiserver accepts the field only on a Lease that has a strategy:
+// with the CoordinatedLeaderElection gate on, validation refuses a
+// preferredHolder without spec.strategy (422, which would fail the
+// release); with the gate off (the default) the server drops strategy from
+// every write, and preferredHolder too unless the stored Lease already has
+// one. So the field is written only on a Lease that carries a strategy,
+// and never again once a release's answer came back without it (dropped).
+func writesSpecPreference(lease *coordinationv1.Lease, successor string, dropped bool) bool {
+	return successor != "" && !dropped && lease != nil &&
+		lease.Spec.Strategy != nil && *lease.Spec.Strategy != ""
+}
+
+// specPreferenceDropped reports whether the answer to a release that wrote
+// successor in spec.preferredHolder came back without it: the server
+// drops the field.
+func specPreferenceDropped(answer *coordinationv1.Lease, successor string) bool {
+	p := answer.Spec.PreferredHolder
+	return p == nil || *p != successor
+}

@@ -163,3 +163,40 @@ func TestVersionOfVersionlessLeases(t *testing.T) {
 		t.Fatal("resourceVersions must order Leases that carry them")
 	}
 }
+
+// spec.preferredHolder is written only where kube-apiserver keeps it: on a
+// Lease with a strategy, and not after an answer came back without it.
+func TestWritesSpecPreference(t *testing.T) {
+	withStrategy := func(s string) *coordinationv1.Lease {
+		l := &coordinationv1.Lease{}
+		if s != "-" {
+			l.Spec.Strategy = ptr.To(coordinationv1.CoordinatedLeaseStrategy(s))
+		}
+		return l
+	}
+	for _, tc := range []struct {
+		name      string
+		lease     *coordinationv1.Lease
+		successor string
+		dropped   bool
+		want      bool
+	}{
+		{"strategy, named successor", withStrategy(string(coordinationv1.OldestEmulationVersion)), "b", false, true},
+		{"third-party strategy", withStrategy("example.com/mine"), "b", false, true},
+		{"no strategy: 422 with the gate on", withStrategy("-"), "b", false, false},
+		{"empty strategy", withStrategy(""), "b", false, false},
+		{"anyone", withStrategy(string(coordinationv1.OldestEmulationVersion)), "", false, false},
+		{"the server dropped it before", withStrategy(string(coordinationv1.OldestEmulationVersion)), "b", true, false},
+		{"no lease", nil, "b", false, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := writesSpecPreference(tc.lease, tc.successor, tc.dropped); got != tc.want {
+				t.Fatalf("writesSpecPreference = %v, want %v", got, tc.want)
+			}
+		})
+	}
+	if !specPreferenceDropped(&coordinationv1.Lease{}, "b") || !specPreferenceDropped(specPreferring(&coordinationv1.Lease{}, "c"), "b") ||
+		specPreferenceDropped(specPreferring(&coordinationv1.Lease{}, "b"), "b") {
+		t.Fatal("specPreferenceDropped misreads the answer")
+	}
+}

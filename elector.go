@@ -45,6 +45,12 @@ type Elector struct {
 
 	health apiHealth
 
+	// specPreferenceDropped is set once a release that wrote
+	// spec.preferredHolder got an answer without it: the API server drops
+	// the field, and later releases name the successor in the annotation
+	// only (decide.go, writesSpecPreference).
+	specPreferenceDropped atomic.Bool
+
 	mu     sync.Mutex
 	status status
 }
@@ -220,6 +226,13 @@ type run struct {
 	// versionless is set once a Lease without a resourceVersion was seen
 	// (and said so in the log): the server cannot order or guard writes.
 	versionless bool
+	// recent are the versions (versionOf) of the last versionless Leases
+	// seen. Without resourceVersions a watch may still deliver a version
+	// this process has seen replaced (client-go's fakes send the state at
+	// the watch's start as an ADDED event); one found here is stale. A
+	// version never recurs: every new term increments leaseTransitions.
+	recent     [8]string
+	nextRecent int
 	// acquiredAt is the send time of the write that won the current term.
 	acquiredAt time.Time
 	// overdueWork, if set, closes when the work of a lost term that
@@ -473,10 +486,15 @@ func (r *run) release(ctx context.Context, lastSent time.Time, successor string)
 			return fmt.Errorf("%w: renew deadline passed before the release", ErrLeaderLost)
 		}
 		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, min(e.t.requestTimeout(), remaining))
-		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor))
+		inSpec := writesSpecPreference(r.view.lease, successor, e.specPreferenceDropped.Load())
+		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor, inSpec))
 		cancel()
 		switch {
 		case err == nil:
+			if inSpec && specPreferenceDropped(got, successor) && !e.specPreferenceDropped.Swap(true) {
+				r.log.Info("The API server drops spec.preferredHolder (CoordinatedLeaderElection gate off); later releases name the successor in the annotation only",
+					"annotation", PreferredHolderAnnotation)
+			}
 			r.view.lease, r.view.ownVersion, r.view.observedAt = got, "", now
 			r.setSeen(got)
 			r.log.Info("Released the lease", "successor", printable(successor))
@@ -514,7 +532,7 @@ func (r *run) observe(obs observation) error {
 		}
 		return nil
 	}
-	if v.lease != nil && !newerLease(obs.lease, v.lease) {
+	if v.lease != nil && (!newerLease(obs.lease, v.lease) || r.seenBefore(obs.lease)) {
 		return nil
 	}
 	r.noteVersionless(obs.lease)
@@ -585,10 +603,29 @@ func (r *run) isOurs(lease *coordinationv1.Lease) bool {
 	return false
 }
 
+// seenBefore reports whether lease is a versionless Lease this process has
+// already seen (and since seen replaced): a stale delivery.
+func (r *run) seenBefore(lease *coordinationv1.Lease) bool {
+	if lease.ResourceVersion != "" {
+		return false
+	}
+	version := versionOf(lease)
+	for _, v := range r.recent {
+		if v != "" && v == version {
+			return true
+		}
+	}
+	return false
+}
+
 // setSeen publishes the newest Lease this process has seen: its holder
 // for Leader and OnNewLeader, its version for tests that wait until every
 // candidate has caught up with the server.
 func (r *run) setSeen(lease *coordinationv1.Lease) {
+	if lease.ResourceVersion == "" {
+		r.recent[r.nextRecent] = versionOf(lease)
+		r.nextRecent = (r.nextRecent + 1) % len(r.recent)
+	}
 	holder := holderOf(lease)
 	if holder != r.lastHolder {
 		switch self := r.e.lock.Identity; {

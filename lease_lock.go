@@ -168,9 +168,11 @@ func (l *LeaseLock) claim(base *coordinationv1.Lease, now time.Time, leaseDurati
 }
 
 // released returns a copy of lease with no holder and without our labels,
-// naming successor ("" for anyone) as the preferred holder. It keeps
-// leaseTransitions so the term count survives the release.
-func (l *LeaseLock) released(lease *coordinationv1.Lease, now time.Time, successor string) *coordinationv1.Lease {
+// naming successor ("" for anyone) as the preferred holder: in
+// PreferredHolderAnnotation always, and in spec.preferredHolder as well
+// when inSpec is set (see writesSpecPreference). It keeps leaseTransitions
+// so the term count survives the release.
+func (l *LeaseLock) released(lease *coordinationv1.Lease, now time.Time, successor string, inSpec bool) *coordinationv1.Lease {
 	out := lease.DeepCopy()
 	stamp := metav1.NewMicroTime(now)
 	// An empty holder, not a missing one, as client-go writes it:
@@ -180,6 +182,9 @@ func (l *LeaseLock) released(lease *coordinationv1.Lease, now time.Time, success
 	out.Spec.HolderIdentity = ptr.To("")
 	out.Spec.RenewTime = &stamp
 	out.Spec.PreferredHolder = nil
+	if inSpec && successor != "" {
+		out.Spec.PreferredHolder = ptr.To(successor)
+	}
 	if successor == "" {
 		delete(out.Annotations, PreferredHolderAnnotation)
 	} else {

@@ -19,8 +19,11 @@ import (
 // The leader then yields as Elector.Yield does. It works on every
 // cluster, unlike spec.preferredHolder, which the API server drops unless
 // the CoordinatedLeaderElection feature gate is on; leasehold honours
-// spec.preferredHolder too where the server keeps it. The successor
-// removes the annotation when it takes the Lease.
+// spec.preferredHolder too where the server keeps it. A yield writes the
+// successor in spec.preferredHolder as well only on a Lease that has a
+// spec.strategy (kube-apiserver refuses the field without one), and stops
+// once the server is seen to drop it. The successor removes both when it
+// takes the Lease.
 const PreferredHolderAnnotation = "leasehold.dev/preferred-holder"
 
 // anySuccessor is the annotation value that names anyone.

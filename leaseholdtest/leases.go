@@ -63,6 +63,9 @@ func (c *leaseClient) Create(ctx context.Context, lease *coordinationv1.Lease, _
 		return nil, apierrors.NewAlreadyExists(leaseResource, lease.Name)
 	}
 	stored := lease.DeepCopy()
+	if err := s.prepareLocked(stored, nil); err != nil {
+		return nil, err
+	}
 	stored.Namespace = c.namespace
 	stored.UID = uuid.NewUUID()
 	stored.CreationTimestamp = metav1.NewTime(time.Now())
@@ -92,6 +95,9 @@ func (c *leaseClient) Update(ctx context.Context, lease *coordinationv1.Lease, _
 		return nil, conflict(lease.Name, "Precondition failed: UID in precondition: "+string(lease.UID)+", UID in object meta: "+string(cur.UID))
 	}
 	stored := lease.DeepCopy()
+	if err := s.prepareLocked(stored, cur); err != nil {
+		return nil, err
+	}
 	stored.Namespace = c.namespace
 	stored.UID = cur.UID
 	stored.CreationTimestamp = cur.CreationTimestamp

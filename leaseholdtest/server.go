@@ -12,6 +12,9 @@
 //     history (see Compact);
 //   - hooks inject errors, latency and hangs per request, per verb, per
 //     client;
+//   - spec.strategy and spec.preferredHolder are kept, dropped or refused
+//     as kube-apiserver does with its CoordinatedLeaderElection gate on or
+//     off (see Server.SetCoordinatedLeaderElection);
 //   - every request is counted, per verb and per client.
 //
 // Use it as LeaseLock.Client:
@@ -71,6 +74,7 @@ type Server struct {
 	requests map[string]map[string]int // client -> verb -> count
 	inFlight int
 	maxKept  int
+	gateOff  bool // see SetCoordinatedLeaderElection
 }
 
 type event struct {

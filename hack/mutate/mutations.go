@@ -54,13 +54,13 @@ var mutations = []mutation{
 		Name:  "release-conditioned-on-a-read",
 		Point: "the release is conditioned on our own last write: it never blanks another holder",
 		File:  "elector.go",
-		Original: `		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor))
+		Original: `		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor, inSpec))
 `,
 		Mutated: `		base := r.view.lease
 		if cur, gerr := e.lock.get(rctx); gerr == nil && cur != nil {
 			base = cur // conditioned on what a GET returned
 		}
-		got, err := e.lock.update(rctx, e.lock.released(base, now, successor))
+		got, err := e.lock.update(rctx, e.lock.released(base, now, successor, inSpec))
 `,
 		Tests:    []string{"TestContractReleaseConditionedOnOwnLastWrite", "TestReleaseNeverBlanksAnotherHolder"},
 		Contract: true,
@@ -216,6 +216,33 @@ var mutations = []mutation{
 	for {
 `,
 		Tests:    []string{"TestPlainFakeWatchersNeverLeftUnread"},
+		Contract: true,
+	},
+	{
+		Name:     "spec-preference-without-strategy",
+		Point:    "spec.preferredHolder is written only on a Lease with a strategy: a gate-on server refuses it otherwise (422)",
+		File:     "decide.go",
+		Original: `lease.Spec.Strategy != nil && *lease.Spec.Strategy != ""`,
+		Mutated:  `true`,
+		Tests:    []string{"TestYieldWithoutStrategyNamesSuccessorInAnnotationOnly", "TestWritesSpecPreference"},
+		Contract: true,
+	},
+	{
+		Name:     "spec-preference-after-dropped",
+		Point:    "once a server dropped spec.preferredHolder from a release, later releases do not write it",
+		File:     "decide.go",
+		Original: `return successor != "" && !dropped && lease != nil &&`,
+		Mutated:  `return successor != "" && lease != nil &&`,
+		Tests:    []string{"TestYieldStopsWritingSpecPreferredHolderOnceDropped", "TestWritesSpecPreference"},
+		Contract: true,
+	},
+	{
+		Name:     "versionless-stale-delivery",
+		Point:    "on a server without resourceVersions, a version already seen replaced is a stale delivery, not news",
+		File:     "elector.go",
+		Original: `(!newerLease(obs.lease, v.lease) || r.seenBefore(obs.lease))`,
+		Mutated:  `(!newerLease(obs.lease, v.lease))`,
+		Tests:    []string{"TestPlainFakeYieldWritesSpecPreferredHolder"},
 		Contract: true,
 	},
 }
