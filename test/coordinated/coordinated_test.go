@@ -279,33 +279,12 @@ func waitAllowed(t *testing.T, sa kubernetes.Interface, ns, name string) {
 // says so in one line and campaigns as a plain one.
 func TestFallbackWithDefaultGates(t *testing.T) {
 	_, _, cs := start(t)
-	logs := &lines{}
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
-	defer cancel()
-	e, err := leasehold.NewCoordinated(leasehold.Config{
-		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: "fallback", Identity: "a", Client: cs.CoordinationV1()},
-		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) { <-ctx.Done() }},
-	}, leasehold.CandidateConfig{Client: cs.CoordinationV1beta1(), BinaryVersion: "1.31.0"})
-	if err != nil {
-		t.Fatal(err)
-	}
-	done := make(chan error, 1)
-	t0 := time.Now()
-	go func() { done <- e.Run(ctx) }()
-	for !e.IsLeader() {
-		if time.Since(t0) > 10*time.Second {
-			t.Fatalf("did not lead within 10s; log:\n%s", strings.Join(logs.matching(""), "\n"))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	t.Logf("led %v after Run", time.Since(t0).Round(time.Millisecond))
+	took, logs, stop := runUntilLeading(t, cs, "fallback", 10*time.Second)
+	t.Logf("led %v after Run", took.Round(time.Millisecond))
 	if n := len(logs.matching("LeaseCandidate API (coordination.k8s.io/v1beta1) is not served")); n != 1 {
 		t.Fatalf("the fallback was logged %d times, want once:\n%s", n, strings.Join(logs.matching(""), "\n"))
 	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run = %v", err)
-	}
+	stop()
 }
 
 // The LeaseCandidate API served while the CoordinatedLeaderElection gate is
@@ -313,11 +292,28 @@ func TestFallbackWithDefaultGates(t *testing.T) {
 // itself once the controller's grace (20s) has passed, and says so.
 func TestNoControllerCampaignsAfterGrace(t *testing.T) {
 	_, _, cs := start(t, controlplane.WithAPIServerFlag("runtime-config", "coordination.k8s.io/v1beta1=true"))
+	took, logs, stop := runUntilLeading(t, cs, "no-controller", 40*time.Second)
+	t.Logf("led %v after Run", took.Round(time.Millisecond))
+	if took < 19*time.Second {
+		t.Fatalf("led after %v: did not leave the Lease to a controller first", took)
+	}
+	if len(logs.matching("Registered as a LeaseCandidate")) != 1 || len(logs.matching("No election controller named a holder")) != 1 {
+		t.Fatalf("log:\n%s", strings.Join(logs.matching(""), "\n"))
+	}
+	stop()
+}
+
+// runUntilLeading runs a coordinated Elector (identity a, binary 1.31.0)
+// for the Lease name until it leads, failing the test after within. It
+// returns how long that took, the Elector's log, and stop, which cancels
+// Run and fails the test unless Run returns nil.
+func runUntilLeading(t *testing.T, cs kubernetes.Interface, name string, within time.Duration) (time.Duration, *lines, func()) {
+	t.Helper()
 	logs := &lines{}
 	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
-	defer cancel()
+	t.Cleanup(cancel)
 	e, err := leasehold.NewCoordinated(leasehold.Config{
-		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: "no-controller", Identity: "a", Client: cs.CoordinationV1()},
+		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: name, Identity: "a", Client: cs.CoordinationV1()},
 		Callbacks: leasehold.Callbacks{OnStartedLeading: func(ctx context.Context) { <-ctx.Done() }},
 	}, leasehold.CandidateConfig{Client: cs.CoordinationV1beta1(), BinaryVersion: "1.31.0"})
 	if err != nil {
@@ -327,21 +323,17 @@ func TestNoControllerCampaignsAfterGrace(t *testing.T) {
 	t0 := time.Now()
 	go func() { done <- e.Run(ctx) }()
 	for !e.IsLeader() {
-		if time.Since(t0) > 40*time.Second {
-			t.Fatalf("did not lead within 40s; log:\n%s", strings.Join(logs.matching(""), "\n"))
+		if time.Since(t0) > within {
+			t.Fatalf("did not lead within %v; log:\n%s", within, strings.Join(logs.matching(""), "\n"))
 		}
-		time.Sleep(10 * time.Millisecond)
+		time.Sleep(5 * time.Millisecond)
 	}
 	took := time.Since(t0)
-	t.Logf("led %v after Run", took.Round(time.Millisecond))
-	if took < 19*time.Second {
-		t.Fatalf("led after %v: did not leave the Lease to a controller first", took)
-	}
-	if len(logs.matching("Registered as a LeaseCandidate")) != 1 || len(logs.matching("No election controller named a holder")) != 1 {
-		t.Fatalf("log:\n%s", strings.Join(logs.matching(""), "\n"))
-	}
-	cancel()
-	if err := <-done; err != nil {
-		t.Fatalf("Run = %v", err)
+	return took, logs, func() {
+		t.Helper()
+		cancel()
+		if err := <-done; err != nil {
+			t.Fatalf("Run = %v", err)
+		}
 	}
 }
