@@ -221,7 +221,9 @@ func TestWatchResumesAndRereadsOnGone(t *testing.T) {
 	gets := h.srv.Requests("b", "get")
 	h.srv.CloseWatches()
 	h.putLease("other", 15)
-	eventually(t, "re-watch", func() bool { return h.srv.Requests("b", "watch") == 2 })
+	// The request is counted before the watch is open: wait for both, or
+	// the CloseWatches below can miss the new watch.
+	eventually(t, "re-watch", func() bool { return h.srv.Requests("b", "watch") == 2 && h.srv.Watches() == 1 })
 	if h.srv.Requests("b", "get") != gets {
 		t.Fatalf("a closed watch caused a GET; it should resume from the last resourceVersion")
 	}
