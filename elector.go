@@ -229,8 +229,12 @@ type run struct {
 	// recent are the versions (versionOf) of the last versionless Leases
 	// seen. Without resourceVersions a watch may still deliver a version
 	// this process has seen replaced (client-go's fakes send the state at
-	// the watch's start as an ADDED event); one found here is stale. A
-	// version never recurs: every new term increments leaseTransitions.
+	// the watch's start as an ADDED event); one found here is stale. An
+	// election never writes a version twice: each write has a new
+	// renewTime, and each term a new leaseTransitions. Only a hand edit
+	// undone with nothing in between (an annotation added, then removed)
+	// brings one back, and that undo is then missed: a cost paid on
+	// fakes only, which cannot order writes at all.
 	recent     [8]string
 	nextRecent int
 	// acquiredAt is the send time of the write that won the current term.
