@@ -50,6 +50,20 @@ func (r *releases) hook(h *harness) {
 	})
 }
 
+// yieldFromAToB starts a, which leads, and b, which follows; a yields to
+// b, and b leads.
+func yieldFromAToB(t *testing.T, h *harness) {
+	t.Helper()
+	a := h.candidate("a").start()
+	a.waitLeader()
+	b := h.candidate("b").start()
+	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+	if err := a.e.Yield(context.Background(), "b"); err != nil {
+		t.Fatalf("Yield = %v", err)
+	}
+	b.waitLeader()
+}
+
 // putStrategy stores an unheld Lease carrying a strategy, as one created
 // by kube-apiserver's election controller (or by hand) would.
 func putStrategy(h *harness) {
@@ -66,14 +80,7 @@ func TestYieldWritesSpecPreferredHolderWhereKept(t *testing.T) {
 	var rel releases
 	rel.hook(h)
 	putStrategy(h)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
-	if err := a.e.Yield(context.Background(), "b"); err != nil {
-		t.Fatalf("Yield = %v", err)
-	}
-	b.waitLeader()
+	yieldFromAToB(t, h)
 	if got := rel.of("a"); len(got) != 1 || got[0] != "b" {
 		t.Fatalf("a's releases named %q in spec.preferredHolder, want [b]", got)
 	}
@@ -162,14 +169,7 @@ func TestPlainFakeYieldWritesSpecPreferredHolder(t *testing.T) {
 		if _, err := cs.CoordinationV1().Leases(testNS).Create(context.Background(), l, metav1.CreateOptions{}); err != nil {
 			t.Fatal(err)
 		}
-		a := h.candidate("a").start()
-		a.waitLeader()
-		b := h.candidate("b").start()
-		eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
-		if err := a.e.Yield(context.Background(), "b"); err != nil {
-			t.Fatalf("Yield = %v", err)
-		}
-		b.waitLeader()
+		yieldFromAToB(t, h)
 		if got := rel.of("any"); len(got) != 1 || got[0] != "b" {
 			t.Fatalf("releases named %q in spec.preferredHolder, want [b]", got)
 		}
