@@ -67,7 +67,7 @@ if [[ ${force} -eq 0 && -x "${OUT_DIR}/kubectl" && -f "${STAMP}" ]] &&
 fi
 
 go_have="$(go env GOVERSION)"
-ver_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+ver_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | sed -n 1p)" == "$2" ]]; }
 ver_ge "${go_have#go}" "${GO_MIN}" ||
 	fail "Go ${go_have#go} is too old: hack/controlplane/go.mod needs go ${GO_MIN} (k8s.io/kubernetes ${K8S_VERSION} requires it)"
 
@@ -125,7 +125,11 @@ go build -mod=readonly "${modfile[@]}" -buildvcs=false -trimpath -ldflags "${ldf
 	fail "building kubectl ${K8S_VERSION} failed"
 mv -f "${OUT_DIR}/kubectl.tmp" "${OUT_DIR}/kubectl"
 
-got="$("${OUT_DIR}/kubectl" version --client 2>&1 | head -n1)" || fail "the built kubectl does not run: ${got}"
+# Capture the whole output first, then take its first line: piping into
+# `head -n1` under pipefail fails whenever kubectl writes its second line
+# after head has exited (SIGPIPE), which a fresh machine hit.
+out="$("${OUT_DIR}/kubectl" version --client 2>&1)" || fail "the built kubectl does not run: ${out}"
+got="${out%%$'\n'*}"
 [[ "${got}" == "Client Version: ${K8S_VERSION}" ]] ||
 	fail "kubectl version --client printed '${got}', expected 'Client Version: ${K8S_VERSION}'"
 

@@ -83,7 +83,7 @@ fi
 
 # --- toolchain check ---------------------------------------------------------
 go_have="$(go env GOVERSION)" # e.g. go1.26.8
-ver_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | head -n1)" == "$2" ]]; }
+ver_ge() { [[ "$(printf '%s\n%s\n' "$2" "$1" | sort -V | sed -n 1p)" == "$2" ]]; }
 if ! ver_ge "${go_have#go}" "${GO_MIN}"; then
 	fail "Go ${go_have#go} is too old: hack/controlplane/go.mod needs go ${GO_MIN} (k8s.io/kubernetes ${K8S_VERSION} requires it)"
 fi

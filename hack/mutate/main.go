@@ -1,7 +1,8 @@
-// Command mutate checks that the root package's unit tests catch what they
-// claim: it breaks the library on purpose, one hand-written mutation at a
-// time (mutations.go, one per contract point), and runs the tests that
-// should catch each break.
+// Command mutate checks that the unit tests of every package with contract
+// points catch what they claim: it breaks the library on purpose, one hand-written mutation at a
+// time (mutations*.go, one file per package, at least one mutation per
+// contract point), and runs the tests of the package (Pkg) that should
+// catch each break.
 //
 // It works on a scratch copy of the repository (never on the checkout):
 // by default the working tree's files (tracked and untracked, without
@@ -10,11 +11,13 @@
 // mutation, it replaces the exact original snippet (which must occur
 // exactly once in its file), runs
 //
-//	go test -v -count=1 -timeout <timeout> -run '^(<tests>)$' .
+//	go test -v -count=1 -timeout <timeout> -run '^(<tests>)$' ./<pkg>
+
+// from the module that holds <pkg>
 //
 // and restores the file. It prints a table and exits non-zero if any
 // contract mutation SURVIVED, DOES-NOT-APPLY (the code changed under the
-// snippet: update mutations.go) or does not build.
+// snippet: update mutations*.go) or does not build.
 //
 // Usage (from anywhere in the repository):
 //
@@ -48,8 +51,12 @@ type mutation struct {
 	File string
 	// Original must occur exactly once in File; Mutated replaces it.
 	Original, Mutated string
-	// Tests are the root-package tests expected to catch it (at least
-	// one of them must fail).
+	// Pkg is the directory of the package whose tests catch it,
+	// relative to the repository root ("" for the root package). The
+	// tests run in the module that holds it (the nearest go.mod).
+	Pkg string
+	// Tests are the tests of Pkg expected to catch it (at least one of
+	// them must fail).
 	Tests []string
 	// Contract mutations must be caught. Others are reported only.
 	Contract bool
@@ -72,7 +79,7 @@ func main() {
 	list := flag.Bool("list", false, "list the mutations and exit")
 	flag.Parse()
 
-	ms := mutations
+	ms := allMutations()
 	if *only != "" {
 		re, err := regexp.Compile(*only)
 		if err != nil {
@@ -88,7 +95,7 @@ func main() {
 	}
 	if *list {
 		for _, m := range ms {
-			fmt.Printf("%-28s %-14s %s\n    %s\n", m.Name, m.File, strings.Join(m.Tests, ","), m.Point)
+			fmt.Printf("%-28s %-14s %s: %s\n    %s\n", m.Name, m.File, pkgName(m.Pkg), strings.Join(m.Tests, ","), m.Point)
 		}
 		return
 	}
@@ -143,41 +150,50 @@ func main() {
 		applies[m.Name] = bytes.Count(b, []byte(m.Original)) == 1
 	}
 
-	// Baseline: the listed tests pass on the unmutated copy.
-	var all []string
+	// Baseline: the listed tests pass on the unmutated copy, package by
+	// package.
+	byPkg := map[string][]string{}
 	seen := map[string]bool{}
 	for _, m := range ms {
 		for _, t := range m.Tests {
-			if !seen[t] {
-				seen[t] = true
-				all = append(all, t)
+			if key := m.Pkg + "\x00" + t; !seen[key] {
+				seen[key] = true
+				byPkg[m.Pkg] = append(byPkg[m.Pkg], t)
 			}
 		}
 	}
-	sort.Strings(all)
-	fmt.Printf("baseline: %d tests on the unmutated copy ... ", len(all))
-	start := time.Now()
-	out, err := goTest(scratch, all, *timeout)
-	if err != nil {
-		fmt.Printf("FAIL (%v)\n%s\n", time.Since(start).Round(time.Second), tail(out, 60))
-		fmt.Println("The tests fail without any mutation: fix them first; no mutation result would mean anything.")
-		os.Exit(2)
+	pkgs := make([]string, 0, len(byPkg))
+	for p := range byPkg {
+		pkgs = append(pkgs, p)
 	}
-	passed := map[string]bool{}
-	for _, m := range regexp.MustCompile(`(?m)^--- PASS: (\S+)`).FindAllStringSubmatch(out, -1) {
-		passed[m[1]] = true
-	}
-	var missing []string
-	for _, t := range all {
-		if !passed[t] {
-			missing = append(missing, t)
+	sort.Strings(pkgs)
+	for _, pkg := range pkgs {
+		all := byPkg[pkg]
+		sort.Strings(all)
+		fmt.Printf("baseline: %d tests of %s on the unmutated copy ... ", len(all), pkgName(pkg))
+		start := time.Now()
+		out, err := goTest(scratch, pkg, all, *timeout)
+		if err != nil {
+			fmt.Printf("FAIL (%v)\n%s\n", time.Since(start).Round(time.Second), tail(out, 60))
+			fmt.Println("The tests fail without any mutation: fix them first; no mutation result would mean anything.")
+			os.Exit(2)
 		}
+		passed := map[string]bool{}
+		for _, m := range regexp.MustCompile(`(?m)^--- PASS: (\S+)`).FindAllStringSubmatch(out, -1) {
+			passed[m[1]] = true
+		}
+		var missing []string
+		for _, t := range all {
+			if !passed[t] {
+				missing = append(missing, t)
+			}
+		}
+		if len(missing) > 0 {
+			fmt.Printf("FAIL\nThese tests did not run (renamed or removed? update hack/mutate/mutations*.go): %s\n", strings.Join(missing, ", "))
+			os.Exit(2)
+		}
+		fmt.Printf("ok (%v)\n", time.Since(start).Round(time.Second))
 	}
-	if len(missing) > 0 {
-		fmt.Printf("FAIL\nThese tests did not run (renamed or removed? update hack/mutate/mutations.go): %s\n", strings.Join(missing, ", "))
-		os.Exit(2)
-	}
-	fmt.Printf("ok (%v)\n", time.Since(start).Round(time.Second))
 
 	var results []result
 	for i, m := range ms {
@@ -212,10 +228,23 @@ func main() {
 	w.Flush()
 	fmt.Println()
 	if bad > 0 {
-		fmt.Printf("FAIL: %d contract mutation(s) not caught. SURVIVED: a test is missing or too weak. DOES-NOT-APPLY: the code changed; update the snippet in hack/mutate/mutations.go. BUILD-FAILED: the replacement no longer compiles.\n", bad)
+		fmt.Printf("FAIL: %d contract mutation(s) not caught. SURVIVED: a test is missing or too weak. DOES-NOT-APPLY: the code changed; update the snippet in hack/mutate/mutations*.go. BUILD-FAILED: the replacement no longer compiles.\n", bad)
 		os.Exit(1)
 	}
 	fmt.Printf("ok: all %d mutations caught\n", len(results))
+}
+
+// allMutations lists every package's mutations: mutations_<pkg>.go, one
+// file per package with contract points.
+func allMutations() []mutation {
+	var all []mutation
+	for _, list := range [][]mutation{
+		mutations, coordinatedMutations, shardMutations, fenceMutations,
+		controllerRuntimeMutations, pluginMutations,
+	} {
+		all = append(all, list...)
+	}
+	return all
 }
 
 // run applies m alone to the scratch copy, runs its tests, and restores
@@ -237,7 +266,7 @@ func run(scratch string, m mutation, applies bool, original []byte, timeout time
 		}
 	}()
 	start := time.Now()
-	out, err := goTest(scratch, m.Tests, timeout)
+	out, err := goTest(scratch, m.Pkg, m.Tests, timeout)
 	r.took, r.output = time.Since(start), out
 	switch {
 	case err == nil:
@@ -251,13 +280,39 @@ func run(scratch string, m mutation, applies bool, original []byte, timeout time
 	return r
 }
 
-func goTest(dir string, tests []string, timeout time.Duration) (string, error) {
+// pkgName is how the table names a mutation's package.
+func pkgName(pkg string) string {
+	if pkg == "" {
+		return "the root package"
+	}
+	return pkg
+}
+
+// goTest runs tests of the package in directory pkg (relative to the
+// scratch copy's root) from the module that holds it: the nearest
+// directory at or above pkg with a go.mod.
+func goTest(scratch, pkg string, tests []string, timeout time.Duration) (string, error) {
+	dir := filepath.Join(scratch, filepath.FromSlash(pkg))
+	mod := dir
+	for {
+		if _, err := os.Stat(filepath.Join(mod, "go.mod")); err == nil {
+			break
+		}
+		if mod == scratch || filepath.Dir(mod) == mod {
+			return "", fmt.Errorf("no go.mod at or above %s", pkg)
+		}
+		mod = filepath.Dir(mod)
+	}
+	rel, err := filepath.Rel(mod, dir)
+	if err != nil {
+		return "", err
+	}
 	cmd := exec.Command("go", "test", "-v", "-count=1", "-timeout", timeout.String(),
-		"-run", "^("+strings.Join(tests, "|")+")$", ".")
-	cmd.Dir = dir
+		"-run", "^("+strings.Join(tests, "|")+")$", "./"+filepath.ToSlash(rel))
+	cmd.Dir = mod
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
-	err := cmd.Run()
+	err = cmd.Run()
 	return buf.String(), err
 }
 
