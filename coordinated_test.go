@@ -7,6 +7,7 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -114,82 +115,90 @@ func (w *coordinatedWorld) candidateWrites(verb string) int {
 // behind the controller's; it renews every five minutes and registers
 // again after a deletion.
 func TestCoordinatedRegistersAndAnswersPings(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	a := w.coordinated("a", "v1.31.2", "1.30.0").start()
-	lc := w.leaseCandidate("a")
-	if lc == nil {
-		t.Fatal("no LeaseCandidate registered")
-	}
-	s := lc.Spec
-	if s.LeaseName != testName || s.BinaryVersion != "1.31.2" || s.EmulationVersion != "1.30.0" ||
-		s.Strategy != coordinationv1.OldestEmulationVersion || s.RenewTime == nil || !s.RenewTime.Time.Equal(t0) {
-		t.Fatalf("registered %+v", s)
-	}
-	updates := w.candidateWrites("update")
+	synctest.Test(t, func(t *testing.T) {
 
-	w.advance(time.Second)
-	w.ping("a", w.clock.Now())
-	eventually(t, "the ping answered", func() bool { return !pinged(w.leaseCandidate("a")) })
-	lc = w.leaseCandidate("a")
-	if pinged(lc) || w.candidateWrites("update") != updates+2 { // the ping, the answer
-		t.Fatalf("ping at %v not answered once: renewTime %v, %d writes", lc.Spec.PingTime, lc.Spec.RenewTime, w.candidateWrites("update")-updates)
-	}
+		w := newCoordinatedWorld(t)
+		a := w.coordinated("a", "v1.31.2", "1.30.0").start()
+		lc := w.leaseCandidate("a")
+		if lc == nil {
+			t.Fatal("no LeaseCandidate registered")
+		}
+		s := lc.Spec
+		if s.LeaseName != testName || s.BinaryVersion != "1.31.2" || s.EmulationVersion != "1.30.0" ||
+			s.Strategy != coordinationv1.OldestEmulationVersion || s.RenewTime == nil || !s.RenewTime.Time.Equal(t0) {
+			t.Fatalf("registered %+v", s)
+		}
+		updates := w.candidateWrites("update")
 
-	// A controller whose clock is 10s ahead: the answer carries its
-	// pingTime, or the controller would take it for no answer at all.
-	ahead := w.clock.Now().Add(10 * time.Second)
-	w.ping("a", ahead)
-	eventually(t, "the ping from ahead answered", func() bool { return !pinged(w.leaseCandidate("a")) })
-	if lc = w.leaseCandidate("a"); !lc.Spec.RenewTime.Time.Equal(ahead) {
-		t.Fatalf("answer to a ping from a clock ahead: renewTime %v, want the pingTime %v", lc.Spec.RenewTime.Time, ahead)
-	}
-	if got := w.candidateWrites("update") - updates; got != 4 {
-		t.Fatalf("%d LeaseCandidate updates for two pings, want 4 (no answer loop)", got)
-	}
+		w.advance(time.Second)
+		w.ping("a", w.clock.Now())
+		eventually(t, "the ping answered", func() bool { return !pinged(w.leaseCandidate("a")) })
+		lc = w.leaseCandidate("a")
+		if pinged(lc) || w.candidateWrites("update") != updates+2 { // the ping, the answer
+			t.Fatalf("ping at %v not answered once: renewTime %v, %d writes", lc.Spec.PingTime, lc.Spec.RenewTime, w.candidateWrites("update")-updates)
+		}
 
-	renewed := lc.Spec.RenewTime.Time
-	w.advance(candidateRenewEvery)
-	eventually(t, fmt.Sprintf("a renewal %v after the last", candidateRenewEvery), func() bool {
-		return w.leaseCandidate("a").Spec.RenewTime.Time.After(renewed)
+		// A controller whose clock is 10s ahead: the answer carries its
+		// pingTime, or the controller would take it for no answer at all.
+		ahead := w.clock.Now().Add(10 * time.Second)
+		w.ping("a", ahead)
+		eventually(t, "the ping from ahead answered", func() bool { return !pinged(w.leaseCandidate("a")) })
+		if lc = w.leaseCandidate("a"); !lc.Spec.RenewTime.Time.Equal(ahead) {
+			t.Fatalf("answer to a ping from a clock ahead: renewTime %v, want the pingTime %v", lc.Spec.RenewTime.Time, ahead)
+		}
+		if got := w.candidateWrites("update") - updates; got != 4 {
+			t.Fatalf("%d LeaseCandidate updates for two pings, want 4 (no answer loop)", got)
+		}
+
+		renewed := lc.Spec.RenewTime.Time
+		w.advance(candidateRenewEvery)
+		eventually(t, fmt.Sprintf("a renewal %v after the last", candidateRenewEvery), func() bool {
+			return w.leaseCandidate("a").Spec.RenewTime.Time.After(renewed)
+		})
+
+		if err := w.cs.CoordinationV1beta1().LeaseCandidates(testNS).Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
+			t.Fatal(err)
+		}
+		w.advance(time.Second) // the backoff before registering again
+		eventually(t, "registered again after a deletion", func() bool { return w.leaseCandidate("a") != nil })
+		_ = a
+
 	})
-
-	if err := w.cs.CoordinationV1beta1().LeaseCandidates(testNS).Delete(context.Background(), "a", metav1.DeleteOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	w.advance(time.Second) // the backoff before registering again
-	eventually(t, "registered again after a deletion", func() bool { return w.leaseCandidate("a") != nil })
-	_ = a
 }
 
 // Candidates never take the Lease themselves: the controller's assignment
 // starts a term at once (the fake clock standing still), with a
 // conditional write that makes it the candidate's own.
 func TestCoordinatedTakesUpTheControllersAssignment(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	a := w.coordinated("a", "1.31.0", "").start()
-	b := w.coordinated("b", "1.31.0", "").start()
-	w.advance(controllerGrace - time.Second)
-	if l := w.lease(); l != nil || w.srv.Requests("a", "create")+w.srv.Requests("b", "create") != 0 {
-		t.Fatalf("a candidate took the lease while the controller had time to: %v", l)
-	}
+	synctest.Test(t, func(t *testing.T) {
 
-	w.assign("b")
-	b.waitLeader() // the fake clock has not moved
-	l := w.lease()
-	if holderOf(l) != "b" || l.Spec.AcquireTime == nil || transitionsOf(l) != 1 || *l.Spec.LeaseDurationSeconds != 15 {
-		t.Fatalf("the term was not taken up as leasehold's: %+v", l.Spec)
-	}
-	if l.Spec.Strategy == nil || *l.Spec.Strategy != coordinationv1.OldestEmulationVersion {
-		t.Fatal("the controller's strategy was dropped")
-	}
-	eventually(t, "a follows b", func() bool { return a.e.Leader() == "b" })
-	if len(b.logs.matching("Taking up the term")) != 1 || len(b.logs.matching("not written by this process")) != 0 {
-		t.Fatalf("b's log:\n%s", b.logs)
-	}
-	w.advance(30 * time.Second)
-	if !b.e.IsLeader() || a.e.IsLeader() || w.maxWorking.Load() != 1 {
-		t.Fatal("b did not keep the lease alone")
-	}
+		w := newCoordinatedWorld(t)
+		a := w.coordinated("a", "1.31.0", "").start()
+		b := w.coordinated("b", "1.31.0", "").start()
+		w.advance(controllerGrace - time.Second)
+		if l := w.lease(); l != nil || w.srv.Requests("a", "create")+w.srv.Requests("b", "create") != 0 {
+			t.Fatalf("a candidate took the lease while the controller had time to: %v", l)
+		}
+
+		w.assign("b")
+		b.waitLeader() // the fake clock has not moved
+		l := w.lease()
+		if holderOf(l) != "b" || l.Spec.AcquireTime == nil || transitionsOf(l) != 1 || *l.Spec.LeaseDurationSeconds != 15 {
+			t.Fatalf("the term was not taken up as leasehold's: %+v", l.Spec)
+		}
+		if l.Spec.Strategy == nil || *l.Spec.Strategy != coordinationv1.OldestEmulationVersion {
+			t.Fatal("the controller's strategy was dropped")
+		}
+		eventually(t, "a follows b", func() bool { return a.e.Leader() == "b" })
+		if len(b.logs.matching("Taking up the term")) != 1 || len(b.logs.matching("not written by this process")) != 0 {
+			t.Fatalf("b's log:\n%s", b.logs)
+		}
+		w.advance(30 * time.Second)
+		if !b.e.IsLeader() || a.e.IsLeader() || w.maxWorking.Load() != 1 {
+			t.Fatal("b did not keep the lease alone")
+		}
+
+	})
 }
 
 // The controller names a better candidate: the leader hands the Lease back
@@ -198,77 +207,89 @@ func TestCoordinatedTakesUpTheControllersAssignment(t *testing.T) {
 // assigns it, and a leader that yielded withdraws its LeaseCandidate when
 // Run returns.
 func TestCoordinatedYieldsToTheControllersChoice(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	a := w.coordinated("a", "1.31.0", "").start()
-	b := w.coordinated("b", "1.30.0", "").start()
-	w.assign("a")
-	a.waitLeader()
+	synctest.Test(t, func(t *testing.T) {
 
-	w.prefer("b")
-	if err := a.wait(); err != nil {
-		t.Fatalf("Run after the controller's preference = %v, want nil (yielded)", err)
-	}
-	l := w.lease()
-	if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != "" {
-		t.Fatalf("released with holderIdentity %v, want \"\": kube-apiserver's election controller panics on a missing holder", l.Spec.HolderIdentity)
-	}
-	if w.srv.Requests("b", "update")+w.srv.Requests("b", "create") != 0 || b.e.IsLeader() {
-		t.Fatal("b took the released lease before the controller assigned it")
-	}
-	if w.leaseCandidate("a") != nil {
-		t.Fatal("a left its LeaseCandidate behind")
-	}
-	start := w.clock.Now()
-	w.assign("b")
-	b.waitLeader()
-	if w.clock.Now() != start || w.maxWorking.Load() != 1 {
-		t.Fatal("the handover took fake time, or two works ran")
-	}
-	if _, ok := w.lease().Annotations[PreferredHolderAnnotation]; ok {
-		t.Fatal("the new term kept the handoff annotation")
-	}
+		w := newCoordinatedWorld(t)
+		a := w.coordinated("a", "1.31.0", "").start()
+		b := w.coordinated("b", "1.30.0", "").start()
+		w.assign("a")
+		a.waitLeader()
+
+		w.prefer("b")
+		if err := a.wait(); err != nil {
+			t.Fatalf("Run after the controller's preference = %v, want nil (yielded)", err)
+		}
+		l := w.lease()
+		if l.Spec.HolderIdentity == nil || *l.Spec.HolderIdentity != "" {
+			t.Fatalf("released with holderIdentity %v, want \"\": kube-apiserver's election controller panics on a missing holder", l.Spec.HolderIdentity)
+		}
+		if w.srv.Requests("b", "update")+w.srv.Requests("b", "create") != 0 || b.e.IsLeader() {
+			t.Fatal("b took the released lease before the controller assigned it")
+		}
+		if w.leaseCandidate("a") != nil {
+			t.Fatal("a left its LeaseCandidate behind")
+		}
+		start := w.clock.Now()
+		w.assign("b")
+		b.waitLeader()
+		if w.clock.Now() != start || w.maxWorking.Load() != 1 {
+			t.Fatal("the handover took fake time, or two works ran")
+		}
+		if _, ok := w.lease().Annotations[PreferredHolderAnnotation]; ok {
+			t.Fatal("the new term kept the handoff annotation")
+		}
+
+	})
 }
 
 // A controller whose clock runs ahead assigns the Lease while another
 // holder's claim still runs by this process's clock: the term starts only
 // when that claim ends.
 func TestCoordinatedWaitsOutTheLastHoldersClaim(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	w.putLease("x", 15) // x renewed at t0
-	a := w.coordinated("a", "1.31.0", "").start()
-	w.advanceTo(2 * time.Second)
-	w.assign("a")
-	w.advanceTo(14500 * time.Millisecond)
-	if a.e.IsLeader() || w.srv.Requests("a", "update") != 0 {
-		t.Fatal("took up the term while x's claim still ran")
-	}
-	w.advanceTo(15 * time.Second)
-	a.waitLeader()
-	if len(a.logs.matching("previous holder's claim runs out")) != 1 {
-		t.Fatalf("the wait was not logged:\n%s", a.logs)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		w := newCoordinatedWorld(t)
+		w.putLease("x", 15) // x renewed at t0
+		a := w.coordinated("a", "1.31.0", "").start()
+		w.advanceTo(2 * time.Second)
+		w.assign("a")
+		w.advanceTo(14500 * time.Millisecond)
+		if a.e.IsLeader() || w.srv.Requests("a", "update") != 0 {
+			t.Fatal("took up the term while x's claim still ran")
+		}
+		w.advanceTo(15 * time.Second)
+		a.waitLeader()
+		if len(a.logs.matching("previous holder's claim runs out")) != 1 {
+			t.Fatalf("the wait was not logged:\n%s", a.logs)
+		}
+
+	})
 }
 
 // With no election controller (the API served, the gate off), a free Lease
 // is campaigned for after controllerGrace, with one log line.
 func TestCoordinatedCampaignsWhenNoControllerAnswers(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	a := w.coordinated("a", "1.31.0", "").start()
-	w.advanceTo(controllerGrace - 500*time.Millisecond)
-	if w.lease() != nil {
-		t.Fatal("campaigned before the controller's grace ran out")
-	}
-	// The grace runs from a's first look at the free Lease; on a loaded
-	// machine a's goroutine may take that look a clock step or two after
-	// the test started the clock. Allow that much, no more.
-	w.advanceTo(controllerGrace)
-	for !a.e.IsLeader() && w.clock.Since(t0) < controllerGrace+2*time.Second {
-		w.advance(100 * time.Millisecond)
-	}
-	a.waitLeader()
-	if n := len(a.logs.matching("No election controller named a holder")); n != 1 {
-		t.Fatalf("logged %d times, want once:\n%s", n, a.logs)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		w := newCoordinatedWorld(t)
+		a := w.coordinated("a", "1.31.0", "").start()
+		w.advanceTo(controllerGrace - 500*time.Millisecond)
+		if w.lease() != nil {
+			t.Fatal("campaigned before the controller's grace ran out")
+		}
+		// The grace runs from a's first look at the free Lease; on a loaded
+		// machine a's goroutine may take that look a clock step or two after
+		// the test started the clock. Allow that much, no more.
+		w.advanceTo(controllerGrace)
+		for !a.e.IsLeader() && w.clock.Since(t0) < controllerGrace+2*time.Second {
+			w.advance(100 * time.Millisecond)
+		}
+		a.waitLeader()
+		if n := len(a.logs.matching("No election controller named a holder")); n != 1 {
+			t.Fatalf("logged %d times, want once:\n%s", n, a.logs)
+		}
+
+	})
 }
 
 // missingAPI is the 404 kube-apiserver answers for a resource it does not
@@ -281,22 +302,26 @@ func missingAPI() error {
 // Where the LeaseCandidate API is not served, the elector says so in one
 // line and campaigns as New's does.
 func TestCoordinatedFallsBackWithoutTheAPI(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	w.cs.PrependReactor("*", "leasecandidates", func(k8stesting.Action) (bool, runtime.Object, error) {
-		return true, nil, missingAPI()
+	synctest.Test(t, func(t *testing.T) {
+
+		w := newCoordinatedWorld(t)
+		w.cs.PrependReactor("*", "leasecandidates", func(k8stesting.Action) (bool, runtime.Object, error) {
+			return true, nil, missingAPI()
+		})
+		a := w.coordinated("a", "1.31.0", "").start()
+		a.waitLeader() // the fake clock has not moved: a plain election
+		if n := len(a.logs.matching("LeaseCandidate API (coordination.k8s.io/v1beta1) is not served")); n != 1 {
+			t.Fatalf("logged %d times, want once:\n%s", n, a.logs)
+		}
+		if got := len(w.cs.Actions()); got != 1 {
+			t.Fatalf("%d LeaseCandidate requests, want the one that found the API missing", got)
+		}
+		l := w.lease()
+		if l.Spec.AcquireTime == nil || holderOf(l) != "a" {
+			t.Fatalf("lease %+v", l.Spec)
+		}
+
 	})
-	a := w.coordinated("a", "1.31.0", "").start()
-	a.waitLeader() // the fake clock has not moved: a plain election
-	if n := len(a.logs.matching("LeaseCandidate API (coordination.k8s.io/v1beta1) is not served")); n != 1 {
-		t.Fatalf("logged %d times, want once:\n%s", n, a.logs)
-	}
-	if got := len(w.cs.Actions()); got != 1 {
-		t.Fatalf("%d LeaseCandidate requests, want the one that found the API missing", got)
-	}
-	l := w.lease()
-	if l.Spec.AcquireTime == nil || holderOf(l) != "a" {
-		t.Fatalf("lease %+v", l.Spec)
-	}
 }
 
 // The three 404s kube-apiserver answers, as seen on a real one.
@@ -322,82 +347,94 @@ func TestCandidateAPIMissing(t *testing.T) {
 // controller that saw the release first could pick the leaving process
 // again.
 func TestCoordinatedWithdrawsBeforeStepDown(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	var mu sync.Mutex
-	var order []string
-	note := func(s string) {
+	synctest.Test(t, func(t *testing.T) {
+
+		w := newCoordinatedWorld(t)
+		var mu sync.Mutex
+		var order []string
+		note := func(s string) {
+			mu.Lock()
+			defer mu.Unlock()
+			order = append(order, s)
+		}
+		w.cs.PrependReactor("delete", "leasecandidates", func(k8stesting.Action) (bool, runtime.Object, error) {
+			<-w.clock.After(50 * time.Millisecond) // a slow answer (in fake time): the release must still wait for it
+			note("withdraw")
+			return false, nil, nil
+		})
+		w.srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
+			if req.Verb == "update" && holderOf(req.Lease) == "" {
+				note("release")
+			}
+			return nil
+		})
+		a := w.coordinated("a", "1.31.0", "", func(c *Config) { c.ReleaseOnCancel = true }).start()
+		w.assign("a")
+		a.waitLeader()
+		a.cancel()
+		if err := a.wait(); err != nil {
+			t.Fatalf("Run = %v", err)
+		}
 		mu.Lock()
 		defer mu.Unlock()
-		order = append(order, s)
-	}
-	w.cs.PrependReactor("delete", "leasecandidates", func(k8stesting.Action) (bool, runtime.Object, error) {
-		time.Sleep(50 * time.Millisecond) // a slow answer: the release must still wait for it
-		note("withdraw")
-		return false, nil, nil
-	})
-	w.srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
-		if req.Verb == "update" && holderOf(req.Lease) == "" {
-			note("release")
+		if strings.Join(order, ",") != "withdraw,release" {
+			t.Fatalf("order %v, want withdraw before release", order)
 		}
-		return nil
+
 	})
-	a := w.coordinated("a", "1.31.0", "", func(c *Config) { c.ReleaseOnCancel = true }).start()
-	w.assign("a")
-	a.waitLeader()
-	a.cancel()
-	if err := a.wait(); err != nil {
-		t.Fatalf("Run = %v", err)
-	}
-	mu.Lock()
-	defer mu.Unlock()
-	if strings.Join(order, ",") != "withdraw,release" {
-		t.Fatalf("order %v, want withdraw before release", order)
-	}
 }
 
 // NewCoordinated names every problem of the Config and the CandidateConfig
 // at once.
 func TestNewCoordinatedValidates(t *testing.T) {
-	h := newHarness(t)
-	lock := &LeaseLock{Namespace: testNS, Name: testName, Identity: "pod/a", Client: h.srv.Client("a")}
-	_, err := NewCoordinated(Config{Lock: lock, Callbacks: Callbacks{OnStartedLeading: func(context.Context) {}}},
-		CandidateConfig{BinaryVersion: "1.31", EmulationVersion: "1.32.0"})
-	if !errors.Is(err, ErrInvalidConfig) {
-		t.Fatalf("err = %v, want ErrInvalidConfig", err)
-	}
-	for _, want := range []string{"CandidateConfig.Client is nil", `BinaryVersion "1.31" is not a semantic version`, `Lock.Identity "pod/a" cannot name a LeaseCandidate`} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not say %q:\n%v", want, err)
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		lock := &LeaseLock{Namespace: testNS, Name: testName, Identity: "pod/a", Client: h.srv.Client("a")}
+		_, err := NewCoordinated(Config{Lock: lock, Callbacks: Callbacks{OnStartedLeading: func(context.Context) {}}},
+			CandidateConfig{BinaryVersion: "1.31", EmulationVersion: "1.32.0"})
+		if !errors.Is(err, ErrInvalidConfig) {
+			t.Fatalf("err = %v, want ErrInvalidConfig", err)
 		}
-	}
-	_, err = NewCoordinated(Config{Lock: lock}, CandidateConfig{Client: fake.NewClientset().CoordinationV1beta1(), BinaryVersion: "1.31.0", EmulationVersion: "1.32.0"})
-	for _, want := range []string{"OnStartedLeading is nil", "EmulationVersion 1.32.0 is above BinaryVersion 1.31.0"} {
-		if !strings.Contains(err.Error(), want) {
-			t.Errorf("error does not say %q:\n%v", want, err)
+		for _, want := range []string{"CandidateConfig.Client is nil", `BinaryVersion "1.31" is not a semantic version`, `Lock.Identity "pod/a" cannot name a LeaseCandidate`} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not say %q:\n%v", want, err)
+			}
 		}
-	}
+		_, err = NewCoordinated(Config{Lock: lock}, CandidateConfig{Client: fake.NewClientset().CoordinationV1beta1(), BinaryVersion: "1.31.0", EmulationVersion: "1.32.0"})
+		for _, want := range []string{"OnStartedLeading is nil", "EmulationVersion 1.32.0 is above BinaryVersion 1.31.0"} {
+			if !strings.Contains(err.Error(), want) {
+				t.Errorf("error does not say %q:\n%v", want, err)
+			}
+		}
+
+	})
 }
 
 // After a yield, a plain elector with Rejoin sits out one lease duration;
 // a coordinated one takes up at once a term the controller assigns it
 // again (the controller's choice), and the yield's hint is only a hint.
 func TestCoordinatedReassignedAfterYield(t *testing.T) {
-	w := newCoordinatedWorld(t)
-	a := w.coordinated("a", "1.30.0", "", func(c *Config) { c.Rejoin = true }).start()
-	b := w.coordinated("b", "1.31.0", "").start()
-	w.assign("a")
-	a.waitLeader()
-	if err := a.e.Yield(context.Background(), "b"); err != nil {
-		t.Fatalf("Yield = %v", err)
-	}
-	if b.e.IsLeader() || holderOf(w.lease()) != "" {
-		t.Fatal("the yield's successor took the lease without the controller")
-	}
-	w.assign("a") // the controller still prefers a (the older emulation version)
-	a.waitLeader()
-	// IsLeader turns true before the work records its start.
-	eventually(t, "a's second term started", func() bool { return a.count("started") == 2 })
-	if a.count("started") != 2 || w.maxWorking.Load() != 1 {
-		t.Fatalf("a's terms %d, max works at once %d", a.count("started"), w.maxWorking.Load())
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		w := newCoordinatedWorld(t)
+		a := w.coordinated("a", "1.30.0", "", func(c *Config) { c.Rejoin = true }).start()
+		b := w.coordinated("b", "1.31.0", "").start()
+		w.assign("a")
+		a.waitLeader()
+		if err := a.e.Yield(context.Background(), "b"); err != nil {
+			t.Fatalf("Yield = %v", err)
+		}
+		if b.e.IsLeader() || holderOf(w.lease()) != "" {
+			t.Fatal("the yield's successor took the lease without the controller")
+		}
+		w.assign("a") // the controller still prefers a (the older emulation version)
+		a.waitLeader()
+		// IsLeader turns true before the work records its start.
+		eventually(t, "a's second term started", func() bool { return a.count("started") == 2 })
+		if a.count("started") != 2 || w.maxWorking.Load() != 1 {
+			t.Fatalf("a's terms %d, max works at once %d", a.count("started"), w.maxWorking.Load())
+		}
+
+	})
 }

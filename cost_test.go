@@ -6,6 +6,7 @@ import (
 	"runtime"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -20,45 +21,49 @@ import (
 func TestAtMostTwoGoroutinesPerElection(t *testing.T) {
 	for _, shared := range []bool{false, true} {
 		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
-			h := newHarness(t)
-			var sw *SharedWatch
-			if shared {
-				sw = NewSharedWatch(h.srv.Client("shared"), testNS)
-				sw.clock = h.clock
-			}
-			opt := func(c *Config) { c.SharedWatch = sw }
-			const n = 20
-			h.settle()
-			before := runtime.NumGoroutine()
-			var cs []*candidate
-			for i := 0; i < n; i++ {
-				cs = append(cs, h.candidate(fmt.Sprint("c", i), opt).start())
-			}
-			h.advance(10 * time.Second) // renewals, and every follower told of the leader
-			leaders := 0
-			for _, c := range cs {
-				if c.e.IsLeader() {
-					leaders++
+			synctest.Test(t, func(t *testing.T) {
+
+				h := newHarness(t)
+				var sw *SharedWatch
+				if shared {
+					sw = NewSharedWatch(h.srv.Client("shared"), testNS)
+					sw.clock = h.clock
 				}
-				if c.count("new:"+h.holder()) != 1 {
-					t.Fatalf("%s was not told of the leader", c.id)
+				opt := func(c *Config) { c.SharedWatch = sw }
+				const n = 20
+				h.settle()
+				before := runtime.NumGoroutine()
+				var cs []*candidate
+				for i := 0; i < n; i++ {
+					cs = append(cs, h.candidate(fmt.Sprint("c", i), opt).start())
 				}
-			}
-			if leaders != 1 {
-				t.Fatalf("%d leaders", leaders)
-			}
-			extra := 0 // the shared watch's own goroutine
-			if shared {
-				extra = 1
-			}
-			// leaseholdtest serves each watch on a goroutine of its own, as
-			// a server would: not the elector's.
-			server := h.srv.Watches()
-			got := runtime.NumGoroutine() - before - 1 /* the leader's work */ - extra - server
-			if got > 2*n {
-				t.Fatalf("%d goroutines for %d elections: %.1f each, want at most 2", got, n, float64(got)/n)
-			}
-			t.Logf("%d goroutines for %d elections", got, n)
+				h.advance(10 * time.Second) // renewals, and every follower told of the leader
+				leaders := 0
+				for _, c := range cs {
+					if c.e.IsLeader() {
+						leaders++
+					}
+					if c.count("new:"+h.holder()) != 1 {
+						t.Fatalf("%s was not told of the leader", c.id)
+					}
+				}
+				if leaders != 1 {
+					t.Fatalf("%d leaders", leaders)
+				}
+				extra := 0 // the shared watch's own goroutine
+				if shared {
+					extra = 1
+				}
+				// leaseholdtest serves each watch on a goroutine of its own, as
+				// a server would: not the elector's.
+				server := h.srv.Watches()
+				got := runtime.NumGoroutine() - before - 1 /* the leader's work */ - extra - server
+				if got > 2*n {
+					t.Fatalf("%d goroutines for %d elections: %.1f each, want at most 2", got, n, float64(got)/n)
+				}
+				t.Logf("%d goroutines for %d elections", got, n)
+
+			})
 		})
 	}
 }
@@ -66,31 +71,35 @@ func TestAtMostTwoGoroutinesPerElection(t *testing.T) {
 // The elector keeps no managedFields (the bulk of a Lease as kube-apiserver
 // returns it): its copy, and so every write from it, goes without them.
 func TestKeptLeaseDropsManagedFields(t *testing.T) {
-	h := newHarness(t)
-	l := h.putLease("other", 15)
-	l.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate}}
-	h.srv.Put(l)
-	var sent []*coordinationv1.Lease
-	var mu sync.Mutex
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Verb == "update" {
-			mu.Lock()
-			sent = append(sent, r.Lease)
-			mu.Unlock()
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		l := h.putLease("other", 15)
+		l.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: "kube-controller-manager", Operation: metav1.ManagedFieldsOperationUpdate}}
+		h.srv.Put(l)
+		var sent []*coordinationv1.Lease
+		var mu sync.Mutex
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Verb == "update" {
+				mu.Lock()
+				sent = append(sent, r.Lease)
+				mu.Unlock()
+			}
+			return nil
+		})
+		a := h.candidate("a").start()
+		h.advanceTo(20 * time.Second) // take over after expiry, then renew
+		a.waitLeader()
+		mu.Lock()
+		defer mu.Unlock()
+		if len(sent) < 2 {
+			t.Fatalf("%d updates, want the takeover and renewals", len(sent))
 		}
-		return nil
+		for _, l := range sent {
+			if len(l.ManagedFields) != 0 {
+				t.Fatalf("an update carried managedFields %v: the kept copy was not trimmed", l.ManagedFields)
+			}
+		}
+
 	})
-	a := h.candidate("a").start()
-	h.advanceTo(20 * time.Second) // take over after expiry, then renew
-	a.waitLeader()
-	mu.Lock()
-	defer mu.Unlock()
-	if len(sent) < 2 {
-		t.Fatalf("%d updates, want the takeover and renewals", len(sent))
-	}
-	for _, l := range sent {
-		if len(l.ManagedFields) != 0 {
-			t.Fatalf("an update carried managedFields %v: the kept copy was not trimmed", l.ManagedFields)
-		}
-	}
 }

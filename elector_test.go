@@ -6,6 +6,7 @@ import (
 	"strings"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -23,37 +24,45 @@ var leasesGR = schema.GroupResource{Group: "coordination.k8s.io", Resource: "lea
 
 // Contract 2: acquire creates a missing Lease.
 func TestAcquireCreatesMissingLease(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	l := h.lease()
-	if got := holderOf(l); got != "a" {
-		t.Fatalf("holder = %q, want a", got)
-	}
-	if got := *l.Spec.LeaseDurationSeconds; got != 15 {
-		t.Errorf("leaseDurationSeconds = %d, want 15", got)
-	}
-	if got := transitionsOf(l); got != 0 {
-		t.Errorf("leaseTransitions = %d, want 0 on create", got)
-	}
-	if h.srv.Requests("a", "create") != 1 {
-		t.Errorf("creates = %d, want 1", h.srv.Requests("a", "create"))
-	}
-	eventually(t, "OnStartedLeading", func() bool { return a.count("started") == 1 })
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		l := h.lease()
+		if got := holderOf(l); got != "a" {
+			t.Fatalf("holder = %q, want a", got)
+		}
+		if got := *l.Spec.LeaseDurationSeconds; got != 15 {
+			t.Errorf("leaseDurationSeconds = %d, want 15", got)
+		}
+		if got := transitionsOf(l); got != 0 {
+			t.Errorf("leaseTransitions = %d, want 0 on create", got)
+		}
+		if h.srv.Requests("a", "create") != 1 {
+			t.Errorf("creates = %d, want 1", h.srv.Requests("a", "create"))
+		}
+		eventually(t, "OnStartedLeading", func() bool { return a.count("started") == 1 })
+
+	})
 }
 
 // Contract 2: an empty holder (a released lease) is taken over at once.
 func TestAcquireTakesOverReleasedLeaseAtOnce(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("", 15)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	if got := h.clock.Since(t0); got != 0 {
-		t.Fatalf("took over after %v of fake time, want 0", got)
-	}
-	if got := transitionsOf(h.lease()); got != 1 {
-		t.Errorf("leaseTransitions = %d, want 1", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("", 15)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		if got := h.clock.Since(t0); got != 0 {
+			t.Fatalf("took over after %v of fake time, want 0", got)
+		}
+		if got := transitionsOf(h.lease()); got != 1 {
+			t.Errorf("leaseTransitions = %d, want 1", got)
+		}
+
+	})
 }
 
 // Contract 2: a held lease is taken over only after this process's own
@@ -71,366 +80,418 @@ func TestAcquireWaitsHolderDurationByLocalClock(t *testing.T) {
 		{"holder's negative falls back to ours", -5, 15 * time.Second},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			// The stale renewTime says the lease expired long ago; it
-			// must not be trusted.
-			old := h.putLease("other", tc.duration)
-			old.Spec.RenewTime.Time = t0.Add(-time.Hour)
-			h.srv.Put(old)
-			a := h.candidate("a").start()
-			h.advanceTo(tc.wait - 100*time.Millisecond)
-			if a.e.IsLeader() || h.holder() != "other" {
-				t.Fatalf("took over before %v", tc.wait)
-			}
-			h.advanceTo(tc.wait)
-			a.waitLeader()
-			if h.holder() != "a" {
-				t.Fatalf("holder = %q, want a", h.holder())
-			}
+			synctest.Test(t, func(t *testing.T) {
+
+				h := newHarness(t)
+				// The stale renewTime says the lease expired long ago; it
+				// must not be trusted.
+				old := h.putLease("other", tc.duration)
+				old.Spec.RenewTime.Time = t0.Add(-time.Hour)
+				h.srv.Put(old)
+				a := h.candidate("a").start()
+				h.advanceTo(tc.wait - 100*time.Millisecond)
+				if a.e.IsLeader() || h.holder() != "other" {
+					t.Fatalf("took over before %v", tc.wait)
+				}
+				h.advanceTo(tc.wait)
+				a.waitLeader()
+				if h.holder() != "a" {
+					t.Fatalf("holder = %q, want a", h.holder())
+				}
+
+			})
 		})
 	}
 }
 
 // Contract 2: a renewal seen by the follower restarts its expiry timer.
 func TestAcquireTimerRestartsOnObservedRenewal(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("other", 15)
-	a := h.candidate("a").start()
-	h.advanceTo(10 * time.Second)
-	h.putLease("other", 15) // renewal at t=10s
-	h.advanceTo(24900 * time.Millisecond)
-	if a.e.IsLeader() {
-		t.Fatal("took over before 15s after the observed renewal")
-	}
-	h.advanceTo(25 * time.Second)
-	a.waitLeader()
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("other", 15)
+		a := h.candidate("a").start()
+		h.advanceTo(10 * time.Second)
+		h.putLease("other", 15) // renewal at t=10s
+		h.advanceTo(24900 * time.Millisecond)
+		if a.e.IsLeader() {
+			t.Fatal("took over before 15s after the observed renewal")
+		}
+		h.advanceTo(25 * time.Second)
+		a.waitLeader()
+
+	})
 }
 
 // Contract 2: a conflict means somebody else wrote: re-read, never
 // overwrite.
 func TestAcquireConflictRereadsNeverOverwrites(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("other", 15)
-	a := h.candidate("a").start()
-	// Right before a's takeover write lands, "other" renews.
-	renewed := false
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client == "a" && r.Verb == "update" && !renewed {
-			renewed = true
-			h.putLease("other", 15)
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("other", 15)
+		a := h.candidate("a").start()
+		// Right before a's takeover write lands, "other" renews.
+		renewed := false
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" && !renewed {
+				renewed = true
+				h.putLease("other", 15)
+			}
+			return nil
+		})
+		getsBefore := h.srv.Requests("a", "get")
+		h.advanceTo(15 * time.Second)
+		eventually(t, "a re-read after the conflict", func() bool { return h.srv.Requests("a", "get") > getsBefore })
+		if h.holder() != "other" || a.e.IsLeader() {
+			t.Fatalf("holder = %q after a conflict, want other", h.holder())
 		}
-		return nil
+		// The renewal restarted the clock: no takeover until 15s after it.
+		h.advanceTo(29900 * time.Millisecond)
+		if a.e.IsLeader() {
+			t.Fatal("took over before the renewed claim expired")
+		}
+		h.advanceTo(30 * time.Second)
+		a.waitLeader()
+
 	})
-	getsBefore := h.srv.Requests("a", "get")
-	h.advanceTo(15 * time.Second)
-	eventually(t, "a re-read after the conflict", func() bool { return h.srv.Requests("a", "get") > getsBefore })
-	if h.holder() != "other" || a.e.IsLeader() {
-		t.Fatalf("holder = %q after a conflict, want other", h.holder())
-	}
-	// The renewal restarted the clock: no takeover until 15s after it.
-	h.advanceTo(29900 * time.Millisecond)
-	if a.e.IsLeader() {
-		t.Fatal("took over before the renewed claim expired")
-	}
-	h.advanceTo(30 * time.Second)
-	a.waitLeader()
 }
 
 // Race: five candidates race for a Lease that does not exist: exactly one
 // wins, and the CAS server turns the other writes into conflicts.
 func TestRaceFiveCandidatesOneWinner(t *testing.T) {
-	for round := 0; round < 5; round++ {
-		h := newHarness(t)
-		var cs []*candidate
-		for _, id := range []string{"a", "b", "c", "d", "e"} {
-			cs = append(cs, h.candidate(id))
-		}
-		for _, c := range cs {
-			c.start()
-		}
-		eventually(t, "a leader", func() bool { return h.holder() != "" })
-		h.advance(30 * time.Second)
-		leaders := 0
-		for _, c := range cs {
-			if c.e.IsLeader() {
-				leaders++
-				if c.id != h.holder() {
-					t.Fatalf("%s believes it leads but the lease names %q", c.id, h.holder())
+	synctest.Test(t, func(t *testing.T) {
+
+		for round := 0; round < 5; round++ {
+			h := newHarness(t)
+			var cs []*candidate
+			for _, id := range []string{"a", "b", "c", "d", "e"} {
+				cs = append(cs, h.candidate(id))
+			}
+			for _, c := range cs {
+				c.start()
+			}
+			eventually(t, "a leader", func() bool { return h.holder() != "" })
+			h.advance(30 * time.Second)
+			leaders := 0
+			for _, c := range cs {
+				if c.e.IsLeader() {
+					leaders++
+					if c.id != h.holder() {
+						t.Fatalf("%s believes it leads but the lease names %q", c.id, h.holder())
+					}
 				}
 			}
+			if leaders != 1 || h.maxWorking.Load() != 1 {
+				t.Fatalf("round %d: %d leaders, max %d working at once; want 1", round, leaders, h.maxWorking.Load())
+			}
 		}
-		if leaders != 1 || h.maxWorking.Load() != 1 {
-			t.Fatalf("round %d: %d leaders, max %d working at once; want 1", round, leaders, h.maxWorking.Load())
-		}
-	}
+
+	})
 }
 
 // Contract 3: followers watch, not poll: at steady state a follower makes
 // no GETs, and the leader renews with one Update per retry period (contract
 // 4: no GET on the happy path).
 func TestFollowersWatchLeaderRenewsWithoutGet(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	eventually(t, "b watching", func() bool { return h.srv.Watches() == 2 })
-	getsA, getsB := h.srv.Requests("a", "get"), h.srv.Requests("b", "get")
-	updatesA := h.srv.Requests("a", "update")
-	h.advance(60 * time.Second)
-	if n := h.srv.Requests("b", ""); n != getsB+1 {
-		t.Errorf("follower made %d requests in 60s, want only its initial get and watch (%d)", n, getsB+1)
-	}
-	if got := h.srv.Requests("a", "get") - getsA; got != 0 {
-		t.Errorf("leader made %d GETs while renewing, want 0", got)
-	}
-	if got := h.srv.Requests("a", "update") - updatesA; got < 29 || got > 31 {
-		t.Errorf("leader made %d updates in 60s, want ~30 (one per 2s)", got)
-	}
-	if b.e.IsLeader() {
-		t.Fatal("b leads while a renews")
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		eventually(t, "b watching", func() bool { return h.srv.Watches() == 2 })
+		getsA, getsB := h.srv.Requests("a", "get"), h.srv.Requests("b", "get")
+		updatesA := h.srv.Requests("a", "update")
+		h.advance(60 * time.Second)
+		if n := h.srv.Requests("b", ""); n != getsB+1 {
+			t.Errorf("follower made %d requests in 60s, want only its initial get and watch (%d)", n, getsB+1)
+		}
+		if got := h.srv.Requests("a", "get") - getsA; got != 0 {
+			t.Errorf("leader made %d GETs while renewing, want 0", got)
+		}
+		if got := h.srv.Requests("a", "update") - updatesA; got < 29 || got > 31 {
+			t.Errorf("leader made %d updates in 60s, want ~30 (one per 2s)", got)
+		}
+		if b.e.IsLeader() {
+			t.Fatal("b leads while a renews")
+		}
+
+	})
 }
 
 // Contract 3: a release seen on the watch is acted on at once, with no
 // clock step: the handoff does not wait for a poll tick.
 func TestWatchHandoffOnReleaseWithoutWaiting(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
-	before := h.clock.Now()
-	a.cancel()
-	eventually(t, "b leads", b.e.IsLeader)
-	if d := h.clock.Since(before); d != 0 {
-		t.Fatalf("handoff took %v of fake time, want 0", d)
-	}
-	if err := <-a.done; err != nil {
-		t.Fatalf("a.Run = %v, want nil", err)
-	}
-	a.done <- nil
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+		before := h.clock.Now()
+		a.cancel()
+		eventually(t, "b leads", b.e.IsLeader)
+		if d := h.clock.Since(before); d != 0 {
+			t.Fatalf("handoff took %v of fake time, want 0", d)
+		}
+		if err := <-a.done; err != nil {
+			t.Fatalf("a.Run = %v, want nil", err)
+		}
+		a.done <- nil
+
+	})
 }
 
 // Contract 3: a closed watch is resumed from the last resourceVersion
 // without a re-read; a 410 Gone leads to a re-read.
 func TestWatchResumesAndRereadsOnGone(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("other", 15)
-	b := h.candidate("b").start()
-	eventually(t, "watching", func() bool { return h.srv.Watches() == 1 })
-	gets := h.srv.Requests("b", "get")
-	h.srv.CloseWatches()
-	h.putLease("other", 15)
-	// The request is counted before the watch is open: wait for both, or
-	// the CloseWatches below can miss the new watch.
-	eventually(t, "re-watch", func() bool { return h.srv.Requests("b", "watch") == 2 && h.srv.Watches() == 1 })
-	if h.srv.Requests("b", "get") != gets {
-		t.Fatalf("a closed watch caused a GET; it should resume from the last resourceVersion")
-	}
-	// Compact the history, then close: the resume gets 410 Gone.
-	h.srv.Compact()
-	h.srv.CloseWatches()
-	eventually(t, "watching again", func() bool { return h.srv.Watches() == 1 && h.srv.Requests("b", "watch") == 4 })
-	if n := h.srv.Requests("b", ""); n != gets+4 {
-		t.Fatalf("%d requests after 410, want %d: one failed resume and one fresh watch, no spin", n, gets+4)
-	}
-	// A real API server reports 410 as an ERROR event in the stream: the
-	// follower re-reads through a watch from the current state, no GET.
-	h.srv.ExpireWatches()
-	eventually(t, "watching after the 410 event", func() bool { return h.srv.Watches() == 1 && h.srv.Requests("b", "watch") == 5 })
-	if n := h.srv.Requests("b", "get"); n != gets {
-		t.Fatalf("%d GETs after a 410 event, want %d", n, gets)
-	}
-	// The follower still tracks renewals: no takeover while other renews.
-	for i := 0; i < 10; i++ {
-		h.advance(5 * time.Second)
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
 		h.putLease("other", 15)
-	}
-	if b.e.IsLeader() {
-		t.Fatal("follower took over a lease that was being renewed")
-	}
+		b := h.candidate("b").start()
+		eventually(t, "watching", func() bool { return h.srv.Watches() == 1 })
+		gets := h.srv.Requests("b", "get")
+		h.srv.CloseWatches()
+		h.putLease("other", 15)
+		// The request is counted before the watch is open: wait for both, or
+		// the CloseWatches below can miss the new watch.
+		eventually(t, "re-watch", func() bool { return h.srv.Requests("b", "watch") == 2 && h.srv.Watches() == 1 })
+		if h.srv.Requests("b", "get") != gets {
+			t.Fatalf("a closed watch caused a GET; it should resume from the last resourceVersion")
+		}
+		// Compact the history, then close: the resume gets 410 Gone.
+		h.srv.Compact()
+		h.srv.CloseWatches()
+		eventually(t, "watching again", func() bool { return h.srv.Watches() == 1 && h.srv.Requests("b", "watch") == 4 })
+		if n := h.srv.Requests("b", ""); n != gets+4 {
+			t.Fatalf("%d requests after 410, want %d: one failed resume and one fresh watch, no spin", n, gets+4)
+		}
+		// A real API server reports 410 as an ERROR event in the stream: the
+		// follower re-reads through a watch from the current state, no GET.
+		h.srv.ExpireWatches()
+		eventually(t, "watching after the 410 event", func() bool { return h.srv.Watches() == 1 && h.srv.Requests("b", "watch") == 5 })
+		if n := h.srv.Requests("b", "get"); n != gets {
+			t.Fatalf("%d GETs after a 410 event, want %d", n, gets)
+		}
+		// The follower still tracks renewals: no takeover while other renews.
+		for i := 0; i < 10; i++ {
+			h.advance(5 * time.Second)
+			h.putLease("other", 15)
+		}
+		if b.e.IsLeader() {
+			t.Fatal("follower took over a lease that was being renewed")
+		}
+
+	})
 }
 
 // Contract 3: if RBAC forbids watch, fall back to polling every
 // RetryPeriod, with one warning.
 func TestWatchForbiddenFallsBackToPolling(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("other", 15)
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Verb == "watch" {
-			return apierrors.NewForbidden(leasesGR, "", errors.New("no watch for you"))
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("other", 15)
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Verb == "watch" {
+				return apierrors.NewForbidden(leasesGR, "", errors.New("no watch for you"))
+			}
+			return nil
+		})
+		b := h.candidate("b").start()
+		h.advance(10 * time.Second)
+		gets := h.srv.Requests("b", "get")
+		if gets < 5 || gets > 7 {
+			t.Fatalf("follower made %d GETs in 10s of polling, want ~6 (one per 2s)", gets)
 		}
-		return nil
+		if n := len(b.logs.matching("falling back to polling")); n != 1 {
+			t.Fatalf("%d fallback warnings, want exactly 1", n)
+		}
+		// Polling still sees renewals and still takes over an expired lease.
+		h.putLease("other", 15)
+		renewedAt := h.clock.Now()
+		h.advance(14 * time.Second)
+		if b.e.IsLeader() {
+			t.Fatal("took over too early while polling")
+		}
+		h.advance(4 * time.Second) // within one poll period of expiry
+		b.waitLeader()
+		if d := h.clock.Since(renewedAt); d < 15*time.Second {
+			t.Fatalf("took over %v after the last renewal, want >= 15s", d)
+		}
+
 	})
-	b := h.candidate("b").start()
-	h.advance(10 * time.Second)
-	gets := h.srv.Requests("b", "get")
-	if gets < 5 || gets > 7 {
-		t.Fatalf("follower made %d GETs in 10s of polling, want ~6 (one per 2s)", gets)
-	}
-	if n := len(b.logs.matching("falling back to polling")); n != 1 {
-		t.Fatalf("%d fallback warnings, want exactly 1", n)
-	}
-	// Polling still sees renewals and still takes over an expired lease.
-	h.putLease("other", 15)
-	renewedAt := h.clock.Now()
-	h.advance(14 * time.Second)
-	if b.e.IsLeader() {
-		t.Fatal("took over too early while polling")
-	}
-	h.advance(4 * time.Second) // within one poll period of expiry
-	b.waitLeader()
-	if d := h.clock.Since(renewedAt); d < 15*time.Second {
-		t.Fatalf("took over %v after the last renewal, want >= 15s", d)
-	}
 }
 
 // Contract 4: the leader stops leading when no renewal succeeded within
 // RenewDeadline, measured from when the last successful renewal was sent.
 func TestRenewDeadlineFromSendTime(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	// From now on every renewal is slow: the first one answers after 3s
-	// (and succeeds); all later ones hang until their timeout.
-	var slowSentAt time.Time
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client != "a" || r.Verb != "update" {
-			return nil
-		}
-		if slowSentAt.IsZero() {
-			slowSentAt = h.clock.Now()
-			select {
-			case <-h.clock.After(3 * time.Second):
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		// From now on every renewal is slow: the first one answers after 3s
+		// (and succeeds); all later ones hang until their timeout.
+		var slowSentAt time.Time
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client != "a" || r.Verb != "update" {
 				return nil
-			case <-ctx.Done():
-				return ctx.Err()
 			}
+			if slowSentAt.IsZero() {
+				slowSentAt = h.clock.Now()
+				select {
+				case <-h.clock.After(3 * time.Second):
+					return nil
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+			}
+			<-ctx.Done()
+			return ctx.Err()
+		})
+		h.advance(2 * time.Second) // the slow renewal is sent at t=2s
+		eventually(t, "slow renewal sent", func() bool { return !slowSentAt.IsZero() })
+		deadline := slowSentAt.Add(10 * time.Second)
+		h.advance(deadline.Add(-100 * time.Millisecond).Sub(h.clock.Now()))
+		if !a.e.IsLeader() {
+			t.Fatal("lost the lease before renewDeadline after the last successful send")
 		}
-		<-ctx.Done()
-		return ctx.Err()
+		h.advance(100 * time.Millisecond)
+		if a.e.IsLeader() {
+			t.Fatal("IsLeader true at renewDeadline after the last successful send (deadline measured from the answer?)")
+		}
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) {
+			t.Fatalf("Run = %v, want ErrLeaderLost", err)
+		}
+		if h.holder() != "a" {
+			t.Fatalf("lease holder %q: a lost lease must never be released", h.holder())
+		}
+
 	})
-	h.advance(2 * time.Second) // the slow renewal is sent at t=2s
-	eventually(t, "slow renewal sent", func() bool { return !slowSentAt.IsZero() })
-	deadline := slowSentAt.Add(10 * time.Second)
-	h.advance(deadline.Add(-100 * time.Millisecond).Sub(h.clock.Now()))
-	if !a.e.IsLeader() {
-		t.Fatal("lost the lease before renewDeadline after the last successful send")
-	}
-	h.advance(100 * time.Millisecond)
-	if a.e.IsLeader() {
-		t.Fatal("IsLeader true at renewDeadline after the last successful send (deadline measured from the answer?)")
-	}
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) {
-		t.Fatalf("Run = %v, want ErrLeaderLost", err)
-	}
-	if h.holder() != "a" {
-		t.Fatalf("lease holder %q: a lost lease must never be released", h.holder())
-	}
 }
 
 // Contract 4: a single hung request times out well before RenewDeadline,
 // and the next attempt keeps the lease.
 func TestRenewHungRequestTimesOut(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	hung := 0
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client == "a" && r.Verb == "update" && hung == 0 {
-			hung++
-			<-ctx.Done()
-			return ctx.Err()
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		hung := 0
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" && hung == 0 {
+				hung++
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		})
+		h.advance(30 * time.Second)
+		if !a.e.IsLeader() || hung != 1 {
+			t.Fatalf("leader = %v after one hung renewal (hung=%d), want still leading", a.e.IsLeader(), hung)
 		}
-		return nil
+
 	})
-	h.advance(30 * time.Second)
-	if !a.e.IsLeader() || hung != 1 {
-		t.Fatalf("leader = %v after one hung renewal (hung=%d), want still leading", a.e.IsLeader(), hung)
-	}
 }
 
 // Contract 5: OnStartedLeading's ctx is cancelled the moment the term
 // ends; OnStoppedLeading follows once, after OnStartedLeading returned.
 func TestCallbacksOrderAndOncePerTerm(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.Rejoin = true }).start()
-	a.waitLeader()
-	// Lose the lease twice by blocking renewals, rejoining each time.
-	block := true
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if block && r.Client == "a" && r.Verb == "update" {
-			return apierrors.NewInternalError(errors.New("injected"))
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true }).start()
+		a.waitLeader()
+		// Lose the lease twice by blocking renewals, rejoining each time.
+		block := true
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if block && r.Client == "a" && r.Verb == "update" {
+				return apierrors.NewInternalError(errors.New("injected"))
+			}
+			return nil
+		})
+		h.advance(10 * time.Second) // deadline passes
+		eventually(t, "first term stopped", func() bool { return a.count("stopped") == 1 })
+		block = false
+		h.advance(4 * time.Second) // rejoin: the lease is still ours, re-acquired
+		a.waitLeader()
+		a.cancel()
+		err := a.wait()
+		if err != nil {
+			t.Fatalf("Run = %v, want nil after cancel", err)
 		}
-		return nil
+		// OnNewLeader runs on its own goroutine: only its presence is checked.
+		if a.count("new:a") == 0 {
+			t.Fatal("OnNewLeader(a) never called")
+		}
+		want := []string{"started", "returned", "stopped", "started", "returned", "stopped"}
+		var got []string
+		for _, ev := range a.history() {
+			if ev != "new:a" {
+				got = append(got, ev)
+			}
+		}
+		if strings.Join(got, ",") != strings.Join(want, ",") {
+			t.Fatalf("callbacks = %v, want %v", got, want)
+		}
+		if tr := transitionsOf(h.lease()); tr != 1 {
+			t.Errorf("leaseTransitions = %d after two terms, want 1 (0 on create, +1 per later term)", tr)
+		}
+
 	})
-	h.advance(10 * time.Second) // deadline passes
-	eventually(t, "first term stopped", func() bool { return a.count("stopped") == 1 })
-	block = false
-	h.advance(4 * time.Second) // rejoin: the lease is still ours, re-acquired
-	a.waitLeader()
-	a.cancel()
-	err := a.wait()
-	if err != nil {
-		t.Fatalf("Run = %v, want nil after cancel", err)
-	}
-	// OnNewLeader runs on its own goroutine: only its presence is checked.
-	if a.count("new:a") == 0 {
-		t.Fatal("OnNewLeader(a) never called")
-	}
-	want := []string{"started", "returned", "stopped", "started", "returned", "stopped"}
-	var got []string
-	for _, ev := range a.history() {
-		if ev != "new:a" {
-			got = append(got, ev)
-		}
-	}
-	if strings.Join(got, ",") != strings.Join(want, ",") {
-		t.Fatalf("callbacks = %v, want %v", got, want)
-	}
-	if tr := transitionsOf(h.lease()); tr != 1 {
-		t.Errorf("leaseTransitions = %d after two terms, want 1 (0 on create, +1 per later term)", tr)
-	}
 }
 
 // Contract 5: OnStoppedLeading is never called in a process that never led,
 // and a follower whose ctx is cancelled returns nil (contract 6).
 func TestFollowerCancelNoCallbacks(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("other", 15)
-	b := h.candidate("b").start()
-	h.advance(5 * time.Second)
-	b.cancel()
-	if err := b.wait(); err != nil {
-		t.Fatalf("follower Run = %v, want nil", err)
-	}
-	if got := b.history(); strings.Join(got, ",") != "new:other" {
-		t.Fatalf("follower callbacks = %v, want only new:other", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("other", 15)
+		b := h.candidate("b").start()
+		h.advance(5 * time.Second)
+		b.cancel()
+		if err := b.wait(); err != nil {
+			t.Fatalf("follower Run = %v, want nil", err)
+		}
+		if got := b.history(); strings.Join(got, ",") != "new:other" {
+			t.Fatalf("follower callbacks = %v, want only new:other", got)
+		}
+
+	})
 }
 
 // Contract 5: OnNewLeader is called in order for each change of holder,
 // the first one included, and never with a stale identity after a newer.
 func TestOnNewLeaderInOrder(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("x", 15)
-	b := h.candidate("b").start()
-	eventually(t, "first leader seen", func() bool { return b.count("new:x") == 1 })
-	for _, id := range []string{"y", "z", "y"} {
-		h.putLease(id, 15)
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("x", 15)
+		b := h.candidate("b").start()
+		eventually(t, "first leader seen", func() bool { return b.count("new:x") == 1 })
+		for _, id := range []string{"y", "z", "y"} {
+			h.putLease(id, 15)
+			h.settle()
+		}
+		h.putLease("y", 15) // same holder renewing: no call
+		h.putLease("y", 15)
+		eventually(t, "all changes seen", func() bool { return len(b.history()) == 4 })
 		h.settle()
-	}
-	h.putLease("y", 15) // same holder renewing: no call
-	h.putLease("y", 15)
-	eventually(t, "all changes seen", func() bool { return len(b.history()) == 4 })
-	h.settle()
-	if got := strings.Join(b.history(), ","); got != "new:x,new:y,new:z,new:y" {
-		t.Fatalf("OnNewLeader calls = %s", got)
-	}
-	if b.e.Leader() != "y" {
-		t.Fatalf("Leader() = %q, want y", b.e.Leader())
-	}
+		if got := strings.Join(b.history(), ","); got != "new:x,new:y,new:z,new:y" {
+			t.Fatalf("OnNewLeader calls = %s", got)
+		}
+		if b.e.Leader() != "y" {
+			t.Fatalf("Leader() = %q, want y", b.e.Leader())
+		}
+
+	})
 }
 
 // Contract 5: if OnStartedLeading panics or returns while leading, the
@@ -445,20 +506,24 @@ func TestWorkPanicsOrReturnsEndsTerm(t *testing.T) {
 		{"returns", func() {}, ErrWorkReturned},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			a := h.candidate("a")
-			a.workReturn = tc.work
-			a.start()
-			err := a.wait()
-			if !errors.Is(err, tc.want) {
-				t.Fatalf("Run = %v, want %v", err, tc.want)
-			}
-			if a.count("stopped") != 1 {
-				t.Fatalf("OnStoppedLeading called %d times, want 1", a.count("stopped"))
-			}
-			if h.holder() != "" {
-				t.Fatalf("lease still held by %q with no one working", h.holder())
-			}
+			synctest.Test(t, func(t *testing.T) {
+
+				h := newHarness(t)
+				a := h.candidate("a")
+				a.workReturn = tc.work
+				a.start()
+				err := a.wait()
+				if !errors.Is(err, tc.want) {
+					t.Fatalf("Run = %v, want %v", err, tc.want)
+				}
+				if a.count("stopped") != 1 {
+					t.Fatalf("OnStoppedLeading called %d times, want 1", a.count("stopped"))
+				}
+				if h.holder() != "" {
+					t.Fatalf("lease still held by %q with no one working", h.holder())
+				}
+
+			})
 		})
 	}
 }
@@ -467,344 +532,408 @@ func TestWorkPanicsOrReturnsEndsTerm(t *testing.T) {
 // cancelled, renewals go on until the work returns, then the lease is
 // released (conditioned on our last write), then OnStoppedLeading.
 func TestCancelKeepsRenewingUntilWorkReturnsThenReleases(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) {
-		c.ReleaseOnCancel = true
-		c.StepDownTimeout = time.Minute // longer than this test's wait; the bound has its own tests
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) {
+			c.ReleaseOnCancel = true
+			c.StepDownTimeout = time.Minute // longer than this test's wait; the bound has its own tests
+		})
+		a.hold = make(chan struct{})
+		a.start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		a.cancel()
+		eventually(t, "work ctx cancelled", func() bool {
+			p := a.workCtx.Load()
+			return p != nil && (*p).Err() != nil
+		})
+		renews := h.srv.Requests("a", "update")
+		h.advance(30 * time.Second) // work still running, past LeaseDuration
+		if h.srv.Requests("a", "update")-renews < 14 {
+			t.Fatalf("stopped renewing while the work ran")
+		}
+		if b.e.IsLeader() || h.holder() != "a" || !a.e.IsLeader() {
+			t.Fatal("lease changed hands while the old leader's work still ran")
+		}
+		if a.count("stopped") != 0 {
+			t.Fatal("OnStoppedLeading before OnStartedLeading returned")
+		}
+		close(a.hold)
+		if err := a.wait(); err != nil {
+			t.Fatalf("Run = %v, want nil", err)
+		}
+		eventually(t, "b takes over", b.e.IsLeader)
+		if h.maxWorking.Load() != 1 {
+			t.Fatalf("%d works at once", h.maxWorking.Load())
+		}
+		hist := a.history()
+		if hist[len(hist)-1] != "stopped" {
+			t.Fatalf("history %v: OnStoppedLeading must come last", hist)
+		}
+
 	})
-	a.hold = make(chan struct{})
-	a.start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	a.cancel()
-	eventually(t, "work ctx cancelled", func() bool {
-		p := a.workCtx.Load()
-		return p != nil && (*p).Err() != nil
-	})
-	renews := h.srv.Requests("a", "update")
-	h.advance(30 * time.Second) // work still running, past LeaseDuration
-	if h.srv.Requests("a", "update")-renews < 14 {
-		t.Fatalf("stopped renewing while the work ran")
-	}
-	if b.e.IsLeader() || h.holder() != "a" || !a.e.IsLeader() {
-		t.Fatal("lease changed hands while the old leader's work still ran")
-	}
-	if a.count("stopped") != 0 {
-		t.Fatal("OnStoppedLeading before OnStartedLeading returned")
-	}
-	close(a.hold)
-	if err := a.wait(); err != nil {
-		t.Fatalf("Run = %v, want nil", err)
-	}
-	eventually(t, "b takes over", b.e.IsLeader)
-	if h.maxWorking.Load() != 1 {
-		t.Fatalf("%d works at once", h.maxWorking.Load())
-	}
-	hist := a.history()
-	if hist[len(hist)-1] != "stopped" {
-		t.Fatalf("history %v: OnStoppedLeading must come last", hist)
-	}
 }
 
 // Contract 6: the release is conditioned on our last write: it can never
 // blank another holder's lease.
 func TestReleaseNeverBlanksAnotherHolder(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
-	a.waitLeader()
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client == "a" && r.Verb == "update" && holderOf(r.Lease) == "" {
-			h.putLease("intruder", 15) // lands between our last write and the release
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
+		a.waitLeader()
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" && holderOf(r.Lease) == "" {
+				h.putLease("intruder", 15) // lands between our last write and the release
+			}
+			return nil
+		})
+		a.cancel()
+		a.wait()
+		if h.holder() != "intruder" {
+			t.Fatalf("holder = %q, want intruder: the release overwrote another holder", h.holder())
 		}
-		return nil
+
 	})
-	a.cancel()
-	a.wait()
-	if h.holder() != "intruder" {
-		t.Fatalf("holder = %q, want intruder: the release overwrote another holder", h.holder())
-	}
 }
 
 // Contract 6: lease lost: work cancelled at once, waited for at most the
 // safety margin, never released; OnStoppedLeading; ErrLeaderLost; if the
 // work outlived the margin, Run says so and Check fails until it returns.
 func TestLostLeaseWorkOutlivesMargin(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a")
-	a.hold = make(chan struct{})
-	a.start()
-	a.waitLeader()
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client == "a" && r.Verb == "update" {
-			return apierrors.NewServiceUnavailable("injected")
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a")
+		a.hold = make(chan struct{})
+		a.start()
+		a.waitLeader()
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" {
+				return apierrors.NewServiceUnavailable("injected")
+			}
+			return nil
+		})
+		h.advance(10 * time.Second)
+		eventually(t, "work ctx cancelled at the deadline", func() bool { return (*a.workCtx.Load()).Err() != nil })
+		if a.e.IsLeader() {
+			t.Fatal("IsLeader after the deadline")
 		}
-		return nil
+		margin := 15*time.Second - 10*time.Second - 2*time.Second
+		h.advance(margin - 500*time.Millisecond)
+		if a.count("stopped") != 0 {
+			t.Fatal("OnStoppedLeading before the margin ran out while the work still ran")
+		}
+		h.advance(500 * time.Millisecond)
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) || !errors.Is(err, ErrWorkOutlivedLease) {
+			t.Fatalf("Run = %v, want ErrLeaderLost and ErrWorkOutlivedLease", err)
+		}
+		if a.count("stopped") != 1 {
+			t.Fatal("OnStoppedLeading not called after the margin")
+		}
+		if err := a.e.Check(0); !errors.Is(err, ErrWorkOutlivedLease) {
+			t.Fatalf("Check = %v while the work outlives the lease", err)
+		}
+		if h.holder() != "a" {
+			t.Fatal("a lost lease was released")
+		}
+		close(a.hold)
+		eventually(t, "Check healthy once the work returned", func() bool { return a.e.Check(0) == nil })
+
 	})
-	h.advance(10 * time.Second)
-	eventually(t, "work ctx cancelled at the deadline", func() bool { return (*a.workCtx.Load()).Err() != nil })
-	if a.e.IsLeader() {
-		t.Fatal("IsLeader after the deadline")
-	}
-	margin := 15*time.Second - 10*time.Second - 2*time.Second
-	h.advance(margin - 500*time.Millisecond)
-	if a.count("stopped") != 0 {
-		t.Fatal("OnStoppedLeading before the margin ran out while the work still ran")
-	}
-	h.advance(500 * time.Millisecond)
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) || !errors.Is(err, ErrWorkOutlivedLease) {
-		t.Fatalf("Run = %v, want ErrLeaderLost and ErrWorkOutlivedLease", err)
-	}
-	if a.count("stopped") != 1 {
-		t.Fatal("OnStoppedLeading not called after the margin")
-	}
-	if err := a.e.Check(0); !errors.Is(err, ErrWorkOutlivedLease) {
-		t.Fatalf("Check = %v while the work outlives the lease", err)
-	}
-	if h.holder() != "a" {
-		t.Fatal("a lost lease was released")
-	}
-	close(a.hold)
-	eventually(t, "Check healthy once the work returned", func() bool { return a.e.Check(0) == nil })
 }
 
 // Contract 6: lost because another holder was seen on the watch.
 func TestLostOnOtherHolderSeen(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	h.putLease("usurper", 15)
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) || !strings.Contains(err.Error(), "usurper") {
-		t.Fatalf("Run = %v, want ErrLeaderLost naming usurper", err)
-	}
-	if h.clock.Since(t0) > 500*time.Millisecond {
-		t.Fatalf("noticed the usurper only after %v; the watch should show it at once", h.clock.Since(t0))
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		h.putLease("usurper", 15)
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) || !strings.Contains(err.Error(), "usurper") {
+			t.Fatalf("Run = %v, want ErrLeaderLost naming usurper", err)
+		}
+		if h.clock.Since(t0) > 500*time.Millisecond {
+			t.Fatalf("noticed the usurper only after %v; the watch should show it at once", h.clock.Since(t0))
+		}
+
+	})
 }
 
 // The lease deleted while we lead: we stop; followers do not recreate it
 // before the deleted holder's claim ran out.
 func TestLeaseDeletedWhileLeading(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
-	h.srv.Delete(testNS, testName)
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) {
-		t.Fatalf("Run = %v, want ErrLeaderLost", err)
-	}
-	if h.lease() != nil && h.clock.Since(t0) < 15*time.Second {
-		t.Fatalf("follower recreated the lease %v after deletion, before the old claim expired", h.clock.Since(t0))
-	}
-	h.advanceTo(16 * time.Second)
-	b.waitLeader()
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+		h.srv.Delete(testNS, testName)
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) {
+			t.Fatalf("Run = %v, want ErrLeaderLost", err)
+		}
+		if h.lease() != nil && h.clock.Since(t0) < 15*time.Second {
+			t.Fatalf("follower recreated the lease %v after deletion, before the old claim expired", h.clock.Since(t0))
+		}
+		h.advanceTo(16 * time.Second)
+		b.waitLeader()
+
+	})
 }
 
 // The lease replaced by another object (new UID) under our feet.
 func TestLeaseReplacedByNewObject(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	l := h.lease()
-	h.srv.Delete(testNS, testName)
-	l.UID, l.ResourceVersion = "", ""
-	h.srv.Put(l) // same spec, holder "a", but a new object we did not write
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) {
-		t.Fatalf("Run = %v, want ErrLeaderLost", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		l := h.lease()
+		h.srv.Delete(testNS, testName)
+		l.UID, l.ResourceVersion = "", ""
+		h.srv.Put(l) // same spec, holder "a", but a new object we did not write
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) {
+			t.Fatalf("Run = %v, want ErrLeaderLost", err)
+		}
+
+	})
 }
 
 // Contract 7: IsLeader is false as soon as the renew deadline passes, even
 // before the loop reacts; Leader returns the last observed holder.
 func TestIsLeaderHonoursDeadline(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	if a.e.Leader() != "a" {
-		t.Fatalf("Leader() = %q", a.e.Leader())
-	}
-	a.e.mu.Lock()
-	a.e.status.lastRenewSent = h.clock.Now().Add(-10 * time.Second)
-	a.e.mu.Unlock()
-	if a.e.IsLeader() {
-		t.Fatal("IsLeader true with the last renewal sent RenewDeadline ago")
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		if a.e.Leader() != "a" {
+			t.Fatalf("Leader() = %q", a.e.Leader())
+		}
+		a.e.mu.Lock()
+		a.e.status.lastRenewSent = h.clock.Now().Add(-10 * time.Second)
+		a.e.mu.Unlock()
+		if a.e.IsLeader() {
+			t.Fatal("IsLeader true with the last renewal sent RenewDeadline ago")
+		}
+
+	})
 }
 
 // Contract 8: a lease held under our identity that we did not write is
 // another's: wait for it to expire (a dead previous incarnation).
 func TestIdentityFoundAtStartupWaitsForExpiry(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("a", 15)
-	a := h.candidate("a").start()
-	h.advanceTo(14 * time.Second)
-	if a.e.IsLeader() {
-		t.Fatal("took over a lease under our identity that we did not write")
-	}
-	h.advanceTo(15 * time.Second)
-	a.waitLeader()
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("a", 15)
+		a := h.candidate("a").start()
+		h.advanceTo(14 * time.Second)
+		if a.e.IsLeader() {
+			t.Fatal("took over a lease under our identity that we did not write")
+		}
+		h.advanceTo(15 * time.Second)
+		a.waitLeader()
+
+	})
 }
 
 // Contract 8: another live process using our identity: never lead, return
 // ErrIdentityConflict naming the identity.
 func TestIdentityConflictWithLiveProcess(t *testing.T) {
-	h := newHarness(t)
-	first := h.candidate("same").start()
-	first.waitLeader()
-	second := h.candidate("same").start()
-	err := second.wait()
-	if !errors.Is(err, ErrIdentityConflict) || !strings.Contains(err.Error(), `"same"`) {
-		t.Fatalf("Run = %v, want ErrIdentityConflict naming the identity", err)
-	}
-	if second.count("started") != 0 {
-		t.Fatal("the second process led")
-	}
-	if !first.e.IsLeader() {
-		t.Fatal("the first process lost the lease")
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		first := h.candidate("same").start()
+		first.waitLeader()
+		second := h.candidate("same").start()
+		err := second.wait()
+		if !errors.Is(err, ErrIdentityConflict) || !strings.Contains(err.Error(), `"same"`) {
+			t.Fatalf("Run = %v, want ErrIdentityConflict naming the identity", err)
+		}
+		if second.count("started") != 0 {
+			t.Fatal("the second process led")
+		}
+		if !first.e.IsLeader() {
+			t.Fatal("the first process lost the lease")
+		}
+
+	})
 }
 
 // Contract 9: a second concurrent Run returns an error, not a panic.
 func TestConcurrentRunRefused(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	if err := a.e.Run(context.Background()); !errors.Is(err, ErrAlreadyRunning) {
-		t.Fatalf("second Run = %v, want ErrAlreadyRunning", err)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		if err := a.e.Run(context.Background()); !errors.Is(err, ErrAlreadyRunning) {
+			t.Fatalf("second Run = %v, want ErrAlreadyRunning", err)
+		}
+
+	})
 }
 
 // Contract 10: contextual logging with lease and identity; V(4) renewals.
 func TestLoggingKeysAndLevels(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	h.advance(4 * time.Second)
-	acq := a.logs.matching("Acquired the lease")
-	if len(acq) != 1 || !strings.Contains(acq[0], `"lease"="ns/lock"`) || !strings.Contains(acq[0], `"identity"="a"`) {
-		t.Fatalf("acquire log lines = %v, want one with lease and identity", acq)
-	}
-	renews := a.logs.matching("Renewed the lease")
-	if len(renews) < 2 || !strings.Contains(renews[0], `"level"=4`) {
-		t.Fatalf("renew log lines = %v, want V(4)", renews)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		h.advance(4 * time.Second)
+		acq := a.logs.matching("Acquired the lease")
+		if len(acq) != 1 || !strings.Contains(acq[0], `"lease"="ns/lock"`) || !strings.Contains(acq[0], `"identity"="a"`) {
+			t.Fatalf("acquire log lines = %v, want one with lease and identity", acq)
+		}
+		renews := a.logs.matching("Renewed the lease")
+		if len(renews) < 2 || !strings.Contains(renews[0], `"level"=4`) {
+			t.Fatalf("renew log lines = %v, want V(4)", renews)
+		}
+
+	})
 }
 
 // Transient errors are logged without flooding: one line per streak (and
 // one per minute), plus one on recovery.
 func TestTransientErrorsLoggedWithoutFlooding(t *testing.T) {
-	h := newHarness(t)
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		return apierrors.NewServiceUnavailable("apiserver down")
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			return apierrors.NewServiceUnavailable("apiserver down")
+		})
+		b := h.candidate("b").start()
+		h.advance(50 * time.Second)
+		if n := h.srv.Requests("b", "get"); n < 8 {
+			t.Fatalf("only %d attempts in 50s; want retries with backoff", n)
+		}
+		if n := len(b.logs.matching("Cannot read the lease")) - len(b.logs.matching(`"level"=4`)); n > 1 {
+			t.Fatalf("%d error lines for one 50s outage, want 1", n)
+		}
+		h.srv.ClearHooks()
+		h.advance(10 * time.Second)
+		b.waitLeader()
+		if len(b.logs.matching("Recovered")) != 1 {
+			t.Fatalf("want one recovery line:\n%s", b.logs)
+		}
+
 	})
-	b := h.candidate("b").start()
-	h.advance(50 * time.Second)
-	if n := h.srv.Requests("b", "get"); n < 8 {
-		t.Fatalf("only %d attempts in 50s; want retries with backoff", n)
-	}
-	if n := len(b.logs.matching("Cannot read the lease")) - len(b.logs.matching(`"level"=4`)); n > 1 {
-		t.Fatalf("%d error lines for one 50s outage, want 1", n)
-	}
-	h.srv.ClearHooks()
-	h.advance(10 * time.Second)
-	b.waitLeader()
-	if len(b.logs.matching("Recovered")) != 1 {
-		t.Fatalf("want one recovery line:\n%s", b.logs)
-	}
 }
 
 // Contract 11: events on the Lease when leading starts and stops.
 func TestEventsPosted(t *testing.T) {
-	h := newHarness(t)
-	rec := record.NewFakeRecorder(10)
-	a := h.candidate("a", func(c *Config) {
-		c.Lock.EventRecorder = rec
-		c.ReleaseOnCancel = true
-	}).start()
-	a.waitLeader()
-	a.cancel()
-	a.wait()
-	var got []string
-	for len(rec.Events) > 0 {
-		got = append(got, <-rec.Events)
-	}
-	want := []string{"Normal LeaderElection a became leader", "Normal LeaderElection a stopped leading"}
-	if strings.Join(got, "|") != strings.Join(want, "|") {
-		t.Fatalf("events = %q, want %q", got, want)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		rec := record.NewFakeRecorder(10)
+		a := h.candidate("a", func(c *Config) {
+			c.Lock.EventRecorder = rec
+			c.ReleaseOnCancel = true
+		}).start()
+		a.waitLeader()
+		a.cancel()
+		a.wait()
+		var got []string
+		for len(rec.Events) > 0 {
+			got = append(got, <-rec.Events)
+		}
+		want := []string{"Normal LeaderElection a became leader", "Normal LeaderElection a stopped leading"}
+		if strings.Join(got, "|") != strings.Join(want, "|") {
+			t.Fatalf("events = %q, want %q", got, want)
+		}
+
+	})
 }
 
 // Labels are set while we hold the lease and removed on release.
 func TestLabelsWhileHeld(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) {
-		c.Lock.Labels = map[string]string{"app": "x"}
-		c.ReleaseOnCancel = true
-	}).start()
-	a.waitLeader()
-	if h.lease().Labels["app"] != "x" {
-		t.Fatal("label not set while held")
-	}
-	a.cancel()
-	a.wait()
-	if _, ok := h.lease().Labels["app"]; ok {
-		t.Fatal("label kept after release")
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) {
+			c.Lock.Labels = map[string]string{"app": "x"}
+			c.ReleaseOnCancel = true
+		}).start()
+		a.waitLeader()
+		if h.lease().Labels["app"] != "x" {
+			t.Fatal("label not set while held")
+		}
+		a.cancel()
+		a.wait()
+		if _, ok := h.lease().Labels["app"]; ok {
+			t.Fatal("label kept after release")
+		}
+
+	})
 }
 
 // A paused process (SIGSTOP, debugger, frozen VM) resumes with every timer
 // overdue at once. The elector must see from its clock that the deadline
 // passed and cancel the work before it sends anything.
 func TestResumeAfterPauseCancelsWorkFirst(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	h.settle()
-	var sentBeforeCancel bool
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client == "a" && r.Verb == "update" {
-			if p := a.workCtx.Load(); p != nil && (*p).Err() == nil {
-				sentBeforeCancel = true
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		h.settle()
+		var sentBeforeCancel bool
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" {
+				if p := a.workCtx.Load(); p != nil && (*p).Err() == nil {
+					sentBeforeCancel = true
+				}
 			}
+			return nil
+		})
+		h.clock.Step(20 * time.Second) // the "pause": one jump past the deadline
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) {
+			t.Fatalf("Run = %v, want ErrLeaderLost", err)
 		}
-		return nil
+		if sentBeforeCancel {
+			t.Fatal("sent a renewal after the pause while the work still ran")
+		}
+
 	})
-	h.clock.Step(20 * time.Second) // the "pause": one jump past the deadline
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) {
-		t.Fatalf("Run = %v, want ErrLeaderLost", err)
-	}
-	if sentBeforeCancel {
-		t.Fatal("sent a renewal after the pause while the work still ran")
-	}
 }
 
 // The API server unreachable at start: the elector keeps retrying with
 // backoff, Check reports it after LeaseDuration, and recovers with it.
 func TestAPIUnreachableAtStartCheckReports(t *testing.T) {
-	h := newHarness(t)
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		return apierrors.NewServiceUnavailable("connection refused")
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			return apierrors.NewServiceUnavailable("connection refused")
+		})
+		b := h.candidate("b").start()
+		h.advance(10 * time.Second)
+		if err := b.e.Check(0); err != nil {
+			t.Fatalf("Check = %v after 10s, want healthy until LeaseDuration passed", err)
+		}
+		h.advance(6 * time.Second)
+		if err := b.e.Check(0); !errors.Is(err, ErrAPIUnreachable) {
+			t.Fatalf("Check = %v after 16s of failures, want ErrAPIUnreachable", err)
+		}
+		h.srv.ClearHooks()
+		h.advance(10 * time.Second)
+		b.waitLeader()
+		if err := b.e.Check(0); err != nil {
+			t.Fatalf("Check = %v after recovery", err)
+		}
+
 	})
-	b := h.candidate("b").start()
-	h.advance(10 * time.Second)
-	if err := b.e.Check(0); err != nil {
-		t.Fatalf("Check = %v after 10s, want healthy until LeaseDuration passed", err)
-	}
-	h.advance(6 * time.Second)
-	if err := b.e.Check(0); !errors.Is(err, ErrAPIUnreachable) {
-		t.Fatalf("Check = %v after 16s of failures, want ErrAPIUnreachable", err)
-	}
-	h.srv.ClearHooks()
-	h.advance(10 * time.Second)
-	b.waitLeader()
-	if err := b.e.Check(0); err != nil {
-		t.Fatalf("Check = %v after recovery", err)
-	}
 }
 
 // A missing namespace or a missing RBAC rule gives an error that says what
@@ -821,24 +950,28 @@ func TestMissingNamespaceAndForbiddenExplained(t *testing.T) {
 		{"get forbidden", "get", apierrors.NewForbidden(leasesGR, testName, errors.New("denied")), `RBAC forbids \"get\"`},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			h := newHarness(t)
-			h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-				if r.Verb == tc.verb {
-					return tc.err
+			synctest.Test(t, func(t *testing.T) {
+
+				h := newHarness(t)
+				h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+					if r.Verb == tc.verb {
+						return tc.err
+					}
+					return nil
+				})
+				a := h.candidate("a").start()
+				h.advance(20 * time.Second)
+				if n := h.srv.Requests("a", tc.verb); n < 3 || n > 20 {
+					t.Fatalf("%d %s attempts in 20s, want retries with backoff", n, tc.verb)
 				}
-				return nil
+				if lines := a.logs.matching(tc.want); len(lines) == 0 {
+					t.Fatalf("no log line says %q:\n%s", tc.want, a.logs)
+				}
+				if a.e.IsLeader() {
+					t.Fatal("leads without the lease")
+				}
+
 			})
-			a := h.candidate("a").start()
-			h.advance(20 * time.Second)
-			if n := h.srv.Requests("a", tc.verb); n < 3 || n > 20 {
-				t.Fatalf("%d %s attempts in 20s, want retries with backoff", n, tc.verb)
-			}
-			if lines := a.logs.matching(tc.want); len(lines) == 0 {
-				t.Fatalf("no log line says %q:\n%s", tc.want, a.logs)
-			}
-			if a.e.IsLeader() {
-				t.Fatal("leads without the lease")
-			}
 		})
 	}
 }
@@ -847,53 +980,61 @@ func TestMissingNamespaceAndForbiddenExplained(t *testing.T) {
 // its end may be seen before the cancellation. It is still a clean stop:
 // nil, and no release without ReleaseOnCancel.
 func TestCancelDuringRenewIsCleanStop(t *testing.T) {
-	for i := 0; i < 20; i++ {
-		h := newHarness(t)
-		a := h.candidate("a")
-		a.start()
-		a.waitLeader()
-		proceed := make(chan struct{})
-		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-			if r.Client == "a" && r.Verb == "update" {
-				a.cancel() // cancelled while the renewal is in flight
-				eventually(t, "work returned", func() bool { return a.count("returned") == 1 })
-				close(proceed)
+	synctest.Test(t, func(t *testing.T) {
+
+		for i := 0; i < 20; i++ {
+			h := newHarness(t)
+			a := h.candidate("a")
+			a.start()
+			a.waitLeader()
+			proceed := make(chan struct{})
+			h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+				if r.Client == "a" && r.Verb == "update" {
+					a.cancel() // cancelled while the renewal is in flight
+					a.await("returned", 1)
+					close(proceed)
+				}
+				return nil
+			})
+			h.advance(2 * time.Second)
+			<-proceed
+			if err := a.wait(); err != nil {
+				t.Fatalf("iteration %d: Run = %v, want nil", i, err)
 			}
-			return nil
-		})
-		h.advance(2 * time.Second)
-		<-proceed
-		if err := a.wait(); err != nil {
-			t.Fatalf("iteration %d: Run = %v, want nil", i, err)
+			if h.holder() != "a" {
+				t.Fatalf("iteration %d: released without ReleaseOnCancel", i)
+			}
 		}
-		if h.holder() != "a" {
-			t.Fatalf("iteration %d: released without ReleaseOnCancel", i)
-		}
-	}
+
+	})
 }
 
 // RBAC forbids update: the term ends at the deadline with the cause in
 // Run's error, and Check names the missing verb while it persists.
 func TestForbiddenUpdateSurfaces(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Verb == "update" {
-			return apierrors.NewForbidden(leasesGR, testName, errors.New("update denied"))
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Verb == "update" {
+				return apierrors.NewForbidden(leasesGR, testName, errors.New("update denied"))
+			}
+			return nil
+		})
+		h.advance(10 * time.Second)
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) || !strings.Contains(err.Error(), `RBAC forbids "update"`) {
+			t.Fatalf("Run = %v, want ErrLeaderLost naming the forbidden update", err)
 		}
-		return nil
+		b := h.candidate("b").start()
+		h.advance(35 * time.Second) // a's claim expires at 25s; b's takeover is forbidden from then on
+		if err := b.e.Check(0); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), `"update"`) {
+			t.Fatalf("Check = %v, want ErrForbidden naming update", err)
+		}
+
 	})
-	h.advance(10 * time.Second)
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) || !strings.Contains(err.Error(), `RBAC forbids "update"`) {
-		t.Fatalf("Run = %v, want ErrLeaderLost naming the forbidden update", err)
-	}
-	b := h.candidate("b").start()
-	h.advance(35 * time.Second) // a's claim expires at 25s; b's takeover is forbidden from then on
-	if err := b.e.Check(0); !errors.Is(err, ErrForbidden) || !strings.Contains(err.Error(), `"update"`) {
-		t.Fatalf("Check = %v, want ErrForbidden naming update", err)
-	}
 }
 
 // pausingLeases pauses a client right after one of its updates landed, as
@@ -927,86 +1068,98 @@ func (l *pausingLeaseInterface) Update(ctx context.Context, lease *coordinationv
 // landed must not start its work on resume: the term may be another's.
 // (Found by reading lead() during the chaos work.)
 func TestPauseAfterAcquireLandedStartsNothing(t *testing.T) {
-	h := newHarness(t)
-	h.putLease("x", 15)
-	pl := &pausingLeases{LeasesGetter: h.srv.Client("a"), landed: make(chan struct{}), resume: make(chan struct{})}
-	pl.armed.Store(true)
-	a := h.candidate("a", func(c *Config) { c.Lock.Client = pl }).start()
-	h.advanceTo(15 * time.Second)
-	eventually(t, "a's acquire landed", func() bool {
-		select {
-		case <-pl.landed:
-			return true
-		default:
-			return false
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.putLease("x", 15)
+		pl := &pausingLeases{LeasesGetter: h.srv.Client("a"), landed: make(chan struct{}), resume: make(chan struct{})}
+		pl.armed.Store(true)
+		a := h.candidate("a", func(c *Config) { c.Lock.Client = pl }).start()
+		h.advanceTo(15 * time.Second)
+		eventually(t, "a's acquire landed", func() bool {
+			select {
+			case <-pl.landed:
+				return true
+			default:
+				return false
+			}
+		})
+		b := h.candidate("b").start()
+		h.advance(16 * time.Second) // a stays paused for longer than L
+		b.waitLeader()
+		close(pl.resume) // SIGCONT
+		err := a.wait()
+		if !errors.Is(err, ErrLeaderLost) {
+			t.Fatalf("Run = %v, want ErrLeaderLost", err)
 		}
+		if a.count("started") != 0 || a.count("stopped") != 0 || h.maxWorking.Load() != 1 {
+			t.Fatalf("a's callbacks %v, max working %d: a started work on an expired claim", a.history(), h.maxWorking.Load())
+		}
+
 	})
-	b := h.candidate("b").start()
-	h.advance(16 * time.Second) // a stays paused for longer than L
-	b.waitLeader()
-	close(pl.resume) // SIGCONT
-	err := a.wait()
-	if !errors.Is(err, ErrLeaderLost) {
-		t.Fatalf("Run = %v, want ErrLeaderLost", err)
-	}
-	if a.count("started") != 0 || a.count("stopped") != 0 || h.maxWorking.Load() != 1 {
-		t.Fatalf("a's callbacks %v, max working %d: a started work on an expired claim", a.history(), h.maxWorking.Load())
-	}
 }
 
 // A renewal that hangs until its timeout is retried at once, not a full
 // RetryPeriod later, so a server stall of RenewDeadline/2 costs no term.
 func TestRenewRetriesAtOnceAfterTimeout(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	var sends []time.Duration
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client != "a" || r.Verb != "update" {
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		var sends []time.Duration
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client != "a" || r.Verb != "update" {
+				return nil
+			}
+			sends = append(sends, h.clock.Since(t0))
+			if len(sends) == 1 { // the renewal at 2s hangs until its 5s timeout
+				<-ctx.Done()
+				return ctx.Err()
+			}
 			return nil
+		})
+		h.advance(8 * time.Second)
+		if len(sends) < 2 || sends[1] != 7*time.Second {
+			t.Fatalf("renewal attempts at %v; want the retry at 7s, right after the 2s attempt timed out", sends)
 		}
-		sends = append(sends, h.clock.Since(t0))
-		if len(sends) == 1 { // the renewal at 2s hangs until its 5s timeout
-			<-ctx.Done()
-			return ctx.Err()
+		if !a.e.IsLeader() {
+			t.Fatal("lost the lease after one hung renewal")
 		}
-		return nil
+
 	})
-	h.advance(8 * time.Second)
-	if len(sends) < 2 || sends[1] != 7*time.Second {
-		t.Fatalf("renewal attempts at %v; want the retry at 7s, right after the 2s attempt timed out", sends)
-	}
-	if !a.e.IsLeader() {
-		t.Fatal("lost the lease after one hung renewal")
-	}
 }
 
 // With Rejoin, a process whose lost term's work outlived the margin does
 // not campaign again until that work returned: never two works at once.
 func TestRejoinWaitsForOverdueWork(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.Rejoin = true })
-	a.hold = make(chan struct{})
-	a.start()
-	a.waitLeader()
-	fail := true
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if fail && r.Client == "a" && r.Verb == "update" {
-			return apierrors.NewServiceUnavailable("injected")
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true })
+		a.hold = make(chan struct{})
+		a.start()
+		a.waitLeader()
+		fail := true
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if fail && r.Client == "a" && r.Verb == "update" {
+				return apierrors.NewServiceUnavailable("injected")
+			}
+			return nil
+		})
+		h.advance(10 * time.Second) // lost at the deadline; the work holds on
+		h.advance(4 * time.Second)  // past the margin
+		fail = false
+		h.advance(20 * time.Second)
+		if a.count("started") != 1 {
+			t.Fatalf("started a new term while the old work still ran: %v", a.history())
 		}
-		return nil
+		close(a.hold)
+		h.advance(5 * time.Second)
+		a.waitLeader()
+		if h.maxWorking.Load() != 1 || a.count("started") != 2 {
+			t.Fatalf("history %v, max working %d", a.history(), h.maxWorking.Load())
+		}
+
 	})
-	h.advance(10 * time.Second) // lost at the deadline; the work holds on
-	h.advance(4 * time.Second)  // past the margin
-	fail = false
-	h.advance(20 * time.Second)
-	if a.count("started") != 1 {
-		t.Fatalf("started a new term while the old work still ran: %v", a.history())
-	}
-	close(a.hold)
-	h.advance(5 * time.Second)
-	a.waitLeader()
-	if h.maxWorking.Load() != 1 || a.count("started") != 2 {
-		t.Fatalf("history %v, max working %d", a.history(), h.maxWorking.Load())
-	}
 }

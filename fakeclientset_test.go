@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -32,8 +33,10 @@ var plainFakes = []struct {
 func forEachPlainFake(t *testing.T, test func(t *testing.T, cs kubernetes.Interface, h *harness)) {
 	for _, f := range plainFakes {
 		t.Run(f.name, func(t *testing.T) {
-			cs := f.new()
-			test(t, cs, newFakeClientsetHarness(t, cs))
+			synctest.Test(t, func(t *testing.T) {
+				cs := f.new()
+				test(t, cs, newFakeClientsetHarness(t, cs))
+			})
 		})
 	}
 }

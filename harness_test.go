@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -23,10 +24,11 @@ import (
 )
 
 // The test harness: candidates on one fake clock, talking to one
-// compare-and-swap Lease server. Time moves only when a test advances the
-// fake clock; between steps the harness waits for the candidates to settle
-// (no request in flight, no new timer), so a step never outruns the
-// reaction to the previous one.
+// compare-and-swap Lease server, inside a testing/synctest bubble. Time
+// moves only when a test advances the fake clock; between steps the
+// harness waits until every goroutine of the bubble is durably blocked
+// (synctest.Wait), so a step never outruns the reaction to the previous
+// one, and the wait is exact.
 
 const (
 	testNS   = "ns"
@@ -51,14 +53,10 @@ type harness struct {
 
 	mu    sync.Mutex
 	cands []*candidate
-	// behind maps a candidate that did not catch up with the server
-	// within settleCatchUp to the version it was stuck at: settle does
-	// not wait for it again until that version changes.
-	behind map[*candidate]string
 }
 
 func newHarness(t *testing.T) *harness {
-	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond, behind: map[*candidate]string{}}
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond}
 	h.clientFor = func(id string) coordinationv1client.LeasesGetter { return h.srv.Client(id) }
 	h.leaseAt = h.srv.Lease
 	return h
@@ -67,7 +65,7 @@ func newHarness(t *testing.T) *harness {
 // newFakeClientsetHarness runs the candidates on one of client-go's plain
 // fake clientsets, which returns Leases without a resourceVersion.
 func newFakeClientsetHarness(t *testing.T, cs kubernetes.Interface) *harness {
-	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), step: 500 * time.Millisecond, behind: map[*candidate]string{}}
+	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), step: 500 * time.Millisecond}
 	h.clientFor = func(string) coordinationv1client.LeasesGetter { return cs.CoordinationV1() }
 	h.leaseAt = func(namespace, name string) *coordinationv1.Lease {
 		l, err := cs.CoordinationV1().Leases(namespace).Get(context.Background(), name, metav1.GetOptions{})
@@ -79,87 +77,15 @@ func newFakeClientsetHarness(t *testing.T, cs kubernetes.Interface) *harness {
 	return h
 }
 
-// settleCatchUp bounds how long settle waits (in real time) for a
-// candidate to see the server's current version of its Lease: a watch
-// event in transit arrives in well under that, even on a loaded machine.
-const settleCatchUp = 250 * time.Millisecond
-
-// settle waits (in real time) until the fake clock's waiter count and the
-// server's in-flight count have been stable for a while, and every running
-// candidate has seen the current version of its Lease. A candidate that
-// cannot catch up without the clock moving (it polls, or waits for its
-// overdue work) is waited for settleCatchUp at most, once per version it
-// is stuck at.
+// settle waits until every goroutine of the test's synctest bubble is
+// durably blocked: each candidate has reacted to everything so far (no
+// request in flight, no watch event unread, every timer it wants set),
+// and nothing more can happen until the fake clock moves. It is exact:
+// synctest.Wait returns at that point and never gives up. Every harness
+// test runs inside synctest.Test.
 func (h *harness) settle() {
 	h.t.Helper()
-	last, stable := -1, 0
-	var lagging time.Time
-	for i := 0; i < 4000 && stable < 10; i++ {
-		n := h.clock.Waiters() * 1000
-		if h.srv != nil {
-			n += h.srv.InFlight()
-		}
-		if n == last {
-			stable++
-		} else {
-			last, stable = n, 0
-		}
-		if stable == 10 {
-			switch lag := h.lagging(); {
-			case lag == nil && !lagging.IsZero():
-				// Caught up: give its reaction time to show.
-				lagging, stable = time.Time{}, 0
-			case lag == nil:
-			case lagging.IsZero():
-				lagging, stable = time.Now(), 0
-			case time.Since(lagging) < settleCatchUp:
-				stable = 0
-			default:
-				h.mu.Lock()
-				for _, c := range lag {
-					h.behind[c] = c.e.seenVersion()
-				}
-				h.mu.Unlock()
-			}
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
-}
-
-// lagging returns the running candidates that have not yet seen the
-// current version of their Lease, leaving out those settle already gave up
-// on at the version they still show.
-func (h *harness) lagging() []*candidate {
-	h.mu.Lock()
-	defer h.mu.Unlock()
-	var out []*candidate
-	if h.srv == nil {
-		// client-go's fake tracker hands the Lease it stores to a new
-		// watch, and the elector trims watched Leases in place: a Get
-		// here would race with that (see
-		// TestPlainFakeStoredLeaseNotMutatedByElector). No catch-up
-		// check on the plain fakes.
-		return nil
-	}
-	for _, c := range h.cands {
-		if !c.e.running.Load() {
-			continue
-		}
-		l := h.leaseAt(c.cfg.Lock.Namespace, c.cfg.Lock.Name)
-		if l == nil {
-			continue // deleted: a deletion leaves no version to compare
-		}
-		seen := c.e.seenVersion()
-		if seen == versionOf(l) {
-			delete(h.behind, c)
-			continue
-		}
-		if v, ok := h.behind[c]; ok && v == seen {
-			continue
-		}
-		out = append(out, c)
-	}
-	return out
+	synctest.Wait()
 }
 
 // advance moves the fake clock forward by d in steps of at most h.step,
@@ -202,15 +128,14 @@ func (h *harness) putLease(holder string, durationSeconds int32) *coordinationv1
 	return h.srv.Put(l)
 }
 
-// eventually waits (in real time, the fake clock standing still) for cond.
+// eventually settles (the fake clock standing still) and fails the test
+// unless cond then holds: whatever the candidates do without time moving
+// has happened by then.
 func eventually(t *testing.T, what string, cond func() bool) {
 	t.Helper()
-	deadline := time.Now().Add(5 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(200 * time.Microsecond)
+	synctest.Wait()
+	if !cond() {
+		t.Fatalf("not true once settled: %s", what)
 	}
 }
 
@@ -226,6 +151,8 @@ type candidate struct {
 
 	mu     sync.Mutex
 	events []string
+	// recorded is closed and replaced at each record, for await.
+	recorded chan struct{}
 
 	// hold, when set, keeps OnStartedLeading running after its ctx is
 	// cancelled until the channel is closed.
@@ -294,6 +221,34 @@ func (c *candidate) record(ev string) {
 	c.mu.Lock()
 	defer c.mu.Unlock()
 	c.events = append(c.events, ev)
+	if c.recorded != nil {
+		close(c.recorded)
+	}
+	c.recorded = make(chan struct{})
+}
+
+// await blocks until the candidate has recorded ev n times. It blocks on
+// a channel, so a goroutine awaiting counts as durably blocked in the
+// bubble (a request hook may await the work while the request is held).
+func (c *candidate) await(ev string, n int) {
+	for {
+		c.mu.Lock()
+		got := 0
+		for _, e := range c.events {
+			if e == ev {
+				got++
+			}
+		}
+		if c.recorded == nil {
+			c.recorded = make(chan struct{})
+		}
+		ch := c.recorded
+		c.mu.Unlock()
+		if got >= n {
+			return
+		}
+		<-ch
+	}
 }
 
 func (c *candidate) history() []string {

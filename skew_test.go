@@ -6,6 +6,7 @@ import (
 	"math"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -67,53 +68,57 @@ func TestClockRateSkewBound(t *testing.T) {
 		{1.6, true},
 	} {
 		t.Run(fmt.Sprintf("ratio %.3f", tc.ratio), func(t *testing.T) {
-			h := newHarness(t)
-			h.step = 100 * time.Millisecond
-			slow := skewedClock{master: h.clock, rate: 1 / math.Sqrt(tc.ratio)}
-			fast := skewedClock{master: h.clock, rate: math.Sqrt(tc.ratio)}
-			var mu sync.Mutex
-			var stoppedAt, startedAt time.Time
-			a := h.candidate("a", func(c *Config) { c.Clock = slow })
-			a.cfg.Callbacks.OnStartedLeading = func(ctx context.Context) {
-				<-ctx.Done()
-				mu.Lock()
-				stoppedAt = h.clock.Now()
-				mu.Unlock()
-			}
-			a.e, _ = New(a.cfg)
-			a.start()
-			a.waitLeader()
-			b := h.candidate("b", func(c *Config) { c.Clock = fast })
-			b.cfg.Callbacks.OnStartedLeading = func(ctx context.Context) {
-				mu.Lock()
-				startedAt = h.clock.Now()
-				mu.Unlock()
-				<-ctx.Done()
-			}
-			b.e, _ = New(b.cfg)
-			b.start()
-			eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
-			// Partition a: all its requests fail from now on, and its
-			// watch is cut, so it learns nothing from the server.
-			h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-				if r.Client == "a" {
-					return apierrors.NewServiceUnavailable("partitioned")
+			synctest.Test(t, func(t *testing.T) {
+
+				h := newHarness(t)
+				h.step = 100 * time.Millisecond
+				slow := skewedClock{master: h.clock, rate: 1 / math.Sqrt(tc.ratio)}
+				fast := skewedClock{master: h.clock, rate: math.Sqrt(tc.ratio)}
+				var mu sync.Mutex
+				var stoppedAt, startedAt time.Time
+				a := h.candidate("a", func(c *Config) { c.Clock = slow })
+				a.cfg.Callbacks.OnStartedLeading = func(ctx context.Context) {
+					<-ctx.Done()
+					mu.Lock()
+					stoppedAt = h.clock.Now()
+					mu.Unlock()
 				}
-				return nil
+				a.e, _ = New(a.cfg)
+				a.start()
+				a.waitLeader()
+				b := h.candidate("b", func(c *Config) { c.Clock = fast })
+				b.cfg.Callbacks.OnStartedLeading = func(ctx context.Context) {
+					mu.Lock()
+					startedAt = h.clock.Now()
+					mu.Unlock()
+					<-ctx.Done()
+				}
+				b.e, _ = New(b.cfg)
+				b.start()
+				eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+				// Partition a: all its requests fail from now on, and its
+				// watch is cut, so it learns nothing from the server.
+				h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+					if r.Client == "a" {
+						return apierrors.NewServiceUnavailable("partitioned")
+					}
+					return nil
+				})
+				h.srv.CloseWatches()
+				h.advance(20 * time.Second)
+				b.waitLeader()
+				mu.Lock()
+				defer mu.Unlock()
+				if stoppedAt.IsZero() || startedAt.IsZero() {
+					t.Fatalf("stopped %v started %v", stoppedAt, startedAt)
+				}
+				overlap := startedAt.Before(stoppedAt)
+				if overlap != tc.overlap {
+					t.Fatalf("ratio %.3f (bound %.3f): old work stopped at %v, new started at %v; overlap=%v, want %v",
+						tc.ratio, bound, stoppedAt.Sub(t0), startedAt.Sub(t0), overlap, tc.overlap)
+				}
+
 			})
-			h.srv.CloseWatches()
-			h.advance(20 * time.Second)
-			b.waitLeader()
-			mu.Lock()
-			defer mu.Unlock()
-			if stoppedAt.IsZero() || startedAt.IsZero() {
-				t.Fatalf("stopped %v started %v", stoppedAt, startedAt)
-			}
-			overlap := startedAt.Before(stoppedAt)
-			if overlap != tc.overlap {
-				t.Fatalf("ratio %.3f (bound %.3f): old work stopped at %v, new started at %v; overlap=%v, want %v",
-					tc.ratio, bound, stoppedAt.Sub(t0), startedAt.Sub(t0), overlap, tc.overlap)
-			}
 		})
 	}
 }

@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 )
 
@@ -12,46 +13,50 @@ import (
 // and the token strictly increases from one term to the next on a Lease,
 // whichever process wins.
 func TestTermFencingTokenIncreasesAcrossProcesses(t *testing.T) {
-	h := newHarness(t)
-	// Name only labels logs and metrics: Term.Lease names the Lease itself.
-	rel := func(c *Config) { c.ReleaseOnCancel = true; c.Name = "my-metrics-label" }
-	var tokens []int32
-	for i, id := range []string{"a", "b", "a2", "b2"} {
-		c := h.candidate(id, rel).start()
-		c.waitLeader()
-		eventually(t, id+"'s work started", func() bool { return c.workCtx.Load() != nil })
-		term, ok := TermFromContext(*c.workCtx.Load())
-		if !ok {
-			t.Fatalf("%s: OnStartedLeading's ctx carries no term", id)
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		// Name only labels logs and metrics: Term.Lease names the Lease itself.
+		rel := func(c *Config) { c.ReleaseOnCancel = true; c.Name = "my-metrics-label" }
+		var tokens []int32
+		for i, id := range []string{"a", "b", "a2", "b2"} {
+			c := h.candidate(id, rel).start()
+			c.waitLeader()
+			eventually(t, id+"'s work started", func() bool { return c.workCtx.Load() != nil })
+			term, ok := TermFromContext(*c.workCtx.Load())
+			if !ok {
+				t.Fatalf("%s: OnStartedLeading's ctx carries no term", id)
+			}
+			lease := h.lease()
+			if term.Transitions != transitionsOf(lease) || term.UID != lease.UID || term.Holder != id || term.Lease != testNS+"/"+testName ||
+				term.ResourceVersion == "" || (i == 0 && term.ResourceVersion != lease.ResourceVersion) {
+				t.Fatalf("term %+v does not match the Lease (transitions %d, uid %s)", term, transitionsOf(lease), lease.UID)
+			}
+			if got, ok := c.e.Term(); !ok || got != term {
+				t.Fatalf("Elector.Term() = %+v, %v; want the work's term %+v", got, ok, term)
+			}
+			if !term.AcquiredAt.Equal(h.clock.Now()) && i == 0 {
+				t.Fatalf("AcquiredAt = %v, want the winning write's send time %v", term.AcquiredAt, h.clock.Now())
+			}
+			tokens = append(tokens, term.Transitions)
+			c.cancel()
+			if err := c.wait(); err != nil {
+				t.Fatal(err)
+			}
+			if _, ok := c.e.Term(); ok {
+				t.Fatalf("%s: Term() reports a term after Run returned", id)
+			}
 		}
-		lease := h.lease()
-		if term.Transitions != transitionsOf(lease) || term.UID != lease.UID || term.Holder != id || term.Lease != testNS+"/"+testName ||
-			term.ResourceVersion == "" || (i == 0 && term.ResourceVersion != lease.ResourceVersion) {
-			t.Fatalf("term %+v does not match the Lease (transitions %d, uid %s)", term, transitionsOf(lease), lease.UID)
+		for i := 1; i < len(tokens); i++ {
+			if tokens[i] <= tokens[i-1] {
+				t.Fatalf("fencing tokens %v do not strictly increase", tokens)
+			}
 		}
-		if got, ok := c.e.Term(); !ok || got != term {
-			t.Fatalf("Elector.Term() = %+v, %v; want the work's term %+v", got, ok, term)
+		if _, ok := TermFromContext(context.Background()); ok {
+			t.Fatal("TermFromContext found a term in a plain ctx")
 		}
-		if !term.AcquiredAt.Equal(h.clock.Now()) && i == 0 {
-			t.Fatalf("AcquiredAt = %v, want the winning write's send time %v", term.AcquiredAt, h.clock.Now())
-		}
-		tokens = append(tokens, term.Transitions)
-		c.cancel()
-		if err := c.wait(); err != nil {
-			t.Fatal(err)
-		}
-		if _, ok := c.e.Term(); ok {
-			t.Fatalf("%s: Term() reports a term after Run returned", id)
-		}
-	}
-	for i := 1; i < len(tokens); i++ {
-		if tokens[i] <= tokens[i-1] {
-			t.Fatalf("fencing tokens %v do not strictly increase", tokens)
-		}
-	}
-	if _, ok := TermFromContext(context.Background()); ok {
-		t.Fatal("TermFromContext found a term in a plain ctx")
-	}
+
+	})
 }
 
 // A work that ignores its ctx: the elector keeps renewing for
@@ -59,196 +64,224 @@ func TestTermFencingTokenIncreasesAcrossProcesses(t *testing.T) {
 // calls OnStoppedLeading and returns ErrStepDownTimeout. The follower takes
 // over only once the lease expired after the last renewal.
 func TestStepDownTimeoutBoundsAStuckWork(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) {
-		c.ReleaseOnCancel = true
-		c.StepDownTimeout = 8 * time.Second
-	})
-	a.hold = make(chan struct{}) // the work ignores ctx until closed
-	a.start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	a.cancel()
-	eventually(t, "work ctx cancelled", func() bool { return (*a.workCtx.Load()).Err() != nil })
-	cancelledAt := h.clock.Now()
+	synctest.Test(t, func(t *testing.T) {
 
-	h.advance(7900 * time.Millisecond)
-	select {
-	case err := <-a.done:
-		t.Fatalf("Run returned %v before StepDownTimeout", err)
-	default:
-	}
-	if !a.e.IsLeader() || h.holder() != "a" {
-		t.Fatal("stopped leading before StepDownTimeout")
-	}
-	if n := len(a.logs.matching("Still waiting for OnStartedLeading")); n != 1 {
-		t.Fatalf("logged the wait %d times in 8s, want once (every 5s):\n%s", n, a.logs)
-	}
-	lastRenewal := h.lease().Spec.RenewTime.Time
-	h.advance(100 * time.Millisecond)
-	var err error
-	eventually(t, "Run returns at StepDownTimeout", func() bool {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) {
+			c.ReleaseOnCancel = true
+			c.StepDownTimeout = 8 * time.Second
+		})
+		a.hold = make(chan struct{}) // the work ignores ctx until closed
+		a.start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		a.cancel()
+		eventually(t, "work ctx cancelled", func() bool { return (*a.workCtx.Load()).Err() != nil })
+		cancelledAt := h.clock.Now()
+
+		h.advance(7900 * time.Millisecond)
 		select {
-		case err = <-a.done:
-			a.done <- err
-			return true
+		case err := <-a.done:
+			t.Fatalf("Run returned %v before StepDownTimeout", err)
 		default:
-			return false
 		}
+		if !a.e.IsLeader() || h.holder() != "a" {
+			t.Fatal("stopped leading before StepDownTimeout")
+		}
+		if n := len(a.logs.matching("Still waiting for OnStartedLeading")); n != 1 {
+			t.Fatalf("logged the wait %d times in 8s, want once (every 5s):\n%s", n, a.logs)
+		}
+		lastRenewal := h.lease().Spec.RenewTime.Time
+		h.advance(100 * time.Millisecond)
+		var err error
+		eventually(t, "Run returns at StepDownTimeout", func() bool {
+			select {
+			case err = <-a.done:
+				a.done <- err
+				return true
+			default:
+				return false
+			}
+		})
+		if !errors.Is(err, ErrStepDownTimeout) || h.clock.Since(cancelledAt) != 8*time.Second {
+			t.Fatalf("Run = %v after %v, want ErrStepDownTimeout after 8s", err, h.clock.Since(cancelledAt))
+		}
+		if a.count("stopped") != 1 {
+			t.Fatal("OnStoppedLeading not called at the timeout")
+		}
+		if h.holder() != "a" {
+			t.Fatal("released the lease while the work may still run")
+		}
+		// Nobody starts before the lease expires, 15s after the last renewal.
+		expiry := lastRenewal.Add(15 * time.Second)
+		h.advance(expiry.Sub(h.clock.Now()) - 100*time.Millisecond)
+		if b.e.IsLeader() || b.count("started") != 0 {
+			t.Fatal("the follower started before the lease expired")
+		}
+		h.advance(2 * time.Second)
+		b.waitLeader()
+		close(a.hold)
+
 	})
-	if !errors.Is(err, ErrStepDownTimeout) || h.clock.Since(cancelledAt) != 8*time.Second {
-		t.Fatalf("Run = %v after %v, want ErrStepDownTimeout after 8s", err, h.clock.Since(cancelledAt))
-	}
-	if a.count("stopped") != 1 {
-		t.Fatal("OnStoppedLeading not called at the timeout")
-	}
-	if h.holder() != "a" {
-		t.Fatal("released the lease while the work may still run")
-	}
-	// Nobody starts before the lease expires, 15s after the last renewal.
-	expiry := lastRenewal.Add(15 * time.Second)
-	h.advance(expiry.Sub(h.clock.Now()) - 100*time.Millisecond)
-	if b.e.IsLeader() || b.count("started") != 0 {
-		t.Fatal("the follower started before the lease expired")
-	}
-	h.advance(2 * time.Second)
-	b.waitLeader()
-	close(a.hold)
 }
 
 // Yield hands the lease to the named successor at once (no clock step);
 // another candidate defers; the successor clears the preference.
 func TestYieldToNamedSuccessor(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	c := h.candidate("c").start()
-	eventually(t, "followers see a", func() bool { return b.e.Leader() == "a" && c.e.Leader() == "a" })
+	synctest.Test(t, func(t *testing.T) {
 
-	if err := a.e.Yield(context.Background(), "c"); err != nil {
-		t.Fatalf("Yield = %v", err)
-	}
-	c.waitLeader() // the fake clock has not moved
-	if err := a.wait(); err != nil {
-		t.Fatalf("Run after a yield without Rejoin = %v, want nil", err)
-	}
-	// OnNewLeader runs on its own goroutine: only the work's callbacks are ordered.
-	if got := strings.Join(without(without(a.history(), "new:c"), "new:a"), ","); got != "started,returned,stopped" {
-		t.Fatalf("yielder's callbacks = %s", got)
-	}
-	h.settle()
-	if _, ok := h.lease().Annotations[PreferredHolderAnnotation]; ok {
-		t.Fatal("the successor did not clear the preference")
-	}
-	if b.e.IsLeader() || h.maxWorking.Load() != 1 {
-		t.Fatal("another candidate took the lease, or two works ran")
-	}
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		c := h.candidate("c").start()
+		eventually(t, "followers see a", func() bool { return b.e.Leader() == "a" && c.e.Leader() == "a" })
+
+		if err := a.e.Yield(context.Background(), "c"); err != nil {
+			t.Fatalf("Yield = %v", err)
+		}
+		c.waitLeader() // the fake clock has not moved
+		if err := a.wait(); err != nil {
+			t.Fatalf("Run after a yield without Rejoin = %v, want nil", err)
+		}
+		// OnNewLeader runs on its own goroutine: only the work's callbacks are ordered.
+		if got := strings.Join(without(without(a.history(), "new:c"), "new:a"), ","); got != "started,returned,stopped" {
+			t.Fatalf("yielder's callbacks = %s", got)
+		}
+		h.settle()
+		if _, ok := h.lease().Annotations[PreferredHolderAnnotation]; ok {
+			t.Fatal("the successor did not clear the preference")
+		}
+		if b.e.IsLeader() || h.maxWorking.Load() != 1 {
+			t.Fatal("another candidate took the lease, or two works ran")
+		}
+
+	})
 }
 
 // Yield with Rejoin follows again; Yield when not leading fails.
 func TestYieldRejoinAndNotLeading(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.Rejoin = true }).start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
-	if err := b.e.Yield(context.Background(), ""); !errors.Is(err, ErrNotLeading) {
-		t.Fatalf("a follower's Yield = %v, want ErrNotLeading", err)
-	}
-	if err := a.e.Yield(context.Background(), "a"); err == nil || !strings.Contains(err.Error(), "own identity") {
-		t.Fatalf("Yield to self = %v, want an error naming the problem", err)
-	}
-	if err := a.e.Yield(context.Background(), ""); err != nil {
-		t.Fatalf("Yield = %v", err)
-	}
-	b.waitLeader()
-	eventually(t, "a follows b", func() bool { return a.e.Leader() == "b" })
-	select {
-	case err := <-a.done:
-		t.Fatalf("Run returned %v after a yield with Rejoin", err)
-	default:
-	}
-	h.advance(30 * time.Second)
-	if a.e.IsLeader() || !b.e.IsLeader() {
-		t.Fatal("leadership did not stay with b")
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true }).start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+		if err := b.e.Yield(context.Background(), ""); !errors.Is(err, ErrNotLeading) {
+			t.Fatalf("a follower's Yield = %v, want ErrNotLeading", err)
+		}
+		if err := a.e.Yield(context.Background(), "a"); err == nil || !strings.Contains(err.Error(), "own identity") {
+			t.Fatalf("Yield to self = %v, want an error naming the problem", err)
+		}
+		if err := a.e.Yield(context.Background(), ""); err != nil {
+			t.Fatalf("Yield = %v", err)
+		}
+		b.waitLeader()
+		eventually(t, "a follows b", func() bool { return a.e.Leader() == "b" })
+		select {
+		case err := <-a.done:
+			t.Fatalf("Run returned %v after a yield with Rejoin", err)
+		default:
+		}
+		h.advance(30 * time.Second)
+		if a.e.IsLeader() || !b.e.IsLeader() {
+			t.Fatal("leadership did not stay with b")
+		}
+
+	})
 }
 
 // The annotation asks the leader to yield, with no code involved.
 func TestAnnotationYield(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	c := h.candidate("c").start()
-	eventually(t, "followers see a", func() bool { return b.e.Leader() == "a" && c.e.Leader() == "a" })
-	l := h.lease()
-	l.Annotations = map[string]string{PreferredHolderAnnotation: "b"}
-	h.srv.Put(l) // as kubectl annotate does: holder and renewTime untouched
-	b.waitLeader()
-	if err := a.wait(); err != nil {
-		t.Fatalf("Run after an annotation yield = %v, want nil", err)
-	}
-	if c.e.IsLeader() || c.count("started") != 0 {
-		t.Fatal("c took the lease meant for b")
-	}
-	if len(a.logs.matching("asks for a handoff")) != 1 {
-		t.Fatalf("the yield was not logged:\n%s", a.logs)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		c := h.candidate("c").start()
+		eventually(t, "followers see a", func() bool { return b.e.Leader() == "a" && c.e.Leader() == "a" })
+		l := h.lease()
+		l.Annotations = map[string]string{PreferredHolderAnnotation: "b"}
+		h.srv.Put(l) // as kubectl annotate does: holder and renewTime untouched
+		b.waitLeader()
+		if err := a.wait(); err != nil {
+			t.Fatalf("Run after an annotation yield = %v, want nil", err)
+		}
+		if c.e.IsLeader() || c.count("started") != 0 {
+			t.Fatal("c took the lease meant for b")
+		}
+		if len(a.logs.matching("asks for a handoff")) != 1 {
+			t.Fatalf("the yield was not logged:\n%s", a.logs)
+		}
+
+	})
 }
 
 // A release naming a successor that never comes: the others defer for one
 // lease duration by their clock, then compete, and the winner clears it.
 func TestDeferToAbsentSuccessorThenCompete(t *testing.T) {
-	h := newHarness(t)
-	l := h.putLease("", 15)
-	l.Annotations = map[string]string{PreferredHolderAnnotation: "ghost"}
-	h.srv.Put(l)
-	b := h.candidate("b").start()
-	h.advanceTo(14900 * time.Millisecond)
-	if b.e.IsLeader() {
-		t.Fatal("took a lease promised to another candidate before deferring")
-	}
-	h.advanceTo(15 * time.Second)
-	b.waitLeader()
-	if _, ok := h.lease().Annotations[PreferredHolderAnnotation]; ok {
-		t.Fatal("the new term kept a stale preference")
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		l := h.putLease("", 15)
+		l.Annotations = map[string]string{PreferredHolderAnnotation: "ghost"}
+		h.srv.Put(l)
+		b := h.candidate("b").start()
+		h.advanceTo(14900 * time.Millisecond)
+		if b.e.IsLeader() {
+			t.Fatal("took a lease promised to another candidate before deferring")
+		}
+		h.advanceTo(15 * time.Second)
+		b.waitLeader()
+		if _, ok := h.lease().Annotations[PreferredHolderAnnotation]; ok {
+			t.Fatal("the new term kept a stale preference")
+		}
+
+	})
 }
 
 // With Rejoin, a work that returns right after it starts in two terms in a
 // row (a controller built once and run again) gets a warning, once.
 func TestRejoinWarnsOnWorkThatReturnsAtOnce(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.Rejoin = true })
-	a.workReturn = func() {}
-	a.start()
-	h.advance(time.Second) // term 1 ended; the rejoin waits a RetryPeriod
-	if n := len(a.logs.matching("two terms in a row")); n != 0 {
-		t.Fatalf("warned after %d terms", a.count("started"))
-	}
-	h.advance(10 * time.Second) // terms 2 to 5
-	if a.count("started") < 3 {
-		t.Fatalf("%d terms, want several", a.count("started"))
-	}
-	if n := len(a.logs.matching("two terms in a row")); n != 1 {
-		t.Fatalf("warned %d times after %d quick terms, want once", n, a.count("started"))
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true })
+		a.workReturn = func() {}
+		a.start()
+		h.advance(time.Second) // term 1 ended; the rejoin waits a RetryPeriod
+		if n := len(a.logs.matching("two terms in a row")); n != 0 {
+			t.Fatalf("warned after %d terms", a.count("started"))
+		}
+		h.advance(10 * time.Second) // terms 2 to 5
+		if a.count("started") < 3 {
+			t.Fatalf("%d terms, want several", a.count("started"))
+		}
+		if n := len(a.logs.matching("two terms in a row")); n != 1 {
+			t.Fatalf("warned %d times after %d quick terms, want once", n, a.count("started"))
+		}
+
+	})
 }
 
 // A release writes an empty holder, never a missing one: kube-apiserver's
 // coordinated-election controller crashes on a Lease with candidates and
 // no holderIdentity field.
 func TestReleaseWritesEmptyHolder(t *testing.T) {
-	h := newHarness(t)
-	a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
-	a.waitLeader()
-	a.cancel()
-	if err := a.wait(); err != nil {
-		t.Fatal(err)
-	}
-	if got := h.lease().Spec.HolderIdentity; got == nil || *got != "" {
-		t.Fatalf("released holderIdentity = %v, want a pointer to \"\"", got)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
+		a.waitLeader()
+		a.cancel()
+		if err := a.wait(); err != nil {
+			t.Fatal(err)
+		}
+		if got := h.lease().Spec.HolderIdentity; got == nil || *got != "" {
+			t.Fatalf("released holderIdentity = %v, want a pointer to \"\"", got)
+		}
+
+	})
 }

@@ -4,6 +4,7 @@ import (
 	"context"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -76,78 +77,90 @@ func putStrategy(h *harness) {
 // on), a yield names the successor in spec.preferredHolder as well as in
 // the annotation, and the successor clears both.
 func TestYieldWritesSpecPreferredHolderWhereKept(t *testing.T) {
-	h := newHarness(t)
-	var rel releases
-	rel.hook(h)
-	putStrategy(h)
-	yieldFromAToB(t, h)
-	if got := rel.of("a"); len(got) != 1 || got[0] != "b" {
-		t.Fatalf("a's releases named %q in spec.preferredHolder, want [b]", got)
-	}
-	h.settle()
-	if l := h.lease(); l.Spec.PreferredHolder != nil || l.Annotations[PreferredHolderAnnotation] != "" {
-		t.Fatalf("the successor left the preference on the Lease: spec %v, annotations %v", l.Spec.PreferredHolder, l.Annotations)
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		var rel releases
+		rel.hook(h)
+		putStrategy(h)
+		yieldFromAToB(t, h)
+		if got := rel.of("a"); len(got) != 1 || got[0] != "b" {
+			t.Fatalf("a's releases named %q in spec.preferredHolder, want [b]", got)
+		}
+		h.settle()
+		if l := h.lease(); l.Spec.PreferredHolder != nil || l.Annotations[PreferredHolderAnnotation] != "" {
+			t.Fatalf("the successor left the preference on the Lease: spec %v, annotations %v", l.Spec.PreferredHolder, l.Annotations)
+		}
+
+	})
 }
 
 // On a Lease without a strategy the field is never written: a server with
 // the gate on would refuse the release with 422 (leaseholdtest does the
 // same), and the annotation alone carries the successor.
 func TestYieldWithoutStrategyNamesSuccessorInAnnotationOnly(t *testing.T) {
-	h := newHarness(t)
-	var rel releases
-	rel.hook(h)
-	a := h.candidate("a").start()
-	a.waitLeader()
-	b := h.candidate("b").start()
-	c := h.candidate("c").start()
-	eventually(t, "followers see a", func() bool { return b.e.Leader() == "a" && c.e.Leader() == "a" })
-	// A refused release is retried until the renew deadline, which the
-	// fake clock never reaches: bound the wait in real time instead.
-	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
-	defer cancel()
-	if err := a.e.Yield(ctx, "c"); err != nil {
-		t.Fatalf("Yield = %v", err)
-	}
-	c.waitLeader()
-	if got := rel.of("a"); len(got) != 1 || got[0] != "" {
-		t.Fatalf("a's releases named %q in spec.preferredHolder, want one release naming nobody there", got)
-	}
-	if b.count("started") != 0 {
-		t.Fatal("b took the lease meant for c")
-	}
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		var rel releases
+		rel.hook(h)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		c := h.candidate("c").start()
+		eventually(t, "followers see a", func() bool { return b.e.Leader() == "a" && c.e.Leader() == "a" })
+		// A refused release is retried until the renew deadline, which the
+		// fake clock never reaches: bound the wait in real time instead.
+		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
+		defer cancel()
+		if err := a.e.Yield(ctx, "c"); err != nil {
+			t.Fatalf("Yield = %v", err)
+		}
+		c.waitLeader()
+		if got := rel.of("a"); len(got) != 1 || got[0] != "" {
+			t.Fatalf("a's releases named %q in spec.preferredHolder, want one release naming nobody there", got)
+		}
+		if b.count("started") != 0 {
+			t.Fatal("b took the lease meant for c")
+		}
+
+	})
 }
 
 // Where the server drops the field (the gate off, on a Lease that kept its
 // strategy from before), the first release that writes it learns so from
 // the answer, says so once in the log, and no later release writes it.
 func TestYieldStopsWritingSpecPreferredHolderOnceDropped(t *testing.T) {
-	h := newHarness(t)
-	h.srv.SetCoordinatedLeaderElection(false)
-	var rel releases
-	rel.hook(h)
-	putStrategy(h)
-	rejoin := func(c *Config) { c.Rejoin = true }
-	a := h.candidate("a", rejoin).start()
-	a.waitLeader()
-	b := h.candidate("b", rejoin).start()
-	eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
-	for i, to := range []*candidate{b, a, b} {
-		from := map[*candidate]*candidate{a: b, b: a}[to]
-		if err := from.e.Yield(context.Background(), to.id); err != nil {
-			t.Fatalf("yield %d to %s = %v", i, to.id, err)
+	synctest.Test(t, func(t *testing.T) {
+
+		h := newHarness(t)
+		h.srv.SetCoordinatedLeaderElection(false)
+		var rel releases
+		rel.hook(h)
+		putStrategy(h)
+		rejoin := func(c *Config) { c.Rejoin = true }
+		a := h.candidate("a", rejoin).start()
+		a.waitLeader()
+		b := h.candidate("b", rejoin).start()
+		eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+		for i, to := range []*candidate{b, a, b} {
+			from := map[*candidate]*candidate{a: b, b: a}[to]
+			if err := from.e.Yield(context.Background(), to.id); err != nil {
+				t.Fatalf("yield %d to %s = %v", i, to.id, err)
+			}
+			to.waitLeader()
 		}
-		to.waitLeader()
-	}
-	if got := rel.of("a"); len(got) != 2 || got[0] != "b" || got[1] != "" {
-		t.Fatalf("a's releases named %q in spec.preferredHolder, want [b \"\"]: written once, then not again", got)
-	}
-	if n := len(a.logs.matching("drops spec.preferredHolder")); n != 1 {
-		t.Fatalf("logged the dropped field %d times, want once:\n%s", n, a.logs)
-	}
-	if l := h.lease(); l.Spec.PreferredHolder != nil {
-		t.Fatalf("the server kept spec.preferredHolder %q with the gate off", *l.Spec.PreferredHolder)
-	}
+		if got := rel.of("a"); len(got) != 2 || got[0] != "b" || got[1] != "" {
+			t.Fatalf("a's releases named %q in spec.preferredHolder, want [b \"\"]: written once, then not again", got)
+		}
+		if n := len(a.logs.matching("drops spec.preferredHolder")); n != 1 {
+			t.Fatalf("logged the dropped field %d times, want once:\n%s", n, a.logs)
+		}
+		if l := h.lease(); l.Spec.PreferredHolder != nil {
+			t.Fatalf("the server kept spec.preferredHolder %q with the gate off", *l.Spec.PreferredHolder)
+		}
+
+	})
 }
 
 // On client-go's plain fakes, which keep every field, a yield on a Lease
