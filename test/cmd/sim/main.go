@@ -1,0 +1,172 @@
+// Command sim runs many seeds of the deterministic simulation of package
+// test/sim: leasehold electors on an in-memory API server in synctest
+// bubbles, under a seeded schedule of operations and faults, with every
+// invariant checked on virtual time. It prints what it ran and what
+// failed; a failing seed is shrunk to a shorter schedule that still fails
+// and printed with the command that replays it.
+//
+//	cd test && go run ./cmd/sim [-seeds 100] [-start 1] [-duration 10m] [-candidates 3]
+//	    [-keep 0,3,7|none] [-shrink=true] [-history] [-stop-at-first]
+//
+// It exits 1 if any invariant failed.
+package main
+
+import (
+	"flag"
+	"fmt"
+	"os"
+	"slices"
+	"strconv"
+	"strings"
+	"testing"
+	"time"
+
+	"github.com/leasehold/leasehold/test/sim"
+)
+
+var (
+	seeds       = flag.Int("seeds", 100, "number of seeds to run")
+	start       = flag.Uint64("start", 1, "first seed")
+	duration    = flag.Duration("duration", 10*time.Minute, "virtual duration of each seed's world (its schedule is drawn for it)")
+	until       = flag.Duration("until", 0, "cut each world short at this virtual instant, as a shrunk replay prints")
+	candidates  = flag.Int("candidates", 3, "candidates per world")
+	keep        = flag.String("keep", "", "run only these faults of each seed's schedule (indexes, comma-separated, or none), as a shrunk replay prints")
+	shrink      = flag.Bool("shrink", true, "shrink the schedule of a failing seed")
+	tries       = flag.Int("tries", 2, "runs of each reduced schedule while shrinking before it counts as passing")
+	history     = flag.Bool("history", false, "print the whole history of every seed that fails")
+	stopAtFirst = flag.Bool("stop-at-first", false, "stop at the first failing seed")
+	repeat      = flag.Int("repeat", 1, "run each seed up to this many times until it fails (interleavings at one virtual instant vary between runs)")
+	want        = flag.String("want", "", "count only violations of these kinds (comma-separated) as failures")
+)
+
+func main() {
+	flag.Parse()
+	kept, err := parseKeep(*keep)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "sim:", err)
+		os.Exit(2)
+	}
+	testing.Main(func(string, string) (bool, error) { return true, nil },
+		[]testing.InternalTest{{Name: "Sim", F: func(t *testing.T) { run(t, kept) }}}, nil, nil)
+}
+
+func parseKeep(s string) ([]int, error) {
+	switch s {
+	case "":
+		return nil, nil
+	case "none":
+		return []int{}, nil
+	}
+	var out []int
+	for _, f := range strings.Split(s, ",") {
+		i, err := strconv.Atoi(strings.TrimSpace(f))
+		if err != nil {
+			return nil, fmt.Errorf("-keep %q: %v", s, err)
+		}
+		out = append(out, i)
+	}
+	return out, nil
+}
+
+func run(t *testing.T, kept []int) {
+	var (
+		ran                 int
+		simulated, candTime time.Duration
+		checks, requests    int
+		faults              = map[sim.Kind]int{}
+		violations          = map[string]int{}
+		failing             []string
+		wall                = time.Now()
+		worldWall           time.Duration
+	)
+	for seed := *start; seed < *start+uint64(*seeds); seed++ {
+		full := sim.NewPlan(seed, *candidates, *duration)
+		p := full
+		if kept != nil {
+			p = full.Keep(kept)
+		}
+		if *until > 0 && *until < p.Duration {
+			p.Duration = *until
+		}
+		var res *sim.Result
+		for range max(1, *repeat) {
+			res = sim.Run(t, p, sim.Options{})
+			res.Kept = kept
+			ran++
+			simulated += res.Simulated
+			candTime += res.CandidateTime
+			checks += res.Checks
+			requests += res.Requests
+			worldWall += res.Wall
+			for k, n := range res.FaultsRun {
+				faults[k] += n
+			}
+			if *want != "" {
+				res.Violations = slices.DeleteFunc(res.Violations, func(v sim.Violation) bool {
+					return !slices.Contains(strings.Split(*want, ","), v.Kind)
+				})
+			}
+			if res.Failed() {
+				break
+			}
+		}
+		if !res.Failed() {
+			if ran%10 == 0 {
+				fmt.Printf("%d seeds, %d failing, %v\n", ran, len(failing), time.Since(wall).Round(time.Second))
+			}
+			continue
+		}
+		for _, v := range res.Violations {
+			violations[v.Kind]++
+		}
+		fmt.Printf("\n=== FAIL %s\n", res)
+		res.Report(os.Stdout)
+		if *history {
+			fmt.Println("whole history:")
+			res.WriteHistory(os.Stdout)
+		}
+		replay := sim.ReplayCommand(res.Plan, res.Kept, res.Violations[0].Kind)
+		if *shrink {
+			small := sim.Shrink(t, full, res, *tries, func(f string, a ...any) { fmt.Printf(f+"\n", a...) })
+			if small != res {
+				fmt.Printf("\n=== SHRUNK seed %d: %d of %d faults still fail\n", seed, len(small.Plan.Faults), len(res.Plan.Faults))
+				small.Report(os.Stdout)
+				replay = sim.ReplayCommand(small.Plan, small.Kept, small.Violations[0].Kind)
+			}
+		}
+		failing = append(failing, fmt.Sprintf("seed %d: %s: %s", seed, res.Violations[0].Kind, replay))
+		if *stopAtFirst {
+			break
+		}
+	}
+	el := time.Since(wall)
+	fmt.Printf("\nseeds run: %d (from %d; %d worlds), %d candidates, %v virtual each\n", *seeds, *start, ran, *candidates, *duration)
+	fmt.Printf("simulated: %.0f candidate-minutes, %v of world time, in %v of wall time (%v in the worlds themselves)\n",
+		candTime.Minutes(), simulated.Round(time.Second), el.Round(time.Millisecond), worldWall.Round(time.Millisecond))
+	if s := worldWall.Seconds(); s > 0 {
+		fmt.Printf("rate: %.0f s of simulated time per wall second, %.0f simulated candidate-minutes per wall minute\n",
+			simulated.Seconds()/s, candTime.Minutes()/(s/60))
+	}
+	fmt.Printf("requests: %d; invariant checks: %d\n", requests, checks)
+	fmt.Printf("faults per kind:")
+	for _, k := range sim.Kinds {
+		fmt.Printf(" %s=%d", k, faults[k])
+	}
+	fmt.Println()
+	kinds := make([]string, 0, len(violations))
+	for k := range violations {
+		kinds = append(kinds, k)
+	}
+	slices.Sort(kinds)
+	fmt.Printf("violations: %d", len(failing))
+	for _, k := range kinds {
+		fmt.Printf(" %s=%d", k, violations[k])
+	}
+	fmt.Println()
+	for _, f := range failing {
+		fmt.Println("  FAILED", f)
+	}
+	if len(failing) > 0 {
+		t.Fail()
+	}
+}

@@ -1,0 +1,361 @@
+package sim
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"strconv"
+	"sync"
+	"time"
+
+	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/util/validation/field"
+	"k8s.io/apimachinery/pkg/watch"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+
+	"github.com/leasehold/leasehold/leaseholdtest"
+)
+
+// simClient is an incarnation's client: leaseholdtest's, wrapped so that
+// a dead process's requests fail, answers are logged, and watch events
+// can be delayed, held or cut.
+type simClient struct {
+	c     *inc
+	inner *leaseholdtest.Client
+}
+
+func (s simClient) Leases(ns string) coordinationv1client.LeaseInterface {
+	return &leases{LeaseInterface: s.inner.Leases(ns), c: s.c}
+}
+
+type leases struct {
+	coordinationv1client.LeaseInterface
+	c *inc
+}
+
+func (l *leases) Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error) {
+	if l.c.dead.Load() {
+		l.c.w.recordRequest(l.c.client, "get", nil, errConnRefused)
+		return nil, errConnRefused
+	}
+	got, err := l.LeaseInterface.Get(ctx, name, opts)
+	l.c.w.recordRequest(l.c.client, "get", got, err)
+	if got != nil {
+		l.c.w.mu.Lock()
+		l.c.seen = true
+		l.c.w.mu.Unlock()
+	}
+	return got, err
+}
+
+func (l *leases) Create(ctx context.Context, lease *coordinationv1.Lease, opts metav1.CreateOptions) (*coordinationv1.Lease, error) {
+	return l.write(ctx, "create", lease, func() (*coordinationv1.Lease, error) {
+		return l.LeaseInterface.Create(ctx, lease, opts)
+	})
+}
+
+func (l *leases) Update(ctx context.Context, lease *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	return l.write(ctx, "update", lease, func() (*coordinationv1.Lease, error) {
+		return l.LeaseInterface.Update(ctx, lease, opts)
+	})
+}
+
+// write sends a create or update and checks that a release refused for
+// good is not sent again.
+func (l *leases) write(_ context.Context, verb string, lease *coordinationv1.Lease, send func() (*coordinationv1.Lease, error)) (*coordinationv1.Lease, error) {
+	c, w := l.c, l.c.w
+	release := verb == "update" && holderOf(lease) == ""
+	what := verb + " holder=" + quote(holderOf(lease)) + " from rv=" + lease.ResourceVersion
+	if release {
+		what = "update (release) from rv=" + lease.ResourceVersion
+	}
+	if c.dead.Load() {
+		w.recordRequest(c.client, what, nil, errConnRefused)
+		return nil, errConnRefused
+	}
+	w.mu.Lock()
+	w.res.Checks++
+	seen := c.seen
+	if release && c.refusedRel != 0 {
+		w.violateLocked(VReleaseRetry, c.client, fmt.Sprintf("a release refused with %d, which retrying cannot fix, was sent again", c.refusedRel))
+	}
+	w.mu.Unlock()
+	got, err := send()
+	w.recordRequest(c.client, what, got, err)
+	w.mu.Lock()
+	c.refusedRel = 0
+	if err == nil && holderOf(got) == c.id {
+		c.blindWin = !seen
+	}
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		c.seen = true
+	}
+	if release && err != nil {
+		if code := statusOf(err); code == 400 || code == 403 || code == 405 || code == 422 {
+			c.refusedRel = code
+		}
+	}
+	if err == nil && !c.crashed {
+		h := holderOf(got)
+		if h != w.lastHolder && h != "" {
+			for _, t := range w.triggers {
+				t()
+			}
+			w.triggers = nil
+		}
+		w.lastHolder = h
+	}
+	w.mu.Unlock()
+	return got, err
+}
+
+func (l *leases) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	c, w := l.c, l.c.w
+	if c.dead.Load() {
+		w.recordRequest(c.client, "watch", nil, errConnRefused)
+		return nil, errConnRefused
+	}
+	inner, err := l.LeaseInterface.Watch(ctx, opts)
+	if err != nil {
+		w.recordRequest(c.client, "watch from rv="+opts.ResourceVersion, nil, err)
+		return nil, err
+	}
+	w.hist.add(entry{kind: evRequest, who: c.client, what: "watch from rv=" + opts.ResourceVersion})
+	f := &fwdWatch{c: c, inner: inner, out: make(chan watch.Event), stop: make(chan struct{})}
+	w.mu.Lock()
+	if c.dead.Load() {
+		w.mu.Unlock()
+		inner.Stop()
+		return nil, errConnRefused
+	}
+	c.watches[f] = struct{}{}
+	w.mu.Unlock()
+	go f.run()
+	return f, nil
+}
+
+// fwdWatch forwards a watch's events to its reader, late under a
+// watch-lag fault, never under a partition (then it closes when the
+// partition heals), and closes when the simulation cuts it.
+type fwdWatch struct {
+	c     *inc
+	inner watch.Interface
+	out   chan watch.Event
+	stop  chan struct{}
+	once  sync.Once
+}
+
+func (f *fwdWatch) ResultChan() <-chan watch.Event { return f.out }
+
+func (f *fwdWatch) Stop() { f.once.Do(func() { close(f.stop) }) }
+
+func (f *fwdWatch) run() {
+	w := f.c.w
+	defer func() {
+		f.inner.Stop()
+		w.mu.Lock()
+		delete(f.c.watches, f)
+		w.mu.Unlock()
+		close(f.out)
+	}()
+	for {
+		var ev watch.Event
+		var open bool
+		select {
+		case <-f.stop:
+			return
+		case ev, open = <-f.inner.ResultChan():
+			if !open {
+				return
+			}
+		}
+		lag, hold := w.watchFaults(f.c.s.i)
+		if hold != nil {
+			// Partitioned: the event never arrives; the watch breaks.
+			select {
+			case <-hold:
+			case <-f.stop:
+			}
+			return
+		}
+		if lag > 0 {
+			t := time.NewTimer(lag)
+			select {
+			case <-t.C:
+			case <-f.stop:
+				t.Stop()
+				return
+			}
+		}
+		holder, rv := "", ""
+		if l, ok := ev.Object.(*coordinationv1.Lease); ok {
+			holder, rv = holderOf(l), l.ResourceVersion
+			w.mu.Lock()
+			f.c.seen = true
+			w.mu.Unlock()
+		}
+		w.hist.add(entry{kind: evWatch, who: f.c.client, what: string(ev.Type), holder: holder, rv: rv})
+		select {
+		case f.out <- ev:
+		case <-f.stop:
+			return
+		}
+	}
+}
+
+// watchFaults returns the watch lag for slot i and, under a partition,
+// the channel closed when it heals.
+func (w *world) watchFaults(i int) (time.Duration, chan struct{}) {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	var lag time.Duration
+	for _, a := range w.active {
+		if a.f.Target >= 0 && a.f.Target != i {
+			continue
+		}
+		switch a.f.Kind {
+		case KindPartition:
+			return 0, a.healed
+		case KindWatchLag:
+			lag = max(lag, a.f.Max)
+		}
+	}
+	return lag, nil
+}
+
+// hook runs before every request the server serves: it counts the
+// requests of each incarnation (per virtual instant and per virtual
+// minute) and applies the active faults.
+func (w *world) hook(ctx context.Context, req leaseholdtest.Request) error {
+	if req.Client == adminClient {
+		return nil
+	}
+	now := time.Now()
+	verb := verbOf(req.Verb)
+	w.mu.Lock()
+	c := w.incs[req.Client]
+	w.res.Requests++
+	w.res.Checks += 2
+	if now.Equal(c.instant) {
+		c.instantN++
+	} else {
+		c.instant, c.instantN = now, 1
+	}
+	if c.instantN > instantLimit && !c.looped {
+		c.looped = true
+		w.violateLocked(VRequestLoop, c.client, fmt.Sprintf("%d requests at one virtual instant: a loop that lets no time pass (its requests are now delayed by %v each); the last ones: %s",
+			c.instantN, loopThrottle, w.hist.recent(c.client, 4)))
+	}
+	if m := int64(now.Sub(w.start) / time.Minute); m != c.minute {
+		c.minute, c.minuteN = m, 0
+	}
+	if !c.crashed {
+		c.minuteN++
+		if c.minuteN > w.budget && !c.overBudget {
+			c.overBudget = true
+			w.violateLocked(VRequestBudget, c.client, fmt.Sprintf("more than %d requests in virtual minute %d", w.budget, c.minute))
+		}
+	}
+	throttle := c.looped
+	c.reqN++
+	u1 := w.unit(3, uint64(c.s.i), uint64(c.n), c.reqN)
+	u2 := w.unit(4, uint64(c.s.i), uint64(c.n), c.reqN)
+	var lat time.Duration
+	var waits []chan struct{}
+	var refuse error
+	for _, a := range w.active {
+		f := a.f
+		if f.Target >= 0 && f.Target != c.s.i {
+			continue
+		}
+		switch f.Kind {
+		case KindLatency:
+			lat = max(lat, time.Duration(u1*float64(f.Max)))
+		case KindStall:
+			waits = append(waits, a.healed)
+		case KindPartition:
+			if f.Prob < 0.5 {
+				refuse = errConnRefused
+			} else {
+				waits = append(waits, a.healed)
+			}
+		case KindRefuse:
+			if f.Verbs&verb != 0 && u2 < f.Prob && refuse == nil {
+				refuse = statusError(f.Code, req)
+			}
+		case KindWatchOutage:
+			if verb == VerbWatch && refuse == nil {
+				refuse = apierrors.NewInternalError(fmt.Errorf("watch unavailable"))
+			}
+		}
+	}
+	w.mu.Unlock()
+	if throttle {
+		lat += loopThrottle
+	}
+	if lat > 0 {
+		t := time.NewTimer(lat)
+		select {
+		case <-t.C:
+		case <-ctx.Done():
+			t.Stop()
+			return ctx.Err()
+		}
+	}
+	for _, ch := range waits {
+		select {
+		case <-ch:
+		case <-ctx.Done():
+			return ctx.Err()
+		}
+	}
+	return refuse
+}
+
+var leaseGR = schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}
+
+// statusError is the API error a refusal answers with.
+func statusError(code int, req leaseholdtest.Request) error {
+	name := req.Name
+	switch code {
+	case 409:
+		return apierrors.NewConflict(leaseGR, name, fmt.Errorf("injected conflict"))
+	case 422:
+		return apierrors.NewInvalid(schema.GroupKind{Group: "coordination.k8s.io", Kind: "Lease"}, name,
+			field.ErrorList{field.Invalid(field.NewPath("spec"), nil, "injected: refused by a validating admission webhook")})
+	case 403:
+		return apierrors.NewForbidden(leaseGR, name, fmt.Errorf("injected: RBAC denies %s", req.Verb))
+	case 429:
+		return apierrors.NewTooManyRequests("injected: slow down", 1)
+	default:
+		return apierrors.NewInternalError(fmt.Errorf("injected: etcdserver: request timed out"))
+	}
+}
+
+func statusOf(err error) int {
+	var s apierrors.APIStatus
+	if errors.As(err, &s) {
+		return int(s.Status().Code)
+	}
+	return 0
+}
+
+func (w *world) recordRequest(who, what string, got *coordinationv1.Lease, err error) {
+	e := entry{kind: evRequest, who: who, what: what, err: err}
+	if got != nil {
+		e.holder, e.rv = holderOf(got), got.ResourceVersion
+	}
+	w.hist.add(e)
+}
+
+func holderOf(l *coordinationv1.Lease) string {
+	if l == nil || l.Spec.HolderIdentity == nil {
+		return ""
+	}
+	return *l.Spec.HolderIdentity
+}
+
+func quote(s string) string { return strconv.Quote(s) }

@@ -1,0 +1,43 @@
+// Package sim is a deterministic simulation of leasehold elections: N
+// electors campaign for one Lease on one in-memory API server
+// (leaseholdtest.Server), each with its own client, inside a
+// testing/synctest bubble, so that hours of virtual time pass in seconds.
+// A seed draws the world (timings, candidate settings) and a schedule of
+// operations and faults: candidates started, cancelled and crashed,
+// yields, hand edits and deletions of the Lease, refused, slow, stalled
+// and partitioned requests, closed, expired, lagging and unavailable
+// watches, works that ignore their context.
+//
+// Invariants are checked as the world runs, on virtual time:
+//
+//   - overlap: at most one work (OnStartedLeading, from its call until it
+//     returns) at any instant, unless the older one was cancelled more than
+//     the safety margin ago (the library's contract then lets another
+//     leader start);
+//   - no-leader: LeaderBound (2 x LeaseDuration + RetryPeriod) after the
+//     last disturbance, with no fault active and a candidate running,
+//     somebody works, and no work ends without a disturbance;
+//   - request-loop: at most 64 requests of one incarnation at one virtual
+//     instant; request-budget: at most 8 x (1m / RetryPeriod) + 60 in a
+//     virtual minute;
+//   - release-retry: a release refused with 400, 403, 405 or 422 is not
+//     sent again;
+//   - yield: every Yield answered within YieldBound; handoff: a Yield to a
+//     named running successor in a quiet world makes it lead within
+//     2 x RetryPeriod;
+//   - run-return: Run returns within StepDownTimeout (plus one request in
+//     flight) of its ctx's cancellation;
+//   - callback: OnStoppedLeading once per term, after the work returned
+//     (or after the safety margin);
+//   - leaked-goroutines: nothing left when the world ends (synctest);
+//     no-virtual-progress: virtual time never stands still for a minute of
+//     real time.
+//
+// On a violation, Report writes the history (requests and their answers,
+// watch events, works, the electors' log, the operations) around it, and
+// Shrink drops faults one at a time to find a shorter failing schedule.
+// Interleavings of goroutines at one virtual instant, and the library's
+// own jitter, are not drawn from the seed: a replay runs the same
+// schedule at the same virtual instants, and usually, not always, the
+// same interleaving.
+package sim
