@@ -242,7 +242,7 @@ type Plan struct {
 	// schedule was drawn for (NewPlan's argument). Shrinking cuts
 	// Duration short.
 	Duration, Horizon time.Duration
-	Timings    Timings
+	Timings           Timings
 	// Rejoin and ReleaseOnCancel per candidate slot.
 	Rejoin, ReleaseOnCancel []bool
 	// SameIdentity: a restarted candidate keeps its identity (as a
