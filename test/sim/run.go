@@ -186,12 +186,14 @@ func ReplayCommand(p Plan, kept []int, kind string) string {
 }
 
 // Shrink looks for a shorter schedule that still fails like res (a
-// violation of the same kind as its first): it cuts the world short
-// after the violation, then drops the faults one at a time, re-running
-// the seed's world with each reduced schedule and keeping every drop
-// after which it still fails. Interleavings at one virtual instant vary
-// from run to run, so a reduced schedule that fails is run up to tries
-// times before it is given up. It returns the smallest failing result.
+// violation of the same kind as its first). It re-runs the seed's world
+// with reduced schedules: first cut short after the violation, without
+// the faults after it; then with only the faults of the shortest window
+// before the violation that still fails (30s, 1m, 2m, ...); then without
+// each remaining fault, one at a time, keeping every drop after which it
+// still fails. Interleavings at one virtual instant vary from run to run,
+// so a reduced schedule runs up to tries times before it counts as
+// passing. It returns the smallest failing result.
 func Shrink(t *testing.T, full Plan, res *Result, tries int, logf func(string, ...any)) *Result {
 	if !res.Failed() {
 		return res
@@ -201,7 +203,7 @@ func Shrink(t *testing.T, full Plan, res *Result, tries int, logf func(string, .
 	fails := func(keep []int, dur time.Duration) *Result {
 		p := full.Keep(keep)
 		p.Duration = dur
-		for range tries {
+		for range max(1, tries) {
 			r := Run(t, p, Options{StopOn: kind})
 			r.Kept = slices.Clone(keep)
 			if slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Kind == kind }) {
@@ -222,9 +224,21 @@ func Shrink(t *testing.T, full Plan, res *Result, tries int, logf func(string, .
 	before := slices.DeleteFunc(slices.Clone(cur), func(i int) bool { return full.Faults[i].At > at })
 	if r := fails(before, dur); r != nil {
 		cur, best = before, r
-		logf("shrink: %d faults up to the violation still fail", len(cur))
+		logf("shrink: the %d faults up to the violation still fail", len(cur))
 	} else {
 		dur = full.Duration
+	}
+	// The shortest window of faults before the violation that fails.
+	for win := 30 * time.Second; win < at; win *= 2 {
+		in := slices.DeleteFunc(slices.Clone(cur), func(i int) bool { return full.Faults[i].At < at-win })
+		if len(in) == len(cur) {
+			break
+		}
+		if r := fails(in, dur); r != nil {
+			logf("shrink: the %d faults of the last %v before the violation still fail", len(in), win)
+			cur, best = in, r
+			break
+		}
 	}
 	for i := len(cur) - 1; i >= 0; i-- {
 		try := slices.Delete(slices.Clone(cur), i, i+1)

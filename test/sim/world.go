@@ -859,7 +859,6 @@ func (w *world) yield(c *inc, to string, quiet bool) {
 			return
 		}
 		released := time.Now()
-		terms := succ.terms
 		bound := 2 * w.t.RetryPeriod
 		w.pushLocked(released.Add(bound), func() {
 			w.mu.Lock()
@@ -868,7 +867,7 @@ func (w *world) yield(c *inc, to string, quiet bool) {
 				return
 			}
 			w.res.Checks++
-			if succ.terms == terms {
+			if succ.work == nil || succ.work.started.Before(called) {
 				w.violateLocked(VHandoff, succ.client, fmt.Sprintf("Yield to %q returned at %s but it has not started leading %v later, with no fault active",
 					to, fmtDur(released.Sub(w.start)), bound))
 			}

@@ -32,7 +32,7 @@ var (
 	candidates  = flag.Int("candidates", 3, "candidates per world")
 	keep        = flag.String("keep", "", "run only these faults of each seed's schedule (indexes, comma-separated, or none), as a shrunk replay prints")
 	shrink      = flag.Bool("shrink", true, "shrink the schedule of a failing seed")
-	tries       = flag.Int("tries", 2, "runs of each reduced schedule while shrinking before it counts as passing")
+	tries       = flag.Int("tries", 10, "runs of each reduced schedule while shrinking before it counts as passing")
 	history     = flag.Bool("history", false, "print the whole history of every seed that fails")
 	stopAtFirst = flag.Bool("stop-at-first", false, "stop at the first failing seed")
 	repeat      = flag.Int("repeat", 1, "run each seed up to this many times until it fails (interleavings at one virtual instant vary between runs)")
