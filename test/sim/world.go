@@ -598,8 +598,8 @@ func (w *world) workStarted(c *inc) *work {
 		if !other.cancelledAt.IsZero() {
 			state = fmt.Sprintf("cancelled %v ago", now.Sub(other.cancelledAt))
 		}
-		w.violateLocked(VOverlap, c.client, fmt.Sprintf("%s (%q) started working while the work of %s (%q, since %s, %s) still runs",
-			c.client, c.id, other.c.client, other.c.id, fmtDur(other.started.Sub(w.start)), state))
+		w.violateLocked(VOverlap, c.client, fmt.Sprintf("%s (%q) started working while the work of %s (%q, since %s, %s) still runs; %s's last requests: %s",
+			c.client, c.id, other.c.client, other.c.id, fmtDur(other.started.Sub(w.start)), state, c.client, w.hist.recent(c.client, 3)))
 	}
 	w.res.Checks++
 	c.work = wk
