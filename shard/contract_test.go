@@ -3,7 +3,6 @@ package shard
 import (
 	"context"
 	"errors"
-	"fmt"
 	"slices"
 	"strings"
 	"testing"
@@ -21,134 +20,138 @@ import (
 // so in the API: while the old owner's work keeps running, the new target
 // waits, however long; the moment it returns, the target starts.
 func TestTargetWaitsForTheOwnersAcknowledgement(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	h.until(time.Second, "a runs all 8", func() bool { return len(a.owned()) == 8 })
-	release := map[int]func(){}
-	for s := 0; s < 8; s++ {
-		release[s] = a.holdShard(s)
-	}
-	b := h.member("b").start()
-	h.settle()
-	// a was told to give 4 shards up; their work has not returned.
-	st, _ := ReadStatus(h.srv.Lease(testNS, testGroup))
-	if len(st.Moves) != 4 {
-		t.Fatalf("pending moves %v, want 4", st.Moves)
-	}
-	h.advance(time.Minute)
-	if got := b.owned(); len(got) != 0 {
-		t.Fatalf("b runs %v while a's work for them has not returned", got)
-	}
-	// a keeps renewing: its Lease is valid, nobody takes over by expiry.
-	for _, mv := range st.Moves {
-		release[mv.Shard]()
-		h.settle()
-		if !slices.Contains(b.owned(), mv.Shard) {
-			t.Fatalf("shard %d: a's work returned, b did not start it without time passing", mv.Shard)
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		h.until(time.Second, "a runs all 8", func() bool { return len(a.owned()) == 8 })
+		release := map[int]func(){}
+		for s := 0; s < 8; s++ {
+			release[s] = a.holdShard(s)
 		}
-	}
-	if !balanced(8, a, b) {
-		t.Errorf("not balanced: a %v b %v", a.owned(), b.owned())
-	}
-	h.works.check(t)
+		b := h.member("b").start()
+		h.settle()
+		// a was told to give 4 shards up; their work has not returned.
+		st, _ := ReadStatus(h.srv.Lease(testNS, testGroup))
+		if len(st.Moves) != 4 {
+			t.Fatalf("pending moves %v, want 4", st.Moves)
+		}
+		h.advance(time.Minute)
+		if got := b.owned(); len(got) != 0 {
+			t.Fatalf("b runs %v while a's work for them has not returned", got)
+		}
+		// a keeps renewing: its Lease is valid, nobody takes over by expiry.
+		for _, mv := range st.Moves {
+			release[mv.Shard]()
+			h.settle()
+			if !slices.Contains(b.owned(), mv.Shard) {
+				t.Fatalf("shard %d: a's work returned, b did not start it without time passing", mv.Shard)
+			}
+		}
+		if !balanced(8, a, b) {
+			t.Errorf("not balanced: a %v b %v", a.owned(), b.owned())
+		}
+		h.works.check(t)
+	})
 }
 
 // Same for a graceful leave: shards whose work returned move at once, a
 // held one only when it returns.
 func TestGracefulLeaveHandsEachShardOverAsItsWorkReturns(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	b := h.member("b").start()
-	h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
-	held := b.owned()[0]
-	release := b.holdShard(held)
-	b.cancel()
-	h.settle()
-	if got := len(a.owned()); got != 7 {
-		t.Fatalf("a runs %d shards right after b's leave began, want 7 (all but the held one)", got)
-	}
-	h.advance(5 * time.Second) // well within b's renew deadline: b keeps renewing
-	if slices.Contains(a.owned(), held) {
-		t.Fatalf("a runs shard %d while b's work for it has not returned", held)
-	}
-	release()
-	h.settle()
-	if len(a.owned()) != 8 {
-		t.Fatalf("a runs %v after b's last work returned", a.owned())
-	}
-	if err := b.wait(); err != nil {
-		t.Errorf("b.Run = %v", err)
-	}
-	h.works.check(t)
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		b := h.member("b").start()
+		h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
+		held := b.owned()[0]
+		release := b.holdShard(held)
+		b.cancel()
+		h.settle()
+		if got := len(a.owned()); got != 7 {
+			t.Fatalf("a runs %d shards right after b's leave began, want 7 (all but the held one)", got)
+		}
+		h.advance(5 * time.Second) // well within b's renew deadline: b keeps renewing
+		if slices.Contains(a.owned(), held) {
+			t.Fatalf("a runs shard %d while b's work for it has not returned", held)
+		}
+		release()
+		h.settle()
+		if len(a.owned()) != 8 {
+			t.Fatalf("a runs %v after b's last work returned", a.owned())
+		}
+		if err := b.wait(); err != nil {
+			t.Errorf("b.Run = %v", err)
+		}
+		h.works.check(t)
+	})
 }
 
 // The start happens only after the claim's compare-and-swap succeeded: a
 // claim that loses a race to another writer starts nothing.
 func TestLostClaimRaceStartsNothing(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
-	// a leaves with its shards unowned but targeted to nobody live.
-	if err := a.stop(); err != nil {
-		t.Fatal(err)
-	}
-	// Just before b's first write of the assignment lands, an unknown
-	// member "z" claims every shard (as a concurrent writer would).
-	raced := false
-	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-		if r.Client != "b" || r.Name != testGroup || r.Verb != "update" || raced {
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		// a leaves with its shards unowned but targeted to nobody live.
+		if err := a.stop(); err != nil {
+			t.Fatal(err)
+		}
+		// Just before b's first write of the assignment lands, an unknown
+		// member "z" claims every shard (as a concurrent writer would).
+		raced := false
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client != "b" || r.Name != testGroup || r.Verb != "update" || raced {
+				return nil
+			}
+			raced = true
+			cur := h.srv.Lease(testNS, testGroup)
+			asg, _ := decodeLease(cur)
+			for i := range asg.owner {
+				asg.owner[i] = "z"
+			}
+			asg.epoch["z"] = "1"
+			cur.Annotations[AnnotationAssignment] = asg.encode()
+			h.srv.Put(cur)
 			return nil
+		})
+		b := h.member("b").start()
+		h.settle()
+		if !raced {
+			t.Fatal("b never wrote the assignment")
 		}
-		raced = true
-		cur := h.srv.Lease(testNS, testGroup)
-		asg, _ := decodeLease(cur)
-		for i := range asg.owner {
-			asg.owner[i] = "z"
+		if got := b.owned(); len(got) != 0 {
+			t.Fatalf("b runs %v after its claim lost the race", got)
 		}
-		asg.epoch["z"] = "1"
-		cur.Annotations[AnnotationAssignment] = asg.encode()
-		h.srv.Put(cur)
-		return nil
+		// z never had a member Lease: its claims are void once b has seen
+		// it absent for a LeaseDuration.
+		took := h.until(20*time.Second, "b takes z's shards once z's absence lasted LeaseDuration", func() bool { return len(b.owned()) == 8 })
+		if took < 14*time.Second {
+			t.Errorf("b took over after %v, before z's absence could last LeaseDuration", took)
+		}
+		h.works.check(t)
 	})
-	b := h.member("b").start()
-	h.settle()
-	if !raced {
-		t.Fatal("b never wrote the assignment")
-	}
-	if got := b.owned(); len(got) != 0 {
-		t.Fatalf("b runs %v after its claim lost the race", got)
-	}
-	// z never had a member Lease: its claims are void once b has seen
-	// it absent for a LeaseDuration.
-	took := h.until(20*time.Second, "b takes z's shards once z's absence lasted LeaseDuration", func() bool { return len(b.owned()) == 8 })
-	if took < 14*time.Second {
-		t.Errorf("b took over after %v, before z's absence could last LeaseDuration", took)
-	}
-	h.works.check(t)
 }
 
 // A member that sees its shard's owner changed without its
 // acknowledgement (as after a pause while it was fenced) stops the work at
 // once, without waiting for any timer.
 func TestOwnerChangedBehindItsBackStopsAtOnce(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
-	cur := h.srv.Lease(testNS, testGroup)
-	asg, _ := decodeLease(cur)
-	asg.owner[3] = "intruder"
-	cur.Annotations[AnnotationAssignment] = asg.encode()
-	h.srv.Put(cur)
-	h.settle()
-	if slices.Contains(a.owned(), 3) {
-		t.Fatalf("a still runs shard 3 after the assignment named another owner")
-	}
-	a.mu.Lock()
-	ctx := a.ctxs[3]
-	a.mu.Unlock()
-	if ctx.Err() == nil {
-		t.Error("shard 3's ctx not cancelled")
-	}
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		cur := h.srv.Lease(testNS, testGroup)
+		asg, _ := decodeLease(cur)
+		asg.owner[3] = "intruder"
+		cur.Annotations[AnnotationAssignment] = asg.encode()
+		h.srv.Put(cur)
+		h.settle()
+		if slices.Contains(a.owned(), 3) {
+			t.Fatalf("a still runs shard 3 after the assignment named another owner")
+		}
+		a.mu.Lock()
+		ctx := a.ctxs[3]
+		a.mu.Unlock()
+		if ctx.Err() == nil {
+			t.Error("shard 3's ctx not cancelled")
+		}
+	})
 }
 
 // The takeover rule's epochs, as pure decisions: an owner's claim is taken
@@ -217,133 +220,136 @@ func TestTakeoverNeedsTheClaimToPredateTheFence(t *testing.T) {
 // returned; a run that returns or panics while the shard is still ours is
 // started again after RetryPeriod.
 func TestWorkThatEndsOnItsOwnIsRestartedAfterRetryPeriod(t *testing.T) {
-	h := newHarness(t)
-	panics := 0
-	a := h.member("a", func(c *Config) {
-		inner := c.OnShardStarted
-		c.OnShardStarted = func(ctx context.Context, s int) {
-			if s == 1 && panics == 0 {
-				panics++
-				h.works.start("a", s)
-				h.works.returned("a", s)
-				panic("boom")
+	inBubble(t, func(t *testing.T, h *harness) {
+		panics := 0
+		a := h.member("a", func(c *Config) {
+			inner := c.OnShardStarted
+			c.OnShardStarted = func(ctx context.Context, s int) {
+				if s == 1 && panics == 0 {
+					panics++
+					h.works.start("a", s)
+					h.works.returned("a", s)
+					panic("boom")
+				}
+				inner(ctx, s)
 			}
-			inner(ctx, s)
+		})
+		a.returnEarly[2] = true
+		a.start()
+		h.settle()
+		if slices.Contains(a.owned(), 1) || slices.Contains(a.owned(), 2) {
+			t.Fatalf("shards that ended on their own still listed as running: %v", a.owned())
+		}
+		if got := a.logs.matching("panicked"); len(got) == 0 {
+			t.Error("panic not logged")
+		}
+		a.mu.Lock()
+		a.returnEarly[2] = false
+		a.mu.Unlock()
+		h.advance(1500 * time.Millisecond)
+		if slices.Contains(a.owned(), 1) {
+			t.Fatal("restarted before RetryPeriod")
+		}
+		h.advance(time.Second)
+		if !slices.Contains(a.owned(), 1) || !slices.Contains(a.owned(), 2) {
+			t.Fatalf("not restarted after RetryPeriod: %v", a.owned())
+		}
+		if err := a.stop(); err != nil {
+			t.Fatal(err)
+		}
+		h.works.mu.Lock()
+		defer h.works.mu.Unlock()
+		for s := 0; s < 8; s++ {
+			k := key("a", s)
+			if h.works.starts[k] != h.works.returns[k] || h.works.stops[k] != h.works.returns[k] {
+				t.Errorf("shard %d: %d starts, %d returns, %d OnShardStopped; want equal", s, h.works.starts[k], h.works.returns[k], h.works.stops[k])
+			}
+		}
+		if len(h.works.overlaps) > 0 {
+			t.Error(h.works.overlaps)
 		}
 	})
-	a.returnEarly[2] = true
-	a.start()
-	h.settle()
-	if slices.Contains(a.owned(), 1) || slices.Contains(a.owned(), 2) {
-		t.Fatalf("shards that ended on their own still listed as running: %v", a.owned())
-	}
-	if got := a.logs.matching("panicked"); len(got) == 0 {
-		t.Error("panic not logged")
-	}
-	a.mu.Lock()
-	a.returnEarly[2] = false
-	a.mu.Unlock()
-	h.advance(1500 * time.Millisecond)
-	if slices.Contains(a.owned(), 1) {
-		t.Fatal("restarted before RetryPeriod")
-	}
-	h.advance(time.Second)
-	if !slices.Contains(a.owned(), 1) || !slices.Contains(a.owned(), 2) {
-		t.Fatalf("not restarted after RetryPeriod: %v", a.owned())
-	}
-	if err := a.stop(); err != nil {
-		t.Fatal(err)
-	}
-	h.works.mu.Lock()
-	defer h.works.mu.Unlock()
-	for s := 0; s < 8; s++ {
-		k := key("a", s)
-		if h.works.starts[k] != h.works.returns[k] || h.works.stops[k] != h.works.returns[k] {
-			t.Errorf("shard %d: %d starts, %d returns, %d OnShardStopped; want equal", s, h.works.starts[k], h.works.returns[k], h.works.stops[k])
-		}
-	}
-	if len(h.works.overlaps) > 0 {
-		t.Error(h.works.overlaps)
-	}
 }
 
 func TestShardCountMismatchIsRefused(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
-	b := h.member("b", k(16)).start()
-	err := b.wait()
-	if !errors.Is(err, ErrShardCountMismatch) {
-		t.Fatalf("Run = %v, want ErrShardCountMismatch", err)
-	}
-	for _, w := range []string{"8 shards", "Shards 16"} {
-		if !strings.Contains(err.Error(), w) {
-			t.Errorf("error %q does not say %q", err, w)
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		b := h.member("b", k(16)).start()
+		err := b.wait()
+		if !errors.Is(err, ErrShardCountMismatch) {
+			t.Fatalf("Run = %v, want ErrShardCountMismatch", err)
 		}
-	}
-	if memberLease(h, "b") != nil {
-		t.Error("b joined (wrote its member Lease) although the group has another size")
-	}
+		for _, w := range []string{"8 shards", "Shards 16"} {
+			if !strings.Contains(err.Error(), w) {
+				t.Errorf("error %q does not say %q", err, w)
+			}
+		}
+		if memberLease(h, "b") != nil {
+			t.Error("b joined (wrote its member Lease) although the group has another size")
+		}
+	})
 }
 
 func TestDeletedAssignmentStopsEveryShardAndEnds(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
-	h.srv.Delete(testNS, testGroup)
-	h.settle()
-	if got := a.owned(); len(got) != 0 {
-		t.Fatalf("a still runs %v after the assignment was deleted", got)
-	}
-	if err := a.wait(); !errors.Is(err, ErrAssignmentDeleted) {
-		t.Fatalf("Run = %v, want ErrAssignmentDeleted", err)
-	}
-	h.works.check(t)
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		h.srv.Delete(testNS, testGroup)
+		h.settle()
+		if got := a.owned(); len(got) != 0 {
+			t.Fatalf("a still runs %v after the assignment was deleted", got)
+		}
+		if err := a.wait(); !errors.Is(err, ErrAssignmentDeleted) {
+			t.Fatalf("Run = %v, want ErrAssignmentDeleted", err)
+		}
+		h.works.check(t)
+	})
 }
 
 func TestIdentityConflictEndsRun(t *testing.T) {
-	h := newHarness(t)
-	a1 := h.member("a").start()
-	h.until(time.Second, "a runs all", func() bool { return len(a1.owned()) == 8 })
-	a2 := h.member("a")
-	a2.cfg.Client = h.srv.Client("a2")
-	m, _ := New(a2.cfg)
-	a2.m = m
-	a2.start()
-	var err error
-	for i := 0; i < 60 && err == nil; i++ {
+	inBubble(t, func(t *testing.T, h *harness) {
+		a1 := h.member("a").start()
+		h.until(time.Second, "a runs all", func() bool { return len(a1.owned()) == 8 })
+		a2 := h.member("a")
+		a2.cfg.Client = h.srv.Client("a2")
+		m, _ := New(a2.cfg)
+		a2.m = m
+		a2.start()
+		var err error
 		select {
 		case err = <-a1.done:
 			a1.done <- err
 		case err = <-a2.done:
 			a2.done <- err
-		default:
-			h.advance(500 * time.Millisecond)
+		case <-time.After(30 * time.Second):
+			t.Fatal("neither Run returned within 30s")
 		}
-	}
-	if !errors.Is(err, leasehold.ErrIdentityConflict) {
-		t.Fatalf("Run = %v, want ErrIdentityConflict", err)
-	}
-	h.works.check(t)
+		if !errors.Is(err, leasehold.ErrIdentityConflict) {
+			t.Fatalf("Run = %v, want ErrIdentityConflict", err)
+		}
+		h.works.check(t)
+	})
 }
 
 // Without ReleaseOnCancel, a member that stops leaves its Lease to
 // expire: the others take over after LeaseDuration, as after a crash.
 func TestLeaveWithoutReleaseWaitsForExpiry(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	b := h.member("b", func(c *Config) { c.ReleaseOnCancel = false }).start()
-	h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
-	b.cancel()
-	h.settle()
-	if len(b.owned()) != 0 || len(a.owned()) != 4 {
-		t.Fatalf("after b stopped: a %v b %v", a.owned(), b.owned())
-	}
-	took := h.until(20*time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
-	if took < 13*time.Second {
-		t.Errorf("a took over %v after b stopped without releasing, before b's Lease could expire", took)
-	}
-	h.works.check(t)
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		b := h.member("b", func(c *Config) { c.ReleaseOnCancel = false }).start()
+		h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
+		b.cancel()
+		h.settle()
+		if len(b.owned()) != 0 || len(a.owned()) != 4 {
+			t.Fatalf("after b stopped: a %v b %v", a.owned(), b.owned())
+		}
+		took := h.until(20*time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		if took < 13*time.Second {
+			t.Errorf("a took over %v after b stopped without releasing, before b's Lease could expire", took)
+		}
+		h.works.check(t)
+	})
 }
 
 // Cost flat in K: in steady state a group of 3 makes the same requests
@@ -352,25 +358,23 @@ func TestLeaveWithoutReleaseWaitsForExpiry(t *testing.T) {
 func TestSteadyStateCostIsFlatInK(t *testing.T) {
 	perMinute := map[int]int{}
 	for _, shards := range []int{8, 128} {
-		h := newHarness(t)
-		h.step = time.Second
-		ms := []*tmember{h.member("a", k(shards)).start(), h.member("b", k(shards)).start(), h.member("c", k(shards)).start()}
-		h.until(2*time.Second, "balanced", func() bool { return balanced(shards, ms...) })
-		h.advance(10 * time.Second)
-		before := h.srv.Requests("", "")
-		h.advance(time.Minute)
-		perMinute[shards] = h.srv.Requests("", "") - before
-		writes := 0
-		for _, id := range []string{"a", "b", "c"} {
-			writes += h.srv.Requests(id, "update")
-		}
-		t.Logf("K=%d: %d requests in a minute (%v)", shards, perMinute[shards], fmt.Sprint(h.srv.Requests("", "update"), " updates in all"))
-		for _, m := range ms {
-			m.cancel()
-		}
-		for _, m := range ms {
-			_ = m.wait()
-		}
+		inBubble(t, func(t *testing.T, h *harness) {
+			ms := []*tmember{h.member("a", k(shards)).start(), h.member("b", k(shards)).start(), h.member("c", k(shards)).start()}
+			h.until(2*time.Second, "balanced", func() bool { return balanced(shards, ms...) })
+			h.advance(10 * time.Second)
+			before := h.srv.Requests("", "")
+			h.advance(time.Minute)
+			perMinute[shards] = h.srv.Requests("", "") - before
+			t.Logf("K=%d: %d requests in a minute (%d updates in all)", shards, perMinute[shards], h.srv.Requests("", "update"))
+			for _, m := range ms {
+				m.cancel()
+			}
+			for _, m := range ms {
+				if err := m.wait(); err != nil {
+					t.Errorf("%s: Run = %v", m.id, err)
+				}
+			}
+		})
 	}
 	const n = 3
 	if bound := 30*(n+1) + 10; perMinute[8] > bound || perMinute[128] > bound {
@@ -385,24 +389,25 @@ func TestSteadyStateCostIsFlatInK(t *testing.T) {
 // nothing refers to it, the proposer deletes it (fenced or expired,
 // unchanged for its lease duration).
 func TestLeasesOfMembersGoneForGoodAreDeleted(t *testing.T) {
-	h := newHarness(t)
-	a := h.member("a").start()
-	b := h.member("b").start()
-	h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
-	cutOff(h, "b") // never healed
-	h.until(20*time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
-	if memberLease(h, "b") == nil {
-		t.Fatal("b's Lease deleted before it could be fenced")
-	}
-	took := h.until(20*time.Second, "b's Lease deleted", func() bool { return memberLease(h, "b") == nil })
-	if took < 14*time.Second {
-		t.Errorf("b's fenced Lease deleted %v after its shards were taken, before it was unchanged for LeaseDuration", took)
-	}
-	if memberLease(h, "a") == nil {
-		t.Error("a's own Lease deleted")
-	}
-	if err := a.m.Check(0); err != nil {
-		t.Errorf("a.Check = %v", err)
-	}
-	h.works.check(t)
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		b := h.member("b").start()
+		h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
+		cutOff(h, "b") // never healed
+		h.until(20*time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		if memberLease(h, "b") == nil {
+			t.Fatal("b's Lease deleted before it could be fenced")
+		}
+		took := h.until(20*time.Second, "b's Lease deleted", func() bool { return memberLease(h, "b") == nil })
+		if took < 14*time.Second {
+			t.Errorf("b's fenced Lease deleted %v after its shards were taken, before it was unchanged for LeaseDuration", took)
+		}
+		if memberLease(h, "a") == nil {
+			t.Error("a's own Lease deleted")
+		}
+		if err := a.m.Check(0); err != nil {
+			t.Errorf("a.Check = %v", err)
+		}
+		h.works.check(t)
+	})
 }

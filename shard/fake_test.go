@@ -5,6 +5,7 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -16,6 +17,10 @@ import (
 // it before writing the assignment, with an error that says so and what
 // to use instead.
 func TestPlainFakeClientsetIsRefusedClearly(t *testing.T) {
+	synctest.Test(t, testPlainFakeClientsetIsRefusedClearly)
+}
+
+func testPlainFakeClientsetIsRefusedClearly(t *testing.T) {
 	cs := fake.NewClientset()
 	m, err := New(Config{
 		Namespace: "ns", Group: "grp", Identity: "a", Client: cs.CoordinationV1(), Shards: 4,

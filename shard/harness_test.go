@@ -7,22 +7,26 @@ import (
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/klog/v2"
-	clocktesting "k8s.io/utils/clock/testing"
+	"k8s.io/utils/clock"
 
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
-// The harness: members on one fake clock, talking to one compare-and-swap
-// Lease server (leaseholdtest). Time moves only when a test advances the
-// clock; between steps the harness waits until the members have settled
-// (no request in flight, no new timer), so a step never outruns the
-// reaction to the previous one.
+// The harness: members talking to one compare-and-swap Lease server
+// (leaseholdtest), inside a testing/synctest bubble whose virtual clock
+// drives every timer. Time moves only when every goroutine of the bubble
+// is durably blocked, so it never outruns a reaction: between steps the
+// harness waits (synctest.Wait) until every member has reacted to
+// everything so far (no request in flight, no event unread, every timer
+// it wants set). The wait is exact and never gives up; nothing sleeps in
+// real time.
 
 const (
 	testNS    = "ns"
@@ -33,54 +37,54 @@ var t0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
 type harness struct {
 	t     *testing.T
-	clock *clocktesting.FakeClock
+	clock clock.WithTicker // the bubble's virtual clock
 	srv   *leaseholdtest.Server
+	// step is how often until looks at its condition, in virtual time.
 	step  time.Duration
 	works *tracker
 }
 
-func newHarness(t *testing.T) *harness {
-	return &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 250 * time.Millisecond, works: newTracker()}
+// inBubble runs f with a new harness inside a synctest bubble. Every
+// member started in f is stopped, and its Run has returned, before
+// inBubble returns: a goroutine left behind fails the test.
+func inBubble(t *testing.T, f func(t *testing.T, h *harness)) {
+	t.Helper()
+	synctest.Test(t, func(t *testing.T) {
+		f(t, &harness{t: t, clock: clock.RealClock{}, srv: leaseholdtest.NewServer(), step: 100 * time.Millisecond, works: newTracker()})
+	})
 }
 
-// settle waits, in real time, until the fake clock's waiters, the
-// server's requests in flight and the request count are stable.
+func (h *harness) now() time.Time { return h.clock.Now() }
+
+// settle returns once every goroutine of the bubble but the test's is
+// durably blocked: everything the members do without time moving has
+// happened.
 func (h *harness) settle() {
 	h.t.Helper()
-	last, stable := -1, 0
-	for i := 0; i < 20000 && stable < 20; i++ {
-		n := h.clock.Waiters()*1_000_000 + h.srv.InFlight()*100_000 + h.srv.Requests("", "") + h.works.events()
-		if n == last {
-			stable++
-		} else {
-			last, stable = n, 0
-		}
-		time.Sleep(100 * time.Microsecond)
-	}
+	synctest.Wait()
 }
 
+// advance lets d of virtual time pass; every timer on the way fires at
+// its instant, and the members react to each before time moves on.
 func (h *harness) advance(d time.Duration) {
 	h.t.Helper()
 	h.settle()
-	for d > 0 {
-		s := min(d, h.step)
-		h.clock.Step(s)
-		d -= s
-		h.settle()
-	}
+	time.Sleep(d)
+	h.settle()
 }
 
-// until advances the clock in small steps until cond holds, failing after
-// limit of fake time. It returns the fake time it took.
+// until lets virtual time pass, looking at cond every h.step, until cond
+// holds; it fails the test after limit. It returns the virtual time it
+// took.
 func (h *harness) until(limit time.Duration, what string, cond func() bool) time.Duration {
 	h.t.Helper()
-	start := h.clock.Now()
+	start := h.now()
 	h.settle()
 	for !cond() {
 		if h.clock.Since(start) >= limit {
-			h.t.Fatalf("not within %v of fake time: %s\n%s", limit, what, h.dump())
+			h.t.Fatalf("not within %v: %s\n%s", limit, what, h.dump())
 		}
-		h.clock.Step(h.step)
+		time.Sleep(h.step)
 		h.settle()
 	}
 	return h.clock.Since(start)
@@ -118,7 +122,6 @@ type tracker struct {
 	returns  map[string]int         // member/shard -> returns of OnShardStarted
 	overlaps []string
 	log      []string
-	n        int
 }
 
 func newTracker() *tracker {
@@ -130,7 +133,6 @@ func key(id string, shard int) string { return fmt.Sprintf("%s/%d", id, shard) }
 func (tr *tracker) start(id string, shard int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	tr.n++
 	if tr.active[shard] == nil {
 		tr.active[shard] = map[string]int{}
 	}
@@ -147,7 +149,6 @@ func (tr *tracker) start(id string, shard int) {
 func (tr *tracker) returned(id string, shard int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	tr.n++
 	tr.active[shard][id]--
 	tr.returns[key(id, shard)]++
 	tr.log = append(tr.log, fmt.Sprintf("return %s", key(id, shard)))
@@ -156,17 +157,10 @@ func (tr *tracker) returned(id string, shard int) {
 func (tr *tracker) stopped(id string, shard int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	tr.n++
 	tr.stops[key(id, shard)]++
 	if tr.stops[key(id, shard)] > tr.returns[key(id, shard)] {
 		tr.overlaps = append(tr.overlaps, fmt.Sprintf("OnShardStopped(%d) of %s before its OnShardStarted returned", shard, id))
 	}
-}
-
-func (tr *tracker) events() int {
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	return tr.n
 }
 
 // runners returns, per shard, the members running it now.
@@ -280,53 +274,64 @@ func (tm *tmember) start() *tmember {
 	go func() { tm.done <- tm.m.Run(ctx) }()
 	tm.h.t.Cleanup(func() {
 		cancel()
-		tm.mu.Lock()
-		for s, ch := range tm.hold {
-			select {
-			case <-ch:
-			default:
-				close(ch)
-			}
-			delete(tm.hold, s)
+		tm.releaseAll()
+		select {
+		case err := <-tm.done:
+			tm.done <- err
+		case <-time.After(10 * time.Minute):
+			tm.h.t.Errorf("%s: Run did not return within 10 minutes of virtual time after cancel\n%s", tm.id, tm.logs)
 		}
-		tm.mu.Unlock()
-		for i := 0; i < 400; i++ {
-			select {
-			case err := <-tm.done:
-				tm.done <- err
-				return
-			default:
-			}
-			tm.h.clock.Step(100 * time.Millisecond)
-			time.Sleep(time.Millisecond)
-		}
-		tm.h.t.Errorf("%s: Run did not return after cancel", tm.id)
 	})
 	tm.h.settle()
 	return tm
 }
 
-// stop cancels Run's ctx and waits for Run to return, moving time.
+// releaseAll lets every held shard's work return.
+func (tm *tmember) releaseAll() {
+	tm.mu.Lock()
+	defer tm.mu.Unlock()
+	for s, ch := range tm.hold {
+		select {
+		case <-ch:
+		default:
+			close(ch)
+		}
+		delete(tm.hold, s)
+	}
+}
+
+// stop cancels Run's ctx and waits for Run to return, letting time pass.
 func (tm *tmember) stop() error {
 	tm.h.t.Helper()
 	tm.cancel()
 	return tm.wait()
 }
 
+// wait waits, letting virtual time pass, for Run to return; it fails the
+// test after a minute of virtual time.
 func (tm *tmember) wait() error {
 	tm.h.t.Helper()
-	for i := 0; i < 600; i++ {
+	tm.h.settle()
+	select {
+	case err := <-tm.done:
+		tm.done <- err
 		tm.h.settle()
-		select {
-		case err := <-tm.done:
-			tm.done <- err
-			return err
-		default:
-		}
-		tm.h.clock.Step(100 * time.Millisecond)
+		return err
+	case <-time.After(time.Minute):
 	}
-	tm.h.t.Fatalf("%s: Run did not return\n%s", tm.id, tm.logs)
+	tm.h.t.Fatalf("%s: Run did not return within a minute\n%s", tm.id, tm.logs)
 	return nil
+}
+
+// returned reports whether Run has returned, and its error.
+func (tm *tmember) returned() (bool, error) {
+	select {
+	case err := <-tm.done:
+		tm.done <- err
+		return true, err
+	default:
+		return false, nil
+	}
 }
 
 func (tm *tmember) owned() []int { return tm.m.Owned() }
