@@ -254,6 +254,9 @@ func (w *world) hook(ctx context.Context, req leaseholdtest.Request) error {
 	}
 	if !c.crashed {
 		c.minuteN++
+		if !c.looped && c.minuteN > w.res.BusiestMinute {
+			w.res.BusiestMinute = c.minuteN
+		}
 		if c.minuteN > w.budget && !c.overBudget {
 			c.overBudget = true
 			w.violateLocked(VRequestBudget, c.client, fmt.Sprintf("more than %d requests in virtual minute %d", w.budget, c.minute))

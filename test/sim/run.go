@@ -48,13 +48,17 @@ type Result struct {
 	Simulated     time.Duration
 	CandidateTime time.Duration
 	Checks        int
-	// Excused counts overlaps the contract allows: a work that outlived
-	// the safety margin, or a Lease deleted by hand and created by a
-	// candidate that never saw it.
-	Excused   int
-	Requests  int
-	FaultsRun map[Kind]int
-	Wall      time.Duration
+	// ExcusedOverdue and ExcusedBlind count overlaps the contract
+	// allows: with a work that outlived the safety margin, and with a
+	// Lease deleted by hand, then created by a candidate that never saw
+	// it.
+	ExcusedOverdue, ExcusedBlind int
+	Requests                     int
+	// BusiestMinute is the most requests one incarnation not caught
+	// looping sent in one virtual minute; Budget the most allowed.
+	BusiestMinute, Budget int
+	FaultsRun             map[Kind]int
+	Wall                  time.Duration
 
 	history []entry
 }

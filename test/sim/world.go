@@ -201,6 +201,7 @@ func newWorld(p Plan, opts Options, res *Result, hist *history) *world {
 		wake:   make(chan struct{}, 1),
 		budget: 8*int(time.Minute/p.Timings.RetryPeriod) + 60,
 	}
+	res.Budget = w.budget
 	w.admin = w.srv.Client(adminClient).Leases(namespace)
 	for i := range p.Candidates {
 		w.slots = append(w.slots, &slot{i: i, name: slotName(i)})
@@ -583,13 +584,13 @@ func (w *world) workStarted(c *inc) *work {
 			// this candidate had never seen it: it cannot know of that
 			// leader, and creates the Lease at once, as every election
 			// does. Deleting a held Lease revokes it without a margin.
-			w.res.Excused++
+			w.res.ExcusedBlind++
 			w.hist.add(entry{kind: evWork, who: c.client, what: fmt.Sprintf("starts while %s's work still runs: excused, the Lease was deleted by hand and %s never saw it before creating it",
 				other.c.client, c.client)})
 			continue
 		}
 		if !other.cancelledAt.IsZero() && now.Sub(other.cancelledAt) > w.t.Margin() {
-			w.res.Excused++
+			w.res.ExcusedOverdue++
 			w.hist.add(entry{kind: evWork, who: c.client, what: fmt.Sprintf("starts while %s's work, cancelled %v ago (more than the safety margin %v), still runs: allowed",
 				other.c.client, now.Sub(other.cancelledAt), w.t.Margin())})
 			continue

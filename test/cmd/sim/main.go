@@ -73,6 +73,9 @@ func run(t *testing.T, kept []int) {
 		ran                 int
 		simulated, candTime time.Duration
 		checks, requests    int
+		busiest             int
+		overdue, blind      int
+		busiestShare        float64
 		faults              = map[sim.Kind]int{}
 		violations          = map[string]int{}
 		failing             []string
@@ -97,6 +100,11 @@ func run(t *testing.T, kept []int) {
 			candTime += res.CandidateTime
 			checks += res.Checks
 			requests += res.Requests
+			overdue += res.ExcusedOverdue
+			blind += res.ExcusedBlind
+			if share := float64(res.BusiestMinute) / float64(res.Budget); share > busiestShare {
+				busiest, busiestShare = res.BusiestMinute, share
+			}
 			worldWall += res.Wall
 			for k, n := range res.FaultsRun {
 				faults[k] += n
@@ -147,7 +155,9 @@ func run(t *testing.T, kept []int) {
 		fmt.Printf("rate: %.0f s of simulated time per wall second, %.0f simulated candidate-minutes per wall minute\n",
 			simulated.Seconds()/s, candTime.Minutes()/(s/60))
 	}
-	fmt.Printf("requests: %d; invariant checks: %d\n", requests, checks)
+	fmt.Printf("requests: %d; busiest candidate-minute: %d requests (%.0f%% of its budget)\n", requests, busiest, 100*busiestShare)
+	fmt.Printf("invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d after a hand deletion with a leader that never saw the Lease\n",
+		checks, overdue, blind)
 	fmt.Printf("faults per kind:")
 	for _, k := range sim.Kinds {
 		fmt.Printf(" %s=%d", k, faults[k])
