@@ -89,6 +89,20 @@ func (s *state) leaseName(id string) string {
 	return n
 }
 
+// claimEpoch is the epoch the assignment records for the member whose
+// Lease is name, "" if none.
+func (s *state) claimEpoch(name string) string {
+	if s.asg == nil {
+		return ""
+	}
+	for id, e := range s.asg.epoch {
+		if s.leaseName(id) == name {
+			return e
+		}
+	}
+	return ""
+}
+
 // decision is what to do next.
 type decision struct {
 	stop  []int // cancel these shards' work

@@ -112,11 +112,13 @@ func (h *harness) dump() string {
 }
 
 // tracker records every run of every shard, across members, and the
-// overlaps: a shard started by one member while another's run of it had
-// not returned.
+// overlaps: a shard started by one member while another member still
+// owned it, that is, before that member's run of it had returned and
+// OnShardStopped had been called for it.
 type tracker struct {
 	mu       sync.Mutex
-	active   map[int]map[string]int // shard -> member -> runs in progress
+	running  map[int]map[string]int // shard -> member -> OnShardStarted calls not returned yet
+	owning   map[int]map[string]int // shard -> member -> runs not followed by OnShardStopped yet
 	starts   map[string]int         // member/shard -> starts
 	stops    map[string]int         // member/shard -> OnShardStopped calls
 	returns  map[string]int         // member/shard -> returns of OnShardStarted
@@ -125,7 +127,8 @@ type tracker struct {
 }
 
 func newTracker() *tracker {
-	return &tracker{active: map[int]map[string]int{}, starts: map[string]int{}, stops: map[string]int{}, returns: map[string]int{}}
+	return &tracker{running: map[int]map[string]int{}, owning: map[int]map[string]int{},
+		starts: map[string]int{}, stops: map[string]int{}, returns: map[string]int{}}
 }
 
 func key(id string, shard int) string { return fmt.Sprintf("%s/%d", id, shard) }
@@ -133,15 +136,19 @@ func key(id string, shard int) string { return fmt.Sprintf("%s/%d", id, shard) }
 func (tr *tracker) start(id string, shard int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	if tr.active[shard] == nil {
-		tr.active[shard] = map[string]int{}
+	if tr.running[shard] == nil {
+		tr.running[shard], tr.owning[shard] = map[string]int{}, map[string]int{}
 	}
-	for other, n := range tr.active[shard] {
-		if n > 0 {
-			tr.overlaps = append(tr.overlaps, fmt.Sprintf("shard %d started by %s while %s ran it", shard, id, other))
+	for other, n := range tr.owning[shard] {
+		if n > 0 && other != id {
+			tr.overlaps = append(tr.overlaps, fmt.Sprintf("shard %d started by %s while %s still owned it (run not returned or not stopped)", shard, id, other))
 		}
 	}
-	tr.active[shard][id]++
+	if tr.running[shard][id] > 0 {
+		tr.overlaps = append(tr.overlaps, fmt.Sprintf("shard %d started again by %s before its previous run returned", shard, id))
+	}
+	tr.running[shard][id]++
+	tr.owning[shard][id]++
 	tr.starts[key(id, shard)]++
 	tr.log = append(tr.log, fmt.Sprintf("start %s", key(id, shard)))
 }
@@ -149,7 +156,7 @@ func (tr *tracker) start(id string, shard int) {
 func (tr *tracker) returned(id string, shard int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
-	tr.active[shard][id]--
+	tr.running[shard][id]--
 	tr.returns[key(id, shard)]++
 	tr.log = append(tr.log, fmt.Sprintf("return %s", key(id, shard)))
 }
@@ -158,17 +165,21 @@ func (tr *tracker) stopped(id string, shard int) {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	tr.stops[key(id, shard)]++
+	tr.log = append(tr.log, fmt.Sprintf("stopped %s", key(id, shard)))
 	if tr.stops[key(id, shard)] > tr.returns[key(id, shard)] {
 		tr.overlaps = append(tr.overlaps, fmt.Sprintf("OnShardStopped(%d) of %s before its OnShardStarted returned", shard, id))
+		return
 	}
+	tr.owning[shard][id]--
 }
 
-// runners returns, per shard, the members running it now.
+// runners returns, per shard, the members that own it now: started, and
+// not yet stopped.
 func (tr *tracker) runners() map[int][]string {
 	tr.mu.Lock()
 	defer tr.mu.Unlock()
 	out := map[int][]string{}
-	for s, m := range tr.active {
+	for s, m := range tr.owning {
 		for id, n := range m {
 			if n > 0 {
 				out[s] = append(out[s], id)

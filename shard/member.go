@@ -650,9 +650,23 @@ func (l *loop) onGroup(msg groupMsg) {
 			seen[msg.items[i].Name] = true
 			l.onLease(&msg.items[i])
 		}
+		// A member Lease not in the list is absent as of it, and its
+		// absence counts from now, its first sighting; an absence seen
+		// before counts from then, unless the assignment holds claims of
+		// that member newer than it: the member came back and went again
+		// unseen (while the watch was down), and this absence is new.
 		for name, mv := range l.s.members {
-			if !seen[name] && !mv.absent {
+			if !seen[name] && (!mv.absent || !epochNotAfter(l.s.claimEpoch(name), mv.rv)) {
 				l.s.members[name] = &memberView{lease: mv.lease, absent: true, rv: msg.rv, observedAt: now}
+			}
+		}
+		// Owners never seen at all are absent since this list: recorded,
+		// so that later lists do not restart their absence.
+		if l.s.asg != nil {
+			for _, id := range l.s.asg.referenced() {
+				if name := l.s.leaseName(id); !seen[name] && l.s.members[name] == nil {
+					l.s.members[name] = &memberView{absent: true, rv: msg.rv, observedAt: now}
+				}
 			}
 		}
 		if !seen[l.cfg.Group] {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"slices"
+	"sync"
 	"testing"
 	"time"
 
@@ -157,4 +158,114 @@ func cutOff(h *harness, id string) (heal func()) {
 		return nil
 	})
 	return func() { close(on) }
+}
+
+// refuse makes the requests of client id with one of verbs (all verbs if
+// none) fail with err while it is on; the returned func turns it off.
+func refuse(h *harness, id string, err error, verbs ...string) (heal func()) {
+	var mu sync.Mutex
+	on := true
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtestRequest) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if on && r.Client == id && (len(verbs) == 0 || slices.Contains(verbs, r.Verb)) {
+			return err
+		}
+		return nil
+	})
+	return func() {
+		mu.Lock()
+		defer mu.Unlock()
+		on = false
+	}
+}
+
+// A member whose Lease is deleted while another member's group watch is
+// down is seen absent only by that member's list after the outage: its
+// absence counts from that list, not from when it was last seen before
+// the outage, so its shards are taken LeaseDuration after the list, not at
+// once.
+func TestAbsenceAfterRelistCountsFromTheList(t *testing.T) {
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		b := h.member("b", func(c *Config) { c.ReleaseOnCancel = false }).start()
+		h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
+		bShards := b.owned()
+
+		// a's group watch goes down (its renewals go on).
+		healWatch := refuse(h, "a", errors.New("connection reset (test: watch outage)"), "watch", "list")
+		h.srv.CloseWatches()
+		h.advance(time.Second)
+		// b is cut off and its Lease deleted, while a cannot see it.
+		cutOff(h, "b")
+		h.srv.Delete(testNS, MemberLeaseName(testGroup, "b"))
+		h.advance(30 * time.Second) // far beyond b's last sighting + LeaseDuration
+		if got := a.owned(); len(got) != 4 {
+			t.Fatalf("a runs %v during its watch outage, want its own 4", got)
+		}
+
+		// The outage ends; a's watch cannot resume (history compacted) and
+		// a lists again: only now does it see b absent.
+		lists := h.srv.Requests("a", "list")
+		h.srv.Compact()
+		healWatch()
+		h.until(20*time.Second, "a lists the group again", func() bool { return h.srv.Requests("a", "list") > lists })
+		took := h.until(20*time.Second, "a runs all 8", func() bool { return len(a.owned()) == 8 })
+		if took < 15*time.Second-h.step {
+			t.Errorf("a took b's shards %v after the list that first showed b absent, before LeaseDuration (15s)", took)
+		}
+		for _, s := range bShards {
+			if !slices.Contains(a.owned(), s) {
+				t.Errorf("shard %d of b not taken over", s)
+			}
+		}
+		h.works.check(t)
+	})
+}
+
+// A member that left, came back, claimed shards and died while another
+// member's group watch was down is, for that member, absent before and
+// after the outage: the claims its list shows were made in a term it
+// never saw. Their owner's absence counts from that list: the shards are
+// taken LeaseDuration after it (not never, and not at once).
+func TestAbsenceOfAMemberThatCameBackDuringAnOutageCountsFromTheList(t *testing.T) {
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		b := h.member("b").start()
+		c := h.member("c").start()
+		h.until(time.Second, "balanced", func() bool { return balanced(8, a, b, c) })
+		if err := b.stop(); err != nil { // a sees b's Lease go
+			t.Fatal(err)
+		}
+		h.until(time.Second, "a and c run all", func() bool { return balanced(8, a, c) })
+
+		healWatch := refuse(h, "a", errors.New("connection reset (test: watch outage)"), "watch", "list")
+		h.srv.CloseWatches()
+		h.advance(time.Second)
+		// Unseen by a: b comes back and claims what c hands it, c leaves,
+		// and b dies, its Lease deleted.
+		b2 := h.member("b", func(c *Config) { c.ReleaseOnCancel = false }).start()
+		h.until(5*time.Second, "b runs shards again", func() bool { return len(b2.owned()) > 0 })
+		if err := c.stop(); err != nil {
+			t.Fatal(err)
+		}
+		h.settle()
+		bOwned := b2.owned()
+		if len(bOwned) == 0 {
+			t.Fatal("b owns nothing after c left")
+		}
+		cutOff(h, "b")
+		h.srv.Delete(testNS, MemberLeaseName(testGroup, "b"))
+		h.advance(30 * time.Second)
+
+		lists := h.srv.Requests("a", "list")
+		h.srv.Compact()
+		healWatch()
+		h.until(20*time.Second, "a lists the group again", func() bool { return h.srv.Requests("a", "list") > lists })
+		took := h.until(40*time.Second, "a runs all 8", func() bool { return len(a.owned()) == 8 })
+		if took < 15*time.Second-h.step {
+			t.Errorf("a took b's shards %v after the list that first showed b absent since its new claims, before LeaseDuration (15s)", took)
+		}
+		h.works.check(t)
+	})
 }
