@@ -65,7 +65,7 @@ func (l *leases) Update(ctx context.Context, lease *coordinationv1.Lease, opts m
 
 // write sends a create or update and checks that a release refused for
 // good is not sent again.
-func (l *leases) write(_ context.Context, verb string, lease *coordinationv1.Lease, send func() (*coordinationv1.Lease, error)) (*coordinationv1.Lease, error) {
+func (l *leases) write(ctx context.Context, verb string, lease *coordinationv1.Lease, send func() (*coordinationv1.Lease, error)) (*coordinationv1.Lease, error) {
 	c, w := l.c, l.c.w
 	release := verb == "update" && holderOf(lease) == ""
 	what := verb + " holder=" + quote(holderOf(lease)) + " from rv=" + lease.ResourceVersion
@@ -85,6 +85,12 @@ func (l *leases) write(_ context.Context, verb string, lease *coordinationv1.Lea
 	w.mu.Unlock()
 	got, err := send()
 	w.recordRequest(c.client, what, got, err)
+	if err == nil && w.answerLost(c) {
+		// The write landed; its answer never arrives.
+		w.hist.add(entry{kind: evRequest, who: c.client, what: "  (answer lost: the client waits for its timeout)"})
+		<-ctx.Done()
+		got, err = nil, ctx.Err()
+	}
 	w.mu.Lock()
 	c.refusedRel = 0
 	if err == nil && holderOf(got) == c.id {
@@ -204,6 +210,18 @@ func (f *fwdWatch) run() {
 			return
 		}
 	}
+}
+
+// answerLost reports whether the answer to c's write just served is lost.
+func (w *world) answerLost(c *inc) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	for _, a := range w.active {
+		if f := a.f; f.Kind == KindLoseAnswer && (f.Target < 0 || f.Target == c.s.i) {
+			return w.unit(5, uint64(c.s.i), uint64(c.n), c.reqN) < f.Prob
+		}
+	}
+	return false
 }
 
 // watchFaults returns the watch lag for slot i and, under a partition,

@@ -59,18 +59,23 @@ const (
 	// KindHangWork makes the leader's work ignore its context for Dur
 	// after it is cancelled (longer than StepDownTimeout, sometimes).
 	KindHangWork Kind = "hang-work"
+	// KindLoseAnswer loses the answers to a client's writes, with
+	// probability Prob, for Dur: the write lands, and the client sees its
+	// request time out.
+	KindLoseAnswer Kind = "lose-answer"
 )
 
 // Kinds lists every kind, in report order.
 var Kinds = []Kind{KindCancel, KindCrash, KindYield, KindAnnotate, KindDelete, KindRecreate,
 	KindRefuse, KindLatency, KindStall, KindCloseWatches, KindExpireWatches, KindCompact,
-	KindWatchOutage, KindWatchLag, KindPartition, KindHangWork}
+	KindWatchOutage, KindWatchLag, KindPartition, KindHangWork, KindLoseAnswer}
 
 // weights are each kind's relative frequency in a plan.
 var weights = map[Kind]int{
 	KindCancel: 6, KindCrash: 6, KindYield: 6, KindAnnotate: 3, KindDelete: 6, KindRecreate: 3,
 	KindRefuse: 10, KindLatency: 5, KindStall: 4, KindCloseWatches: 3, KindExpireWatches: 2,
 	KindCompact: 2, KindWatchOutage: 5, KindWatchLag: 5, KindPartition: 5, KindHangWork: 2,
+	KindLoseAnswer: 4,
 }
 
 // Verbs is a set of request verbs a fault applies to.
@@ -181,6 +186,8 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, " %s (%s) for %v", who(f.Target, "everyone"), mode, f.Dur)
 	case KindHangWork:
 		fmt.Fprintf(&b, " %s for %v", who(f.Target, "leader"), f.Dur)
+	case KindLoseAnswer:
+		fmt.Fprintf(&b, " of writes of %s p=%.1f for %v", who(f.Target, "everyone"), f.Prob, f.Dur)
 	}
 	if f.OnTakeover {
 		fmt.Fprintf(&b, " (at the next takeover + %v)", f.Delay)
@@ -336,6 +343,10 @@ func NewPlan(seed uint64, n int, duration time.Duration) Plan {
 			f.Dur = durn(P/2, 3*L)
 		case KindHangWork:
 			f.Dur = durn(P, t.StepDownTimeout+2*L)
+		case KindLoseAnswer:
+			f.Target = slot(true)
+			f.Prob = []float64{1, 0.5}[rng.IntN(2)]
+			f.Dur = durn(P, 2*L)
 		}
 		f.Dur = f.Dur.Truncate(time.Millisecond)
 		f.Delay = f.Delay.Truncate(time.Millisecond)

@@ -379,6 +379,7 @@ func (w *world) finish() {
 			for _, c := range running {
 				c.kill()
 			}
+			w.res.Simulated = w.since()
 			w.mu.Unlock()
 			return // the leftover goroutines are reported by synctest
 		}
@@ -727,7 +728,7 @@ func (w *world) op(f Fault) {
 		w.addFaultLocked(f)
 		w.mu.Unlock()
 		return
-	case KindRefuse, KindLatency, KindStall, KindWatchLag:
+	case KindRefuse, KindLatency, KindStall, KindWatchLag, KindLoseAnswer:
 		w.addFaultLocked(f)
 		w.mu.Unlock()
 		return
