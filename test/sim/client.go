@@ -4,7 +4,9 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
+	"strings"
 	"sync"
 	"time"
 
@@ -264,8 +266,13 @@ func (w *world) hook(ctx context.Context, req leaseholdtest.Request) error {
 	}
 	if c.instantN > instantLimit && !c.looped {
 		c.looped = true
-		w.violateLocked(VRequestLoop, c.client, fmt.Sprintf("%d requests at one virtual instant: a loop that lets no time pass (its requests are now delayed by %v each); the last ones: %s",
-			c.instantN, loopThrottle, w.hist.recent(c.client, 4)))
+		text, sig := w.hist.recent(c.client, 6)
+		// A loop's signature is the set of what it repeats.
+		parts := strings.Fields(sig)
+		slices.Sort(parts)
+		sig = strings.Join(slices.Compact(parts), " ")
+		w.violateSigLocked(VRequestLoop, VRequestLoop+"["+sig+"]", c.client, fmt.Sprintf("%d requests at one virtual instant: a loop that lets no time pass (its requests are now delayed by %v each); the last ones: %s",
+			c.instantN, loopThrottle, text))
 	}
 	if m := int64(now.Sub(w.start) / time.Minute); m != c.minute {
 		c.minute, c.minuteN = m, 0

@@ -147,29 +147,39 @@ func (s *logSink) WithValues(kv ...any) logr.LogSink {
 }
 func (s *logSink) WithName(string) logr.LogSink { return s }
 
-// recent summarizes the last n requests of who, newest last.
-func (h *history) recent(who string, n int) string {
+// recent summarizes the last n requests of who, newest last, in full and
+// as a signature of verbs and answers ("update:404 get:404").
+func (h *history) recent(who string, n int) (text, sig string) {
 	h.mu.Lock()
 	defer h.mu.Unlock()
-	var out []string
+	var out, sigs []string
 	for i := len(h.ents) - 1; i >= 0 && len(out) < n; i-- {
 		e := h.ents[i]
-		if e.kind != evRequest || e.who != who {
+		if e.kind != evRequest || e.who != who || strings.HasPrefix(e.what, " ") {
 			continue
 		}
 		s := e.what + " -> "
+		answer := "ok"
 		switch {
 		case e.err != nil:
 			s += shortErr(e.err)
+			answer = shortErr(e.err)
+			if statusOf(e.err) == 0 {
+				answer = "error"
+			}
 		case e.rv != "":
 			s += "holder=" + strconv.Quote(e.holder) + " rv=" + e.rv
 		default:
 			s += "ok"
 		}
 		out = append(out, s)
+		if verb, _, _ := strings.Cut(e.what, " "); verb != "watch" {
+			sigs = append(sigs, verb+":"+answer)
+		}
 	}
 	slices.Reverse(out)
-	return strings.Join(out, "; ")
+	slices.Reverse(sigs)
+	return strings.Join(out, "; "), strings.Join(sigs, " ")
 }
 
 // shortErr names an error by its status code, or its text.

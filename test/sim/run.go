@@ -87,7 +87,7 @@ func Run(t *testing.T, p Plan, o Options) *Result {
 				if !strings.HasPrefix(msg, "deadlock") {
 					panic(r)
 				}
-				res.Violations = append(res.Violations, Violation{At: time.Duration(o.progress.Load()), Kind: VLeak, Who: "-",
+				res.Violations = append(res.Violations, Violation{At: time.Duration(o.progress.Load()), Kind: VLeak, Sig: VLeak, Who: "-",
 					Msg: "synctest: " + msg + "\n" + bubbleStacks()})
 			}
 		}()

@@ -42,8 +42,11 @@ const (
 type Violation struct {
 	At   time.Duration // virtual, since the world started
 	Kind string
-	Who  string
-	Msg  string
+	// Sig tells failures of one kind apart: for a request loop and an
+	// overlap, the verbs and answers of the incarnation's last requests.
+	Sig string
+	Who string
+	Msg string
 }
 
 func (v Violation) String() string {
@@ -230,7 +233,11 @@ func (w *world) since() time.Duration { return time.Since(w.start) }
 
 // violateLocked records a violation. w.mu must be held.
 func (w *world) violateLocked(kind, who, msg string) {
-	v := Violation{At: w.since(), Kind: kind, Who: who, Msg: msg}
+	w.violateSigLocked(kind, kind, who, msg)
+}
+
+func (w *world) violateSigLocked(kind, sig, who, msg string) {
+	v := Violation{At: w.since(), Kind: kind, Sig: sig, Who: who, Msg: msg}
 	w.hist.add(entry{kind: evViolation, who: who, what: kind + ": " + msg})
 	if len(w.res.Violations) < maxViolations {
 		w.res.Violations = append(w.res.Violations, v)
@@ -600,8 +607,9 @@ func (w *world) workStarted(c *inc) *work {
 		if !other.cancelledAt.IsZero() {
 			state = fmt.Sprintf("cancelled %v ago", now.Sub(other.cancelledAt))
 		}
-		w.violateLocked(VOverlap, c.client, fmt.Sprintf("%s (%q) started working while the work of %s (%q, since %s, %s) still runs; %s's last requests: %s",
-			c.client, c.id, other.c.client, other.c.id, fmtDur(other.started.Sub(w.start)), state, c.client, w.hist.recent(c.client, 3)))
+		text, sig := w.hist.recent(c.client, 3)
+		w.violateSigLocked(VOverlap, VOverlap+"["+sig+"]", c.client, fmt.Sprintf("%s (%q) started working while the work of %s (%q, since %s, %s) still runs; %s's last requests: %s",
+			c.client, c.id, other.c.client, other.c.id, fmtDur(other.started.Sub(w.start)), state, c.client, text))
 	}
 	w.res.Checks++
 	c.work = wk

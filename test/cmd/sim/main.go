@@ -68,6 +68,13 @@ func parseKeep(s string) ([]int, error) {
 	return out, nil
 }
 
+// failure is one distinct kind of failure over the seeds run.
+type failure struct {
+	first  uint64
+	seeds  int
+	replay string
+}
+
 func run(t *testing.T, kept []int) {
 	var (
 		ran                 int
@@ -79,6 +86,8 @@ func run(t *testing.T, kept []int) {
 		faults              = map[sim.Kind]int{}
 		violations          = map[string]int{}
 		failing             []string
+		distinct            = map[string]*failure{}
+		sigs                []string
 		wall                = time.Now()
 		worldWall           time.Duration
 	)
@@ -124,8 +133,20 @@ func run(t *testing.T, kept []int) {
 			}
 			continue
 		}
+		seen := map[string]bool{}
 		for _, v := range res.Violations {
 			violations[v.Kind]++
+			if seen[v.Sig] {
+				continue
+			}
+			seen[v.Sig] = true
+			d := distinct[v.Sig]
+			if d == nil {
+				d = &failure{first: seed, replay: sim.ReplayCommand(res.Plan, res.Kept, v.Kind)}
+				distinct[v.Sig] = d
+				sigs = append(sigs, v.Sig)
+			}
+			d.seeds++
 		}
 		fmt.Printf("\n=== FAIL %s\n", res)
 		res.Report(os.Stdout)
@@ -175,6 +196,13 @@ func run(t *testing.T, kept []int) {
 	fmt.Println()
 	for _, f := range failing {
 		fmt.Println("  FAILED", f)
+	}
+	if len(sigs) > 0 {
+		fmt.Println("distinct failures (kind[the verbs and answers of the last requests]), in order of first seed:")
+		for _, s := range sigs {
+			d := distinct[s]
+			fmt.Printf("  %s: %d seeds, first seed %d: %s\n", s, d.seeds, d.first, d.replay)
+		}
 	}
 	if len(failing) > 0 {
 		t.Fail()
