@@ -7,6 +7,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
@@ -26,13 +27,24 @@ import (
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
+// Every test of this package runs inside a testing/synctest bubble: time
+// is virtual, and moves only when every goroutine of the bubble is
+// blocked. A test waits for "everything that can happen now has happened"
+// with settle (synctest.Wait) and then asserts, or sleeps an exact amount
+// of virtual time; a wait for something that never comes fails loudly
+// after wait, of virtual time, or as a deadlock of the bubble.
+
 const (
 	ns        = "default"
 	leaseName = "lock"
-	// wait bounds every wait for something that should happen; the
-	// timings below make each of them take well under a second.
+	// wait bounds every wait for something that should happen, in
+	// virtual time: the timings below make each of them far shorter.
 	wait = 10 * time.Second
 )
+
+// settle returns once every other goroutine of the test's bubble is
+// durably blocked: whatever can happen without time passing has happened.
+func settle() { synctest.Wait() }
 
 // testConfig returns a valid Config for identity id on srv, with short timings
 // so that a test takes a fraction of a second.
@@ -115,6 +127,7 @@ type probe struct {
 	cancelled      bool
 	wrote          chan struct{} // closed at a's first write after the cancel
 	releasedEarly  bool          // a sent a release while the probe ran
+	timedOut       bool          // a wrote nothing within wait of the cancel
 	holderAtReturn string
 }
 
@@ -152,6 +165,9 @@ func (p *probe) Start(ctx context.Context) error {
 		select {
 		case <-p.wrote:
 		case <-time.After(wait):
+			p.mu.Lock()
+			p.timedOut = true
+			p.mu.Unlock()
 		}
 	}
 	p.setHolderAtReturn()
@@ -175,6 +191,9 @@ func (p *probe) checkHeldUntilReturn(t *testing.T, name string) {
 	t.Helper()
 	p.mu.Lock()
 	defer p.mu.Unlock()
+	if p.timedOut {
+		t.Errorf("%s: the elector wrote nothing within %v of the cancel, though it must keep renewing until the work returned", name, wait)
+	}
 	if p.releasedEarly || p.holderAtReturn != "a" {
 		t.Errorf("%s returned when the holder was %q (a release sent before it returned: %v): the Lease must be held until the work stopped", name, p.holderAtReturn, p.releasedEarly)
 	}
@@ -186,18 +205,6 @@ func waitFor(t *testing.T, ch <-chan struct{}, what string) {
 	case <-ch:
 	case <-time.After(wait):
 		t.Fatalf("timed out waiting for %s", what)
-	}
-}
-
-// waitUntil polls cond until it holds, failing after wait.
-func waitUntil(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(wait)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
 	}
 }
 
@@ -280,111 +287,119 @@ func TestNewRejectsWhatTheGateCannotHonour(t *testing.T) {
 }
 
 func TestRunnablesStartOnlyWhenLeadingAndStopBeforeRelease(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	putHolder(srv, "other")
-	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p1, p2 := newProbe(srv), newProbe(srv)
-	if err := g.Add(p1); err != nil {
-		t.Fatal(err)
-	}
-	if err := g.Add(p2); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := startGate(ctx, g)
-
-	// Another process holds the Lease: nothing may start, once the elector
-	// has seen it.
-	waitUntil(t, "the elector to see the other holder", func() bool { return g.Elector().Leader() == "other" })
-	if isClosed(p1.started) || isClosed(g.Elected()) {
-		t.Fatal("a leader-only runnable started while another process held the Lease")
-	}
-
-	putHolder(srv, "") // the other process releases
-	waitFor(t, g.Elected(), "Elected")
-	waitFor(t, p1.started, "p1 to start")
-	waitFor(t, p2.started, "p2 to start")
-	if !g.Elector().IsLeader() || holder(srv) != "a" {
-		t.Fatalf("IsLeader=%v holder=%q, want leading as a", g.Elector().IsLeader(), holder(srv))
-	}
-
-	cancel()
-	if err := result(t, done); err != nil {
-		t.Fatalf("Start after cancel = %v, want nil", err)
-	}
-	for i, p := range []*probe{p1, p2} {
-		if !isClosed(p.stopped) {
-			t.Errorf("p%d still running after Start returned", i+1)
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		putHolder(srv, "other")
+		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
 		}
-		p.checkHeldUntilReturn(t, fmt.Sprintf("p%d", i+1))
-	}
-	if h := holder(srv); h != "" {
-		t.Errorf("holder after a clean stop with ReleaseOnCancel = %q, want released", h)
-	}
-	if err := g.Add(newProbe(srv)); !errors.Is(err, ErrTermEnded) {
-		t.Errorf("Add after the term = %v, want ErrTermEnded", err)
-	}
-	if err := g.Start(context.Background()); err == nil {
-		t.Error("a second Start should fail")
-	}
+		p1, p2 := newProbe(srv), newProbe(srv)
+		if err := g.Add(p1); err != nil {
+			t.Fatal(err)
+		}
+		if err := g.Add(p2); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := startGate(ctx, g)
+
+		// Another process holds the Lease: nothing may start.
+		settle()
+		if g.Elector().Leader() != "other" {
+			t.Fatalf("the elector sees the holder %q, want other", g.Elector().Leader())
+		}
+		if isClosed(p1.started) || isClosed(g.Elected()) {
+			t.Fatal("a leader-only runnable started while another process held the Lease")
+		}
+
+		putHolder(srv, "") // the other process releases
+		waitFor(t, g.Elected(), "Elected")
+		waitFor(t, p1.started, "p1 to start")
+		waitFor(t, p2.started, "p2 to start")
+		if !g.Elector().IsLeader() || holder(srv) != "a" {
+			t.Fatalf("IsLeader=%v holder=%q, want leading as a", g.Elector().IsLeader(), holder(srv))
+		}
+
+		cancel()
+		if err := result(t, done); err != nil {
+			t.Fatalf("Start after cancel = %v, want nil", err)
+		}
+		for i, p := range []*probe{p1, p2} {
+			if !isClosed(p.stopped) {
+				t.Errorf("p%d still running after Start returned", i+1)
+			}
+			p.checkHeldUntilReturn(t, fmt.Sprintf("p%d", i+1))
+		}
+		if h := holder(srv); h != "" {
+			t.Errorf("holder after a clean stop with ReleaseOnCancel = %q, want released", h)
+		}
+		if err := g.Add(newProbe(srv)); !errors.Is(err, ErrTermEnded) {
+			t.Errorf("Add after the term = %v, want ErrTermEnded", err)
+		}
+		if err := g.Start(context.Background()); err == nil {
+			t.Error("a second Start should fail")
+		}
+	})
 }
 
 func TestLostLeaseCancelsRunnables(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := newProbe(srv)
-	if err := g.Add(p); err != nil {
-		t.Fatal(err)
-	}
-	done := startGate(context.Background(), g)
-	waitFor(t, p.started, "the runnable to start")
-
-	putHolder(srv, "thief")
-	waitFor(t, p.stopped, "the runnable to stop after the Lease was lost")
-	err = result(t, done)
-	if !errors.Is(err, leasehold.ErrLeaderLost) {
-		t.Fatalf("Start = %v, want ErrLeaderLost", err)
-	}
-	if h := holder(srv); h != "thief" {
-		t.Errorf("holder = %q: a lost lease must never be released or overwritten", h)
-	}
-	if g.Elector().IsLeader() {
-		t.Error("still IsLeader after losing the Lease")
-	}
-}
-
-func TestFailingRunnableEndsTheTerm(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	boom := errors.New("boom")
-	bad, good := newProbe(srv), newProbe(srv)
-	bad.fail = boom
-	for _, p := range []*probe{good, bad} {
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newProbe(srv)
 		if err := g.Add(p); err != nil {
 			t.Fatal(err)
 		}
-	}
-	err = result(t, startGate(context.Background(), g))
-	if !errors.Is(err, boom) || !errors.Is(err, leasehold.ErrWorkReturned) {
-		t.Fatalf("Start = %v, want boom and ErrWorkReturned", err)
-	}
-	if !isClosed(good.stopped) {
-		t.Fatal("the other runnable was not stopped")
-	}
-	good.checkHeldUntilReturn(t, "the other runnable")
-	if h := holder(srv); h != "" {
-		t.Errorf("holder = %q, want released after the work ended on its own", h)
-	}
+		done := startGate(context.Background(), g)
+		waitFor(t, p.started, "the runnable to start")
+
+		putHolder(srv, "thief")
+		waitFor(t, p.stopped, "the runnable to stop after the Lease was lost")
+		err = result(t, done)
+		if !errors.Is(err, leasehold.ErrLeaderLost) {
+			t.Fatalf("Start = %v, want ErrLeaderLost", err)
+		}
+		if h := holder(srv); h != "thief" {
+			t.Errorf("holder = %q: a lost lease must never be released or overwritten", h)
+		}
+		if g.Elector().IsLeader() {
+			t.Error("still IsLeader after losing the Lease")
+		}
+	})
+}
+
+func TestFailingRunnableEndsTheTerm(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		boom := errors.New("boom")
+		bad, good := newProbe(srv), newProbe(srv)
+		bad.fail = boom
+		for _, p := range []*probe{good, bad} {
+			if err := g.Add(p); err != nil {
+				t.Fatal(err)
+			}
+		}
+		err = result(t, startGate(context.Background(), g))
+		if !errors.Is(err, boom) || !errors.Is(err, leasehold.ErrWorkReturned) {
+			t.Fatalf("Start = %v, want boom and ErrWorkReturned", err)
+		}
+		if !isClosed(good.stopped) {
+			t.Fatal("the other runnable was not stopped")
+		}
+		good.checkHeldUntilReturn(t, "the other runnable")
+		if h := holder(srv); h != "" {
+			t.Errorf("holder = %q, want released after the work ended on its own", h)
+		}
+	})
 }
 
 // panicker panics when started.
@@ -393,57 +408,65 @@ type panicker struct{}
 func (panicker) Start(context.Context) error { panic("kaboom") }
 
 func TestPanickingRunnableIsAnError(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	good := newProbe(srv)
-	_ = g.Add(good)
-	_ = g.Add(panicker{})
-	err = result(t, startGate(context.Background(), g))
-	if err == nil || !errors.Is(err, leasehold.ErrWorkReturned) {
-		t.Fatalf("Start = %v, want a panic error with ErrWorkReturned", err)
-	}
-	if !isClosed(good.stopped) {
-		t.Error("the other runnable was not stopped")
-	}
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		good := newProbe(srv)
+		_ = g.Add(good)
+		_ = g.Add(panicker{})
+		err = result(t, startGate(context.Background(), g))
+		if err == nil || !errors.Is(err, leasehold.ErrWorkReturned) {
+			t.Fatalf("Start = %v, want a panic error with ErrWorkReturned", err)
+		}
+		if !isClosed(good.stopped) {
+			t.Error("the other runnable was not stopped")
+		}
+	})
 }
 
 func TestAddDuringTheTermStartsAtOnceAndEmptyTermKeepsLeading(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := startGate(ctx, g)
-	waitFor(t, g.Elected(), "Elected")
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := startGate(ctx, g)
+		waitFor(t, g.Elected(), "Elected")
 
-	// No runnables: the term goes on (renewals keep it) instead of ending.
-	// Wait for renewals spanning more than RenewDeadline (1s at 100ms):
-	// a term that ended would have stopped renewing.
-	cfg := testConfig(srv, "a")
-	renewals := int(cfg.RenewDeadline/cfg.RetryPeriod) + 2
-	from := srv.Requests("a", "update")
-	waitUntil(t, fmt.Sprintf("%d renewals", renewals), func() bool {
-		return srv.Requests("a", "update")-from >= renewals || isClosedErr(done)
+		// No runnables: the term goes on (renewals keep it) instead of
+		// ending. Over more than RenewDeadline, a term that ended would
+		// have stopped renewing.
+		cfg := testConfig(srv, "a")
+		from := srv.Requests("a", "update")
+		time.Sleep(cfg.RenewDeadline + 2*cfg.RetryPeriod + cfg.RetryPeriod/2)
+		settle()
+		if n, want := srv.Requests("a", "update")-from, int(cfg.RenewDeadline/cfg.RetryPeriod)+2; n < want {
+			t.Fatalf("%d renewals in RenewDeadline+2 RetryPeriods, want %d", n, want)
+		}
+		if isClosedErr(done) || !g.Elector().IsLeader() || holder(srv) != "a" {
+			t.Fatalf("a gate with no runnables stopped leading: IsLeader %v, holder %q", g.Elector().IsLeader(), holder(srv))
+		}
+
+		p := newProbe(srv)
+		if err := g.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		settle()
+		if !isClosed(p.started) {
+			t.Fatal("a runnable added during the term did not start at once")
+		}
+		cancel()
+		if err := result(t, done); err != nil {
+			t.Fatalf("Start = %v, want nil", err)
+		}
+		p.checkHeldUntilReturn(t, "the runnable")
 	})
-	if isClosedErr(done) || !g.Elector().IsLeader() || holder(srv) != "a" {
-		t.Fatalf("a gate with no runnables stopped leading: IsLeader %v, holder %q", g.Elector().IsLeader(), holder(srv))
-	}
-
-	p := newProbe(srv)
-	if err := g.Add(p); err != nil {
-		t.Fatal(err)
-	}
-	waitFor(t, p.started, "a runnable added during the term")
-	cancel()
-	if err := result(t, done); err != nil {
-		t.Fatalf("Start = %v, want nil", err)
-	}
-	p.checkHeldUntilReturn(t, "the runnable")
 }
 
 // TestCancelDuringRenewIsACleanStop cancels the manager's context while a
@@ -452,116 +475,130 @@ func TestAddDuringTheTermStartsAtOnceAndEmptyTermKeepsLeading(t *testing.T) {
 // way round, it is a clean stop.
 func TestCancelDuringRenewIsACleanStop(t *testing.T) {
 	for i := range 6 {
-		srv := leaseholdtest.NewServer()
-		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := newProbe(srv)
-		p.quick = true // its renewal is held until it returns
-		_ = g.Add(p)
-		var arm sync.Once
-		armed := make(chan struct{})
-		inRenew := make(chan struct{})
-		srv.AddHook(func(ctx context.Context, req leaseholdtest.Request) error {
-			if req.Verb != "update" || !isClosed(armed) {
+		synctest.Test(t, func(t *testing.T) {
+			srv := leaseholdtest.NewServer()
+			g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			p := newProbe(srv)
+			p.quick = true // its renewal is held until it returns
+			_ = g.Add(p)
+			var arm sync.Once
+			armed := make(chan struct{})
+			inRenew := make(chan struct{})
+			srv.AddHook(func(ctx context.Context, req leaseholdtest.Request) error {
+				if req.Verb != "update" || !isClosed(armed) {
+					return nil
+				}
+				first := false
+				arm.Do(func() { first = true })
+				if first {
+					close(inRenew)
+					<-p.stopped // hold the renewal until the runnable returned
+				}
 				return nil
+			})
+			ctx, cancel := context.WithCancel(context.Background())
+			done := startGate(ctx, g)
+			waitFor(t, p.started, "the runnable")
+			close(armed)
+			waitFor(t, inRenew, "a renewal")
+			cancel()
+			if err := result(t, done); err != nil {
+				t.Fatalf("run %d: Start after cancel = %v, want nil", i, err)
 			}
-			first := false
-			arm.Do(func() { first = true })
-			if first {
-				close(inRenew)
-				<-p.stopped // hold the renewal until the runnable returned
-			}
-			return nil
 		})
-		ctx, cancel := context.WithCancel(context.Background())
-		done := startGate(ctx, g)
-		waitFor(t, p.started, "the runnable")
-		close(armed)
-		waitFor(t, inRenew, "a renewal")
-		cancel()
-		if err := result(t, done); err != nil {
-			t.Fatalf("run %d: Start after cancel = %v, want nil", i, err)
-		}
 	}
 }
 
 // HealthzChecker reports the running elector's Check: healthy while
 // leading and while following; a follower cut off from the API server
-// turns unhealthy (ErrAPIUnreachable) after LeaseDuration plus the
-// tolerance, not before, and healthy again once the server answers.
+// turns unhealthy (ErrAPIUnreachable) once its requests have failed for
+// LeaseDuration plus the tolerance, not before, and healthy again once the
+// server answers.
 func TestHealthzChecker(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	const tolerance = 100 * time.Millisecond
-	ga, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	gb, err := NewWithRegistrar(&registrar{}, testConfig(srv, "b"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	_ = ga.Add(newProbe(srv))
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	doneA := startGate(ctx, ga)
-	waitFor(t, ga.Elected(), "a to lead")
-	doneB := startGate(ctx, gb)
-	waitUntil(t, "b to follow a", func() bool { return gb.Elector().Leader() == "a" })
-	checkA, checkB := HealthzChecker(ga.Elector(), tolerance), HealthzChecker(gb.Elector(), tolerance)
-
-	// Healthy while leading and following, over renewals spanning more
-	// than LeaseDuration.
-	cfg := testConfig(srv, "a")
-	from := srv.Requests("a", "update")
-	waitUntil(t, "renewals over a LeaseDuration", func() bool {
-		if err := checkA(nil); err != nil {
-			t.Fatalf("the leader is unhealthy: %v", err)
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		const tolerance = 100 * time.Millisecond
+		ga, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
 		}
+		gb, err := NewWithRegistrar(&registrar{}, testConfig(srv, "b"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		_ = ga.Add(newProbe(srv))
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		doneA := startGate(ctx, ga)
+		waitFor(t, ga.Elected(), "a to lead")
+		doneB := startGate(ctx, gb)
+		settle()
+		if gb.Elector().Leader() != "a" {
+			t.Fatalf("b follows %q, want a", gb.Elector().Leader())
+		}
+		checkA, checkB := HealthzChecker(ga.Elector(), tolerance), HealthzChecker(gb.Elector(), tolerance)
+
+		// Healthy while leading and following, at every RetryPeriod over
+		// more than a LeaseDuration.
+		cfg := testConfig(srv, "a")
+		for range int(cfg.LeaseDuration/cfg.RetryPeriod) + 2 {
+			time.Sleep(cfg.RetryPeriod)
+			settle()
+			if err := checkA(nil); err != nil {
+				t.Fatalf("the leader is unhealthy: %v", err)
+			}
+			if err := checkB(nil); err != nil {
+				t.Fatalf("the follower is unhealthy: %v", err)
+			}
+		}
+
+		// Cut b off: every request of b fails as an unreachable server's
+		// would; closing the watches makes b's first failure immediate.
+		var broken atomic.Bool
+		srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
+			if req.Client == "b" && broken.Load() {
+				return apierrors.NewServiceUnavailable("test: b cut off")
+			}
+			return nil
+		})
+		broken.Store(true)
+		srv.CloseWatches()
+		time.Sleep(cfg.LeaseDuration + tolerance)
+		settle()
 		if err := checkB(nil); err != nil {
-			t.Fatalf("the follower is unhealthy: %v", err)
+			t.Errorf("b unhealthy after failing for exactly LeaseDuration+tolerance (%v), before it is over: %v", cfg.LeaseDuration+tolerance, err)
 		}
-		return srv.Requests("a", "update")-from > int(cfg.LeaseDuration/cfg.RetryPeriod)
-	})
-
-	// Cut b off: every request of b fails as an unreachable server's would.
-	var broken atomic.Bool
-	srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
-		if req.Client == "b" && broken.Load() {
-			return apierrors.NewServiceUnavailable("test: b cut off")
+		time.Sleep(time.Millisecond)
+		settle()
+		unhealthy := checkB(nil)
+		if !errors.Is(unhealthy, leasehold.ErrAPIUnreachable) {
+			t.Errorf("b's check %v after failing for LeaseDuration+tolerance = %v, want ErrAPIUnreachable", time.Millisecond, unhealthy)
 		}
-		return nil
-	})
-	cut := time.Now()
-	broken.Store(true)
-	srv.CloseWatches() // b must make requests to learn anything
-	var unhealthy error
-	waitUntil(t, "b's check to fail", func() bool {
 		if err := checkA(nil); err != nil {
 			t.Fatalf("the leader turned unhealthy while only b was cut off: %v", err)
 		}
-		unhealthy = checkB(nil)
-		return unhealthy != nil
+		broken.Store(false)
+		// b's next attempt, within its backoff (at most RenewDeadline
+		// here), succeeds.
+		time.Sleep(cfg.LeaseDuration)
+		settle()
+		if err := checkB(nil); err != nil {
+			t.Errorf("b's check a LeaseDuration after the server answers again = %v, want healthy", err)
+		}
+		if isClosedErr(doneA) || isClosedErr(doneB) {
+			t.Fatal("an elector stopped running")
+		}
+		cancel()
+		if err := result(t, doneA); err != nil {
+			t.Errorf("a: Start = %v, want nil", err)
+		}
+		if err := result(t, doneB); err != nil {
+			t.Errorf("b: Start = %v, want nil", err)
+		}
 	})
-	if since := time.Since(cut); since <= cfg.LeaseDuration+tolerance {
-		t.Errorf("b unhealthy %v after it was cut off, before LeaseDuration+tolerance (%v)", since, cfg.LeaseDuration+tolerance)
-	}
-	if !errors.Is(unhealthy, leasehold.ErrAPIUnreachable) {
-		t.Errorf("b's check = %v, want ErrAPIUnreachable", unhealthy)
-	}
-	broken.Store(false)
-	waitUntil(t, "b's check to recover", func() bool { return checkB(nil) == nil })
-	if isClosedErr(doneA) || isClosedErr(doneB) {
-		t.Fatal("an elector stopped running")
-	}
-	cancel()
-	if err := result(t, doneA); err != nil {
-		t.Errorf("a: Start = %v, want nil", err)
-	}
-	if err := result(t, doneB); err != nil {
-		t.Errorf("b: Start = %v, want nil", err)
-	}
 }
 
 // everywhere is a runnable that says it needs no leader.
@@ -632,53 +669,59 @@ func TestBuilderControllersGoToTheGate(t *testing.T) {
 }
 
 func TestWithARealManager(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	putHolder(srv, "other")
-	mgr := newManager(t)
-	g, err := New(mgr, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	view := g.Manager()
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		putHolder(srv, "other")
+		mgr := newManager(t)
+		g, err := New(mgr, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		view := g.Manager()
 
-	leaderOnly := newProbe(srv)
-	if err := view.Add(leaderOnly); err != nil {
-		t.Fatal(err)
-	}
-	everyReplica := make(chan struct{})
-	if err := view.Add(everywhere{func(ctx context.Context) error {
-		close(everyReplica)
-		<-ctx.Done()
-		return nil
-	}}); err != nil {
-		t.Fatal(err)
-	}
+		leaderOnly := newProbe(srv)
+		if err := view.Add(leaderOnly); err != nil {
+			t.Fatal(err)
+		}
+		everyReplica := make(chan struct{})
+		if err := view.Add(everywhere{func(ctx context.Context) error {
+			close(everyReplica)
+			<-ctx.Done()
+			return nil
+		}}); err != nil {
+			t.Fatal(err)
+		}
 
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := make(chan error, 1)
-	go func() { done <- mgr.Start(ctx) }()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := startManager(ctx, mgr)
 
-	waitFor(t, everyReplica, "the non-leader runnable to start while following")
-	waitUntil(t, "the elector to see the other holder", func() bool { return g.Elector().Leader() == "other" })
-	if isClosed(leaderOnly.started) || isClosed(view.Elected()) {
-		t.Fatal("leader-only work started while another process held the Lease")
-	}
-	putHolder(srv, "")
-	waitFor(t, view.Elected(), "the view's Elected")
-	waitFor(t, leaderOnly.started, "the leader-only runnable")
+		settle()
+		if !isClosed(everyReplica) {
+			t.Fatal("the non-leader runnable did not start while following")
+		}
+		if g.Elector().Leader() != "other" {
+			t.Fatalf("the elector sees the holder %q, want other", g.Elector().Leader())
+		}
+		if isClosed(leaderOnly.started) || isClosed(view.Elected()) {
+			t.Fatal("leader-only work started while another process held the Lease")
+		}
+		putHolder(srv, "")
+		waitFor(t, view.Elected(), "the view's Elected")
+		waitFor(t, leaderOnly.started, "the leader-only runnable")
 
-	cancel()
-	if err := result(t, done); err != nil {
-		t.Fatalf("mgr.Start = %v, want nil", err)
-	}
-	if !isClosed(leaderOnly.stopped) {
-		t.Error("leader-only runnable still running after the manager stopped")
-	}
-	leaderOnly.checkHeldUntilReturn(t, "leader-only runnable")
-	if h := holder(srv); h != "" {
-		t.Errorf("holder after the manager stopped = %q, want released", h)
-	}
+		cancel()
+		if err := result(t, done); err != nil {
+			t.Fatalf("mgr.Start = %v, want nil", err)
+		}
+		if !isClosed(leaderOnly.stopped) {
+			t.Error("leader-only runnable still running after the manager stopped")
+		}
+		leaderOnly.checkHeldUntilReturn(t, "leader-only runnable")
+		if h := holder(srv); h != "" {
+			t.Errorf("holder after the manager stopped = %q, want released", h)
+		}
+	})
 }
 
 // A Yield hands the Lease over while the manager runs: the Gate cannot
@@ -686,31 +729,33 @@ func TestWithARealManager(t *testing.T) {
 // restarted) instead of returning nil and leaving a replica that never
 // campaigns.
 func TestYieldEndsStartWithErrTermEnded(t *testing.T) {
-	srv := leaseholdtest.NewServer()
-	g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := newProbe(srv)
-	p.quick = true
-	if err := g.Add(p); err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	done := startGate(ctx, g)
-	waitFor(t, p.started, "the runnable")
-	if err := g.Elector().Yield(ctx, ""); err != nil {
-		t.Fatalf("Yield = %v", err)
-	}
-	err = result(t, done)
-	if !errors.Is(err, ErrTermEnded) {
-		t.Fatalf("Start after a Yield = %v, want ErrTermEnded", err)
-	}
-	if !isClosed(p.stopped) {
-		t.Error("the runnable still runs after Start returned")
-	}
-	if h := holder(srv); h != "" {
-		t.Errorf("holder after the Yield = %q, want released", h)
-	}
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		p := newProbe(srv)
+		p.quick = true
+		if err := g.Add(p); err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := startGate(ctx, g)
+		waitFor(t, p.started, "the runnable")
+		if err := g.Elector().Yield(ctx, ""); err != nil {
+			t.Fatalf("Yield = %v", err)
+		}
+		err = result(t, done)
+		if !errors.Is(err, ErrTermEnded) {
+			t.Fatalf("Start after a Yield = %v, want ErrTermEnded", err)
+		}
+		if !isClosed(p.stopped) {
+			t.Error("the runnable still runs after Start returned")
+		}
+		if h := holder(srv); h != "" {
+			t.Errorf("holder after the Yield = %q, want released", h)
+		}
+	})
 }

@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math/rand/v2"
-	"runtime"
 	"slices"
 	"sort"
 	"strings"
 	"sync"
 	"testing"
+	"testing/synctest"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -56,8 +57,38 @@ func configMaps(t *testing.T, n int) ([]client.Object, map[string]int) {
 	return objs, shardOf
 }
 
+// newClock returns the fake clock that times a test's members. Call it
+// inside the test's bubble.
+func newClock() *clocktesting.FakeClock { return clocktesting.NewFakeClock(shT0) }
+
+// advance moves clk forward by d in steps of at most 250ms, letting every
+// goroutine of the bubble react before the first step and after each one,
+// so that no renewal due on the way is skipped.
+func advance(clk *clocktesting.FakeClock, d time.Duration) {
+	settle()
+	for d > 0 {
+		step := min(d, 250*time.Millisecond)
+		clk.Step(step)
+		d -= step
+		settle()
+	}
+}
+
+// advanceUntil advances clk in steps of 250ms until cond holds, failing
+// after limit.
+func advanceUntil(t *testing.T, clk *clocktesting.FakeClock, limit time.Duration, what string, cond func() bool) {
+	t.Helper()
+	settle()
+	for waited := time.Duration(0); !cond(); waited += 250 * time.Millisecond {
+		if waited >= limit {
+			t.Fatalf("%s: not within %v of the members' clock", what, limit)
+		}
+		advance(clk, 250*time.Millisecond)
+	}
+}
+
 // shConfig is a member's configuration on srv, timed by clk.
-func shConfig(srv *leaseholdtest.Server, clk *leaseholdtest.Clock, id string) shard.Config {
+func shConfig(srv *leaseholdtest.Server, clk *clocktesting.FakeClock, id string) shard.Config {
 	cfg := shard.Config{
 		Namespace: "leases", Group: "cms", Identity: id, Client: srv.Client(id), Shards: shShards,
 		LeaseDuration: 15 * time.Second, RenewDeadline: 10 * time.Second, RetryPeriod: 2 * time.Second,
@@ -104,8 +135,9 @@ func namesOfShards(shardOf map[string]int, shards []int) []string {
 }
 
 // receive takes n events from s's Source channel and returns their
-// objects' names, sorted. It fails after 10s of real time (a guard: the
-// events are sent as soon as a shard starts).
+// objects' names, sorted. It fails after wait, of the bubble's virtual
+// time, which passes only when nothing else can happen: the events are
+// sent as soon as a shard starts.
 func receive(t *testing.T, s *Sharder, n int) []string {
 	t.Helper()
 	var out []string
@@ -113,7 +145,7 @@ func receive(t *testing.T, s *Sharder, n int) []string {
 		select {
 		case e := <-s.events:
 			out = append(out, e.Object.GetName())
-		case <-time.After(10 * time.Second):
+		case <-time.After(wait):
 			t.Fatalf("%d of %d enqueued objects received: %v", len(out), n, out)
 		}
 	}
@@ -165,64 +197,53 @@ func startSharder(t *testing.T, reader client.Reader, cfg shard.Config) *running
 // of its own shards, and when b leaves, a is sent every object of the
 // shards it takes over, and reconciles them.
 func TestSharderConfinesTheReconcilerAndEnqueuesAcquiredShards(t *testing.T) {
-	objs, shardOf := configMaps(t, 40)
-	reader := fake.NewClientBuilder().WithObjects(objs...).Build()
-	srv := leaseholdtest.NewServer()
-	clk := leaseholdtest.NewClock(shT0, srv)
-	a := startSharder(t, reader, shConfig(srv, clk, "a"))
-	for i := 0; len(a.Owned()) != shShards; i++ {
-		if i == 40 {
-			t.Fatalf("a alone runs %v after 10s of fake time", a.Owned())
+	synctest.Test(t, func(t *testing.T) {
+		objs, shardOf := configMaps(t, 40)
+		reader := fake.NewClientBuilder().WithObjects(objs...).Build()
+		srv := leaseholdtest.NewServer()
+		clk := newClock()
+		a := startSharder(t, reader, shConfig(srv, clk, "a"))
+		advanceUntil(t, clk, 10*time.Second, "a alone runs every shard", func() bool { return len(a.Owned()) == shShards })
+		if got := receive(t, a.Sharder, len(objs)); len(slices.Compact(got)) != len(objs) {
+			t.Errorf("a, running every shard, enqueued %v, want every object once", got)
 		}
-		clk.Advance(250 * time.Millisecond)
-	}
-	if got := receive(t, a.Sharder, len(objs)); len(slices.Compact(got)) != len(objs) {
-		t.Errorf("a, running every shard, enqueued %v, want every object once", got)
-	}
-	b := startSharder(t, reader, shConfig(srv, clk, "b"))
-	for i := 0; len(a.Owned()) != shShards/2 || len(b.Owned()) != shShards/2; i++ {
-		if i == 40 {
-			t.Fatalf("not balanced within 10s of fake time: a %v, b %v", a.Owned(), b.Owned())
+		b := startSharder(t, reader, shConfig(srv, clk, "b"))
+		advanceUntil(t, clk, 10*time.Second, "a and b balanced", func() bool {
+			return len(a.Owned()) == shShards/2 && len(b.Owned()) == shShards/2
+		})
+		bShards := b.Owned()
+		if want, got := namesOfShards(shardOf, bShards), receive(t, b.Sharder, len(namesOfShards(shardOf, bShards))); !slices.Equal(got, want) {
+			t.Errorf("b enqueued %v, want the objects of its shards %v: %v", got, bShards, want)
 		}
-		clk.Advance(250 * time.Millisecond)
-	}
-	bShards := b.Owned()
-	if want, got := namesOfShards(shardOf, bShards), receive(t, b.Sharder, len(namesOfShards(shardOf, bShards))); !slices.Equal(got, want) {
-		t.Errorf("b enqueued %v, want the objects of its shards %v: %v", got, bShards, want)
-	}
-	for _, m := range []*runningSharder{a, b} {
-		var r recorder
-		reconcileAll(t, m.Sharder, &r, objs)
-		if got, want := r.take(), namesOfShards(shardOf, m.Owned()); !slices.Equal(got, want) {
-			t.Errorf("reconciler called for %v, want only the objects of shards %v: %v", got, m.Owned(), want)
-		}
-		p := m.Predicate()
-		for _, o := range objs {
-			if got, want := p.Create(event.CreateEvent{Object: o}), slices.Contains(m.Owned(), shardOf[o.GetName()]); got != want {
-				t.Errorf("Predicate.Create(%s of shard %d) = %v with shards %v", o.GetName(), shardOf[o.GetName()], got, m.Owned())
+		for _, m := range []*runningSharder{a, b} {
+			var r recorder
+			reconcileAll(t, m.Sharder, &r, objs)
+			if got, want := r.take(), namesOfShards(shardOf, m.Owned()); !slices.Equal(got, want) {
+				t.Errorf("reconciler called for %v, want only the objects of shards %v: %v", got, m.Owned(), want)
+			}
+			p := m.Predicate()
+			for _, o := range objs {
+				if got, want := p.Create(event.CreateEvent{Object: o}), slices.Contains(m.Owned(), shardOf[o.GetName()]); got != want {
+					t.Errorf("Predicate.Create(%s of shard %d) = %v with shards %v", o.GetName(), shardOf[o.GetName()], got, m.Owned())
+				}
 			}
 		}
-	}
 
-	b.cancel()
-	for i := 0; len(a.Owned()) != shShards; i++ {
-		if i == 40 {
-			t.Fatalf("a runs %v 10s of fake time after b left", a.Owned())
+		b.cancel()
+		advanceUntil(t, clk, 10*time.Second, "a runs every shard after b left", func() bool { return len(a.Owned()) == shShards })
+		if err := <-b.done; err != nil {
+			t.Errorf("b: Start = %v", err)
 		}
-		clk.Advance(250 * time.Millisecond)
-	}
-	if err := <-b.done; err != nil {
-		t.Errorf("b: Start = %v", err)
-	}
-	b.done <- nil
-	if want, got := namesOfShards(shardOf, bShards), receive(t, a.Sharder, len(namesOfShards(shardOf, bShards))); !slices.Equal(got, want) {
-		t.Errorf("after b left, a enqueued %v, want the objects of b's shards %v: %v", got, bShards, want)
-	}
-	var r recorder
-	reconcileAll(t, a.Sharder, &r, objs)
-	if got := r.take(); len(got) != len(objs) {
-		t.Errorf("after b left, a reconciled %d objects, want all %d", len(got), len(objs))
-	}
+		b.done <- nil
+		if want, got := namesOfShards(shardOf, bShards), receive(t, a.Sharder, len(namesOfShards(shardOf, bShards))); !slices.Equal(got, want) {
+			t.Errorf("after b left, a enqueued %v, want the objects of b's shards %v: %v", got, bShards, want)
+		}
+		var r recorder
+		reconcileAll(t, a.Sharder, &r, objs)
+		if got := r.take(); len(got) != len(objs) {
+			t.Errorf("after b left, a reconciled %d objects, want all %d", len(got), len(objs))
+		}
+	})
 }
 
 // A shard moves only after the reconciles running for it returned: the
@@ -230,206 +251,214 @@ func TestSharderConfinesTheReconcilerAndEnqueuesAcquiredShards(t *testing.T) {
 // other replica starts the shard only once that reconcile returned. An
 // error the reconcile returns after the move is dropped.
 func TestSharderHandsAShardOverAfterItsReconcilesReturned(t *testing.T) {
-	objs, shardOf := configMaps(t, 40)
-	reader := fake.NewClientBuilder().WithObjects(objs...).Build()
-	srv := leaseholdtest.NewServer()
-	clk := leaseholdtest.NewClock(shT0, srv)
-	a := startSharder(t, reader, shConfig(srv, clk, "a"))
-	b := startSharder(t, reader, shConfig(srv, clk, "b"))
-	go func() {
-		for range a.events {
+	synctest.Test(t, func(t *testing.T) {
+		objs, shardOf := configMaps(t, 40)
+		reader := fake.NewClientBuilder().WithObjects(objs...).Build()
+		srv := leaseholdtest.NewServer()
+		clk := newClock()
+		a := startSharder(t, reader, shConfig(srv, clk, "a"))
+		b := startSharder(t, reader, shConfig(srv, clk, "b"))
+		go func() {
+			for range a.events {
+			}
+		}()
+		go func() {
+			for range b.events {
+			}
+		}()
+		advanceUntil(t, clk, 10*time.Second, "a and b balanced", func() bool {
+			return len(a.Owned()) == shShards/2 && len(b.Owned()) == shShards/2
+		})
+		held, obj := -1, client.Object(nil)
+		for _, o := range objs {
+			if s := shardOf[o.GetName()]; slices.Contains(b.Owned(), s) {
+				held, obj = s, o
+				break
+			}
 		}
-	}()
-	go func() {
-		for range b.events {
+		if obj == nil {
+			t.Fatalf("no object in b's shards %v", b.Owned())
 		}
-	}()
-	for i := 0; len(a.Owned()) != shShards/2 || len(b.Owned()) != shShards/2; i++ {
-		if i == 40 {
-			t.Fatalf("not balanced within 10s of fake time: a %v, b %v", a.Owned(), b.Owned())
+		entered, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
+		result := make(chan error, 1)
+		go func() {
+			_, err := b.Reconciler(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
+				close(entered)
+				<-ctx.Done()
+				close(cancelled)
+				<-release
+				return reconcile.Result{}, ctx.Err()
+			})).Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
+			result <- err
+		}()
+		settle()
+		if !isClosed(entered) {
+			t.Fatal("the reconcile of an object of b's shard did not start")
 		}
-		clk.Advance(250 * time.Millisecond)
-	}
-	held, obj := -1, client.Object(nil)
-	for _, o := range objs {
-		if s := shardOf[o.GetName()]; slices.Contains(b.Owned(), s) {
-			held, obj = s, o
-			break
+		b.cancel()
+		settle()
+		if !isClosed(cancelled) {
+			t.Fatal("b's leaving did not cancel the reconcile at once")
 		}
-	}
-	if obj == nil {
-		t.Fatalf("no object in b's shards %v", b.Owned())
-	}
-	entered, cancelled, release := make(chan struct{}), make(chan struct{}), make(chan struct{})
-	result := make(chan error, 1)
-	go func() {
-		_, err := b.Reconciler(reconcile.Func(func(ctx context.Context, _ reconcile.Request) (reconcile.Result, error) {
-			close(entered)
-			<-ctx.Done()
-			close(cancelled)
-			<-release
-			return reconcile.Result{}, ctx.Err()
-		})).Reconcile(context.Background(), reconcile.Request{NamespacedName: client.ObjectKeyFromObject(obj)})
-		result <- err
-	}()
-	<-entered
-	b.cancel()
-	<-cancelled // the shard's end cancels the reconcile, with no time passing
-	clk.Advance(5 * time.Second)
-	if slices.Contains(a.Owned(), held) {
-		t.Fatalf("a runs shard %d while b's reconcile of %s has not returned", held, obj.GetName())
-	}
-	if got := len(a.Owned()); got != shShards-1 {
-		t.Errorf("a runs %v: b's other shards should have moved at once", a.Owned())
-	}
-	close(release)
-	if err := <-result; err != nil {
-		t.Errorf("the reconcile's error after its shard moved was passed on: %v", err)
-	}
-	clk.Settle()
-	for i := 0; !slices.Contains(a.Owned(), held); i++ {
-		if i == 8 {
-			t.Fatalf("a does not run shard %d after b's reconcile returned: %v", held, a.Owned())
+		advance(clk, 5*time.Second)
+		if slices.Contains(a.Owned(), held) {
+			t.Fatalf("a runs shard %d while b's reconcile of %s has not returned", held, obj.GetName())
 		}
-		clk.Advance(250 * time.Millisecond)
-	}
+		if got := len(a.Owned()); got != shShards-1 {
+			t.Errorf("a runs %v: b's other shards should have moved at once", a.Owned())
+		}
+		close(release)
+		if err := <-result; err != nil {
+			t.Errorf("the reconcile's error after its shard moved was passed on: %v", err)
+		}
+		advanceUntil(t, clk, 2*time.Second, "a runs the held shard after b's reconcile returned", func() bool { return slices.Contains(a.Owned(), held) })
+	})
 }
 
 // Without membership: requests of shards not running here, or whose
 // object's shard cannot be known, never reach the reconciler; a deleted
 // object's request does, if its deletion was seen here.
 func TestSharderReconcilerFiltersRequests(t *testing.T) {
-	objs, shardOf := configMaps(t, 20)
-	reader := fake.NewClientBuilder().WithObjects(objs[:10]...).Build() // objs[10:] are deleted
-	srv := leaseholdtest.NewServer()
-	s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldUID, shConfig(srv, nil, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range s.events {
+	synctest.Test(t, func(t *testing.T) {
+		objs, shardOf := configMaps(t, 20)
+		reader := fake.NewClientBuilder().WithObjects(objs[:10]...).Build() // objs[10:] are deleted
+		srv := leaseholdtest.NewServer()
+		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldUID, shConfig(srv, nil, "a"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	mine := []int{shardOf[objs[0].GetName()], shardOf[objs[10].GetName()]}
-	for _, i := range mine {
-		go s.runShard(ctx, i)
-	}
-	for len(s.Owned()) < len(slices.Compact(slices.Sorted(slices.Values(mine)))) {
-		runtime.Gosched() // runShard registers the shard first thing
-	}
-	p := s.Predicate()
-	for _, o := range objs[10:] {
-		p.Delete(event.DeleteEvent{Object: o})
-	}
-	var r recorder
-	reconcileAll(t, s, &r, objs)
-	var want []string
-	for _, o := range objs {
-		if slices.Contains(mine, shardOf[o.GetName()]) {
-			want = append(want, o.GetName())
+		go func() {
+			for range s.events {
+			}
+		}()
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		mine := []int{shardOf[objs[0].GetName()], shardOf[objs[10].GetName()]}
+		for _, i := range mine {
+			go s.runShard(ctx, i)
 		}
-	}
-	sort.Strings(want)
-	if got := r.take(); !slices.Equal(got, want) {
-		t.Errorf("reconciled %v, want the objects of shards %v, deleted ones included: %v", got, mine, want)
-	}
-	// The tombstones were consumed: a second request of a deleted object
-	// has no shard, and is dropped.
-	reconcileAll(t, s, &r, objs[10:])
-	if got := r.take(); len(got) != 0 {
-		t.Errorf("reconciled deleted objects a second time: %v", got)
-	}
-	if len(s.tombstones) != 0 {
-		t.Errorf("tombstones left: %v", s.tombstones)
-	}
+		settle()
+		p := s.Predicate()
+		for _, o := range objs[10:] {
+			p.Delete(event.DeleteEvent{Object: o})
+		}
+		var r recorder
+		reconcileAll(t, s, &r, objs)
+		var want []string
+		for _, o := range objs {
+			if slices.Contains(mine, shardOf[o.GetName()]) {
+				want = append(want, o.GetName())
+			}
+		}
+		sort.Strings(want)
+		if got := r.take(); !slices.Equal(got, want) {
+			t.Errorf("reconciled %v, want the objects of shards %v, deleted ones included: %v", got, mine, want)
+		}
+		// The tombstones were consumed: a second request of a deleted
+		// object has no shard, and is dropped.
+		reconcileAll(t, s, &r, objs[10:])
+		if got := r.take(); len(got) != 0 {
+			t.Errorf("reconciled deleted objects a second time: %v", got)
+		}
+		if len(s.tombstones) != 0 {
+			t.Errorf("tombstones left: %v", s.tombstones)
+		}
+		cancel()
+		settle() // every runShard has returned: nothing sends any more
+		close(s.events)
+	})
 }
 
 // A failed list of an acquired shard's objects is retried after a
 // second of the member's clock, until it succeeds.
 func TestSharderRetriesTheListOfAnAcquiredShard(t *testing.T) {
-	objs, shardOf := configMaps(t, 20)
-	fails := 2
-	var mu sync.Mutex
-	reader := fake.NewClientBuilder().WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
-		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-			mu.Lock()
-			defer mu.Unlock()
-			if fails > 0 {
-				fails--
-				return errors.New("cache not started")
+	synctest.Test(t, func(t *testing.T) {
+		objs, shardOf := configMaps(t, 20)
+		fails := 2
+		var mu sync.Mutex
+		reader := fake.NewClientBuilder().WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
+			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+				mu.Lock()
+				defer mu.Unlock()
+				if fails > 0 {
+					fails--
+					return errors.New("cache not started")
+				}
+				return c.List(ctx, list, opts...)
+			},
+		}).Build()
+		clk := newClock()
+		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldUID, shConfig(leaseholdtest.NewServer(), clk, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		done := make(chan struct{})
+		go func() { s.runShard(ctx, 3); close(done) }()
+		for range 2 {
+			settle()
+			if !clk.HasWaiters() {
+				t.Fatal("the shard does not wait on the clock after a failed list")
 			}
-			return c.List(ctx, list, opts...)
-		},
-	}).Build()
-	clk := leaseholdtest.NewClock(shT0, nil)
-	s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldUID, shConfig(leaseholdtest.NewServer(), clk, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan struct{})
-	go func() { s.runShard(ctx, 3); close(done) }()
-	for range 2 {
-		for !clk.HasWaiters() {
-			runtime.Gosched()
+			select {
+			case e := <-s.events:
+				t.Fatalf("%s enqueued before the list succeeded", e.Object.GetName())
+			default:
+			}
+			clk.Step(listRetry)
 		}
-		select {
-		case e := <-s.events:
-			t.Fatalf("%s enqueued before the list succeeded", e.Object.GetName())
-		default:
+		if got, want := receive(t, s, len(namesOfShards(shardOf, []int{3}))), namesOfShards(shardOf, []int{3}); !slices.Equal(got, want) {
+			t.Errorf("enqueued %v, want %v", got, want)
 		}
-		clk.Step(listRetry)
-	}
-	if got, want := receive(t, s, len(namesOfShards(shardOf, []int{3}))), namesOfShards(shardOf, []int{3}); !slices.Equal(got, want) {
-		t.Errorf("enqueued %v, want %v", got, want)
-	}
-	cancel()
-	<-done
-	if got := s.Owned(); len(got) != 0 {
-		t.Errorf("Owned = %v after the shard ended", got)
-	}
+		cancel()
+		<-done
+		if got := s.Owned(); len(got) != 0 {
+			t.Errorf("Owned = %v after the shard ended", got)
+		}
+	})
 }
 
 // Sharding by namespace needs no read: a request's namespace is its
 // shard's.
 func TestSharderByNamespaceReadsNothing(t *testing.T) {
-	reader := fake.NewClientBuilder().WithInterceptorFuncs(interceptor.Funcs{
-		Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
-			return errors.New("read")
-		},
-	}).Build()
-	s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldNamespace, shConfig(leaseholdtest.NewServer(), nil, "a"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	go func() {
-		for range s.events {
+	synctest.Test(t, func(t *testing.T) {
+		reader := fake.NewClientBuilder().WithInterceptorFuncs(interceptor.Funcs{
+			Get: func(context.Context, client.WithWatch, client.ObjectKey, client.Object, ...client.GetOption) error {
+				return errors.New("read")
+			},
+		}).Build()
+		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldNamespace, shConfig(leaseholdtest.NewServer(), nil, "a"))
+		if err != nil {
+			t.Fatal(err)
 		}
-	}()
-	i, _ := shard.Of(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "team-0"}}, shard.FieldNamespace, shShards)
-	ctx, cancel := context.WithCancel(context.Background())
-	defer cancel()
-	go s.runShard(ctx, i)
-	for len(s.Owned()) == 0 {
-		runtime.Gosched()
-	}
-	var r recorder
-	w := s.Reconciler(&r)
-	var want []string
-	for n := range 16 {
-		req := types.NamespacedName{Namespace: fmt.Sprintf("team-%d", n), Name: "x"}
-		if j, _ := shard.Of(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace}}, shard.FieldNamespace, shShards); j == i {
-			want = append(want, req.Name)
+		go func() {
+			for range s.events {
+			}
+		}()
+		i, _ := shard.Of(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: "team-0"}}, shard.FieldNamespace, shShards)
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go s.runShard(ctx, i)
+		settle()
+		var r recorder
+		w := s.Reconciler(&r)
+		var want []string
+		for n := range 16 {
+			req := types.NamespacedName{Namespace: fmt.Sprintf("team-%d", n), Name: "x"}
+			if j, _ := shard.Of(&corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace}}, shard.FieldNamespace, shShards); j == i {
+				want = append(want, req.Name)
+			}
+			if _, err := w.Reconcile(ctx, reconcile.Request{NamespacedName: req}); err != nil {
+				t.Fatalf("%s: %v", req, err)
+			}
 		}
-		if _, err := w.Reconcile(ctx, reconcile.Request{NamespacedName: req}); err != nil {
-			t.Fatalf("%s: %v", req, err)
+		if got := r.take(); len(got) != len(want) || len(want) == 0 {
+			t.Errorf("%d requests reached the reconciler, want the %d of namespaces in shard %d", len(got), len(want), i)
 		}
-	}
-	if got := r.take(); len(got) != len(want) || len(want) == 0 {
-		t.Errorf("%d requests reached the reconciler, want the %d of namespaces in shard %d", len(got), len(want), i)
-	}
+		cancel()
+		settle() // every runShard has returned: nothing sends any more
+		close(s.events)
+	})
 }
 
 func TestNewSharderRefusesBadArguments(t *testing.T) {
@@ -473,53 +502,55 @@ func TestNewSharderRefusesBadArguments(t *testing.T) {
 func TestSharderBesideAGate(t *testing.T) {
 	for _, everywhere := range []bool{true, false} {
 		t.Run(fmt.Sprintf("NeedLeaderElection=%v", !everywhere), func(t *testing.T) {
-			srv := leaseholdtest.NewServer()
-			mgr := newManagerWith(t, &logLines{}, false)
-			g, err := New(mgr, testConfig(srv, "a"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			p := newProbe(srv)
-			if err := g.Manager().Add(p); err != nil {
-				t.Fatal(err)
-			}
-			s, err := NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shConfig(srv, nil, "s"))
-			if err != nil {
-				t.Fatal(err)
-			}
-			opts := controller.Options{}
-			if everywhere {
-				opts.NeedLeaderElection = ptr.To(false)
-			}
-			if err := builder.ControllerManagedBy(mgr).Named("sharded").WithOptions(opts).
-				For(&corev1.ConfigMap{}, builder.WithPredicates(s.Predicate())).
-				WatchesRawSource(s.Source()).
-				Complete(s.Reconciler(nopReconciler())); err != nil {
-				t.Fatal(err)
-			}
-			joined := make(chan struct{})
-			var once sync.Once
-			srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
-				if req.Client == "s" {
-					once.Do(func() { close(joined) })
+			synctest.Test(t, func(t *testing.T) {
+				srv := leaseholdtest.NewServer()
+				mgr := newManagerWith(t, &logLines{}, false)
+				g, err := New(mgr, testConfig(srv, "a"))
+				if err != nil {
+					t.Fatal(err)
 				}
-				return nil
+				p := newProbe(srv)
+				if err := g.Manager().Add(p); err != nil {
+					t.Fatal(err)
+				}
+				s, err := NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shConfig(srv, nil, "s"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				opts := controller.Options{}
+				if everywhere {
+					opts.NeedLeaderElection = ptr.To(false)
+				}
+				if err := builder.ControllerManagedBy(mgr).Named("sharded").WithOptions(opts).
+					For(&corev1.ConfigMap{}, builder.WithPredicates(s.Predicate())).
+					WatchesRawSource(s.Source()).
+					Complete(s.Reconciler(nopReconciler())); err != nil {
+					t.Fatal(err)
+				}
+				joined := make(chan struct{})
+				var once sync.Once
+				srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
+					if req.Client == "s" {
+						once.Do(func() { close(joined) })
+					}
+					return nil
+				})
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				done := startManager(ctx, mgr)
+				if !everywhere {
+					if err := result(t, done); !errors.Is(err, ErrUngatedRunnable) || !strings.Contains(err.Error(), `"sharded"`) {
+						t.Fatalf("mgr.Start = %v, want ErrUngatedRunnable naming the sharded controller", err)
+					}
+					return
+				}
+				waitFor(t, p.started, "the gated runnable")
+				waitFor(t, joined, "the Sharder's first request: the manager runs it")
+				cancel()
+				if err := result(t, done); err != nil {
+					t.Fatalf("mgr.Start = %v", err)
+				}
 			})
-			ctx, cancel := context.WithCancel(context.Background())
-			defer cancel()
-			done := startManager(ctx, mgr)
-			if !everywhere {
-				if err := result(t, done); !errors.Is(err, ErrUngatedRunnable) || !strings.Contains(err.Error(), `"sharded"`) {
-					t.Fatalf("mgr.Start = %v, want ErrUngatedRunnable naming the sharded controller", err)
-				}
-				return
-			}
-			waitFor(t, p.started, "the gated runnable")
-			waitFor(t, joined, "the Sharder's first request: the manager runs it")
-			cancel()
-			if err := result(t, done); err != nil {
-				t.Fatalf("mgr.Start = %v", err)
-			}
 		})
 	}
 }
