@@ -18,8 +18,8 @@ import (
 
 // Options tune one run of a world.
 type Options struct {
-	// StopOn ends the world at the first violation of this kind ("*":
-	// of any kind), as shrinking does.
+	// StopOn ends the world at the first violation of this kind or
+	// signature ("*": any), as shrinking does.
 	StopOn string
 	// StuckAfter is how long in real time virtual time may stand still
 	// before the run is declared stuck (a loop that makes no request).
@@ -163,10 +163,10 @@ func bubbleStacks() string {
 }
 
 // ReplayCommand is the command that runs plan p again; kept lists the
-// faults of the seed's plan it keeps (nil: all). With a violation kind,
-// the command runs the world up to 20 times until it fails that way: the
-// schedule is the seed's, but interleavings at one virtual instant (and
-// the library's jitter) vary from run to run.
+// faults of the seed's plan it keeps (nil: all). With a violation's kind
+// or signature, the command runs the world up to 20 times until it fails
+// that way: the schedule is the seed's, but interleavings at one virtual
+// instant (and the library's jitter) vary from run to run.
 func ReplayCommand(p Plan, kept []int, kind string) string {
 	cmd := fmt.Sprintf("cd test && go run ./cmd/sim -start %d -seeds 1 -candidates %d -duration %v", p.Seed, p.Candidates, p.Horizon)
 	if p.Duration < p.Horizon {
@@ -184,6 +184,9 @@ func ReplayCommand(p Plan, kept []int, kind string) string {
 		cmd += " -keep " + keep
 	}
 	if kind != "" {
+		if strings.ContainsAny(kind, "[ ") {
+			kind = "'" + kind + "'"
+		}
 		cmd += " -repeat 20 -want " + kind
 	}
 	return cmd
@@ -202,15 +205,18 @@ func Shrink(t *testing.T, full Plan, res *Result, tries int, logf func(string, .
 	if !res.Failed() {
 		return res
 	}
-	kind := res.Violations[0].Kind
+	sig := res.Violations[0].Sig
 	at := res.Violations[0].At
 	fails := func(keep []int, dur time.Duration) *Result {
 		p := full.Keep(keep)
 		p.Duration = dur
 		for range max(1, tries) {
-			r := Run(t, p, Options{StopOn: kind})
+			r := Run(t, p, Options{StopOn: sig})
 			r.Kept = slices.Clone(keep)
-			if slices.ContainsFunc(r.Violations, func(v Violation) bool { return v.Kind == kind }) {
+			if i := slices.IndexFunc(r.Violations, func(v Violation) bool { return v.Sig == sig }); i >= 0 {
+				// Report the failure shrunk for first.
+				v := r.Violations[i]
+				r.Violations = append([]Violation{v}, slices.Delete(r.Violations, i, i+1)...)
 				return r
 			}
 		}
@@ -274,7 +280,7 @@ func (r *Result) Report(w io.Writer) {
 	}
 	kind := ""
 	if len(r.Violations) > 0 {
-		kind = r.Violations[0].Kind
+		kind = r.Violations[0].Sig
 	}
 	fmt.Fprintf(w, "replay: %s\n", ReplayCommand(p, r.Kept, kind))
 	if len(r.Violations) > 0 {

@@ -242,7 +242,7 @@ func (w *world) violateSigLocked(kind, sig, who, msg string) {
 	if len(w.res.Violations) < maxViolations {
 		w.res.Violations = append(w.res.Violations, v)
 	}
-	if w.opts.StopOn != "" && (w.opts.StopOn == "*" || w.opts.StopOn == kind) {
+	if o := w.opts.StopOn; o != "" && (o == "*" || o == kind || o == sig) {
 		w.stopNow = true
 		select {
 		case w.wake <- struct{}{}:

@@ -36,7 +36,7 @@ var (
 	history     = flag.Bool("history", false, "print the whole history of every seed that fails")
 	stopAtFirst = flag.Bool("stop-at-first", false, "stop at the first failing seed")
 	repeat      = flag.Int("repeat", 1, "run each seed up to this many times until it fails (interleavings at one virtual instant vary between runs)")
-	want        = flag.String("want", "", "count only violations of these kinds (comma-separated) as failures")
+	want        = flag.String("want", "", "count only violations of these kinds or signatures (comma-separated) as failures, e.g. overlap or 'request-loop[get:404 update:404]'")
 )
 
 func main() {
@@ -120,7 +120,8 @@ func run(t *testing.T, kept []int) {
 			}
 			if *want != "" {
 				res.Violations = slices.DeleteFunc(res.Violations, func(v sim.Violation) bool {
-					return !slices.Contains(strings.Split(*want, ","), v.Kind)
+					wanted := strings.Split(*want, ",")
+					return !slices.Contains(wanted, v.Kind) && !slices.Contains(wanted, v.Sig)
 				})
 			}
 			if res.Failed() {
@@ -142,7 +143,7 @@ func run(t *testing.T, kept []int) {
 			seen[v.Sig] = true
 			d := distinct[v.Sig]
 			if d == nil {
-				d = &failure{first: seed, replay: sim.ReplayCommand(res.Plan, res.Kept, v.Kind)}
+				d = &failure{first: seed, replay: sim.ReplayCommand(res.Plan, res.Kept, v.Sig)}
 				distinct[v.Sig] = d
 				sigs = append(sigs, v.Sig)
 			}
@@ -154,13 +155,13 @@ func run(t *testing.T, kept []int) {
 			fmt.Println("whole history:")
 			res.WriteHistory(os.Stdout)
 		}
-		replay := sim.ReplayCommand(res.Plan, res.Kept, res.Violations[0].Kind)
+		replay := sim.ReplayCommand(res.Plan, res.Kept, res.Violations[0].Sig)
 		if *shrink {
 			small := sim.Shrink(t, full, res, *tries, func(f string, a ...any) { fmt.Printf(f+"\n", a...) })
 			if small != res {
 				fmt.Printf("\n=== SHRUNK seed %d: %d of %d faults still fail\n", seed, len(small.Plan.Faults), len(res.Plan.Faults))
 				small.Report(os.Stdout)
-				replay = sim.ReplayCommand(small.Plan, small.Kept, small.Violations[0].Kind)
+				replay = sim.ReplayCommand(small.Plan, small.Kept, small.Violations[0].Sig)
 			}
 		}
 		failing = append(failing, fmt.Sprintf("seed %d: %s: %s", seed, res.Violations[0].Kind, replay))
