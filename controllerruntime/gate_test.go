@@ -119,6 +119,8 @@ type probe struct {
 	started chan struct{}
 	stopped chan struct{}
 	fail    error // returned right after starting, if set
+	// failNow, if set, makes the probe fail when it is closed.
+	failNow chan struct{}
 	// quick makes the probe return as soon as it is cancelled, for a test
 	// that holds the elector's renewal until the probe has returned.
 	quick bool
@@ -157,7 +159,12 @@ func (p *probe) Start(ctx context.Context) error {
 		p.setHolderAtReturn()
 		return p.fail
 	}
-	<-ctx.Done()
+	select {
+	case <-ctx.Done():
+	case <-p.failNow: // nil unless set
+		p.setHolderAtReturn()
+		return errors.New("probe: told to fail")
+	}
 	p.mu.Lock()
 	p.cancelled = true
 	p.mu.Unlock()
@@ -758,4 +765,67 @@ func TestYieldEndsStartWithErrTermEnded(t *testing.T) {
 			t.Errorf("holder after the Yield = %q, want released", h)
 		}
 	})
+}
+
+// The Gate is closed when its term ends, whichever way it ends: an Add
+// made from OnStoppedLeading (after the runnables were waited for and the
+// Lease released) returns ErrTermEnded, and its runnable never starts.
+// Were the Gate still open, the runnable would run with nobody waiting for
+// it, after the release: beside the next leader.
+func TestTheGateIsClosedWhenTheTermEnds(t *testing.T) {
+	endings := map[string]func(srv *leaseholdtest.Server, g *Gate, p *probe, cancel context.CancelFunc){
+		"cancel":        func(_ *leaseholdtest.Server, _ *Gate, _ *probe, cancel context.CancelFunc) { cancel() },
+		"lease lost":    func(srv *leaseholdtest.Server, _ *Gate, _ *probe, _ context.CancelFunc) { putHolder(srv, "thief") },
+		"runnable fail": func(_ *leaseholdtest.Server, _ *Gate, p *probe, _ context.CancelFunc) { close(p.failNow) },
+		"yield": func(_ *leaseholdtest.Server, g *Gate, _ *probe, _ context.CancelFunc) {
+			go func() { _ = g.Elector().Yield(context.Background(), "") }()
+		},
+	}
+	for name, end := range endings {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := leaseholdtest.NewServer()
+				cfg := testConfig(srv, "a")
+				var g *Gate
+				late := newProbe(srv)
+				addErr := make(chan error, 1)
+				holderAtStop := make(chan string, 1)
+				cfg.Callbacks.OnStoppedLeading = func() {
+					holderAtStop <- holder(srv)
+					addErr <- g.Add(late)
+				}
+				var err error
+				if g, err = NewWithRegistrar(&registrar{}, cfg); err != nil {
+					t.Fatal(err)
+				}
+				p := newProbe(srv)
+				p.quick = true
+				p.failNow = make(chan struct{})
+				if err := g.Add(p); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				done := startGate(ctx, g)
+				waitFor(t, p.started, "the runnable")
+				end(srv, g, p, cancel)
+				_ = result(t, done)
+				settle()
+				select {
+				case err := <-addErr:
+					if !errors.Is(err, ErrTermEnded) {
+						t.Errorf("Add from OnStoppedLeading = %v, want ErrTermEnded", err)
+					}
+				default:
+					t.Fatal("OnStoppedLeading was not called")
+				}
+				if isClosed(late.started) {
+					t.Errorf("a runnable added from OnStoppedLeading started, after the term (the Lease's holder then: %q)", <-holderAtStop)
+				}
+				if err := g.Add(newProbe(srv)); !errors.Is(err, ErrTermEnded) {
+					t.Errorf("Add after Start returned = %v, want ErrTermEnded", err)
+				}
+			})
+		})
+	}
 }
