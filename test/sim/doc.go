@@ -5,8 +5,9 @@
 // A seed draws the world (timings, candidate settings) and a schedule of
 // operations and faults: candidates started, cancelled and crashed,
 // yields, hand edits and deletions of the Lease, refused, slow, stalled
-// and partitioned requests, closed, expired, lagging and unavailable
-// watches, works that ignore their context.
+// and partitioned requests, writes whose answers are lost, closed,
+// expired, lagging and unavailable watches, works that ignore their
+// context.
 //
 // Invariants are checked as the world runs, on virtual time:
 //
@@ -33,9 +34,12 @@
 //     no-virtual-progress: virtual time never stands still for a minute of
 //     real time.
 //
-// On a violation, Report writes the history (requests and their answers,
-// watch events, works, the electors' log, the operations) around it, and
-// Shrink drops faults one at a time to find a shorter failing schedule.
+// A violation carries a signature that tells failures of one kind apart
+// (a request loop: the verbs and answers it repeats; an overlap: the new
+// leader's last requests). On a violation, Report writes the history
+// (requests and their answers, watch events, works, the electors' log,
+// the operations) around it, and Shrink drops faults to find a shorter
+// schedule that still fails the same way.
 // Interleavings of goroutines at one virtual instant, and the library's
 // own jitter, are not drawn from the seed: a replay runs the same
 // schedule at the same virtual instants, and usually, not always, the
