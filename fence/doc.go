@@ -74,11 +74,18 @@
 //     anyone taking over still writes; its own elector stops its work at
 //     the renew deadline.
 //   - With Policy, the stamp checked is the one on the object as it would
-//     be stored: a write that sets no stamp (a patch without it, an update
-//     of an object read from the new leader's version) carries whatever
-//     stamp is stored, possibly the current one. Stamp every write. Deletes
+//     be stored. A write that sets no stamp (a merge patch or a
+//     server-side apply without it, a read-modify-write that sends back
+//     the stamp it read) keeps the stored one and is judged by it: refused
+//     if it is not the current term's (the refusal says the write kept the
+//     stored stamp), but admitted if the current leader wrote the object
+//     last, since nothing in such a write says who sent it. A write that
+//     removes the stored stamp is refused, with AllowUnstamped too. Deletes
 //     carry no object and are not fenced; subresource writes are not
-//     supported, since the API server may reset metadata on them.
+//     supported, since the API server may reset metadata on them. Stamp
+//     every write, and install IdentityPolicy as well to fence the writes
+//     a stamp cannot (README.md has the table of which policy fences
+//     which write).
 //   - With Policy, identities must not be reused across processes: a new
 //     process with the identity and term of an old one (client-go reuses
 //     leaseTransitions when a holder re-acquires its own Lease) would

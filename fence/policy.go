@@ -37,10 +37,21 @@ type Config struct {
 	// Resources are the resources whose writes are fenced. Required.
 	Resources []Resource
 
-	// Namespaces, if set, limits the fence to objects in these
-	// namespaces; cluster-scoped objects are then not fenced. Empty:
-	// every namespace, and cluster-scoped objects too.
+	// Namespaces, if set, limits the fence of namespaced objects to
+	// those in these namespaces. Cluster-scoped objects of Resources are
+	// fenced all the same (a Namespace object is fenced if it is one of
+	// Namespaces): a controller's writes to them are writes like any
+	// other, and leaving them out silently would let a deposed leader
+	// write them. List Resources precisely to leave them out. Empty:
+	// every namespace.
 	Namespaces []string
+
+	// PodNamespace is the namespace of the controller's pods, for
+	// IdentityPolicy: the Lease's holder names a pod of this namespace,
+	// so only service accounts of this namespace can be Writers, and a
+	// pod of the holder's name in any other namespace is refused.
+	// Default: the Lease's namespace. Policy ignores it.
+	PodNamespace string
 
 	// AllowUnstamped makes Policy admit a write by Writers that carries no
 	// stamp at all (no annotation of the stamp, on the object as it would
@@ -86,12 +97,19 @@ func ServiceAccount(namespace, name string) string {
 //	TermAnnotation     == the Lease's spec.leaseTransitions (absent: 0)
 //	LeaseUIDAnnotation == the Lease's metadata.uid
 //
-// A write with no stamp is refused unless c.AllowUnstamped. Deletes are
-// not fenced (a delete carries no object to stamp): fence them with
-// IdentityPolicy. Subresources are refused in c.Resources: the API server
-// resets metadata on some subresource writes (custom resources' status
-// among them), so the stamp it would check is not the writer's. If the Lease does not exist, every fenced write is
-// refused (parameterNotFoundAction Deny).
+// A write with no stamp is refused unless c.AllowUnstamped; an update
+// that removes the stamp stored on the object is refused even then. An
+// update that sets no stamp (a patch or an apply without it, a
+// read-modify-write that sends back the stamp it read) keeps the stored
+// one and is judged by it: refused if that is not the current term's,
+// with a message that says so, and admitted if the current leader wrote
+// it, since nothing in such a write tells who sent it. Fence those, and
+// deletes (a delete carries no object to stamp), with IdentityPolicy.
+// Subresources are refused in c.Resources: the API server resets
+// metadata on some subresource writes (custom resources' status among
+// them), so the stamp it would check is not the writer's. If the Lease
+// does not exist, every fenced write is refused
+// (parameterNotFoundAction Deny).
 //
 // The binding's paramRef names the Lease; the API server reads it
 // through a cache of every Lease in the cluster. Whoever creates the
@@ -104,35 +122,55 @@ func Policy(c Config) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admi
 	}
 	lease := ns + "/" + name
 	vars := []admissionregistrationv1.Variable{
-		{Name: "stampHolder", Expression: annotation(HolderAnnotation)},
-		{Name: "stampTerm", Expression: annotation(TermAnnotation)},
-		{Name: "stampLeaseUID", Expression: annotation(LeaseUIDAnnotation)},
+		{Name: "stampHolder", Expression: annotation("object", HolderAnnotation)},
+		{Name: "stampTerm", Expression: annotation("object", TermAnnotation)},
+		{Name: "stampLeaseUID", Expression: annotation("object", LeaseUIDAnnotation)},
 		{Name: "stamped", Expression: `variables.stampHolder != "" || variables.stampTerm != "" || variables.stampLeaseUID != ""`},
+		// The stamp stored on the object (an update's oldObject), to tell
+		// a write that kept it from one that set it, and to refuse a
+		// write that removes it.
+		{Name: "oldStampHolder", Expression: annotation("oldObject", HolderAnnotation)},
+		{Name: "oldStampTerm", Expression: annotation("oldObject", TermAnnotation)},
+		{Name: "oldStampLeaseUID", Expression: annotation("oldObject", LeaseUIDAnnotation)},
+		{Name: "oldStamped", Expression: `variables.oldStampHolder != "" || variables.oldStampTerm != "" || variables.oldStampLeaseUID != ""`},
+		{Name: "keptStamp", Expression: `variables.oldStamped && variables.stampHolder == variables.oldStampHolder && ` +
+			`variables.stampTerm == variables.oldStampTerm && variables.stampLeaseUID == variables.oldStampLeaseUID`},
 		leaseHolderVar,
 		{Name: "term", Expression: `string(params.?spec.?leaseTransitions.orValue(0))`},
 		{Name: "current", Expression: `variables.holder != "" && variables.stampHolder == variables.holder && ` +
 			`variables.stampTerm == variables.term && variables.stampLeaseUID == params.metadata.uid`},
 	}
-	var validations []admissionregistrationv1.Validation
-	if !c.AllowUnstamped {
-		validations = append(validations, admissionregistrationv1.Validation{
-			Expression: "variables.stamped",
-			Message: refusalPrefix + "the write carries no stamp of a leadership term of Lease " + lease +
-				" (annotations " + HolderAnnotation + ", " + TermAnnotation + ", " + LeaseUIDAnnotation +
-				"); this controller must stamp every write it makes",
-			Reason: ptr.To(metav1.StatusReasonForbidden),
-		})
+	stampKeys := " (annotations " + HolderAnnotation + ", " + TermAnnotation + ", " + LeaseUIDAnnotation + ")"
+	unstamped := admissionregistrationv1.Validation{
+		Expression: "variables.stamped",
+		Message: refusalPrefix + "the write carries no stamp of a leadership term of Lease " + lease + stampKeys +
+			"; this controller must stamp every write it makes",
+		Reason: ptr.To(metav1.StatusReasonForbidden),
 	}
-	validations = append(validations, admissionregistrationv1.Validation{
+	if c.AllowUnstamped {
+		// Unstamped writes pass, but not over a stamp: that would erase
+		// the term that wrote the object with a write of no term at all.
+		unstamped = admissionregistrationv1.Validation{
+			Expression: "variables.stamped || !variables.oldStamped",
+			Message: refusalPrefix + "the write carries no stamp of a leadership term of Lease " + lease + stampKeys +
+				" and would remove the one stored on the object; with AllowUnstamped, only objects that carry no stamp may be written without one",
+			MessageExpression: cel(refusalPrefix+"the write carries no stamp of a leadership term of Lease "+lease+stampKeys+
+				" and would remove the one stored on the object, for term ") + ` + variables.oldStampTerm + " of " + variables.oldStampHolder + ` +
+				cel("; with AllowUnstamped, only objects that carry no stamp may be written without one"),
+			Reason: ptr.To(metav1.StatusReasonForbidden),
+		}
+	}
+	validations := []admissionregistrationv1.Validation{unstamped, {
 		Expression: "!variables.stamped || variables.current",
 		Message:    refusalPrefix + "the write's stamp is not the current term of Lease " + lease,
 		MessageExpression: cel(refusalPrefix+"the write is stamped for term ") + ` + variables.stampTerm + " of " + variables.stampHolder + ` +
 			cel(", but Lease "+lease+" ") + ` + ` +
 			`(variables.holder == "" ? "has no holder" : "is in term " + variables.term + " of " + variables.holder) + ` +
 			`(variables.stampLeaseUID == params.metadata.uid ? "" : " (the stamp names Lease UID " + variables.stampLeaseUID + ", the Lease's UID is " + params.metadata.uid + ")") + ` +
-			`": only the Lease's current term may write"`,
+			`": only the Lease's current term may write" + ` +
+			`(variables.keptStamp ? "; the write keeps the stamp stored on the object (a write that sets no stamp is judged by the stored one): stamp every write" : "")`,
 		Reason: ptr.To(metav1.StatusReasonForbidden),
-	})
+	}}
 	vap, binding := c.objects(ns, name, []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update}, vars, validations)
 	return vap, binding, nil
 }
@@ -188,10 +226,10 @@ func IdentityPolicy(c Config) (*admissionregistrationv1.ValidatingAdmissionPolic
 
 var leaseHolderVar = admissionregistrationv1.Variable{Name: "holder", Expression: `params.?spec.?holderIdentity.orValue("")`}
 
-// annotation is the CEL for the value of an annotation of the object, ""
-// if it has none.
-func annotation(key string) string {
-	return `object.metadata.?annotations[?` + cel(key) + `].orValue("")`
+// annotation is the CEL for the value of an annotation of obj (object or
+// oldObject), "" if it has none or obj is null (oldObject on a create).
+func annotation(obj, key string) string {
+	return obj + ` == null ? "" : ` + obj + `.metadata.?annotations[?` + cel(key) + `].orValue("")`
 }
 
 // check validates c and returns the Lease's namespace and name, with

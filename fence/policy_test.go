@@ -76,7 +76,7 @@ func TestPolicyObjects(t *testing.T) {
 	}
 }
 
-func TestPolicyAllowUnstampedDropsOnlyTheUnstampedRule(t *testing.T) {
+func TestPolicyAllowUnstampedRelaxesOnlyTheUnstampedRule(t *testing.T) {
 	c := validConfig()
 	strict, _, _ := Policy(c)
 	c.AllowUnstamped = true
@@ -84,8 +84,16 @@ func TestPolicyAllowUnstampedDropsOnlyTheUnstampedRule(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	if len(lax.Spec.Validations) != 1 || !reflect.DeepEqual(lax.Spec.Validations[0], strict.Spec.Validations[1]) {
-		t.Errorf("validations with AllowUnstamped: %+v", lax.Spec.Validations)
+	if len(lax.Spec.Validations) != 2 || !reflect.DeepEqual(lax.Spec.Validations[1], strict.Spec.Validations[1]) {
+		t.Fatalf("validations with AllowUnstamped: %+v; want the unstamped rule relaxed, then the stale rule as without", lax.Spec.Validations)
+	}
+	// Unstamped writes pass only where no stamp is stored: the relaxed
+	// rule still refuses a write that removes one.
+	if got := lax.Spec.Validations[0].Expression; got != "variables.stamped || !variables.oldStamped" {
+		t.Errorf("unstamped rule with AllowUnstamped: %q", got)
+	}
+	if got := strict.Spec.Validations[0].Expression; got != "variables.stamped" {
+		t.Errorf("unstamped rule: %q", got)
 	}
 }
 
