@@ -7,6 +7,7 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"unsafe"
 
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -29,17 +30,32 @@ var ErrManagerLeaderElection = errors.New("leasehold/controllerruntime: the mana
 // implementation, the one whose runnables the start check reads.
 const managerPkg, managerName = "sigs.k8s.io/controller-runtime/pkg/manager", "controllerManager"
 
-// startCheck finds leader-only work that the manager itself would run.
+// refusedMessage is what controller-runtime's mgr.Add answers for a
+// leader-only runnable once the Gate has sealed the manager's
+// leader-election group (errRunnableGroupStopped in its manager package).
+const refusedMessage = "can't accept new runnable as stop procedure is already engaged"
+
+// startCheck finds leader-only work that the manager itself would run, and
+// makes sure the manager never runs any: it seals the manager's
+// leader-election group.
 //
 // controller-runtime exports no list of a manager's runnables, so the check
-// reads its unexported bookkeeping by reflection, read-only: whether it has
-// a resource lock, and which runnables wait in its leader-election group.
-// It reads them at the one moment that is free of races: New adds the check
-// to the manager as a runnable with a cache, and the manager waits for
-// every cache's WaitForCacheSync while it holds its lock (so no runnable is
+// reads its unexported bookkeeping by reflection: whether it has a resource
+// lock, and which runnables wait in its leader-election group. It reads
+// them at the one moment that is free of races: New adds the check to the
+// manager as a runnable with a cache, and the manager waits for every
+// cache's WaitForCacheSync while it holds its lock (so no runnable is
 // being added) and before it starts its leader-election group (so the
 // group's queue still lists every runnable in it). Gate.Start, which the
 // manager runs after its caches, reports the result.
+//
+// At that same moment the check seals the group, the one write it makes
+// (see seal): the manager never starts it, so a runnable found there never
+// runs, not even while the manager stops because of it, and mgr.Add
+// refuses every leader-only runnable from then on, with controller-runtime's
+// own error (refusedMessage). Without the seal, a controller built with
+// ctrl.NewControllerManagedBy(mgr) after mgr.Start would start at once on
+// every replica.
 type startCheck struct {
 	mgr manager.Manager
 	// runnable is added to the manager; nil when the manager cannot be
@@ -101,6 +117,17 @@ func checkLayout(t reflect.Type) string {
 	if _, ok := field(group.Elem(), "started", reflect.Bool); !ok {
 		return changed
 	}
+	// What seal writes: the group's sync.Once that starts it, and its
+	// stopped flag with the lock that guards it.
+	if _, ok := field(group.Elem(), "stopped", reflect.Bool); !ok {
+		return changed
+	}
+	if f, ok := group.Elem().FieldByName("startOnce"); !ok || f.Type != reflect.TypeFor[sync.Once]() {
+		return changed
+	}
+	if f, ok := group.Elem().FieldByName("stop"); !ok || f.Type != reflect.TypeFor[sync.RWMutex]() {
+		return changed
+	}
 	queue, ok := field(group.Elem(), "startQueue", reflect.Slice)
 	if !ok || queue.Elem().Kind() != reflect.Pointer {
 		return changed
@@ -124,8 +151,9 @@ func field(t reflect.Type, name string, k reflect.Kind) (reflect.Type, bool) {
 	return f.Type, true
 }
 
-// run inspects the manager. The manager calls it (through
-// checkCache.WaitForCacheSync) while starting its caches.
+// run inspects the manager and seals its leader-election group. The
+// manager calls it (through checkCache.WaitForCacheSync) while starting its
+// caches, holding its lock.
 func (c *startCheck) run() {
 	var errs []error
 	warn := ""
@@ -139,6 +167,10 @@ func (c *startCheck) run() {
 	} else if group := rs.Elem().FieldByName("LeaderElection").Elem(); group.FieldByName("started").Bool() {
 		warn = "the manager had started its leader-election group before its caches"
 	} else {
+		seal(group)
+		c.mgr.GetLogger().Info("The manager's own leader-election group is sealed: leader-only runnables run through the Gate only. " +
+			"mgr.Add of a leader-only runnable now fails with \"" + refusedMessage + "\": add it with gate.Manager().Add, " +
+			"or build the controller with ctrl.NewControllerManagedBy(gate.Manager())")
 		queue := group.FieldByName("startQueue")
 		var ungated []string
 		for i := range queue.Len() {
@@ -161,6 +193,23 @@ func (c *startCheck) run() {
 	c.mu.Lock()
 	c.ran, c.err, c.warn = true, errors.Join(errs...), warn
 	c.mu.Unlock()
+}
+
+// seal makes controller-runtime's runnable group (a runnableGroup struct,
+// addressable) never start and refuse what is added to it, as the
+// manager's own shutdown does to a group it never started: it uses up the
+// group's startOnce, so that the manager's Start of the group does
+// nothing, and sets stopped under the group's stop lock, so that the
+// group's Add returns errRunnableGroupStopped. checkLayout has checked the
+// fields' types. The caller holds the manager's lock: no Add is under way.
+func seal(group reflect.Value) {
+	once := (*sync.Once)(unsafe.Pointer(group.FieldByName("startOnce").UnsafeAddr()))
+	once.Do(func() {})
+	stop := (*sync.RWMutex)(unsafe.Pointer(group.FieldByName("stop").UnsafeAddr()))
+	stopped := (*bool)(unsafe.Pointer(group.FieldByName("stopped").UnsafeAddr()))
+	stop.Lock()
+	*stopped = true
+	stop.Unlock()
 }
 
 // describe names a runnable for an error: its type, and its name if it has
@@ -196,7 +245,7 @@ func (c *startCheck) result(logger klog.Logger) error {
 		why = "the manager did not start the Gate's check with its caches: start the Gate through mgr.Start"
 	}
 	if why != "" {
-		logger.Error(nil, "WARNING: cannot check that no leader-only runnable was added to the manager itself. "+
+		logger.Error(nil, "WARNING: cannot check that no leader-only runnable was added to the manager itself, nor refuse one added later. "+
 			"A controller built with ctrl.NewControllerManagedBy(mgr) instead of ctrl.NewControllerManagedBy(gate.Manager()) "+
 			"runs on every replica at once", "reason", why)
 	}

@@ -99,7 +99,8 @@ func TestStartFailsOnLeaderOnlyRunnablesOfTheManagerItself(t *testing.T) {
 		if err := builder.ControllerManagedBy(mgr).Named("slipped").For(&corev1.Secret{}).Complete(nopReconciler()); err != nil {
 			t.Fatal(err)
 		}
-		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { <-ctx.Done(); return nil })); err != nil {
+		slipped := make(chan struct{})
+		if err := mgr.Add(manager.RunnableFunc(func(ctx context.Context) error { close(slipped); <-ctx.Done(); return nil })); err != nil {
 			t.Fatal(err)
 		}
 		if err := mgr.Add(everywhere{func(ctx context.Context) error { <-ctx.Done(); return nil }}); err != nil {
@@ -111,6 +112,10 @@ func TestStartFailsOnLeaderOnlyRunnablesOfTheManagerItself(t *testing.T) {
 		err = result(t, startManager(ctx, mgr))
 		if !errors.Is(err, ErrUngatedRunnable) {
 			t.Fatalf("mgr.Start = %v, want ErrUngatedRunnable", err)
+		}
+		settle()
+		if isClosed(slipped) {
+			t.Error("the ungated runnable was started (on every replica) before the manager stopped")
 		}
 		msg := err.Error()
 		t.Logf("mgr.Start: %v", err)
@@ -256,4 +261,74 @@ func TestStartWarnsWhenItCannotCheck(t *testing.T) {
 			})
 		})
 	}
+}
+
+// A leader-only runnable added to the manager itself after mgr.Start (a
+// controller built late with ctrl.NewControllerManagedBy(mgr)) is refused
+// by mgr.Add, and never runs, on a follower or on the leader; added through
+// gate.Manager() it is gated: it starts only when this replica leads. A
+// runnable meant for every replica is still accepted and run.
+func TestRunnablesAddedToTheManagerAfterStartAreRefused(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		putHolder(srv, "other")
+		logs := &logLines{}
+		mgr := newManagerWith(t, logs, false)
+		g, err := New(mgr, testConfig(srv, "a"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		done := startManager(ctx, mgr)
+		settle()
+		if g.Elector().Leader() != "other" || !isClosed(mgr.Elected()) {
+			t.Fatalf("the manager has not started, or the Gate does not follow (leader %q)", g.Elector().Leader())
+		}
+
+		late := newProbe(srv)
+		if err := mgr.Add(late); err == nil || !strings.Contains(err.Error(), refusedMessage) {
+			t.Errorf("mgr.Add of a leader-only runnable after mgr.Start = %v, want %q: the manager would run it on every replica", err, refusedMessage)
+		}
+		if err := builder.ControllerManagedBy(mgr).Named("late").For(&corev1.Secret{}).Complete(nopReconciler()); err == nil {
+			t.Error("a controller built with ctrl.NewControllerManagedBy(mgr) after mgr.Start was accepted: it runs on every replica")
+		}
+		// The log explains controller-runtime's refusal, naming the fix.
+		if l := logs.containing(refusedMessage); len(l) != 1 || !strings.Contains(l[0], "gate.Manager().Add") {
+			t.Errorf("log lines explaining the refusal: %q, want one naming gate.Manager().Add", l)
+		}
+		viaGate := newProbe(srv)
+		if err := g.Manager().Add(viaGate); err != nil {
+			t.Fatalf("gate.Manager().Add after mgr.Start = %v", err)
+		}
+		everyReplica := make(chan struct{})
+		if err := mgr.Add(everywhere{func(ctx context.Context) error { close(everyReplica); <-ctx.Done(); return nil }}); err != nil {
+			t.Fatalf("mgr.Add of a runnable for every replica after mgr.Start = %v", err)
+		}
+		settle()
+		if isClosed(late.started) {
+			t.Fatal("a leader-only runnable added to the manager after mgr.Start runs on a follower")
+		}
+		if isClosed(viaGate.started) {
+			t.Fatal("a runnable added through the gate after mgr.Start runs on a follower")
+		}
+		if !isClosed(everyReplica) {
+			t.Error("a runnable for every replica added after mgr.Start did not start")
+		}
+		if w := logs.containing("WARNING"); len(w) != 0 {
+			t.Errorf("warnings: %q", w)
+		}
+
+		putHolder(srv, "") // the other process releases: this replica leads
+		waitFor(t, viaGate.started, "the gated runnable once leading")
+		settle()
+		if isClosed(late.started) {
+			t.Error("the refused runnable started once this replica led")
+		}
+		cancel()
+		if err := result(t, done); err != nil {
+			t.Fatalf("mgr.Start = %v, want nil", err)
+		}
+		viaGate.checkHeldUntilReturn(t, "the gated runnable")
+	})
 }

@@ -26,15 +26,33 @@
 //
 // Build controllers against Gate.Manager(), not against the manager itself:
 // a controller added to a manager whose leader election is off runs on
-// every replica at once. The Gate checks this when the manager starts:
-// if the manager itself holds a leader-only runnable, Start fails, before
-// this replica campaigns, with an error that wraps ErrUngatedRunnable and
-// names the runnable, and the manager stops with it. It fails likewise, with ErrManagerLeaderElection, when the
-// manager runs its own leader election. The check reads controller-runtime's
-// manager, whose bookkeeping is not exported; with a manager it cannot
-// read (another implementation of manager.Manager, or a controller-runtime
-// release whose layout this package does not know), Start logs a warning
-// instead and goes on.
+// every replica at once. The Gate enforces this when the manager starts,
+// as the manager's caches sync:
+//
+//   - if the manager itself holds a leader-only runnable, Start fails,
+//     before this replica campaigns, with an error that wraps
+//     ErrUngatedRunnable and names the runnable, and the manager stops
+//     with it; the runnable never starts, on any replica. It fails
+//     likewise, with ErrManagerLeaderElection, when the manager runs its
+//     own leader election;
+//   - from then on the manager refuses leader-only runnables: it never
+//     starts its own leader-election group, and mgr.Add of a leader-only
+//     runnable (a controller built late with ctrl.NewControllerManagedBy(mgr))
+//     returns controller-runtime's error "can't accept new runnable as stop
+//     procedure is already engaged", which the manager's log explains.
+//     Refused, not gated: the Gate cannot take a runnable out of mgr.Add,
+//     and one that mgr.Add accepted would run at once on every replica.
+//     Runnables added through Gate.Manager() after Start are gated as
+//     before (they start when this replica leads, or at once if it leads),
+//     and runnables meant for every replica are still accepted.
+//
+// controller-runtime does not export a manager's bookkeeping, so the Gate
+// reads it, and seals the leader-election group, by reflection: it uses up
+// the group's start (as the manager's own shutdown does to a group it
+// never started) and marks it stopped. With a manager it cannot read
+// (another implementation of manager.Manager, a Gate built after
+// mgr.Start, or a controller-runtime release whose layout this package
+// does not know), Start logs a warning instead and goes on, unprotected.
 //
 // # Why a gate, and not a resourcelock.Interface
 //
