@@ -34,6 +34,9 @@ type Options struct {
 	// inject, set by tests, runs inside the bubble once the world has
 	// started, to make it misbehave on purpose.
 	inject func(w *world)
+	// onOp, set by tests, runs inside the bubble as each fault of the
+	// plan is carried out.
+	onOp func(w *world, f Fault)
 }
 
 // Result is the outcome of one world.
@@ -61,6 +64,7 @@ type Result struct {
 	Wall                  time.Duration
 
 	history []entry
+	onOp    func(w *world, f Fault) // the Options' test hook, for Shrink
 }
 
 // Failed reports whether any invariant failed.
@@ -70,7 +74,7 @@ func (r *Result) Failed() bool { return len(r.Violations) > 0 }
 // Goroutines left behind when the world ends are a violation (synctest
 // reports them as a deadlock, recovered here).
 func Run(t *testing.T, p Plan, o Options) *Result {
-	res := &Result{Plan: p, FaultsRun: map[Kind]int{}}
+	res := &Result{Plan: p, FaultsRun: map[Kind]int{}, onOp: o.onOp}
 	o.progress = new(atomic.Int64)
 	o.progress.Store(-1)
 	if o.StuckAfter == 0 {
@@ -211,7 +215,7 @@ func Shrink(t *testing.T, full Plan, res *Result, tries int, logf func(string, .
 		p := full.Keep(keep)
 		p.Duration = dur
 		for range max(1, tries) {
-			r := Run(t, p, Options{StopOn: sig})
+			r := Run(t, p, Options{StopOn: sig, onOp: res.onOp})
 			r.Kept = slices.Clone(keep)
 			if i := slices.IndexFunc(r.Violations, func(v Violation) bool { return v.Sig == sig }); i >= 0 {
 				// Report the failure shrunk for first.

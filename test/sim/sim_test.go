@@ -251,3 +251,33 @@ func TestStuckWorldIsReported(t *testing.T) {
 		t.Fatalf("watchdog message %q; want a %s report with a replay command", m, VStuck)
 	}
 }
+
+// Shrink finds the one fault of a schedule that makes a world fail.
+func TestShrinkFindsTheFault(t *testing.T) {
+	p := quietPlan(3, 10*time.Minute)
+	for i := range 12 {
+		p.Faults = append(p.Faults, Fault{At: time.Duration(i+1) * 30 * time.Second, Kind: KindCloseWatches, Target: -1, To: -1})
+	}
+	p.Faults[7].Kind = KindCompact
+	// The world breaks an invariant on purpose when it compacts.
+	o := Options{onOp: func(w *world, f Fault) {
+		if f.Kind == KindCompact {
+			w.violateLocked(VCallback, "-", "compacted")
+		}
+	}}
+	r := Run(t, p, o)
+	if !r.Failed() {
+		t.Fatal("the world did not fail")
+	}
+	small := Shrink(t, p, r, 2, t.Logf)
+	if len(small.Plan.Faults) != 1 || small.Plan.Faults[0].Kind != KindCompact || !slices.Equal(small.Kept, []int{7}) {
+		t.Fatalf("shrunk to %v (kept %v); want the compaction alone, #7", small.Plan.Faults, small.Kept)
+	}
+	if small.Plan.Duration >= p.Duration {
+		t.Errorf("shrunk world runs %v; want it cut short after the violation", small.Plan.Duration)
+	}
+	want := "cd test && go run ./cmd/sim -start 1 -seeds 1 -candidates 3 -duration 10m0s -until "
+	if cmd := ReplayCommand(small.Plan, small.Kept, small.Violations[0].Sig); !strings.HasPrefix(cmd, want) || !strings.HasSuffix(cmd, " -keep 7 -repeat 20 -want callback") {
+		t.Errorf("replay command %q", cmd)
+	}
+}

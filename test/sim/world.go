@@ -687,6 +687,9 @@ func (w *world) op(f Fault) {
 	}
 	w.res.FaultsRun[f.Kind]++
 	w.hist.add(entry{kind: evOp, who: "sim", what: f.String()})
+	if w.opts.onOp != nil {
+		w.opts.onOp(w, f)
+	}
 	quiet := w.quietLocked()
 	w.disturbLocked()
 	target := func() *inc {
