@@ -86,12 +86,25 @@ var (
 	// assignment was made for another number of shards.
 	ErrShardCountMismatch = errors.New("shard: the group's assignment has another number of shards")
 
-	// ErrAssignmentDeleted is returned by Run when the group's
-	// assignment Lease was deleted or replaced while this member ran:
-	// ownership records are gone, so the member stops every shard and
-	// ends. Restart the members; do not delete the assignment Lease of a
-	// running group.
+	// ErrAssignmentDeleted was returned by Run when the group's
+	// assignment Lease was deleted or replaced while this member ran.
+	//
+	// Deprecated: Run no longer returns it. A member that learns that the
+	// assignment Lease was deleted or replaced stops every shard and stays
+	// in the group; the assignment is created again, and no shard starts
+	// anywhere before its previous owner's work can have stopped (see the
+	// package documentation).
 	ErrAssignmentDeleted = errors.New("shard: the group's assignment Lease was deleted or replaced")
+
+	// ErrRefused is returned by Run when the API server refuses a
+	// request of the group for a reason that retrying it cannot fix:
+	// RBAC forbids it (403), it is invalid (400, 422), or what it needs
+	// is not there (404 for the group's list, or for the create of the
+	// assignment Lease: the namespace does not exist). The error names
+	// the request and wraps the API server's error. Transient failures
+	// (no answer, timeouts, 5xx, 429) never end Run: they are retried
+	// with backoff.
+	ErrRefused = errors.New("shard: the API server refuses a request of the group")
 
 	// ErrBadAssignment is returned by Run when the assignment Lease's
 	// annotation cannot be read.

@@ -9,7 +9,9 @@ import (
 	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
@@ -291,17 +293,31 @@ func TestShardCountMismatchIsRefused(t *testing.T) {
 	})
 }
 
-func TestDeletedAssignmentStopsEveryShardAndEnds(t *testing.T) {
+// A member alone in its group, whose assignment Lease is deleted, stops
+// every shard, and, since no other member could run one, creates the
+// assignment again and restarts them at once; Run goes on.
+func TestDeletedAssignmentAloneStopsAndRestartsAtOnce(t *testing.T) {
 	inBubble(t, func(t *testing.T, h *harness) {
 		a := h.member("a").start()
 		h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		uid := h.srv.Lease(testNS, testGroup).UID
 		h.srv.Delete(testNS, testGroup)
 		h.settle()
-		if got := a.owned(); len(got) != 0 {
-			t.Fatalf("a still runs %v after the assignment was deleted", got)
+		h.works.mu.Lock()
+		for s := 0; s < 8; s++ {
+			if k := key("a", s); h.works.stops[k] != 1 || h.works.starts[k] != 2 {
+				t.Errorf("shard %d: %d starts and %d OnShardStopped, want it stopped once and started again", s, h.works.starts[k], h.works.stops[k])
+			}
 		}
-		if err := a.wait(); !errors.Is(err, ErrAssignmentDeleted) {
-			t.Fatalf("Run = %v, want ErrAssignmentDeleted", err)
+		h.works.mu.Unlock()
+		if got := a.owned(); len(got) != 8 {
+			t.Errorf("a runs %v, want all 8 again", got)
+		}
+		if l := h.srv.Lease(testNS, testGroup); l == nil || l.UID == uid {
+			t.Errorf("assignment Lease not created again: %v", l)
+		}
+		if done, err := a.returned(); done {
+			t.Errorf("Run returned %v", err)
 		}
 		h.works.check(t)
 	})
@@ -410,4 +426,76 @@ func TestLeasesOfMembersGoneForGoodAreDeleted(t *testing.T) {
 		}
 		h.works.check(t)
 	})
+}
+
+// watchUnavailable makes every client's watch requests fail with 403, as
+// RBAC without the 'watch' verb does: members follow the group by
+// listing it every RetryPeriod.
+func watchUnavailable(h *harness) {
+	h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+		if r.Verb == "watch" {
+			return apierrors.NewForbidden(schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}, "", errors.New("test: watch not granted"))
+		}
+		return nil
+	})
+}
+
+// When an operator deletes the assignment Lease, the record of who owns
+// what is gone: its owners stop their shards, and no member starts a shard
+// another member may still run until that member's work can have
+// stopped, LeaseDuration after it learned of the deletion. A former owner
+// restarts its own shards sooner, once their work has returned. No shard
+// ever has two owners, whether the members follow the group by watching
+// it or (watch forbidden) by listing it.
+func TestDeletedAssignmentNeverGivesAShardTwoOwners(t *testing.T) {
+	for _, mode := range []string{"watch", "polling"} {
+		t.Run(mode, func(t *testing.T) {
+			inBubble(t, func(t *testing.T, h *harness) {
+				if mode == "polling" {
+					watchUnavailable(h)
+				}
+				a := h.member("a").start()
+				b := h.member("b").start()
+				h.until(5*time.Second, "balanced", func() bool { return balanced(8, a, b) })
+				aBefore := a.owned()
+				// Once cancelled, a's work takes 7s to return, b's 12s.
+				var releaseA, releaseB []func()
+				for s := 0; s < 8; s++ {
+					releaseA, releaseB = append(releaseA, a.holdShard(s)), append(releaseB, b.holdShard(s))
+				}
+				h.srv.Delete(testNS, testGroup)
+				// A new member joins at once: it finds no assignment.
+				c := h.member("c").start()
+				h.advance(7 * time.Second)
+				if got := append(a.owned(), c.owned()...); len(got) > 0 {
+					t.Fatalf("shards %v run while their former owners' work has not returned", got)
+				}
+				for _, r := range releaseA {
+					r()
+				}
+				h.settle()
+				// a may restart its own shards at once, or hand them to c;
+				// nobody starts b's: b's work has not returned.
+				if len(a.owned()) == 0 {
+					t.Error("a did not restart its own shards once their work returned")
+				}
+				for _, s := range append(a.owned(), c.owned()...) {
+					if !slices.Contains(aBefore, s) {
+						t.Errorf("shard %d, b's, runs while b's work for it has not returned", s)
+					}
+				}
+				h.advance(5 * time.Second)
+				for _, r := range releaseB {
+					r()
+				}
+				h.until(30*time.Second, "8 shards balanced over a, b and c", func() bool { return balanced(8, a, b, c) })
+				for _, r := range []*tmember{a, b, c} {
+					if done, err := r.returned(); done {
+						t.Errorf("%s: Run returned %v after the assignment Lease was deleted; it goes on", r.id, err)
+					}
+				}
+				h.works.check(t)
+			})
+		})
+	}
 }

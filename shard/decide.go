@@ -55,6 +55,26 @@ type state struct {
 	asg        *assignment
 	asgMissing bool
 
+	// When this member learns that the assignment Lease is gone (deleted,
+	// or replaced by another), the record of who owns what is gone with
+	// it. Its owners stop their shards as they learn of it; their work
+	// has had LeaseDuration to return once that long has passed since
+	// this member learned of it: createAfter. Before then it creates no
+	// assignment and, if it knew the deleted one (quarantine, the same
+	// instant), starts no shard and hands on none it owns, unless no
+	// other member could run one (no other member Lease held, or absent
+	// for less than its duration). Former shards are exempt: those it
+	// owned in the deleted assignment under its current term's epoch
+	// (formerEpoch), once their work has returned here: nobody else can
+	// run them, so it may create the assignment at once to restart them,
+	// owning every shard it may not start yet. last is the deleted
+	// assignment, whose targets a new one keeps.
+	createAfter time.Time
+	quarantine  time.Time
+	former      map[int]bool
+	formerEpoch string
+	last        *assignment
+
 	members map[string]*memberView // by Lease name
 	synced  bool                   // the first list arrived
 	syncRV  string                 // resourceVersion of the last list
@@ -143,9 +163,12 @@ func (s *state) decide(now time.Time) decision {
 		case s.running[i] && !ok && !s.cancelled[i]:
 			d.stop = append(d.stop, i)
 		case !s.running[i] && ok:
-			if h := s.holdOff[i]; h.After(now) {
+			switch h := s.holdOff[i]; {
+			case h.After(now):
 				wake(h)
-			} else {
+			case s.held(i, now):
+				wake(s.quarantine)
+			default:
 				d.start = append(d.start, i)
 			}
 		}
@@ -155,7 +178,11 @@ func (s *state) decide(now time.Time) decision {
 	}
 	if s.asg == nil {
 		if s.asgMissing && !s.term.leaving && s.term.live {
-			d.next, d.create = s.initial(now), true
+			if s.mayCreate(now) {
+				d.next, d.create = s.initial(now), true
+			} else {
+				wake(s.createAfter)
+			}
 		}
 		return d
 	}
@@ -219,17 +246,93 @@ func (s *state) mayWrite() bool {
 }
 
 // initial is the assignment a member creates when the group has none:
-// targets over the live members, and this member's own targets claimed.
+// targets over the live members (from those of the deleted assignment,
+// if any: stable), and this member's own targets claimed; while other
+// members' work may still run (quarantine), every shard it may not start
+// yet is claimed too, so that nobody starts it before this member hands it
+// on after the quarantine.
 func (s *state) initial(now time.Time) *assignment {
 	a := newAssignment(s.shards)
+	if s.last != nil {
+		copy(a.target, s.last.target)
+	}
 	a.target = balance(a.target, s.live(now))
 	for i, t := range a.target {
-		if t == s.self {
+		if t == s.self || s.held(i, now) {
 			a.owner[i] = s.self
 		}
 	}
 	a.epoch[s.self] = s.term.epoch
 	return a
+}
+
+// assignmentGone records that the assignment Lease is gone as of now:
+// the one this member knew was deleted or replaced, or (none known) the
+// first list found none. See createAfter.
+func (s *state) assignmentGone(now time.Time) {
+	knew := s.asg != nil
+	if knew {
+		s.last = s.asg
+		s.former, s.formerEpoch = map[int]bool{}, s.term.epoch
+		if s.term.live && s.term.epoch != "" && s.asg.epoch[s.self] == s.term.epoch {
+			for i, o := range s.asg.owner {
+				if o == s.self {
+					s.former[i] = true
+				}
+			}
+		}
+	}
+	s.asg, s.asgMissing = nil, true
+	if !s.othersMayRun(now) {
+		return
+	}
+	s.createAfter = now.Add(s.leaseDuration)
+	if knew {
+		s.quarantine = s.createAfter
+	}
+}
+
+// othersMayRun reports whether, as far as this member can tell, another
+// member may be running shards: a member Lease of another member is held,
+// or was seen absent for less than its duration.
+func (s *state) othersMayRun(now time.Time) bool {
+	own := s.leaseName(s.self)
+	for name, mv := range s.members {
+		switch {
+		case name == own:
+		case mv.absent:
+			if now.Before(mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))) {
+				return true
+			}
+		case holderOf(mv.lease) != "":
+			return true
+		}
+	}
+	return false
+}
+
+// held reports whether shard i may not start here, nor be handed on by
+// this member, yet: the quarantine after a deletion lasts, and i is not a
+// former shard of this term whose work has returned.
+func (s *state) held(i int, now time.Time) bool {
+	if !now.Before(s.quarantine) {
+		return false
+	}
+	return !s.former[i] || s.running[i] || s.formerEpoch != s.term.epoch
+}
+
+// mayCreate: the assignment may be created once createAfter has passed,
+// or at once by a former owner whose former shards' work has returned.
+func (s *state) mayCreate(now time.Time) bool {
+	if !now.Before(s.createAfter) {
+		return true
+	}
+	for i := range s.former {
+		if !s.held(i, now) {
+			return true
+		}
+	}
+	return false
 }
 
 // desired returns the assignment this member wants to write (equal to the
@@ -285,15 +388,24 @@ func (s *state) desired(now time.Time) (next *assignment, fence string, wake tim
 		case o == self && !mine:
 			// Recorded in an earlier term, whose work has all returned
 			// (a term starts only after the previous one ended):
-			// keep it, re-claimed by this term's epoch, or let it go.
-			if target == self && !t.leaving {
+			// keep it, re-claimed by this term's epoch, or let it go
+			// (not while it is held after a deletion).
+			switch {
+			case target == self && !t.leaving:
 				claimed = true
-			} else {
+			case s.held(i, now):
+				wake = earliest(wake, s.quarantine)
+			default:
 				next.owner[i] = ""
 			}
 		case o == self:
-			// Acknowledge a shard moved away once its work returned.
-			if (target != self || t.leaving) && !s.running[i] {
+			// Acknowledge a shard moved away once its work returned
+			// (and, after a deletion, once it is no longer held).
+			switch {
+			case (target == self && !t.leaving) || s.running[i]:
+			case s.held(i, now):
+				wake = earliest(wake, s.quarantine)
+			default:
 				next.owner[i] = ""
 			}
 		case t.leaving || target != self:
@@ -307,8 +419,8 @@ func (s *state) desired(now time.Time) (next *assignment, fence string, wake tim
 				claimed = true
 			case f != "" && fence == "":
 				fence = f
-			case !at.IsZero() && (wake.IsZero() || at.Before(wake)):
-				wake = at
+			default:
+				wake = earliest(wake, at)
 			}
 		}
 	}

@@ -100,9 +100,13 @@ func (m *Member) setOwned(i int, on bool) {
 //     identity;
 //   - ErrNoCompareAndSwap if the Lease API lacks resourceVersions;
 //   - ErrShardCountMismatch if the group has another number of shards;
-//   - ErrAssignmentDeleted if the assignment Lease was deleted or
-//     replaced while this member ran;
-//   - ErrBadAssignment if the assignment Lease cannot be read.
+//   - ErrBadAssignment if the assignment Lease cannot be read;
+//   - ErrRefused if the API server refuses a request of the group for
+//     good (RBAC, an invalid request, a missing namespace).
+//
+// Transient API failures never end Run. Neither does the deletion of the
+// assignment Lease: every shard stops, and the member goes on with the
+// assignment created again (see the package documentation).
 //
 // A second Run while one is active returns leasehold.ErrAlreadyRunning.
 func (m *Member) Run(ctx context.Context) error {
@@ -125,8 +129,11 @@ type loop struct {
 	leases coordinationv1client.LeaseInterface
 
 	s        state
-	asgLease *coordinationv1.Lease // the newest assignment Lease seen
-	fatal    error
+	asgLease *coordinationv1.Lease // the newest assignment Lease seen, nil while there is none
+	// asgRV is the newest resourceVersion at which the assignment Lease
+	// was seen, or seen gone: older news of it is ignored.
+	asgRV string
+	fatal error
 
 	elector  *leasehold.Elector
 	cur      *termRun // the running term, nil if none
@@ -177,6 +184,11 @@ const (
 
 type ioResult struct {
 	kind ioKind
+	// name is the Lease the request was about; base is the version it
+	// was conditioned on; create is set for the create of the
+	// assignment.
+	name, base string
+	create     bool
 	// lease is the answer, or after a conflict the current Lease read
 	// again (nil if it does not exist).
 	lease    *coordinationv1.Lease
@@ -471,7 +483,7 @@ func (l *loop) readEpoch(tr *termRun) {
 		ctx, cancel := l.reqCtx()
 		defer cancel()
 		lease, err := l.leases.Get(ctx, l.m.leaseName, metav1.GetOptions{})
-		l.ioDone <- ioResult{kind: ioEpoch, lease: lease, err: err, term: tr}
+		l.ioDone <- ioResult{kind: ioEpoch, name: l.m.leaseName, lease: lease, err: err, term: tr}
 	}()
 }
 
@@ -503,7 +515,9 @@ func (l *loop) write(next *assignment, create bool) {
 		} else {
 			got, err = l.leases.Update(ctx, desired, metav1.UpdateOptions{})
 		}
-		l.ioDone <- l.answer(ioWrite, l.cfg.Group, got, err)
+		res := l.answer(ioWrite, l.cfg.Group, got, err)
+		res.base, res.create = desired.ResourceVersion, create
+		l.ioDone <- res
 	}()
 }
 
@@ -521,7 +535,9 @@ func (l *loop) fence(name string) {
 		ctx, cancel := l.reqCtx()
 		defer cancel()
 		got, err := l.leases.Update(ctx, desired, metav1.UpdateOptions{})
-		l.ioDone <- l.answer(ioFence, name, got, err)
+		res := l.answer(ioFence, name, got, err)
+		res.base = desired.ResourceVersion
+		l.ioDone <- res
 	}()
 }
 
@@ -537,7 +553,7 @@ func (l *loop) collect(name string) {
 		if apierrors.IsConflict(err) || apierrors.IsNotFound(err) {
 			err = nil // it changed or went: the watch tells
 		}
-		l.ioDone <- ioResult{kind: ioCollect, err: err}
+		l.ioDone <- ioResult{kind: ioCollect, name: name, err: err}
 	}()
 }
 
@@ -545,43 +561,45 @@ func (l *loop) collect(name string) {
 // it reads the Lease again (one GET, only on a conflict).
 func (l *loop) answer(kind ioKind, name string, got *coordinationv1.Lease, err error) ioResult {
 	if err == nil || !(apierrors.IsConflict(err) || apierrors.IsAlreadyExists(err)) {
-		return ioResult{kind: kind, lease: got, err: err}
+		return ioResult{kind: kind, name: name, lease: got, err: err}
 	}
 	ctx, cancel := l.reqCtx()
 	defer cancel()
 	fresh, gerr := l.leases.Get(ctx, name, metav1.GetOptions{})
 	switch {
 	case apierrors.IsNotFound(gerr):
-		return ioResult{kind: kind, conflict: true}
+		return ioResult{kind: kind, name: name, conflict: true}
 	case gerr != nil:
-		return ioResult{kind: kind, err: fmt.Errorf("lost a race, and reading again failed: %w", gerr)}
+		return ioResult{kind: kind, name: name, err: fmt.Errorf("lost a race, and reading again failed: %w", gerr)}
 	}
-	return ioResult{kind: kind, lease: fresh, conflict: true}
+	return ioResult{kind: kind, name: name, lease: fresh, conflict: true}
 }
 
+// onIO folds in the outcome of a request. Errors are classified: a 404
+// is news (the Lease is gone) and is never retried as such; a permanent
+// refusal ends Run with ErrRefused (deleting a dead member's Lease is
+// best effort: given up); anything else is transient and retried, after a
+// backoff, by the next decision. A lost race that brings nothing newer is
+// retried after a backoff too, so that no answer makes the loop spin.
 func (l *loop) onIO(res ioResult) {
 	l.ioBusy = false
 	now := l.clock.Now()
-	if res.kind == ioCollect && apierrors.IsForbidden(res.err) {
-		l.s.noCollect = true
-		l.log.Info("RBAC forbids deleting Leases: the Leases of members gone for good stay; grant 'delete' on leases to remove them", "err", res.err.Error())
-		return
-	}
 	if res.err != nil {
-		l.retryAt = now.Add(l.bo.delay())
-		if res.kind == ioEpoch && res.term != nil {
-			res.term.epochTried = false
-		}
-		l.fails.failed(res.err, "request", res.kind.String())
+		l.onIOError(res, now)
 		return
 	}
 	l.fails.succeeded()
-	l.bo.reset()
 	if res.lease != nil && res.lease.ResourceVersion == "" {
 		l.setFatal(fmt.Errorf("%w: lease %s/%s came back without one; client-go's fake clientset does this: test with leaseholdtest.NewServer() instead",
 			ErrNoCompareAndSwap, l.cfg.Namespace, res.lease.Name))
 		return
 	}
+	if res.conflict && !l.newer(res) {
+		l.retryAt = now.Add(l.bo.delay())
+		l.log.V(2).Info("Lost a race, and reading again brought nothing newer; retrying with backoff", "request", res.kind.String(), "lease", res.name)
+		return
+	}
+	l.bo.reset()
 	switch res.kind {
 	case ioEpoch:
 		l.onEpoch(res)
@@ -590,14 +608,76 @@ func (l *loop) onIO(res ioResult) {
 			l.log.V(2).Info("Lost a race for the assignment; read it again")
 		}
 		if res.lease == nil {
-			l.onGroup(groupMsg{typ: watch.Deleted, lease: &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: l.cfg.Group}}})
+			l.assignmentGone(now, "it was not there when this member wrote it")
 			return
 		}
 		l.onLease(res.lease)
 	case ioFence:
-		if res.lease != nil {
-			l.onLease(res.lease)
+		if res.lease == nil {
+			l.memberGone(res.name, now)
+			return
 		}
+		l.onLease(res.lease)
+	}
+}
+
+// newer reports whether a lost race's fresh read brings news: the Lease
+// is gone, or newer than the version this member wrote from.
+func (l *loop) newer(res ioResult) bool {
+	return res.lease == nil || res.base == "" || newerVersion(res.lease.ResourceVersion, res.base)
+}
+
+func (l *loop) onIOError(res ioResult, now time.Time) {
+	err := res.err
+	switch {
+	case apierrors.IsNotFound(err) && res.kind == ioWrite && !res.create:
+		l.assignmentGone(now, "an update of it found it gone (404)")
+		return
+	case apierrors.IsNotFound(err) && res.kind == ioFence:
+		l.memberGone(res.name, now)
+		return
+	case apierrors.IsNotFound(err) && res.kind == ioEpoch:
+		// The elector's next renewal finds it gone too, and ends the term.
+		l.log.Info("This member's Lease is gone; claiming nothing in this term", "memberLease", res.name)
+		return
+	case res.kind == ioCollect && apierrors.IsForbidden(err):
+		l.s.noCollect = true
+		l.log.Info("RBAC forbids deleting Leases: the Leases of members gone for good stay; grant 'delete' on leases to remove them", "err", err.Error())
+		return
+	case res.kind == ioCollect && permanent(err):
+		l.log.Info("Could not delete the Lease of a member gone for good; it stays", "memberLease", res.name, "err", err.Error())
+		return
+	case permanent(err) || (apierrors.IsNotFound(err) && res.create):
+		l.setFatal(fmt.Errorf("%w: %s %s/%s: %w%s", ErrRefused, res.kind, l.cfg.Namespace, res.name, err, rbacHint(err)))
+		return
+	}
+	l.retryAt = now.Add(l.bo.delay())
+	if res.kind == ioEpoch && res.term != nil {
+		res.term.epochTried = false
+	}
+	l.fails.failed(err, "request", res.kind.String(), "lease", res.name)
+}
+
+// memberGone: an update of a member Lease found it deleted. It is absent
+// from now on, as of a version no older than the one seen.
+func (l *loop) memberGone(name string, now time.Time) {
+	if mv := l.s.members[name]; mv != nil && !mv.absent {
+		l.s.members[name] = &memberView{lease: mv.lease, absent: true, rv: mv.rv, observedAt: now}
+	}
+}
+
+// assignmentGone: the assignment Lease this member knew is deleted or
+// replaced, or the first list found none. Every shard stops (none is
+// allowed without an assignment); see state.createAfter for what happens
+// next.
+func (l *loop) assignmentGone(now time.Time, why string) {
+	knew := l.s.asg != nil
+	l.s.assignmentGone(now)
+	l.asgLease = nil
+	if knew {
+		l.log.Info("The assignment Lease is gone; every shard stopped", "why", why, "createAfter", l.s.createAfter, "quarantineUntil", l.s.quarantine, "formerShards", len(l.s.former))
+	} else if !l.s.createAfter.IsZero() {
+		l.log.Info("No assignment Lease, while other members may run shards; waiting before creating it", "createAfter", l.s.createAfter)
 	}
 }
 
@@ -639,6 +719,10 @@ func (l *loop) setFatal(err error) {
 // onGroup folds what the group watch saw into the state.
 func (l *loop) onGroup(msg groupMsg) {
 	now := l.clock.Now()
+	if msg.err != nil {
+		l.setFatal(msg.err)
+		return
+	}
 	if msg.list {
 		if msg.rv == "" {
 			l.setFatal(fmt.Errorf("%w: the list of Leases in %s came back without one; client-go's fake clientset does this: test with leaseholdtest.NewServer() instead",
@@ -670,10 +754,11 @@ func (l *loop) onGroup(msg groupMsg) {
 			}
 		}
 		if !seen[l.cfg.Group] {
-			if l.asgLease != nil {
-				l.setFatal(fmt.Errorf("%w: %s/%s is gone", ErrAssignmentDeleted, l.cfg.Namespace, l.cfg.Group))
-			} else {
-				l.s.asgMissing = true
+			if l.s.asg != nil || !l.s.asgMissing {
+				l.assignmentGone(now, "a list of the group does not have it")
+			}
+			if newerVersion(msg.rv, l.asgRV) {
+				l.asgRV = msg.rv
 			}
 		}
 		l.s.synced, l.s.syncRV, l.s.syncAt = true, msg.rv, now
@@ -682,8 +767,13 @@ func (l *loop) onGroup(msg groupMsg) {
 	if msg.typ == watch.Deleted {
 		name := msg.lease.Name
 		if name == l.cfg.Group {
-			if l.asgLease != nil {
-				l.setFatal(fmt.Errorf("%w: %s/%s was deleted", ErrAssignmentDeleted, l.cfg.Namespace, l.cfg.Group))
+			if rv := msg.lease.ResourceVersion; rv == "" || newerVersion(rv, l.asgRV) {
+				if l.s.asg != nil {
+					l.assignmentGone(now, "deleted")
+				}
+				if rv != "" {
+					l.asgRV = rv
+				}
 			}
 			return
 		}
@@ -731,14 +821,13 @@ func (l *loop) onLease(lease *coordinationv1.Lease) {
 }
 
 func (l *loop) onAssignment(lease *coordinationv1.Lease) {
-	if l.asgLease != nil {
-		if lease.UID != l.asgLease.UID {
-			l.setFatal(fmt.Errorf("%w: %s/%s was replaced (uid %s, was %s)", ErrAssignmentDeleted, l.cfg.Namespace, l.cfg.Group, lease.UID, l.asgLease.UID))
-			return
-		}
-		if !newerVersion(lease.ResourceVersion, l.asgLease.ResourceVersion) {
-			return
-		}
+	if l.asgRV != "" && !newerVersion(lease.ResourceVersion, l.asgRV) {
+		return // older news
+	}
+	if l.asgLease != nil && lease.UID != "" && l.asgLease.UID != "" && lease.UID != l.asgLease.UID {
+		// Deleted and created again, the deletion unseen (the watch was
+		// down, or the list was polled).
+		l.assignmentGone(l.clock.Now(), "replaced by another Lease of the same name")
 	}
 	a, err := decodeLease(lease)
 	switch {
@@ -753,7 +842,7 @@ func (l *loop) onAssignment(lease *coordinationv1.Lease) {
 			ErrShardCountMismatch, l.cfg.Namespace, l.cfg.Group, a.shards, l.cfg.Shards))
 		return
 	}
-	l.asgLease = lease
+	l.asgLease, l.asgRV = lease, lease.ResourceVersion
 	l.s.asg = a
 	l.s.asgMissing = false
 }

@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/utils/clock"
 )
 
@@ -71,4 +72,16 @@ func timeout(ctx context.Context, c clock.Clock, d time.Duration) (context.Conte
 		}
 	}()
 	return ctx, func() { cancel(context.Canceled) }
+}
+
+// permanent reports whether err is the API server refusing a request for
+// a reason that retrying the same request cannot fix: RBAC forbids it
+// (403), it is malformed or invalid (400, 422), too large (413), or its
+// method or media type is not served (405, 406, 415). Everything else (no
+// answer, timeouts, 5xx, 429, conflicts) is transient. A 404's meaning
+// depends on the request; callers decide it before asking.
+func permanent(err error) bool {
+	return apierrors.IsForbidden(err) || apierrors.IsBadRequest(err) || apierrors.IsInvalid(err) ||
+		apierrors.IsRequestEntityTooLargeError(err) || apierrors.IsMethodNotSupported(err) ||
+		apierrors.IsNotAcceptable(err) || apierrors.IsUnsupportedMediaType(err)
 }
