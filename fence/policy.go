@@ -34,7 +34,9 @@ type Config struct {
 	// as one of Writers, and no other controller should share them.
 	Writers []string
 
-	// Resources are the resources whose writes are fenced. Required.
+	// Resources are the resources whose writes are fenced. Required. If
+	// they include Leases, the election's Lease itself (by namespace and
+	// name) is never fenced: its writes are how a term begins.
 	Resources []Resource
 
 	// Namespaces, if set, limits the fence of namespaced objects to
@@ -320,22 +322,24 @@ func (c *Config) objects(ns, name string, ops []admissionregistrationv1.Operatio
 			coversLease = true
 		}
 	}
-	if coversLease {
-		// Never fence the election's own Lease: its writes are how a term
-		// begins, and no stamp can be current before it.
-		match.ExcludeResourceRules = []admissionregistrationv1.NamedRuleWithOperations{{
-			ResourceNames: []string{name},
-			RuleWithOperations: admissionregistrationv1.RuleWithOperations{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.OperationAll},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{"coordination.k8s.io"}, APIVersions: []string{"*"}, Resources: []string{"leases"},
-				},
-			},
-		}}
-	}
 	writers := make([]string, len(c.Writers))
 	for i, w := range c.Writers {
 		writers[i] = cel(w)
+	}
+	conditions := []admissionregistrationv1.MatchCondition{{
+		Name:       "fenced-writer",
+		Expression: "request.userInfo.username in [" + strings.Join(writers, ", ") + "]",
+	}}
+	if coversLease {
+		// Never fence the election's own Lease: its writes are how a term
+		// begins, and no stamp can be current before it. Only that Lease,
+		// by namespace and name: an exclusion rule's resourceNames carry no
+		// namespace, and would exempt the Leases of that name everywhere.
+		conditions = append(conditions, admissionregistrationv1.MatchCondition{
+			Name: "not-the-election-lease",
+			Expression: `!(request.resource.group == "coordination.k8s.io" && request.resource.resource == "leases" && ` +
+				`request.namespace == ` + cel(ns) + ` && request.name == ` + cel(name) + `)`,
+		})
 	}
 	vap := &admissionregistrationv1.ValidatingAdmissionPolicy{
 		TypeMeta:   metav1.TypeMeta{APIVersion: admissionregistrationv1.SchemeGroupVersion.String(), Kind: "ValidatingAdmissionPolicy"},
@@ -343,13 +347,10 @@ func (c *Config) objects(ns, name string, ops []admissionregistrationv1.Operatio
 		Spec: admissionregistrationv1.ValidatingAdmissionPolicySpec{
 			ParamKind:        &admissionregistrationv1.ParamKind{APIVersion: "coordination.k8s.io/v1", Kind: "Lease"},
 			MatchConstraints: match,
-			MatchConditions: []admissionregistrationv1.MatchCondition{{
-				Name:       "fenced-writer",
-				Expression: "request.userInfo.username in [" + strings.Join(writers, ", ") + "]",
-			}},
-			FailurePolicy: ptr.To(admissionregistrationv1.Fail),
-			Variables:     vars,
-			Validations:   validations,
+			MatchConditions:  conditions,
+			FailurePolicy:    ptr.To(admissionregistrationv1.Fail),
+			Variables:        vars,
+			Validations:      validations,
 		},
 	}
 	binding := &admissionregistrationv1.ValidatingAdmissionPolicyBinding{

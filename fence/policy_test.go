@@ -153,6 +153,10 @@ func TestNamespacesNarrowTheMatch(t *testing.T) {
 }
 
 func TestTheElectionLeaseIsNeverFenced(t *testing.T) {
+	want := admissionregistrationv1.MatchCondition{
+		Name:       "not-the-election-lease",
+		Expression: `!(request.resource.group == "coordination.k8s.io" && request.resource.resource == "leases" && request.namespace == "team-a" && request.name == "my-controller")`,
+	}
 	for _, r := range []Resource{
 		{Group: "coordination.k8s.io", Resource: "leases"},
 		{Group: "*", Resource: "*"},
@@ -160,13 +164,22 @@ func TestTheElectionLeaseIsNeverFenced(t *testing.T) {
 	} {
 		c := validConfig()
 		c.Resources = []Resource{r}
-		vap, _, err := Policy(c)
-		if err != nil {
-			t.Fatal(err)
-		}
-		ex := vap.Spec.MatchConstraints.ExcludeResourceRules
-		if len(ex) != 1 || !reflect.DeepEqual(ex[0].ResourceNames, []string{"my-controller"}) || !reflect.DeepEqual(ex[0].Resources, []string{"leases"}) {
-			t.Errorf("%+v: exclusions %+v; want the Lease my-controller", r, ex)
+		for name, build := range map[string]func(Config) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding, error){
+			"Policy": Policy, "IdentityPolicy": IdentityPolicy,
+		} {
+			vap, _, err := build(c)
+			if err != nil {
+				t.Fatal(err)
+			}
+			// The exemption names the Lease's namespace: exclusion rules
+			// (resourceNames) cannot, and would exempt every namespace.
+			if ex := vap.Spec.MatchConstraints.ExcludeResourceRules; ex != nil {
+				t.Errorf("%s %+v: exclusion rules %+v; want none", name, r, ex)
+			}
+			mc := vap.Spec.MatchConditions
+			if len(mc) != 2 || mc[0].Name != "fenced-writer" || !reflect.DeepEqual(mc[1], want) {
+				t.Errorf("%s %+v: matchConditions %+v; want the writers, then %+v", name, r, mc, want)
+			}
 		}
 	}
 }

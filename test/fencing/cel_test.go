@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -415,4 +416,32 @@ func TestCELIdentityHolderIsPodNameThenUnderscore(t *testing.T) {
 	// A token bound to no pod, or extra naming two, names no pod.
 	s := identityPolicy(t, celConfig(), "pod-b")
 	wantFenced(t, "no pod", s.admit(requester{user: celWriterName}, createOf(t, stampedCM(t, "y", nil))), "the request names no pod")
+}
+
+// Row: the election's own Lease is never fenced (its writes are how a
+// term begins), and only that Lease: one of the same name in another
+// namespace, or another Lease in its namespace, is fenced like any object.
+func TestCELElectionLeaseExemptOnlyInItsNamespace(t *testing.T) {
+	f := newTakeover(t, func(c *fence.Config) {
+		c.Resources = []fence.Resource{{Group: "coordination.k8s.io", Resource: "leases"}}
+	})
+	election := lease(curHolder, 5)
+	renewed := election.DeepCopy()
+	renewed.Spec.RenewTime = &metav1.MicroTime{Time: time.Now()}
+	for _, who := range []requester{f.a, f.b} {
+		s, i := f.both(who, updateOf(t, election, renewed))
+		wantAdmitted(t, "policy: a write of the election Lease by "+who.pod, s)
+		wantAdmitted(t, "identity: a write of the election Lease by "+who.pod, i)
+	}
+	for _, other := range []struct{ ns, name string }{{"team-b", celLease}, {celNS, "another-lease"}} {
+		l := lease("pod-a", 1)
+		l.Namespace, l.Name, l.UID = other.ns, other.name, "other-lease-uid"
+		s, i := f.both(f.a, createOf(t, l))
+		wantFenced(t, "policy: the controller's unstamped create of Lease "+other.ns+"/"+other.name, s, "carries no stamp")
+		wantFenced(t, "identity: the deposed leader's create of Lease "+other.ns+"/"+other.name, i, podARefused)
+		if err := fence.StampTerm(*f.cur, l); err != nil {
+			t.Fatal(err)
+		}
+		wantAdmitted(t, "policy: the leader's stamped create of Lease "+other.ns+"/"+other.name, f.stamp.admit(f.b, createOf(t, l)))
+	}
 }
