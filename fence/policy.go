@@ -293,9 +293,11 @@ func (c *Config) objects(ns, name string, ops []admissionregistrationv1.Operatio
 	vars []admissionregistrationv1.Variable, validations []admissionregistrationv1.Validation,
 ) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admissionregistrationv1.ValidatingAdmissionPolicyBinding) {
 	match := &admissionregistrationv1.MatchResources{}
+	// Every scope, with Namespaces too: the namespace selector narrows
+	// namespaced objects (and Namespace objects, by their own labels)
+	// and never exempts other cluster-scoped objects, which stay fenced.
 	scope := admissionregistrationv1.AllScopes
 	if len(c.Namespaces) > 0 {
-		scope = admissionregistrationv1.NamespacedScope
 		match.NamespaceSelector = &metav1.LabelSelector{MatchExpressions: []metav1.LabelSelectorRequirement{{
 			Key: "kubernetes.io/metadata.name", Operator: metav1.LabelSelectorOpIn, Values: append([]string(nil), c.Namespaces...),
 		}}}

@@ -141,9 +141,10 @@ func TestNamespacesNarrowTheMatch(t *testing.T) {
 	if !reflect.DeepEqual(sel, want) {
 		t.Errorf("namespaceSelector %+v; want %+v", sel, want)
 	}
+	// Cluster-scoped objects stay fenced: the selector never exempts them.
 	for _, r := range vap.Spec.MatchConstraints.ResourceRules {
-		if *r.Scope != admissionregistrationv1.NamespacedScope {
-			t.Errorf("scope %v with Namespaces; want Namespaced", *r.Scope)
+		if *r.Scope != admissionregistrationv1.AllScopes {
+			t.Errorf("scope %v with Namespaces; want * (cluster-scoped objects fenced too)", *r.Scope)
 		}
 	}
 	c.Namespaces[0] = "changed"

@@ -9,6 +9,7 @@ import (
 
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
@@ -443,5 +444,52 @@ func TestCELElectionLeaseExemptOnlyInItsNamespace(t *testing.T) {
 			t.Fatal(err)
 		}
 		wantAdmitted(t, "policy: the leader's stamped create of Lease "+other.ns+"/"+other.name, f.stamp.admit(f.b, createOf(t, l)))
+	}
+}
+
+// Row: with Namespaces set, namespaced objects outside them are not
+// fenced, and cluster-scoped objects of the fenced resources are.
+func TestCELClusterScopedFencedWithNamespaces(t *testing.T) {
+	f := newTakeover(t, func(c *fence.Config) {
+		c.Namespaces = []string{celNS}
+		c.Resources = []fence.Resource{{Resource: "configmaps"}, {Resource: "namespaces"}, {Group: "rbac.authorization.k8s.io", Resource: "clusterroles"}}
+	})
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "controller-made"}}
+	s, i := f.both(f.a, createOf(t, role))
+	wantFenced(t, "policy: the controller's unstamped create of a ClusterRole", s, "carries no stamp")
+	wantFenced(t, "identity: the deposed leader's create of a ClusterRole", i, podARefused)
+	if err := fence.StampTerm(*f.old, role); err != nil {
+		t.Fatal(err)
+	}
+	wantFenced(t, "policy: the deposed leader's stamped create of a ClusterRole", f.stamp.admit(f.a, createOf(t, role)), "stamped for term 4")
+	if err := fence.StampTerm(*f.cur, role); err != nil {
+		t.Fatal(err)
+	}
+	s, i = f.both(f.b, createOf(t, role))
+	wantAdmitted(t, "policy: the leader's stamped create of a ClusterRole", s)
+	wantAdmitted(t, "identity: the leader's create of a ClusterRole", i)
+
+	outside := configMap(t, "team-b", "x", nil)
+	s, i = f.both(f.a, createOf(t, outside))
+	wantAdmitted(t, "policy: an unstamped create outside Namespaces", s)
+	wantAdmitted(t, "identity: the deposed leader's create outside Namespaces", i)
+	s, i = f.both(f.a, createOf(t, stampedCM(t, "x", nil)))
+	wantFenced(t, "policy: an unstamped create in Namespaces", s, "carries no stamp")
+	wantFenced(t, "identity: the deposed leader's create in Namespaces", i, podARefused)
+
+	// A Namespace object is selected by its own labels: one of Namespaces
+	// is fenced, another is not.
+	for name, fenced := range map[string]bool{celNS: true, "team-b": false} {
+		ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: map[string]string{corev1.LabelMetadataName: name}}}
+		relabeled := ns.DeepCopy()
+		relabeled.Labels["team"] = "x"
+		s, i := f.both(f.a, updateOf(t, ns, relabeled))
+		if fenced {
+			wantFenced(t, "policy: an unstamped update of Namespace "+name, s, "carries no stamp")
+			wantFenced(t, "identity: the deposed leader's update of Namespace "+name, i, podARefused)
+		} else {
+			wantAdmitted(t, "policy: an unstamped update of Namespace "+name, s)
+			wantAdmitted(t, "identity: the deposed leader's update of Namespace "+name, i)
+		}
 	}
 }
