@@ -34,7 +34,10 @@
 // and the Lease's holder must be that pod's name, or that name followed
 // by "_" and anything (leasehold.DefaultIdentity is "<hostname>_<random>",
 // and a pod's hostname is its name unless spec.hostname is set or the
-// name is longer than 63 characters).
+// name is longer than 63 characters). A holder names a pod but not its
+// namespace, so the pod's service account (the request's username) must
+// be of the holders' namespace: Config.PodNamespace, by default the
+// Lease's.
 //
 // The two can be installed together for one Lease: stamps for what the
 // work writes, the pod for deletes and status.

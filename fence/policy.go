@@ -186,6 +186,13 @@ func Policy(c Config) (*admissionregistrationv1.ValidatingAdmissionPolicy, *admi
 // Lease's spec.holderIdentity is that pod's name, or that name followed by
 // "_" and anything.
 //
+// The pod is also checked to be in the namespace of the holders' pods
+// (c.PodNamespace, by default the Lease's): its service account, the
+// request's username "system:serviceaccount:<namespace>:<name>", must be
+// of that namespace, and so must every one of c.Writers (a Config with a
+// writer of another namespace, or that is not a service account, is
+// refused), since a holder identity names a pod but not its namespace.
+//
 // So each replica's leasehold identity must be its pod's name (set
 // Identity from the downward API, metadata.name), or
 // leasehold.DefaultIdentity when the pod's hostname is its name (no
@@ -201,6 +208,8 @@ func IdentityPolicy(c Config) (*admissionregistrationv1.ValidatingAdmissionPolic
 		return nil, nil, err
 	}
 	lease := ns + "/" + name
+	podNS := c.podNamespace(ns)
+	saPrefix := ServiceAccount(podNS, "")
 	vars := []admissionregistrationv1.Variable{
 		leaseHolderVar,
 		{Name: "podNames", Expression: `request.userInfo.?extra[?` + cel(PodNameExtra) + `].orValue([])`},
@@ -211,6 +220,17 @@ func IdentityPolicy(c Config) (*admissionregistrationv1.ValidatingAdmissionPolic
 			Expression: `variables.pod != ""`,
 			Message: refusalPrefix + "the request names no pod (user extra " + PodNameExtra +
 				"): this controller must write with a service account token bound to its pod",
+			Reason: ptr.To(metav1.StatusReasonForbidden),
+		},
+		{
+			// The holder names a pod, not its namespace: the pod must be
+			// in the holders' namespace, or a pod of the same name in
+			// another would pass for it.
+			Expression: `request.userInfo.username.startsWith(` + cel(saPrefix) + `)`,
+			Message: refusalPrefix + "the writer is not a service account of namespace " + podNS +
+				", where the pods that hold Lease " + lease + " run",
+			MessageExpression: cel(refusalPrefix+"the writer ") + ` + request.userInfo.username + ` +
+				cel(" is not a service account of namespace "+podNS+", where the pods that hold Lease "+lease+" run"),
 			Reason: ptr.To(metav1.StatusReasonForbidden),
 		},
 		{
@@ -279,6 +299,20 @@ func (c *Config) check(prefix string, identity bool) (ns, name string, err error
 	if identity && c.AllowUnstamped {
 		return fail("AllowUnstamped applies to Policy only: IdentityPolicy checks no stamp")
 	}
+	if identity {
+		podNS := c.podNamespace(ns)
+		if errs := validation.IsDNS1123Label(podNS); len(errs) > 0 {
+			return fail("PodNamespace %q: %s", c.PodNamespace, strings.Join(errs, "; "))
+		}
+		prefix := ServiceAccount(podNS, "")
+		for _, w := range c.Writers {
+			if sa, ok := strings.CutPrefix(w, prefix); !ok || sa == "" || strings.Contains(sa, ":") {
+				return fail("Writers: %q is not a service account of namespace %q, where IdentityPolicy takes the pods that hold Lease %q to run "+
+					"(a holder names a pod, not its namespace), so its writes could never be admitted; "+
+					"set PodNamespace to the namespace of the controller's pods, or fence this writer with Policy", w, podNS, c.Lease)
+			}
+		}
+	}
 	if c.Name == "" {
 		c.Name = prefix + "." + ns + "." + name
 	}
@@ -286,6 +320,15 @@ func (c *Config) check(prefix string, identity bool) (ns, name string, err error
 		return fail("Name %q: %s (set Config.Name)", c.Name, strings.Join(errs, "; "))
 	}
 	return ns, name, nil
+}
+
+// podNamespace is the namespace of the pods that may hold the Lease in
+// leaseNS: c.PodNamespace, or leaseNS.
+func (c *Config) podNamespace(leaseNS string) string {
+	if c.PodNamespace != "" {
+		return c.PodNamespace
+	}
+	return leaseNS
 }
 
 // objects builds the policy and its binding.

@@ -206,6 +206,12 @@ func TestConfigErrors(t *testing.T) {
 		{"two subresources", func(c *Config) { c.Resources = []Resource{{Resource: "a/b/c"}} }, true, "at most one subresource"},
 		{"bad namespace filter", func(c *Config) { c.Namespaces = []string{"Not_A_Namespace"} }, false, "Namespaces"},
 		{"AllowUnstamped with IdentityPolicy", func(c *Config) { c.AllowUnstamped = true }, true, "AllowUnstamped applies to Policy only"},
+		{"IdentityPolicy writer of another namespace", func(c *Config) { c.Writers = append(c.Writers, ServiceAccount("team-b", "my-controller")) }, true,
+			`"system:serviceaccount:team-b:my-controller" is not a service account of namespace "team-a"`},
+		{"IdentityPolicy writer that is not a service account", func(c *Config) { c.Writers = []string{"alice"} }, true, `"alice" is not a service account of namespace "team-a"`},
+		{"IdentityPolicy writer with no account name", func(c *Config) { c.Writers = []string{ServiceAccount("team-a", "")} }, true, "is not a service account"},
+		{"IdentityPolicy writer outside PodNamespace", func(c *Config) { c.PodNamespace = "ops" }, true, `is not a service account of namespace "ops"`},
+		{"bad PodNamespace", func(c *Config) { c.PodNamespace = "Ops_1" }, true, "PodNamespace"},
 		{"bad name override", func(c *Config) { c.Name = "Not Valid" }, false, "Name"},
 		{"default name too long", func(c *Config) { c.Lease = "ns/" + strings.Repeat("a", 250) }, false, "set Config.Name"},
 	} {
@@ -222,6 +228,30 @@ func TestConfigErrors(t *testing.T) {
 		if vap != nil || b != nil {
 			t.Errorf("%s: objects returned with an error", tc.name)
 		}
+	}
+}
+
+// A writer of another namespace is fine for Policy (a stamp names no pod),
+// and for IdentityPolicy once PodNamespace names its namespace.
+func TestWritersOfAnotherNamespace(t *testing.T) {
+	c := validConfig()
+	c.Writers = []string{ServiceAccount("ops", "my-controller")}
+	if _, _, err := Policy(c); err != nil {
+		t.Errorf("Policy with a writer of another namespace: %v", err)
+	}
+	c.PodNamespace = "ops"
+	vap, _, err := IdentityPolicy(c)
+	if err != nil {
+		t.Fatalf("IdentityPolicy with PodNamespace ops and a writer of ops: %v", err)
+	}
+	found := false
+	for _, v := range vap.Spec.Validations {
+		if v.Expression == `request.userInfo.username.startsWith("system:serviceaccount:ops:")` {
+			found = true
+		}
+	}
+	if !found {
+		t.Errorf("no validation of the writer's namespace ops in %+v", vap.Spec.Validations)
 	}
 }
 

@@ -3,6 +3,7 @@ package fencing
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -492,4 +493,42 @@ func TestCELClusterScopedFencedWithNamespaces(t *testing.T) {
 			wantAdmitted(t, "identity: the deposed leader's update of Namespace "+name, i)
 		}
 	}
+}
+
+// Row: the identity policy admits the holder's pod only in the namespace
+// the holder runs in (the Lease's, or Config.PodNamespace): a pod of the
+// same name in another namespace does not pass for it, even where the
+// policy's writers were widened (by hand, or by an older leasehold that
+// accepted writers of several namespaces) to that namespace's service
+// account.
+func TestCELIdentityChecksThePodsNamespace(t *testing.T) {
+	vap, b, err := fence.IdentityPolicy(celConfig())
+	if err != nil {
+		t.Fatal(err)
+	}
+	intruder := fence.ServiceAccount("team-b", "controller")
+	widened := false
+	for i, mc := range vap.Spec.MatchConditions {
+		if strings.Contains(mc.Expression, "request.userInfo.username in [") {
+			vap.Spec.MatchConditions[i].Expression = "request.userInfo.username in [" + strconv.Quote(celWriterName) + ", " + strconv.Quote(intruder) + "]"
+			widened = true
+		}
+	}
+	if !widened {
+		t.Fatalf("no matchCondition on the writers' usernames in %+v", vap.Spec.MatchConditions)
+	}
+	s := newAdmissionServer(t, vap, b)
+	s.setLease(lease("x_1a2b", 1))
+	create := createOf(t, stampedCM(t, "y", nil))
+	wantAdmitted(t, "pod team-a/x, holder x_1a2b", s.admit(requester{user: celWriterName, pod: "x"}, create))
+	wantFenced(t, "pod team-b/x, holder x_1a2b", s.admit(requester{user: intruder, pod: "x"}, create),
+		"system:serviceaccount:team-b:controller is not a service account of namespace team-a")
+
+	// PodNamespace moves the holder's pods to another namespace.
+	c := celConfig()
+	c.PodNamespace = "ops"
+	c.Writers = []string{fence.ServiceAccount("ops", "controller")}
+	ops := identityPolicy(t, c, "x_1a2b")
+	wantAdmitted(t, "pod ops/x, holder x_1a2b, PodNamespace ops", ops.admit(requester{user: c.Writers[0], pod: "x"}, create))
+	wantFenced(t, "pod ops/y, holder x_1a2b, PodNamespace ops", ops.admit(requester{user: c.Writers[0], pod: "y"}, create), "pod y does not hold")
 }
