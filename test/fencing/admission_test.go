@@ -5,11 +5,14 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"testing"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -274,27 +277,84 @@ func (s *admissionServer) admit(who requester, w write) error {
 	return s.dispatcher.Dispatch(context.Background(), attrs, objectIfces, []validating.PolicyHook{s.hook})
 }
 
-var (
-	configMapGVR = corev1.SchemeGroupVersion.WithResource("configmaps")
-	configMapGVK = corev1.SchemeGroupVersion.WithKind("ConfigMap")
-)
-
-// createCM is the create of cm.
-func createCM(cm *corev1.ConfigMap) write {
-	return write{op: admission.Create, gvr: configMapGVR, gvk: configMapGVK, namespace: cm.Namespace, name: cm.Name,
-		object: cm, options: &metav1.CreateOptions{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "CreateOptions"}}}
+// resourceOf names the resource and kind of the objects the tests write.
+func resourceOf(t *testing.T, obj runtime.Object) (schema.GroupVersionResource, schema.GroupVersionKind) {
+	t.Helper()
+	switch obj.(type) {
+	case *corev1.ConfigMap:
+		return corev1.SchemeGroupVersion.WithResource("configmaps"), corev1.SchemeGroupVersion.WithKind("ConfigMap")
+	case *coordinationv1.Lease:
+		return leasesGVR, coordinationv1.SchemeGroupVersion.WithKind("Lease")
+	case *appsv1.Deployment:
+		return appsv1.SchemeGroupVersion.WithResource("deployments"), appsv1.SchemeGroupVersion.WithKind("Deployment")
+	case *rbacv1.ClusterRole:
+		return rbacv1.SchemeGroupVersion.WithResource("clusterroles"), rbacv1.SchemeGroupVersion.WithKind("ClusterRole")
+	case *corev1.Namespace:
+		return corev1.SchemeGroupVersion.WithResource("namespaces"), corev1.SchemeGroupVersion.WithKind("Namespace")
+	}
+	t.Fatalf("no resource known for %T", obj)
+	return schema.GroupVersionResource{}, schema.GroupVersionKind{}
 }
 
-// updateCM is a PUT of cm over stored.
-func updateCM(stored, cm *corev1.ConfigMap) write {
-	return write{op: admission.Update, gvr: configMapGVR, gvk: configMapGVK, namespace: cm.Namespace, name: cm.Name,
-		object: cm, oldObject: stored, options: &metav1.UpdateOptions{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "UpdateOptions"}}}
+// request is the write of op on obj (nil for a delete) over stored (nil
+// for a create), with the options the API server passes admission.
+func request(t *testing.T, op admission.Operation, obj, stored runtime.Object, options string) write {
+	t.Helper()
+	named := obj
+	if named == nil {
+		named = stored
+	}
+	m, err := meta.Accessor(named)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gvr, gvk := resourceOf(t, named)
+	ns := m.GetNamespace()
+	if gvk.Kind == "Namespace" {
+		// Admission sees a Namespace in its own namespace.
+		ns = m.GetName()
+	}
+	w := write{op: op, gvr: gvr, gvk: gvk, namespace: ns, name: m.GetName(), object: obj, oldObject: stored}
+	switch options {
+	case "CreateOptions":
+		w.options = &metav1.CreateOptions{}
+	case "UpdateOptions":
+		w.options = &metav1.UpdateOptions{}
+	case "PatchOptions":
+		w.options = &metav1.PatchOptions{}
+	case "DeleteOptions":
+		w.options = &metav1.DeleteOptions{}
+	}
+	w.options.GetObjectKind().SetGroupVersionKind(metav1.SchemeGroupVersion.WithKind(options))
+	return w
 }
 
-// patchCM is a merge patch (or the server-side apply of the same fields
-// by a manager that does not own the annotations it leaves out) of stored:
-// admission sees an UPDATE of the patched object.
-func patchCM(t *testing.T, stored *corev1.ConfigMap, patch map[string]any) write {
+// createOf is the create of obj.
+func createOf(t *testing.T, obj runtime.Object) write {
+	return request(t, admission.Create, obj, nil, "CreateOptions")
+}
+
+// updateOf is a PUT of obj over stored.
+func updateOf(t *testing.T, stored, obj runtime.Object) write {
+	return request(t, admission.Update, obj, stored, "UpdateOptions")
+}
+
+// statusOf is a PUT of obj over stored through the status subresource.
+func statusOf(t *testing.T, stored, obj runtime.Object) write {
+	w := request(t, admission.Update, obj, stored, "UpdateOptions")
+	w.subresource = "status"
+	return w
+}
+
+// deleteOf is the delete of stored.
+func deleteOf(t *testing.T, stored runtime.Object) write {
+	return request(t, admission.Delete, nil, stored, "DeleteOptions")
+}
+
+// patchOf is a merge patch of stored, or a server-side apply of the same
+// fields by a field manager that does not own the fields it leaves out:
+// admission sees an UPDATE of the object as patched, with PatchOptions.
+func patchOf(t *testing.T, stored runtime.Object, patch map[string]any) write {
 	t.Helper()
 	orig, err := json.Marshal(stored)
 	if err != nil {
@@ -304,20 +364,13 @@ func patchCM(t *testing.T, stored *corev1.ConfigMap, patch map[string]any) write
 	if err != nil {
 		t.Fatal(err)
 	}
-	merged, err := strategicpatch.StrategicMergePatch(orig, p, corev1.ConfigMap{})
+	patched := reflect.New(reflect.TypeOf(stored).Elem()).Interface().(runtime.Object)
+	merged, err := strategicpatch.StrategicMergePatch(orig, p, patched)
 	if err != nil {
 		t.Fatalf("patch %s: %v", p, err)
 	}
-	cm := &corev1.ConfigMap{}
-	if err := json.Unmarshal(merged, cm); err != nil {
+	if err := json.Unmarshal(merged, patched); err != nil {
 		t.Fatal(err)
 	}
-	return write{op: admission.Update, gvr: configMapGVR, gvk: configMapGVK, namespace: cm.Namespace, name: cm.Name,
-		object: cm, oldObject: stored, options: &metav1.PatchOptions{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "PatchOptions"}}}
-}
-
-// deleteCM is the delete of stored.
-func deleteCM(stored *corev1.ConfigMap) write {
-	return write{op: admission.Delete, gvr: configMapGVR, gvk: configMapGVK, namespace: stored.Namespace, name: stored.Name,
-		oldObject: stored, options: &metav1.DeleteOptions{TypeMeta: metav1.TypeMeta{APIVersion: "meta.k8s.io/v1", Kind: "DeleteOptions"}}}
+	return request(t, admission.Update, patched, stored, "PatchOptions")
 }
