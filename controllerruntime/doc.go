@@ -80,13 +80,14 @@
 //
 // With a Gate one replica reconciles everything. A Sharder instead cuts
 // the reconciled objects into the K shards of a shard group
-// (github.com/leasehold/leasehold/shard), by the hash of their UID or of
-// their namespace, and every replica reconciles the objects of the shards
-// it owns, a fair share, and only those. The manager runs with
+// (github.com/leasehold/leasehold/shard), by the hash of their namespace
+// and name (FieldNamespacedName) or of their namespace
+// (shard.FieldNamespace), and every replica reconciles the objects of the
+// shards it owns, a fair share, and only those. The manager runs with
 // LeaderElection: false on every replica; the Sharder is the replica's
 // shard.Member, run by the manager. Wire the controller through it:
 //
-//	s, _ := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shard.Config{
+//	s, _ := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, controllerruntime.FieldNamespacedName, shard.Config{
 //		Namespace: "my-system", Group: "my-controller", Identity: id,
 //		Client: clientset.CoordinationV1(), Shards: 16, ReleaseOnCancel: true})
 //	_ = ctrl.NewControllerManagedBy(mgr).
@@ -103,8 +104,16 @@
 //     shard package's contract, per shard);
 //   - when a shard starts here, every object of it is enqueued, so objects
 //     whose events went to the previous owner are reconciled here;
-//   - a deleted object's request reaches r on the replica that owned its
-//     shard when the deletion was seen.
+//   - a request's shard is a function of its NamespacedName alone, the
+//     same on every replica whatever its cache holds: one NamespacedName is
+//     never reconciled by two replicas at once, even across a delete and
+//     re-create, and a deleted object's request reaches its shard's owner
+//     whether or not that replica saw the deletion.
+//
+// shard.FieldUID is refused: a request names an object, not a UID, and an
+// object re-created under the same name gets a new UID, hence another
+// shard; two replicas whose caches held different UIDs for the name would
+// reconcile it at once.
 //
 // The manager's cache still holds every object of the type:
 // controller-runtime's cache cannot set a KEP-5866 shard selector, so

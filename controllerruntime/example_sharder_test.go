@@ -33,7 +33,7 @@ func ExampleNewSharder() {
 		panic(err)
 	}
 	clientset := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(cfg, leasehold.DefaultRenewDeadline))
-	s, err := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shard.Config{
+	s, err := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, controllerruntime.FieldNamespacedName, shard.Config{
 		Namespace:       "my-system",
 		Group:           "my-controller", // names the group's Leases
 		Identity:        id,

@@ -8,7 +8,6 @@ import (
 	"sync"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -31,6 +30,19 @@ import (
 // listRetry is how long a Sharder waits before listing an acquired
 // shard's objects again after the list failed.
 const listRetry = time.Second
+
+// FieldNamespacedName shards a Sharder's objects by namespace and name: by
+// the 64-bit FNV-1a hash of the request's NamespacedName
+// ("namespace/name", "/name" for a cluster-scoped object), split into the
+// group's shards as shard.FieldUID's hash of a UID is. The spread is as
+// even as by UID, and the shard of a request is known from the request
+// alone: every replica computes the same one, whatever its cache holds. So
+// an object deleted and re-created under the same name stays in its shard,
+// and one NamespacedName is never reconciled by two replicas at once.
+//
+// It is a Sharder's key, not a field the shard package or KEP-5866 knows:
+// pass it to NewSharder only.
+const FieldNamespacedName = "namespace/name"
 
 // Sharder confines one controller to the shards of a shard group that
 // this replica owns: it is the replica's shard.Member, run by the manager
@@ -55,20 +67,25 @@ type Sharder struct {
 	clock  clock.Clock
 	events chan event.GenericEvent
 
-	mu         sync.Mutex
-	owned      map[int]context.Context // shard -> its context, while it runs here
-	inflight   map[int]int             // shard -> reconciles running now
-	drained    *sync.Cond              // signalled when a reconcile returns
-	tombstones map[types.NamespacedName]int
+	mu       sync.Mutex
+	owned    map[int]context.Context // shard -> its context, while it runs here
+	inflight map[int]int             // shard -> reconciles running now
+	drained  *sync.Cond              // signalled when a reconcile returns
 }
 
 // NewSharder builds the Sharder of a controller that reconciles objects of
 // obj's type (the object passed to the builder's For, such as
 // &corev1.ConfigMap{}, or an unstructured.Unstructured or
-// metav1.PartialObjectMetadata with its GroupVersionKind set), sharded by field (shard.FieldUID or
-// shard.FieldNamespace), and adds it to mgr, whose Start runs the
-// membership. Call it before mgr.Start; mgr runs with LeaderElection:
-// false, on every replica.
+// metav1.PartialObjectMetadata with its GroupVersionKind set), sharded by
+// field, and adds it to mgr, whose Start runs the membership. Call it
+// before mgr.Start; mgr runs with LeaderElection: false, on every replica.
+//
+// field is FieldNamespacedName (an even spread) or shard.FieldNamespace
+// (each namespace in one shard). shard.FieldUID is refused: a reconcile
+// request names an object, not a UID, and an object deleted and
+// re-created under the same name gets a new UID, so two replicas whose
+// caches hold different UIDs for that name would both reconcile it at
+// once.
 //
 // cfg configures the membership as for shard.New. The Sharder runs the
 // shards: cfg.OnShardStarted must be nil. cfg.OnShardStopped, if set, is
@@ -98,8 +115,15 @@ func newSharder(reader client.Reader, scheme *runtime.Scheme, obj client.Object,
 	if obj == nil {
 		return nil, errors.New("leasehold/controllerruntime: NewSharder needs the reconciled type's object, such as &corev1.ConfigMap{}")
 	}
-	if field != shard.FieldUID && field != shard.FieldNamespace {
-		return nil, fmt.Errorf("leasehold/controllerruntime: shard field %q: use shard.FieldUID or shard.FieldNamespace", field)
+	switch field {
+	case FieldNamespacedName, shard.FieldNamespace:
+	case shard.FieldUID:
+		return nil, fmt.Errorf("leasehold/controllerruntime: NewSharder: shard field %q is refused: an object deleted and re-created under the same name "+
+			"gets a new UID, hence another shard, and two replicas whose caches hold different UIDs for the name would reconcile it at once; "+
+			"use controllerruntime.FieldNamespacedName (%q), which spreads as evenly, or shard.FieldNamespace", field, FieldNamespacedName)
+	default:
+		return nil, fmt.Errorf("leasehold/controllerruntime: NewSharder: shard field %q: use controllerruntime.FieldNamespacedName (%q) or shard.FieldNamespace (%q)",
+			field, FieldNamespacedName, shard.FieldNamespace)
 	}
 	if cfg.OnShardStarted != nil {
 		return nil, errors.New("leasehold/controllerruntime: leave shard.Config.OnShardStarted nil: the Sharder runs the shards")
@@ -111,7 +135,7 @@ func newSharder(reader client.Reader, scheme *runtime.Scheme, obj client.Object,
 	s := &Sharder{
 		obj: obj, list: list, field: field, shards: cfg.Shards, reader: reader, clock: clock.RealClock{},
 		events: make(chan event.GenericEvent),
-		owned:  map[int]context.Context{}, inflight: map[int]int{}, tombstones: map[types.NamespacedName]int{},
+		owned:  map[int]context.Context{}, inflight: map[int]int{},
 	}
 	if cfg.Clock != nil {
 		s.clock = cfg.Clock
@@ -184,38 +208,37 @@ func (s *Sharder) Owned() []int {
 // to the builder's For (builder.WithPredicates), not WithEventFilter: the
 // objects of other watches (Owns, Watches) have shards of their own,
 // unrelated to their owner's; their requests are filtered by Reconciler.
-// It also remembers the shard of a deleted object, so that Reconciler can
-// pass the request of a deletion on.
 func (s *Sharder) Predicate() predicate.Predicate {
 	return predicate.Funcs{
 		CreateFunc:  func(e event.CreateEvent) bool { return s.ownsObject(e.Object) },
 		UpdateFunc:  func(e event.UpdateEvent) bool { return s.ownsObject(e.ObjectNew) },
+		DeleteFunc:  func(e event.DeleteEvent) bool { return s.ownsObject(e.Object) },
 		GenericFunc: func(e event.GenericEvent) bool { return s.ownsObject(e.Object) },
-		DeleteFunc: func(e event.DeleteEvent) bool {
-			i, err := shard.Of(e.Object, s.field, s.shards)
-			if err != nil {
-				return false
-			}
-			s.mu.Lock()
-			defer s.mu.Unlock()
-			if !s.runningLocked(i) {
-				return false
-			}
-			s.tombstones[client.ObjectKeyFromObject(e.Object)] = i
-			return true
-		},
 	}
 }
 
 // ownsObject reports whether obj's shard runs here now.
 func (s *Sharder) ownsObject(obj client.Object) bool {
-	i, err := shard.Of(obj, s.field, s.shards)
+	if obj == nil {
+		return false
+	}
+	i, err := s.shardOf(client.ObjectKeyFromObject(obj))
 	if err != nil {
 		return false
 	}
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	return s.runningLocked(i)
+}
+
+// shardOf returns the shard of the object named key: a function of key
+// alone, the same on every replica.
+func (s *Sharder) shardOf(key types.NamespacedName) (int, error) {
+	if s.field == shard.FieldNamespace {
+		return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace}}, shard.FieldNamespace, s.shards)
+	}
+	// FieldNamespacedName: key hashed exactly as KEP-5866 hashes a UID.
+	return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(key.String())}}, shard.FieldUID, s.shards)
 }
 
 // runningLocked reports whether shard i runs here and has not been
@@ -233,21 +256,21 @@ func (s *Sharder) Source() source.Source {
 }
 
 // Reconciler wraps r, the controller's reconciler. A request reaches r
-// only while its object's shard runs here, with a context that is also
-// cancelled when the shard moves away; the shard is handed over only
-// after every such call returned, so two replicas never reconcile objects
-// of one shard at once. The request of a deleted object reaches r if its
-// deletion passed Predicate here.
+// only while its shard runs here, with a context that is also cancelled
+// when the shard moves away; the shard is handed over only after every
+// such call returned, so two replicas never reconcile objects of one shard
+// at once. The shard of a request is a function of its NamespacedName
+// alone (see FieldNamespacedName): nothing is read, a deleted object's
+// request reaches its shard's owner whether or not the deletion was seen
+// there, and one name is never reconciled by two replicas at once.
 //
-// The shard of a request is its object's, read through the manager's
-// client (for shard.FieldNamespace, the request's namespace's: no read).
 // An error or requeue that r returns after the shard moved away is
 // dropped: the new owner reconciles the object.
 func (s *Sharder) Reconciler(r reconcile.Reconciler) reconcile.Reconciler {
 	return reconcile.Func(func(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
-		i, ok, err := s.shardOf(ctx, req)
-		if err != nil || !ok {
-			return reconcile.Result{}, err
+		i, err := s.shardOf(req.NamespacedName)
+		if err != nil {
+			return reconcile.Result{}, fmt.Errorf("leasehold/controllerruntime: the shard of %s: %w", req.NamespacedName, err)
 		}
 		s.mu.Lock()
 		shardCtx, owned := s.owned[i]
@@ -275,36 +298,6 @@ func (s *Sharder) Reconciler(r reconcile.Reconciler) reconcile.Reconciler {
 		}
 		return res, err
 	})
-}
-
-// shardOf returns the shard of req's object; false if it cannot be known
-// (an object gone, whose deletion was not seen here).
-func (s *Sharder) shardOf(ctx context.Context, req reconcile.Request) (int, bool, error) {
-	if s.field == shard.FieldNamespace {
-		s.forget(req.NamespacedName)
-		i, err := shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: req.Namespace}}, s.field, s.shards)
-		return i, err == nil, err
-	}
-	obj := s.obj.DeepCopyObject().(client.Object)
-	if err := s.reader.Get(ctx, req.NamespacedName, obj); err != nil {
-		if apierrors.IsNotFound(err) {
-			i, deleted := s.forget(req.NamespacedName)
-			return i, deleted, nil
-		}
-		return 0, false, err // retried: the tombstone stays
-	}
-	s.forget(req.NamespacedName)
-	i, err := shard.Of(obj, s.field, s.shards)
-	return i, err == nil, err
-}
-
-// forget removes the tombstone of key and returns its shard, if any.
-func (s *Sharder) forget(key types.NamespacedName) (int, bool) {
-	s.mu.Lock()
-	defer s.mu.Unlock()
-	i, ok := s.tombstones[key]
-	delete(s.tombstones, key)
-	return i, ok
 }
 
 // runShard is the member's OnShardStarted: shard i runs here until ctx
@@ -346,7 +339,7 @@ func (s *Sharder) runShard(ctx context.Context, i int) {
 		if !ok {
 			continue
 		}
-		if j, err := shard.Of(obj, s.field, s.shards); err != nil || j != i {
+		if j, err := s.shardOf(client.ObjectKeyFromObject(obj)); err != nil || j != i {
 			continue
 		}
 		if ctx.Err() != nil {

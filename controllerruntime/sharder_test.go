@@ -39,7 +39,8 @@ const (
 
 var shT0 = time.Date(2026, 1, 1, 0, 0, 0, 0, time.UTC)
 
-// configMaps returns n ConfigMaps with UIDs, and each one's shard.
+// configMaps returns n ConfigMaps with UIDs, and each one's shard by
+// FieldNamespacedName.
 func configMaps(t *testing.T, n int) ([]client.Object, map[string]int) {
 	t.Helper()
 	objs := make([]client.Object, n)
@@ -48,13 +49,20 @@ func configMaps(t *testing.T, n int) ([]client.Object, map[string]int) {
 	for i := range objs {
 		uid := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", rnd.Uint32(), rnd.Uint32()>>16, rnd.Uint32()>>16, rnd.Uint32()>>16, rnd.Uint64()>>16)
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: shNS, Name: fmt.Sprintf("cm-%02d", i), UID: types.UID(uid)}}
-		s, err := shard.Of(cm, shard.FieldUID, shShards)
-		if err != nil {
-			t.Fatal(err)
-		}
-		objs[i], shardOf[cm.Name] = cm, s
+		objs[i], shardOf[cm.Name] = cm, nameShard(t, client.ObjectKeyFromObject(cm))
 	}
 	return objs, shardOf
+}
+
+// nameShard is FieldNamespacedName's rule as documented: the shard of
+// "namespace/name" hashed as KEP-5866 hashes a UID.
+func nameShard(t *testing.T, key types.NamespacedName) int {
+	t.Helper()
+	i, err := shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(key.Namespace + "/" + key.Name)}}, shard.FieldUID, shShards)
+	if err != nil {
+		t.Fatal(err)
+	}
+	return i
 }
 
 // newClock returns the fake clock that times a test's members. Call it
@@ -172,10 +180,15 @@ type runningSharder struct {
 
 func startSharder(t *testing.T, reader client.Reader, cfg shard.Config) *runningSharder {
 	t.Helper()
-	s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldUID, cfg)
+	s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, FieldNamespacedName, cfg)
 	if err != nil {
 		t.Fatal(err)
 	}
+	return runSharder(t, s)
+}
+
+// runSharder runs s until the test ends.
+func runSharder(t *testing.T, s *Sharder) *runningSharder {
 	ctx, cancel := context.WithCancel(context.Background())
 	rs := &runningSharder{Sharder: s, cancel: cancel, done: make(chan error, 1)}
 	go func() { rs.done <- s.Start(ctx) }()
@@ -315,15 +328,22 @@ func TestSharderHandsAShardOverAfterItsReconcilesReturned(t *testing.T) {
 	})
 }
 
-// Without membership: requests of shards not running here, or whose
-// object's shard cannot be known, never reach the reconciler; a deleted
-// object's request does, if its deletion was seen here.
+// Without membership: requests of shards not running here never reach the
+// reconciler; those of shards running here do, deleted objects' included,
+// whether or not the deletion was seen here, and again on a second
+// request: the shard of a request is its name's, nothing is read.
 func TestSharderReconcilerFiltersRequests(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		objs, shardOf := configMaps(t, 20)
-		reader := fake.NewClientBuilder().WithObjects(objs[:10]...).Build() // objs[10:] are deleted
+		reads := 0
+		reader := fake.NewClientBuilder().WithObjects(objs[:10]...).WithInterceptorFuncs(interceptor.Funcs{ // objs[10:] are deleted
+			Get: func(ctx context.Context, c client.WithWatch, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+				reads++
+				return c.Get(ctx, key, obj, opts...)
+			},
+		}).Build()
 		srv := leaseholdtest.NewServer()
-		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldUID, shConfig(srv, nil, "a"))
+		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, FieldNamespacedName, shConfig(srv, nil, "a"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -333,17 +353,16 @@ func TestSharderReconcilerFiltersRequests(t *testing.T) {
 		}()
 		ctx, cancel := context.WithCancel(context.Background())
 		defer cancel()
-		mine := []int{shardOf[objs[0].GetName()], shardOf[objs[10].GetName()]}
-		for _, i := range mine {
+		mine := []int{shardOf[objs[0].GetName()], shardOf[objs[10].GetName()], shardOf[objs[11].GetName()]}
+		for _, i := range slices.Compact(slices.Sorted(slices.Values(mine))) {
 			go s.runShard(ctx, i)
 		}
 		settle()
-		p := s.Predicate()
-		for _, o := range objs[10:] {
-			p.Delete(event.DeleteEvent{Object: o})
+		// objs[10]'s deletion is seen here (its event passes Predicate),
+		// objs[11]'s is not: both requests reach the reconciler.
+		if !s.Predicate().Delete(event.DeleteEvent{Object: objs[10]}) {
+			t.Errorf("Predicate.Delete dropped the deletion of %s, of shard %d that runs here", objs[10].GetName(), shardOf[objs[10].GetName()])
 		}
-		var r recorder
-		reconcileAll(t, s, &r, objs)
 		var want []string
 		for _, o := range objs {
 			if slices.Contains(mine, shardOf[o.GetName()]) {
@@ -351,17 +370,15 @@ func TestSharderReconcilerFiltersRequests(t *testing.T) {
 			}
 		}
 		sort.Strings(want)
-		if got := r.take(); !slices.Equal(got, want) {
-			t.Errorf("reconciled %v, want the objects of shards %v, deleted ones included: %v", got, mine, want)
+		for range 2 {
+			var r recorder
+			reconcileAll(t, s, &r, objs)
+			if got := r.take(); !slices.Equal(got, want) {
+				t.Errorf("reconciled %v, want the objects of shards %v, deleted ones included: %v", got, mine, want)
+			}
 		}
-		// The tombstones were consumed: a second request of a deleted
-		// object has no shard, and is dropped.
-		reconcileAll(t, s, &r, objs[10:])
-		if got := r.take(); len(got) != 0 {
-			t.Errorf("reconciled deleted objects a second time: %v", got)
-		}
-		if len(s.tombstones) != 0 {
-			t.Errorf("tombstones left: %v", s.tombstones)
+		if reads != 0 {
+			t.Errorf("the Sharder read %d objects to route requests, want none", reads)
 		}
 		cancel()
 		settle() // every runShard has returned: nothing sends any more
@@ -388,7 +405,7 @@ func TestSharderRetriesTheListOfAnAcquiredShard(t *testing.T) {
 			},
 		}).Build()
 		clk := newClock()
-		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, shard.FieldUID, shConfig(leaseholdtest.NewServer(), clk, "a"))
+		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, FieldNamespacedName, shConfig(leaseholdtest.NewServer(), clk, "a"))
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -476,11 +493,12 @@ func TestNewSharderRefusesBadArguments(t *testing.T) {
 		cfg   shard.Config
 		want  string
 	}{
-		{"no object", nil, shard.FieldUID, ok, "needs the reconciled type"},
-		{"bad field", &corev1.ConfigMap{}, "metadata.name", ok, "shard.FieldUID or shard.FieldNamespace"},
-		{"OnShardStarted set", &corev1.ConfigMap{}, shard.FieldUID, started, "OnShardStarted nil"},
-		{"type not in the scheme", &unknown{}, shard.FieldUID, ok, "the reconciled type"},
-		{"bad shard config", &corev1.ConfigMap{}, shard.FieldUID, badShards, "hards"},
+		{"no object", nil, FieldNamespacedName, ok, "needs the reconciled type"},
+		{"bad field", &corev1.ConfigMap{}, "metadata.name", ok, "controllerruntime.FieldNamespacedName"},
+		{"FieldUID", &corev1.ConfigMap{}, shard.FieldUID, ok, "re-created under the same name"},
+		{"OnShardStarted set", &corev1.ConfigMap{}, FieldNamespacedName, started, "OnShardStarted nil"},
+		{"type not in the scheme", &unknown{}, FieldNamespacedName, ok, "the reconciled type"},
+		{"bad shard config", &corev1.ConfigMap{}, FieldNamespacedName, badShards, "hards"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			_, err := newSharder(fake.NewClientBuilder().Build(), clientgoscheme.Scheme, tc.obj, tc.field, tc.cfg)
@@ -489,7 +507,7 @@ func TestNewSharderRefusesBadArguments(t *testing.T) {
 			}
 		})
 	}
-	if _, err := NewSharder(nil, &corev1.ConfigMap{}, shard.FieldUID, ok); err == nil {
+	if _, err := NewSharder(nil, &corev1.ConfigMap{}, FieldNamespacedName, ok); err == nil {
 		t.Error("a nil manager was accepted")
 	}
 }
@@ -513,7 +531,7 @@ func TestSharderBesideAGate(t *testing.T) {
 				if err := g.Manager().Add(p); err != nil {
 					t.Fatal(err)
 				}
-				s, err := NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shConfig(srv, nil, "s"))
+				s, err := NewSharder(mgr, &corev1.ConfigMap{}, FieldNamespacedName, shConfig(srv, nil, "s"))
 				if err != nil {
 					t.Fatal(err)
 				}
@@ -583,4 +601,118 @@ func TestListFor(t *testing.T) {
 			t.Errorf("%T: list kind %q, want ConfigMapList", tc.obj, got)
 		}
 	}
+}
+
+// uidIn returns a UID whose shard (by shard.FieldUID) is in shards.
+func uidIn(t *testing.T, rnd *rand.Rand, shards []int) types.UID {
+	t.Helper()
+	for range 1000 {
+		uid := types.UID(fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", rnd.Uint32(), rnd.Uint32()>>16, rnd.Uint32()>>16, rnd.Uint32()>>16, rnd.Uint64()>>16))
+		i, err := shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: uid}}, shard.FieldUID, shShards)
+		if err != nil {
+			t.Fatal(err)
+		}
+		if slices.Contains(shards, i) {
+			return uid
+		}
+	}
+	t.Fatalf("no UID in shards %v", shards)
+	return ""
+}
+
+// An object deleted and re-created under the same name, while the two
+// replicas' caches disagree: a's still holds the old object, whose UID is
+// in one of a's shards, b's already the new one, whose UID is in one of
+// b's. A request for that name, on both replicas at once, reaches exactly
+// one reconciler: two replicas never reconcile one NamespacedName at once.
+// (With shard.FieldUID, which NewSharder now refuses, both did.)
+func TestSharderNeverReconcilesOneNameInTwoReplicas(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		srv := leaseholdtest.NewServer()
+		clk := newClock()
+		field := FieldNamespacedName
+		// Members first, on empty caches, to learn who owns what.
+		readers := map[string]*nameSwitch{"a": {}, "b": {}}
+		start := func(id string) *runningSharder {
+			s, err := newSharder(readers[id], clientgoscheme.Scheme, &corev1.ConfigMap{}, field, shConfig(srv, clk, id))
+			if err != nil {
+				t.Fatal(err)
+			}
+			return runSharder(t, s)
+		}
+		a, b := start("a"), start("b")
+		for _, m := range []*runningSharder{a, b} {
+			go func() {
+				for range m.events {
+				}
+			}()
+		}
+		advanceUntil(t, clk, 10*time.Second, "a and b balanced", func() bool {
+			return len(a.Owned()) == shShards/2 && len(b.Owned()) == shShards/2
+		})
+		rnd := rand.New(rand.NewPCG(3, 4))
+		name := types.NamespacedName{Namespace: shNS, Name: "reborn"}
+		old := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name, UID: uidIn(t, rnd, a.Owned())}}
+		reborn := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: name.Namespace, Name: name.Name, UID: uidIn(t, rnd, b.Owned())}}
+		readers["a"].set(fake.NewClientBuilder().WithObjects(old).Build())
+		readers["b"].set(fake.NewClientBuilder().WithObjects(reborn).Build())
+
+		var mu sync.Mutex
+		inside, most := 0, 0
+		release := make(chan struct{})
+		r := reconcile.Func(func(context.Context, reconcile.Request) (reconcile.Result, error) {
+			mu.Lock()
+			inside++
+			most = max(most, inside)
+			mu.Unlock()
+			<-release
+			mu.Lock()
+			inside--
+			mu.Unlock()
+			return reconcile.Result{}, nil
+		})
+		var wg sync.WaitGroup
+		for _, m := range []*runningSharder{a, b} {
+			wg.Go(func() {
+				if _, err := m.Reconciler(r).Reconcile(context.Background(), reconcile.Request{NamespacedName: name}); err != nil {
+					t.Errorf("reconcile %s: %v", name, err)
+				}
+			})
+		}
+		settle()
+		mu.Lock()
+		n := inside
+		mu.Unlock()
+		close(release)
+		wg.Wait()
+		if n != 1 || most != 1 {
+			t.Errorf("%d replicas reconcile %s at once (at most %d), want exactly one", n, name, most)
+		}
+	})
+}
+
+// nameSwitch is a client.Reader whose backing reader a test sets once the
+// members run: each replica's own cache.
+type nameSwitch struct {
+	mu sync.Mutex
+	r  client.Reader
+}
+
+func (n *nameSwitch) set(r client.Reader) { n.mu.Lock(); n.r = r; n.mu.Unlock() }
+
+func (n *nameSwitch) reader() client.Reader {
+	n.mu.Lock()
+	defer n.mu.Unlock()
+	if n.r == nil {
+		return fake.NewClientBuilder().Build()
+	}
+	return n.r
+}
+
+func (n *nameSwitch) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	return n.reader().Get(ctx, key, obj, opts...)
+}
+
+func (n *nameSwitch) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	return n.reader().List(ctx, list, opts...)
 }
