@@ -9,7 +9,10 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/watch"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
@@ -212,4 +215,71 @@ func TestAssignmentUpdateThatFindsItGoneIsNotRetried(t *testing.T) {
 		h.works.mu.Unlock()
 		h.works.check(t)
 	})
+}
+
+// A group watch that the server (or a proxy) ends as soon as it opened
+// is reopened only after a backoff: no loop of watch requests.
+func TestGroupWatchThatEndsAtOnceIsReopenedWithBackoff(t *testing.T) {
+	inBubble(t, func(t *testing.T, h *harness) {
+		var mu sync.Mutex
+		opened, cutShort := 0, false
+		// Runs last: lets the last watch's stopper below finish.
+		t.Cleanup(func() { time.Sleep(time.Second) })
+		a := h.member("a", func(c *Config) {
+			c.Client = groupWatchWrapper{LeasesGetter: c.Client, wrap: func(w watch.Interface) watch.Interface {
+				mu.Lock()
+				defer mu.Unlock()
+				opened++
+				if !cutShort {
+					return w
+				}
+				go func() {
+					time.Sleep(10 * time.Millisecond)
+					w.Stop()
+				}()
+				return w
+			}}
+		}).start()
+		h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		mu.Lock()
+		cutShort, opened = true, 0
+		mu.Unlock()
+		h.srv.CloseWatches()
+		h.advance(time.Minute)
+		mu.Lock()
+		n := opened
+		mu.Unlock()
+		// Backoff from RetryPeriod/4 doubling to 4 RetryPeriods: about 10
+		// in a minute.
+		if n < 3 || n > 20 {
+			t.Errorf("%d group watches opened in a minute of watches ending at once, want about 10", n)
+		}
+		if len(a.owned()) != 8 {
+			t.Errorf("a runs %v", a.owned())
+		}
+	})
+}
+
+// groupWatchWrapper passes every group watch (the one with a label
+// selector) through wrap.
+type groupWatchWrapper struct {
+	coordinationv1client.LeasesGetter
+	wrap func(watch.Interface) watch.Interface
+}
+
+func (g groupWatchWrapper) Leases(namespace string) coordinationv1client.LeaseInterface {
+	return groupWatchLeases{LeaseInterface: g.LeasesGetter.Leases(namespace), wrap: g.wrap}
+}
+
+type groupWatchLeases struct {
+	coordinationv1client.LeaseInterface
+	wrap func(watch.Interface) watch.Interface
+}
+
+func (g groupWatchLeases) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	w, err := g.LeaseInterface.Watch(ctx, opts)
+	if err != nil || opts.LabelSelector == "" {
+		return w, err
+	}
+	return g.wrap(w), nil
 }
