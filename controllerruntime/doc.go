@@ -115,6 +115,14 @@
 // shard; two replicas whose caches held different UIDs for the name would
 // reconcile it at once.
 //
+// When a shard starts here its objects are listed through the manager's
+// client. A list that fails transiently (the server unavailable or
+// throttling, a timeout, the cache not started yet) is retried after 1s,
+// then 2s, doubling up to 30s. One that fails for good (RBAC forbids it,
+// the type is not served, not in the scheme, not in the cache) ends the
+// Sharder: it hands its shards over and its Start returns an error that
+// wraps the list's and names the fix, which stops the manager.
+//
 // The manager's cache still holds every object of the type:
 // controller-runtime's cache cannot set a KEP-5866 shard selector, so
 // sharding here splits the reconciling, not the memory. For

@@ -8,13 +8,16 @@ import (
 	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/apiutil"
 	"sigs.k8s.io/controller-runtime/pkg/event"
@@ -27,9 +30,13 @@ import (
 	"github.com/leasehold/leasehold/shard"
 )
 
-// listRetry is how long a Sharder waits before listing an acquired
-// shard's objects again after the list failed.
-const listRetry = time.Second
+// listRetry and listRetryMax bound how long a Sharder waits before
+// listing an acquired shard's objects again after a transient failure: the
+// wait starts at listRetry and doubles, up to listRetryMax.
+const (
+	listRetry    = time.Second
+	listRetryMax = 30 * time.Second
+)
 
 // FieldNamespacedName shards a Sharder's objects by namespace and name: by
 // the 64-bit FNV-1a hash of the request's NamespacedName
@@ -60,6 +67,7 @@ const FieldNamespacedName = "namespace/name"
 type Sharder struct {
 	member *shard.Member
 	obj    client.Object // prototype of the reconciled type
+	gvk    schema.GroupVersionKind
 	list   client.ObjectList
 	field  string
 	shards int
@@ -71,6 +79,8 @@ type Sharder struct {
 	owned    map[int]context.Context // shard -> its context, while it runs here
 	inflight map[int]int             // shard -> reconciles running now
 	drained  *sync.Cond              // signalled when a reconcile returns
+	stop     context.CancelCauseFunc // ends Start's membership; nil outside Start
+	failed   error                   // the permanent failure that ended the Sharder
 }
 
 // NewSharder builds the Sharder of a controller that reconciles objects of
@@ -128,12 +138,12 @@ func newSharder(reader client.Reader, scheme *runtime.Scheme, obj client.Object,
 	if cfg.OnShardStarted != nil {
 		return nil, errors.New("leasehold/controllerruntime: leave shard.Config.OnShardStarted nil: the Sharder runs the shards")
 	}
-	list, err := listFor(obj, scheme)
+	list, gvk, err := listFor(obj, scheme)
 	if err != nil {
 		return nil, err
 	}
 	s := &Sharder{
-		obj: obj, list: list, field: field, shards: cfg.Shards, reader: reader, clock: clock.RealClock{},
+		obj: obj, gvk: gvk, list: list, field: field, shards: cfg.Shards, reader: reader, clock: clock.RealClock{},
 		events: make(chan event.GenericEvent),
 		owned:  map[int]context.Context{}, inflight: map[int]int{},
 	}
@@ -148,32 +158,34 @@ func newSharder(reader client.Reader, scheme *runtime.Scheme, obj client.Object,
 	return s, nil
 }
 
-// listFor returns an empty list of obj's type, from scheme.
-func listFor(obj client.Object, scheme *runtime.Scheme) (client.ObjectList, error) {
+// listFor returns an empty list of obj's type, from scheme, and obj's
+// GroupVersionKind.
+func listFor(obj client.Object, scheme *runtime.Scheme) (client.ObjectList, schema.GroupVersionKind, error) {
 	gvk, err := apiutil.GVKForObject(obj, scheme)
 	if err != nil {
-		return nil, fmt.Errorf("leasehold/controllerruntime: the reconciled type: %w", err)
+		return nil, gvk, fmt.Errorf("leasehold/controllerruntime: the reconciled type: %w", err)
 	}
-	gvk.Kind += "List"
+	listGVK := gvk
+	listGVK.Kind += "List"
 	switch obj.(type) {
 	case *unstructured.Unstructured:
 		l := &unstructured.UnstructuredList{}
-		l.SetGroupVersionKind(gvk)
-		return l, nil
+		l.SetGroupVersionKind(listGVK)
+		return l, gvk, nil
 	case *metav1.PartialObjectMetadata:
 		l := &metav1.PartialObjectMetadataList{}
-		l.SetGroupVersionKind(gvk)
-		return l, nil
+		l.SetGroupVersionKind(listGVK)
+		return l, gvk, nil
 	}
-	o, err := scheme.New(gvk)
+	o, err := scheme.New(listGVK)
 	if err != nil {
-		return nil, fmt.Errorf("leasehold/controllerruntime: the reconciled type's list: %w", err)
+		return nil, gvk, fmt.Errorf("leasehold/controllerruntime: the reconciled type's list: %w", err)
 	}
 	l, ok := o.(client.ObjectList)
 	if !ok {
-		return nil, fmt.Errorf("leasehold/controllerruntime: %s is not a list type", gvk)
+		return nil, gvk, fmt.Errorf("leasehold/controllerruntime: %s is not a list type", listGVK)
 	}
-	return l, nil
+	return l, gvk, nil
 }
 
 // Member returns the replica's membership of the shard group: Owned,
@@ -182,9 +194,38 @@ func (s *Sharder) Member() *shard.Member { return s.member }
 
 // Start runs the membership until ctx ends, then hands the shards over
 // (with ReleaseOnCancel) after their reconciles returned. The manager
-// calls it; it returns an error if the membership fails, which stops the
-// manager.
-func (s *Sharder) Start(ctx context.Context) error { return s.member.Run(ctx) }
+// calls it; it returns an error, which stops the manager, if the
+// membership fails, or if the list of an acquired shard's objects fails
+// for good (RBAC forbids it, the type is not served or not in the
+// scheme): the Sharder then leaves the group, and the error wraps the
+// list's and names the fix. A transient list failure is retried with a
+// backoff instead (see runShard).
+func (s *Sharder) Start(ctx context.Context) error {
+	ctx, cancel := context.WithCancelCause(ctx)
+	defer cancel(nil)
+	s.mu.Lock()
+	s.stop = cancel
+	s.mu.Unlock()
+	err := s.member.Run(ctx)
+	s.mu.Lock()
+	s.stop = nil
+	failed := s.failed
+	s.mu.Unlock()
+	return errors.Join(failed, err)
+}
+
+// fail ends the Sharder with err: Start's membership is cancelled (the
+// shards are handed over) and Start returns err.
+func (s *Sharder) fail(err error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if s.failed == nil {
+		s.failed = err
+	}
+	if s.stop != nil {
+		s.stop(err)
+	}
+}
 
 // NeedLeaderElection returns false: the Sharder runs on every replica.
 func (s *Sharder) NeedLeaderElection() bool { return false }
@@ -303,8 +344,18 @@ func (s *Sharder) Reconciler(r reconcile.Reconciler) reconcile.Reconciler {
 // runShard is the member's OnShardStarted: shard i runs here until ctx
 // ends. It enqueues the shard's objects, and when ctx ends waits for the
 // shard's in-flight reconciles to return.
+//
+// The list of the shard's objects is retried, after a transient failure
+// (the server unavailable or throttling, a timeout, the cache not started
+// yet), with a backoff from listRetry doubling up to listRetryMax. A
+// permanent failure (see listFailure) is not retried: it ends the Sharder
+// (fail).
 func (s *Sharder) runShard(ctx context.Context, i int) {
 	s.mu.Lock()
+	if s.failed != nil {
+		s.mu.Unlock()
+		return // the Sharder is leaving the group
+	}
 	s.owned[i] = ctx
 	s.mu.Unlock()
 	defer func() {
@@ -317,22 +368,34 @@ func (s *Sharder) runShard(ctx context.Context, i int) {
 		delete(s.owned, i)
 		delete(s.inflight, i)
 	}()
-	log := klog.FromContext(ctx).WithValues("shard", i)
+	log := klog.FromContext(ctx).WithValues("shard", i, "kind", s.gvk.String())
 	var objs []runtime.Object
-	for {
+	delay := listRetry
+	for failures := 1; ; failures++ {
 		list := s.list.DeepCopyObject().(client.ObjectList)
 		err := s.reader.List(ctx, list)
 		if err == nil {
 			if objs, err = meta.ExtractList(list); err == nil {
 				break
 			}
+			err = fmt.Errorf("%w: %w", errUnreadableList, err)
 		}
-		log.Error(err, "Cannot list the objects of a shard acquired here; retrying", "in", listRetry)
+		if ctx.Err() != nil {
+			return // moved away while listing: the error is the cancel's
+		}
+		if fix, permanent := listFailure(err); permanent {
+			err = fmt.Errorf("leasehold/controllerruntime: Sharder: list %s for shard %d: %w; %s", s.gvk, i, err, fix)
+			log.Error(err, "Cannot list the objects of a shard acquired here, for good; leaving the shard group")
+			s.fail(err)
+			return
+		}
+		log.Error(err, "Cannot list the objects of a shard acquired here; retrying", "in", delay, "failures", failures)
 		select {
-		case <-s.clock.After(listRetry):
+		case <-s.clock.After(delay):
 		case <-ctx.Done():
 			return
 		}
+		delay = min(2*delay, listRetryMax)
 	}
 	for _, o := range objs {
 		obj, ok := o.(client.Object)
@@ -352,4 +415,29 @@ func (s *Sharder) runShard(ctx context.Context, i int) {
 		}
 	}
 	<-ctx.Done()
+}
+
+// errUnreadableList wraps the error of a list whose items cannot be read.
+var errUnreadableList = errors.New("the list's items cannot be read")
+
+// listFailure classifies a failed list of the reconciled type: permanent
+// if retrying cannot help until someone changes the cluster or the
+// program, with what to fix; transient otherwise (an unavailable or
+// throttling server, a timeout, a refused connection, a cache not started
+// yet, anything unknown).
+func listFailure(err error) (fix string, permanent bool) {
+	switch {
+	case apierrors.IsForbidden(err), apierrors.IsUnauthorized(err):
+		return "grant the manager's service account list and watch on this type (RBAC)", true
+	case meta.IsNoMatchError(err), apierrors.IsNotFound(err), apierrors.IsMethodNotSupported(err):
+		return "the API server does not serve this type: install its CustomResourceDefinition, or fix the object's GroupVersionKind", true
+	case runtime.IsNotRegisteredError(err):
+		return "add the type to the manager's scheme", true
+	case errors.As(err, new(*crcache.ErrResourceNotCached)):
+		return "the manager's cache does not hold this type: add it to cache.Options.ByObject, or drop the restriction", true
+	case apierrors.IsBadRequest(err), apierrors.IsInvalid(err), apierrors.IsNotAcceptable(err), apierrors.IsUnsupportedMediaType(err),
+		errors.Is(err, errUnreadableList):
+		return "the request for this type is malformed: check the object passed to NewSharder", true
+	}
+	return "", false
 }

@@ -14,13 +14,17 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
+	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
 	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
@@ -386,25 +390,57 @@ func TestSharderReconcilerFiltersRequests(t *testing.T) {
 	})
 }
 
-// A failed list of an acquired shard's objects is retried after a
-// second of the member's clock, until it succeeds.
-func TestSharderRetriesTheListOfAnAcquiredShard(t *testing.T) {
+// listFailing is a reader whose List fails with the errors of errs, one
+// per call, then succeeds; it records when (by clk) each List came.
+type listFailing struct {
+	clk  *clocktesting.FakeClock
+	errs []error
+	c    client.Reader
+
+	mu    sync.Mutex
+	calls []time.Time
+}
+
+func (l *listFailing) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	return l.c.Get(ctx, key, obj, opts...)
+}
+
+func (l *listFailing) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
+	l.mu.Lock()
+	n := len(l.calls)
+	l.calls = append(l.calls, l.clk.Now())
+	l.mu.Unlock()
+	if n < len(l.errs) {
+		return l.errs[n]
+	}
+	return l.c.List(ctx, list, opts...)
+}
+
+func (l *listFailing) times() []time.Time {
+	l.mu.Lock()
+	defer l.mu.Unlock()
+	return slices.Clone(l.calls)
+}
+
+// A list of an acquired shard's objects that fails transiently (the
+// server unavailable, throttled, timing out; the cache not started yet) is
+// retried with a backoff that doubles from listRetry up to listRetryMax,
+// and no object is enqueued before it succeeds.
+func TestSharderRetriesATransientListFailureWithBackoff(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		objs, shardOf := configMaps(t, 20)
-		fails := 2
-		var mu sync.Mutex
-		reader := fake.NewClientBuilder().WithObjects(objs...).WithInterceptorFuncs(interceptor.Funcs{
-			List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
-				mu.Lock()
-				defer mu.Unlock()
-				if fails > 0 {
-					fails--
-					return errors.New("cache not started")
-				}
-				return c.List(ctx, list, opts...)
-			},
-		}).Build()
 		clk := newClock()
+		transient := []error{
+			apierrors.NewServiceUnavailable("etcd leader changed"),
+			apierrors.NewTooManyRequests("slow down", 1),
+			apierrors.NewTimeoutError("list", 1),
+			errors.New("dial tcp 10.0.0.1:443: connect: connection refused"),
+			&crcache.ErrCacheNotStarted{},
+			apierrors.NewInternalError(errors.New("boom")),
+			apierrors.NewServiceUnavailable("again"),
+			apierrors.NewServiceUnavailable("and again"),
+		}
+		reader := &listFailing{clk: clk, errs: transient, c: fake.NewClientBuilder().WithObjects(objs...).Build()}
 		s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, FieldNamespacedName, shConfig(leaseholdtest.NewServer(), clk, "a"))
 		if err != nil {
 			t.Fatal(err)
@@ -412,20 +448,32 @@ func TestSharderRetriesTheListOfAnAcquiredShard(t *testing.T) {
 		ctx, cancel := context.WithCancel(context.Background())
 		done := make(chan struct{})
 		go func() { s.runShard(ctx, 3); close(done) }()
-		for range 2 {
+		var want []time.Duration
+		for d := listRetry; len(want) < len(transient); d = min(2*d, listRetryMax) {
+			want = append(want, d)
+		}
+		for n, d := range want {
 			settle()
-			if !clk.HasWaiters() {
-				t.Fatal("the shard does not wait on the clock after a failed list")
-			}
 			select {
 			case e := <-s.events:
 				t.Fatalf("%s enqueued before the list succeeded", e.Object.GetName())
 			default:
 			}
-			clk.Step(listRetry)
+			if got := len(reader.times()); got != n+1 {
+				t.Fatalf("%d lists after %d failures, want %d", got, n, n+1)
+			}
+			clk.Step(d - time.Millisecond)
+			settle()
+			if got := len(reader.times()); got != n+1 {
+				t.Fatalf("list %d came %v after failure %d (%v), before its backoff of %v", n+2, d-time.Millisecond, n+1, transient[n], d)
+			}
+			clk.Step(time.Millisecond)
 		}
 		if got, want := receive(t, s, len(namesOfShards(shardOf, []int{3}))), namesOfShards(shardOf, []int{3}); !slices.Equal(got, want) {
 			t.Errorf("enqueued %v, want %v", got, want)
+		}
+		if want[len(want)-1] != listRetryMax || listRetryMax > time.Minute {
+			t.Errorf("backoff %v, want it capped at listRetryMax (%v), at most a minute", want, listRetryMax)
 		}
 		cancel()
 		<-done
@@ -433,6 +481,71 @@ func TestSharderRetriesTheListOfAnAcquiredShard(t *testing.T) {
 			t.Errorf("Owned = %v after the shard ended", got)
 		}
 	})
+}
+
+// A list that fails for good (RBAC forbids it, the type is not served)
+// is not retried: the Sharder's Start returns an error that wraps the
+// API error and says what to fix, and the member leaves the group.
+func TestSharderEndsOnAPermanentListFailure(t *testing.T) {
+	for name, tc := range map[string]struct {
+		err  error
+		is   func(error) bool
+		want string
+	}{
+		"forbidden": {
+			apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "", errors.New("RBAC: no list")),
+			apierrors.IsForbidden, "RBAC",
+		},
+		"not served": {
+			&meta.NoKindMatchError{GroupKind: schema.GroupKind{Kind: "ConfigMap"}, SearchedVersions: []string{"v1"}},
+			meta.IsNoMatchError, "does not serve",
+		},
+		"not cached": {
+			&crcache.ErrResourceNotCached{},
+			func(err error) bool { return errors.As(err, new(*crcache.ErrResourceNotCached)) }, "ByObject",
+		},
+	} {
+		t.Run(name, func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				clk := newClock()
+				reader := &listFailing{clk: clk, errs: slices.Repeat([]error{tc.err}, 100), c: fake.NewClientBuilder().Build()}
+				srv := leaseholdtest.NewServer()
+				s, err := newSharder(reader, clientgoscheme.Scheme, &corev1.ConfigMap{}, FieldNamespacedName, shConfig(srv, clk, "a"))
+				if err != nil {
+					t.Fatal(err)
+				}
+				done := make(chan error, 1)
+				go func() { done <- s.Start(context.Background()) }()
+				var got error
+				advanceUntil(t, clk, 10*time.Second, "Start to return", func() bool {
+					select {
+					case got = <-done:
+						return true
+					default:
+						return false
+					}
+				})
+				if !tc.is(got) || !strings.Contains(got.Error(), tc.want) || !strings.Contains(got.Error(), "ConfigMap") {
+					t.Errorf("Start = %v, want the list's error wrapped, naming ConfigMap and %q", got, tc.want)
+				}
+				// Each shard this member started listed once, at the same
+				// instant; none listed again after a backoff.
+				calls := reader.times()
+				if len(calls) == 0 || len(calls) > shShards {
+					t.Errorf("%d lists, want one per shard started (at most %d)", len(calls), shShards)
+				}
+				for _, at := range calls {
+					if !at.Equal(calls[0]) {
+						t.Errorf("a list %v after the first: a permanent failure was retried", at.Sub(calls[0]))
+						break
+					}
+				}
+				if got := s.Owned(); len(got) != 0 {
+					t.Errorf("Owned = %v after Start returned", got)
+				}
+			})
+		})
+	}
 }
 
 // Sharding by namespace needs no read: a request's namespace is its
@@ -589,7 +702,7 @@ func TestListFor(t *testing.T) {
 		{u, "*unstructured.UnstructuredList"},
 		{m, "*v1.PartialObjectMetadataList"},
 	} {
-		l, err := listFor(tc.obj, clientgoscheme.Scheme)
+		l, _, err := listFor(tc.obj, clientgoscheme.Scheme)
 		if err != nil {
 			t.Errorf("%T: %v", tc.obj, err)
 			continue
