@@ -121,6 +121,13 @@ func TestLostClaimRaceStartsNothing(t *testing.T) {
 		if got := b.owned(); len(got) != 0 {
 			t.Fatalf("b runs %v after its claim lost the race", got)
 		}
+		h.works.mu.Lock()
+		for s := 0; s < 8; s++ {
+			if n := h.works.starts[key("b", s)]; n > 0 {
+				t.Errorf("b started shard %d (%d times) on a claim that lost the race", s, n)
+			}
+		}
+		h.works.mu.Unlock()
 		// z never had a member Lease: its claims are void once b has seen
 		// it absent for a LeaseDuration.
 		took := h.until(20*time.Second, "b takes z's shards once z's absence lasted LeaseDuration", func() bool { return len(b.owned()) == 8 })
@@ -498,4 +505,73 @@ func TestDeletedAssignmentNeverGivesAShardTwoOwners(t *testing.T) {
 			})
 		})
 	}
+}
+
+// OnShardStopped is part of the run: a shard is handed to another member
+// only after it returned. Here a's OnShardStopped calls block: b, which
+// joins, starts none of the shards moving to it until they return.
+func TestHandoverWaitsForOnShardStopped(t *testing.T) {
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		h.until(time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		var release []func()
+		for s := 0; s < 8; s++ {
+			release = append(release, a.holdStopped(s))
+		}
+		b := h.member("b").start()
+		h.advance(time.Minute)
+		if got := b.owned(); len(got) != 0 {
+			t.Fatalf("b runs %v while a's OnShardStopped for them has not returned", got)
+		}
+		if got := a.owned(); len(got) != 4 {
+			t.Errorf("a runs %v, want the 4 it keeps", got)
+		}
+		for _, r := range release {
+			r()
+		}
+		h.settle()
+		if !balanced(8, a, b) {
+			t.Errorf("not balanced once a's OnShardStopped calls returned: a %v b %v", a.owned(), b.owned())
+		}
+		h.works.check(t)
+	})
+}
+
+// A member whose term lapsed while it was cut off, and which comes back
+// with its view of the group stale (its watch still down), must not
+// resume the shards its stale view says it owns: they were claimed in its
+// earlier term, and taken over since. It claims again under its new
+// epoch first, and that write, based on the stale version, fails.
+func TestStaleViewAfterALapseResumesNothing(t *testing.T) {
+	inBubble(t, func(t *testing.T, h *harness) {
+		a := h.member("a").start()
+		b := h.member("b", func(c *Config) { c.ReleaseOnCancel = false }).start()
+		h.until(time.Second, "balanced", func() bool { return balanced(8, a, b) })
+		bShards := b.owned()
+		refuse(h, "b", errors.New("connection reset (test: b's watch down)"), "watch", "list") // never healed
+		heal := cutOff(h, "b")
+		h.srv.CloseWatches()
+		h.until(20*time.Second, "a takes b's shards over", func() bool { return len(a.owned()) == 8 })
+		h.works.mu.Lock()
+		startsBefore := map[int]int{}
+		for _, s := range bShards {
+			startsBefore[s] = h.works.starts[key("b", s)]
+		}
+		h.works.mu.Unlock()
+		// a's work for b's former shards keeps running once cancelled.
+		for _, s := range bShards {
+			defer a.holdShard(s)()
+		}
+		heal()
+		h.until(10*time.Second, "b is in a new term", func() bool { return holderOf(memberLease(h, "b")) == "b" })
+		h.advance(30 * time.Second)
+		h.works.mu.Lock()
+		for _, s := range bShards {
+			if n := h.works.starts[key("b", s)]; n != startsBefore[s] && slices.Contains(a.owned(), s) {
+				t.Errorf("b started shard %d again from its stale view while a runs it", s)
+			}
+		}
+		h.works.mu.Unlock()
+		h.works.check(t)
+	})
 }

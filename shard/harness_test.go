@@ -223,11 +223,14 @@ type tmember struct {
 	ctxs map[int]context.Context
 	// returnEarly makes a shard's work return at once.
 	returnEarly map[int]bool
+	// holdStop keeps OnShardStopped of a shard from returning until the
+	// channel is closed.
+	holdStop map[int]chan struct{}
 }
 
 func (h *harness) member(id string, mutate ...func(*Config)) *tmember {
 	h.t.Helper()
-	tm := &tmember{h: h, id: id, done: make(chan error, 1), logs: &logSink{}, hold: map[int]chan struct{}{}, ctxs: map[int]context.Context{}, returnEarly: map[int]bool{}}
+	tm := &tmember{h: h, id: id, done: make(chan error, 1), logs: &logSink{}, hold: map[int]chan struct{}{}, ctxs: map[int]context.Context{}, returnEarly: map[int]bool{}, holdStop: map[int]chan struct{}{}}
 	tm.cfg = Config{
 		Namespace: testNS, Group: testGroup, Identity: id, Client: h.srv.Client(id),
 		Shards:        8,
@@ -235,7 +238,7 @@ func (h *harness) member(id string, mutate ...func(*Config)) *tmember {
 		ReleaseOnCancel: true,
 		Clock:           h.clock,
 		OnShardStarted:  tm.work,
-		OnShardStopped:  func(shard int) { h.works.stopped(id, shard) },
+		OnShardStopped:  tm.stopped,
 	}
 	for _, f := range mutate {
 		f(&tm.cfg)
@@ -265,6 +268,29 @@ func (tm *tmember) work(ctx context.Context, shard int) {
 	if hold != nil {
 		<-hold
 	}
+}
+
+// stopped is OnShardStopped: it returns once holdStop allows, and the
+// tracker counts the shard stopped when it returns.
+func (tm *tmember) stopped(shard int) {
+	tm.mu.Lock()
+	hold := tm.holdStop[shard]
+	tm.mu.Unlock()
+	if hold != nil {
+		<-hold
+	}
+	tm.h.works.stopped(tm.id, shard)
+}
+
+// holdStopped keeps OnShardStopped(shard) from returning until the
+// returned func is called.
+func (tm *tmember) holdStopped(shard int) (release func()) {
+	ch := make(chan struct{})
+	tm.mu.Lock()
+	tm.holdStop[shard] = ch
+	tm.mu.Unlock()
+	var once sync.Once
+	return func() { once.Do(func() { close(ch) }) }
 }
 
 // holdShard keeps shard's work from returning until the returned func is
@@ -301,13 +327,15 @@ func (tm *tmember) start() *tmember {
 func (tm *tmember) releaseAll() {
 	tm.mu.Lock()
 	defer tm.mu.Unlock()
-	for s, ch := range tm.hold {
-		select {
-		case <-ch:
-		default:
-			close(ch)
+	for _, holds := range []map[int]chan struct{}{tm.hold, tm.holdStop} {
+		for s, ch := range holds {
+			select {
+			case <-ch:
+			default:
+				close(ch)
+			}
+			delete(holds, s)
 		}
-		delete(tm.hold, s)
 	}
 }
 
