@@ -63,9 +63,9 @@ type Config struct {
 	ReleaseOnCancel bool
 
 	// Rejoin makes Run campaign again after a term ends with an error
-	// (lease lost, work returned or panicked) or a Yield, instead of
-	// returning. An identity conflict or a step-down timeout always ends
-	// Run.
+	// (lease lost, work returned or panicked), instead of returning. An
+	// identity conflict or a step-down timeout always ends Run. A Yield
+	// never ends Run, whatever Rejoin says.
 	//
 	// OnStartedLeading is then called once per term: it must build what
 	// it needs (informers, queues, the controller itself) afresh inside,

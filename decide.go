@@ -21,9 +21,20 @@ type leaseView struct {
 	lease *coordinationv1.Lease
 	// gone is set when the Lease was seen deleted after lease.
 	gone bool
+	// goneFinal is set, with gone, when lease is the deleted object's
+	// last state (a watch showed the deletion of a version this process
+	// had seen, or the DELETE event carried it). Unset, an unseen holder
+	// may have written after lease before the deletion.
+	goneFinal bool
+	// goneOurs is set, with gone, when the deleted version was this
+	// process's own write (a renewal or release conditioned on it got 404
+	// within the renew deadline): nobody else held it, so once this
+	// process's work has stopped the Lease is free at once.
+	goneOurs bool
 	// observedAt is the local time at which lease's version was first
-	// seen. Expiry is measured from it, never from timestamps in the
-	// Lease, which another clock wrote.
+	// seen, or, for a deletion whose final state is unknown, when this
+	// process learned of the deletion. Expiry is measured from it, never
+	// from timestamps in the Lease, which another clock wrote.
 	observedAt time.Time
 	// ownVersion is the version (see versionOf) of this process's last
 	// successful write of the Lease in the current term, "" if none.
@@ -169,8 +180,14 @@ func (a campaignAction) String() string {
 // fallback is this elector's LeaseDuration.
 //
 // The rules, in order:
-//   - nothing seen yet, or the Lease is gone and no live claim is known:
-//     create;
+//   - nothing seen yet: create;
+//   - the Lease is gone (deleted): create at once if the deleted version
+//     was this process's own write (its work has stopped: a campaign runs
+//     only then) or was released; otherwise wait until the last claim
+//     ran out, counted from observedAt: when this process first saw the
+//     deleted version, or, when the deleted object's last state is
+//     unknown, when it learned of the deletion, for at least fallback
+//     (a holder it never saw may have written last);
 //   - no holder: acquire now (the Lease was released), unless the
 //     release named another candidate as successor: then wait one claim
 //     duration after it was seen, for that candidate to take it;
@@ -187,26 +204,35 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 		return actCreate, now
 	}
 	holder := holderOf(v.lease)
-	write := actAcquire
 	if v.gone {
-		write = actCreate
+		if v.goneOurs || (v.goneFinal && holder == "") {
+			return actCreate, now
+		}
+		claim := claimDuration(v.lease, fallback)
+		if !v.goneFinal {
+			claim = max(claim, fallback)
+		}
+		if expiry := v.observedAt.Add(claim); now.Before(expiry) {
+			return actWait, expiry
+		}
+		return actCreate, now
 	}
 	if holder == "" {
 		// A release that names a successor: the successor takes it at
 		// once; everyone else defers to it for one claim duration.
-		if to, ok := preferredHolder(v.lease); ok && to != "" && to != self && !v.gone {
+		if to, ok := preferredHolder(v.lease); ok && to != "" && to != self {
 			if deferUntil := v.observedAt.Add(claimDuration(v.lease, fallback)); now.Before(deferUntil) {
 				return actWait, deferUntil
 			}
 		}
-		return write, now
+		return actAcquire, now
 	}
-	if holder == self && !foreignSelf && !v.gone && v.ours() {
+	if holder == self && !foreignSelf && v.ours() {
 		return actAcquire, now
 	}
 	expiry := v.observedAt.Add(claimDuration(v.lease, fallback))
 	if !now.Before(expiry) {
-		return write, now
+		return actAcquire, now
 	}
 	return actWait, expiry
 }

@@ -26,7 +26,7 @@ import (
 //	candidate ──(write conflicts: somebody else wrote)──▶ follower
 //	leader ──(renew deadline passed, other holder seen, lease deleted)──▶ stopping (lost)
 //	leader ──(Run's ctx cancelled, Yield, annotation, or the work returned)──▶ stopping (stepping down)
-//	stopping ──(work returned, safety margin or StepDownTimeout ran out)──▶ Run returns, or follower if Rejoin
+//	stopping ──(work returned, safety margin or StepDownTimeout ran out)──▶ Run returns, or follower if Rejoin or a yield
 //
 // Run's goroutine owns the state. Run reads campaign → term → rejoin; a
 // run is follower and candidate (campaign), and a term is leader and
@@ -138,11 +138,12 @@ func (e *Elector) Leader() string {
 //     this identity;
 //   - an error wrapping ErrStepDownTimeout when the work did not return
 //     within StepDownTimeout of a step-down (exit the process then);
-//   - nil after a Yield handed the lease over.
 //
-// With Config.Rejoin, a term that ends with an error (other than an
-// identity conflict or a step-down timeout), or with a Yield, is followed
-// by a new campaign instead. A second Run while one is active returns
+// A term that ended with a Yield (Elector.Yield or the annotation) is
+// always followed by a new campaign: a yield moves leadership, not the
+// process. With Config.Rejoin, a term that ends with an error (other than
+// an identity conflict or a step-down timeout) is followed by a new
+// campaign too. A second Run while one is active returns
 // ErrAlreadyRunning.
 func (e *Elector) Run(ctx context.Context) error {
 	if !e.running.CompareAndSwap(false, true) {
@@ -172,12 +173,11 @@ func (e *Elector) Run(ctx context.Context) error {
 		}
 		err = r.lead(ctx)
 		if errors.Is(err, errYielded) {
-			if !e.cfg.Rejoin || ctx.Err() != nil {
+			// A yield moves leadership, not the process: follow again,
+			// whatever Rejoin says (the term sat us out, see sitOut).
+			if ctx.Err() != nil {
 				return nil
 			}
-			// Sit out one lease duration, so that a yield to anyone
-			// really goes to another candidate.
-			r.sitOutUntil = e.clock.Now().Add(e.t.leaseDuration)
 			log.Info("Yielded the lease; following again")
 			continue
 		}
@@ -215,9 +215,13 @@ type run struct {
 	// with one of them is ours even if the write's answer was lost.
 	stamps [8]time.Time
 	next   int
-	// sitOutUntil is set after a yield: no write before it, so that
-	// another candidate takes the Lease.
-	sitOutUntil time.Time
+	// sitOutUntil and sitOutVersion are set by a yield: while the Lease
+	// is still at sitOutVersion (nobody wrote since the release, or since
+	// our last renewal if the release failed), this process writes nothing
+	// before sitOutUntil, so that the successor, or another candidate,
+	// takes it. Any newer version ends the sit-out.
+	sitOutUntil   time.Time
+	sitOutVersion string
 	// quickReturns counts terms in a row whose work returned on its own
 	// within a RetryPeriod of starting.
 	quickReturns int
@@ -311,13 +315,14 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 			if act != actWait && now.Before(notBefore) {
 				act, at = actWait, notBefore
 			}
-			if act != actWait && now.Before(r.sitOutUntil) && !namesUs(r.view.lease, e.lock.Identity) {
+			if act != actWait && r.sittingOut(now) && !namesUs(r.view.lease, e.lock.Identity) {
 				// Sitting out after a yield, unless a release now
 				// names this process as the successor.
 				act, at = actWait, r.sitOutUntil
 			}
 		}
 		if act != actWait {
+			before := r.view
 			won, err := r.acquire(ctx, act)
 			switch {
 			case won:
@@ -325,6 +330,11 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 				return true, nil
 			case err == nil:
 				// Lost a race: somebody else wrote; the view is fresh.
+				// If it shows nothing new, the next write would be the
+				// same one: back off, so that no path loops.
+				if sameView(before, r.view) {
+					notBefore = e.clock.Now().Add(retry.delay())
+				}
 				continue
 			case errors.Is(err, ErrIdentityConflict):
 				return false, err
@@ -345,6 +355,24 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 		case <-timer.C():
 		}
 	}
+}
+
+// sitOut makes this process write nothing before until while the Lease
+// stays at its current version, and says so.
+func (r *run) sitOut(successor string, until time.Time, why string) {
+	r.sitOutUntil, r.sitOutVersion = until, versionOf(r.view.lease)
+	r.log.Info("Sitting out so that another candidate takes the Lease; any write by another ends it",
+		"successor", printable(successor), "why", why, "until", until.Sub(r.e.clock.Now()).Round(time.Millisecond))
+}
+
+// sittingOut reports whether a yield's sit-out still holds at now.
+func (r *run) sittingOut(now time.Time) bool {
+	return now.Before(r.sitOutUntil) && !r.view.gone && versionOf(r.view.lease) == r.sitOutVersion
+}
+
+// sameView reports whether two views show the same Lease state.
+func sameView(a, b leaseView) bool {
+	return versionOf(a.lease) == versionOf(b.lease) && a.gone == b.gone && a.goneFinal == b.goneFinal && a.goneOurs == b.goneOurs
 }
 
 // acquire makes one conditional write naming this process as holder. It
@@ -382,7 +410,11 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 		return true, nil
 	case act == actCreate && apierrors.IsNotFound(err):
 		return false, err // the namespace is missing: retry with backoff
-	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err), apierrors.IsNotFound(err):
+	case apierrors.IsNotFound(err):
+		// Deleted since we saw it: gone, with whoever wrote last unknown.
+		r.markGone(nil, false)
+		return false, nil
+	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
 		r.log.V(2).Info("Lost a race for the lease; re-reading", "via", act.String(), "err", err.Error())
 		return false, r.reread(ctx)
 	default:
@@ -400,7 +432,7 @@ func (r *run) reread(ctx context.Context) error {
 		return err
 	}
 	e.cfg.Metrics.SlowPath(e.cfg.Name)
-	return r.observe(observation{lease: lease})
+	return r.observe(observation{lease: lease, fresh: true})
 }
 
 // deadlinePassed is the error that ends a term at the renew deadline,
@@ -435,6 +467,10 @@ func (r *run) renew(ctx context.Context, lastSent time.Time) (time.Time, error) 
 			r.log.V(4).Info("Renewed the lease", "resourceVersion", got.ResourceVersion)
 			return now, nil
 		case apierrors.IsNotFound(err):
+			// Our renewal, conditioned on our own last write and sent
+			// within the deadline, found nothing: that write was deleted,
+			// and nobody can have held the Lease since.
+			r.markGone(nil, true)
 			return now, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
 		case !apierrors.IsConflict(err):
 			return now, err
@@ -493,6 +529,7 @@ func (r *run) release(ctx context.Context, lastSent time.Time, successor string)
 		inSpec := writesSpecPreference(r.view.lease, successor, e.specPreferenceDropped.Load())
 		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor, inSpec))
 		cancel()
+		e.health.write(e.clock.Now(), err, false)
 		switch {
 		case err == nil:
 			if inSpec && specPreferenceDropped(got, successor) && !e.specPreferenceDropped.Swap(true) {
@@ -503,9 +540,21 @@ func (r *run) release(ctx context.Context, lastSent time.Time, successor string)
 			r.setSeen(got)
 			r.log.Info("Released the lease", "successor", printable(successor))
 			return nil
-		case apierrors.IsConflict(err), apierrors.IsNotFound(err):
+		case apierrors.IsNotFound(err):
+			// Conditioned on our own last write: that write was deleted.
+			r.markGone(nil, true)
+			return fmt.Errorf("%w: %w", ErrLeaderLost, err)
+		case apierrors.IsConflict(err):
 			r.log.Info("Did not release the lease: it changed since our last write", "err", err.Error())
 			return fmt.Errorf("%w: %w", ErrLeaderLost, err)
+		case refusal(err, false):
+			// Sending it again cannot succeed: end the release now. The
+			// Lease keeps naming us until it expires.
+			err = refusedError("the API server refused the release", err)
+			e.health.refusedRelease(e.clock.Now(), err)
+			r.log.Error(err, "Did not release the lease: refused for good, not retrying; it expires on its own",
+				"expiresIn", lastSent.Add(e.t.leaseDuration).Sub(e.clock.Now()).Round(time.Millisecond))
+			return err
 		}
 		r.log.V(2).Info("Release failed; retrying", "err", err.Error())
 		if !retry.wait(context.WithoutCancel(ctx)) {
@@ -528,11 +577,12 @@ func (r *run) observe(obs observation) error {
 		case obs.deleted && (obs.deletedRV == "" || v.lease.ResourceVersion == "" || newerVersion(obs.deletedRV, v.lease.ResourceVersion)):
 			// A watched deletion, newer than what we have (or from a
 			// server without resourceVersions, whose watch is ordered).
-			v.gone = true
-		case !obs.deleted && !v.ours():
-			// A GET found nothing; it may be older than our own last
-			// write, which the renew loop checks for itself.
-			v.gone = true
+			r.markGone(obs.final, false)
+		case !obs.deleted && (obs.fresh || !v.ours()):
+			// A GET found nothing. A poll may have been sent before our
+			// own last write landed (the renew loop checks that for
+			// itself); a re-read after a lost race may not.
+			r.markGone(nil, false)
 		}
 		return nil
 	}
@@ -563,6 +613,37 @@ func (r *run) observe(obs observation) error {
 		}
 	}
 	return nil
+}
+
+// markGone records that the Lease was deleted (the deletion rule, see
+// decideCampaign). final is the deleted object's last state if known (a
+// DELETE event carries it): if it is the version already in the view, its
+// claim still runs from when that version was first seen; otherwise the
+// claim of whoever wrote last runs from now, when this process learned of
+// the deletion. ours says the deleted version was this process's own write.
+func (r *run) markGone(final *coordinationv1.Lease, ours bool) {
+	now := r.e.clock.Now()
+	v := &r.view
+	switch {
+	case final != nil && v.lease != nil && recordOf(final) == recordOf(v.lease):
+		v.goneFinal = true
+	case final != nil:
+		v.lease, v.observedAt, v.goneFinal = final, now, true
+	default:
+		v.observedAt, v.goneFinal = now, false
+	}
+	v.gone, v.goneOurs = true, ours
+	r.e.mu.Lock()
+	r.e.status.holder = ""
+	r.e.mu.Unlock()
+	r.lastHolder = ""
+	r.notifier.holderSeen("")
+	if act, at := decideCampaign(*v, r.e.lock.Identity, r.foreignSelf, now, r.e.t.leaseDuration); act == actWait {
+		r.log.Info("The Lease was deleted; waiting out the last holder's claim before creating it",
+			"lastHolder", printable(holderOf(v.lease)), "until", at.Sub(now).Round(time.Millisecond))
+	} else {
+		r.log.Info("The Lease was deleted", "lastHolder", printable(holderOf(v.lease)), "ours", ours)
+	}
 }
 
 // wrote records the answer to one of our successful writes.

@@ -83,14 +83,19 @@ func ExampleElector_Yield() {
 		fmt.Println("Yield:", err)
 		return
 	}
-	fmt.Println("pod-a yielded; its Run returned", <-aDone)
 	term := <-bTerm
 	fmt.Println("now leading:", term.Holder, "term", term.Transitions, "within a second:", time.Since(began) < time.Second)
+	for a.Leader() != "pod-b" { // pod-a, still running, follows pod-b
+		time.Sleep(time.Millisecond)
+	}
+	fmt.Println("pod-a follows", a.Leader())
 	cancel()
+	fmt.Println("pod-a's Run returned", <-aDone, "once cancelled")
 	<-bDone
 	// Output:
-	// pod-a yielded; its Run returned <nil>
 	// now leading: pod-b term 1 within a second: true
+	// pod-a follows pod-b
+	// pod-a's Run returned <nil> once cancelled
 }
 
 // Coordinated leader election (KEP-4355): kube-apiserver picks the leader

@@ -34,6 +34,13 @@ type observation struct {
 	// deletedRV is the resourceVersion of a watched deletion ("" on a
 	// server that returns none).
 	deletedRV string
+	// final is the deleted object's last state, as a DELETE event carries
+	// it; nil for a GET that found nothing.
+	final *coordinationv1.Lease
+	// fresh is set for a read made after this process's last write had
+	// been answered (a re-read after a lost race): a Lease it does not
+	// find is gone, even if the view shows our own write.
+	fresh bool
 }
 
 // mailbox holds the newest observation not yet taken. Putting never
@@ -261,7 +268,7 @@ func followWatch(ctx context.Context, log logr.Logger, w watch.Interface, rv str
 				rv = lease.ResourceVersion
 				obs := observation{lease: lease}
 				if ev.Type == watch.Deleted {
-					obs = observation{deleted: true, deletedRV: lease.ResourceVersion}
+					obs = observation{deleted: true, deletedRV: lease.ResourceVersion, final: lease}
 				}
 				if !deliver(lease.Name, obs) {
 					return rv, false

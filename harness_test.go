@@ -2,6 +2,7 @@ package leasehold
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strings"
 	"sync"
@@ -13,6 +14,7 @@ import (
 	"github.com/go-logr/logr"
 	"github.com/go-logr/logr/funcr"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -59,7 +61,41 @@ func newHarness(t *testing.T) *harness {
 	h := &harness{t: t, clock: clocktesting.NewFakeClock(t0), srv: leaseholdtest.NewServer(), step: 500 * time.Millisecond}
 	h.clientFor = func(id string) coordinationv1client.LeasesGetter { return h.srv.Client(id) }
 	h.leaseAt = h.srv.Lease
+	h.srv.AddHook(h.loopGuard())
 	return h
+}
+
+// loopLimit is how many requests one client may send at a single instant
+// of the fake clock. An elector sends a handful (a write, a re-read, a
+// watch); a path that loops without waiting on its clock sends thousands,
+// and would keep synctest.Wait from ever returning.
+const loopLimit = 50
+
+// loopGuard fails the test when a client sends more than loopLimit
+// requests while the fake clock stands still, and then refuses its
+// requests with 500 until the clock moves, so that the loop, waiting in
+// backoff, lets the test end instead of hanging.
+func (h *harness) loopGuard() leaseholdtest.Hook {
+	var mu sync.Mutex
+	at := map[string]time.Time{}
+	count := map[string]int{}
+	return func(_ context.Context, r leaseholdtest.Request) error {
+		mu.Lock()
+		defer mu.Unlock()
+		now := h.clock.Now()
+		if !at[r.Client].Equal(now) {
+			at[r.Client], count[r.Client] = now, 0
+		}
+		count[r.Client]++
+		if count[r.Client] == loopLimit+1 {
+			h.t.Errorf("request loop: %s sent more than %d requests at %v with the fake clock standing still (last: %s)",
+				r.Client, loopLimit, now.Sub(t0), r.Verb)
+		}
+		if count[r.Client] > loopLimit {
+			return apierrors.NewInternalError(errors.New("harness: request loop"))
+		}
+		return nil
+	}
 }
 
 // newFakeClientsetHarness runs the candidates on one of client-go's plain
@@ -314,6 +350,22 @@ func (c *candidate) wait() error {
 	}
 	c.h.t.Fatalf("%s: Run did not return", c.id)
 	return nil
+}
+
+// following fails the test unless Run is still running (settled, the
+// clock standing still) and the candidate sees leader as the holder.
+func (c *candidate) following(leader string) {
+	c.h.t.Helper()
+	c.h.settle()
+	select {
+	case err := <-c.done:
+		c.done <- err
+		c.h.t.Fatalf("%s: Run returned %v; want it following %q", c.id, err, leader)
+	default:
+	}
+	if got := c.e.Leader(); got != leader {
+		c.h.t.Fatalf("%s: follows %q, want %q", c.id, got, leader)
+	}
 }
 
 func (c *candidate) waitLeader() {

@@ -37,7 +37,9 @@ func (e *Elector) HealthHandler(maxTolerableExpiredLease time.Duration) http.Han
 // or the server has refused every write of the Lease (RBAC forbids it,
 // the namespace is missing, the Lease is invalid), for longer than
 // LeaseDuration plus maxTolerableExpiredLease: such a process would never
-// lead. Otherwise a follower is healthy.
+// lead. It also fails for LeaseDuration plus maxTolerableExpiredLease
+// after the server refused a release for good (the error wraps
+// ErrLeaseRefused or ErrForbidden). Otherwise a follower is healthy.
 func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
 	now := e.clock.Now()
 	if since := e.health.since(); !since.IsZero() && now.Sub(since) > e.t.leaseDuration+maxTolerableExpiredLease {
@@ -49,6 +51,9 @@ func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
 			sentinel = ErrForbidden
 		}
 		return fmt.Errorf("%w: %s: for %v: %w", sentinel, e.cfg.Name, now.Sub(since).Round(time.Millisecond), err)
+	}
+	if at, err := e.health.releaseRefusal(); err != nil && now.Sub(at) < e.t.leaseDuration+maxTolerableExpiredLease {
+		return fmt.Errorf("%s: %w (%v ago; the Lease expires on its own)", e.cfg.Name, err, now.Sub(at).Round(time.Millisecond))
 	}
 	e.mu.Lock()
 	defer e.mu.Unlock()
@@ -86,13 +91,46 @@ type apiHealth struct {
 	// refused for good: retrying the same write cannot succeed.
 	refusedSince time.Time
 	refused      error
+	// releaseRefused is the error of a release the server refused for
+	// good, and releaseRefusedAt when: Check reports it for one
+	// LeaseDuration (while the Lease, still naming this process, runs
+	// out), or until a later write succeeds.
+	releaseRefused   error
+	releaseRefusedAt time.Time
+}
+
+// refusedRelease records a release the server refused for good.
+func (h *apiHealth) refusedRelease(now time.Time, err error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	h.releaseRefused, h.releaseRefusedAt = err, now
+}
+
+// releaseRefusal returns the last refused release and when, nil if none
+// since the last successful write.
+func (h *apiHealth) releaseRefusal() (time.Time, error) {
+	h.mu.Lock()
+	defer h.mu.Unlock()
+	return h.releaseRefusedAt, h.releaseRefused
 }
 
 // refusal reports whether err is the server refusing a write for good:
-// RBAC forbids it (403), the Lease is invalid (422), or, for a create, the
-// namespace does not exist (404).
+// RBAC forbids it (403), the Lease is invalid (422), the request is
+// malformed (400) or the verb is not allowed (405), or, for a create, the
+// namespace does not exist (404). Sending the same write again cannot
+// succeed; every other failure is transient and retried with backoff.
 func refusal(err error, create bool) bool {
-	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || (create && apierrors.IsNotFound(err))
+	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) ||
+		apierrors.IsMethodNotSupported(err) || (create && apierrors.IsNotFound(err))
+}
+
+// refusedError wraps a refusal in the sentinel callers match: ErrForbidden
+// for RBAC, ErrLeaseRefused otherwise.
+func refusedError(what string, err error) error {
+	if apierrors.IsForbidden(err) {
+		return fmt.Errorf("%w: %s: %w", ErrForbidden, what, err)
+	}
+	return fmt.Errorf("%w: %s: %w", ErrLeaseRefused, what, err)
 }
 
 // write records the outcome of a write of the Lease; create says whether
@@ -103,6 +141,7 @@ func (h *apiHealth) write(now time.Time, err error, create bool) {
 	switch {
 	case err == nil:
 		h.refusedSince, h.refused = time.Time{}, nil
+		h.releaseRefused = nil
 	case refusal(err, create):
 		if h.refusedSince.IsZero() {
 			h.refusedSince = now

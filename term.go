@@ -363,12 +363,20 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 	t.stopped()
 	if t.yield != nil {
 		t.answerYield(released)
-		if released == nil {
+		r, e := t.r, t.e
+		switch {
+		case released == nil:
+			// Sit out the successor's chance: the others defer to a
+			// named successor for one claim duration.
+			r.sitOut(t.yield.to, e.clock.Now().Add(e.t.leaseDuration), "released")
 			return errYielded
+		case r.view.ours():
+			// The release failed and the Lease still names us: sit out
+			// until it has expired for the others and the successor had
+			// one lease duration to take it.
+			r.sitOut(t.yield.to, t.lastSent.Add(2*e.t.leaseDuration), "the release failed; the Lease expires on its own")
 		}
-		if err == nil {
-			err = fmt.Errorf("%w: the yield's release failed: %w", ErrLeaderLost, released)
-		}
+		return fmt.Errorf("%w: the release failed: %w", errYielded, released)
 	}
 	return err
 }

@@ -141,9 +141,7 @@ func TestYieldToNamedSuccessor(t *testing.T) {
 			t.Fatalf("Yield = %v", err)
 		}
 		c.waitLeader() // the fake clock has not moved
-		if err := a.wait(); err != nil {
-			t.Fatalf("Run after a yield without Rejoin = %v, want nil", err)
-		}
+		a.following("c") // a yield keeps the process, without Rejoin too
 		// OnNewLeader runs on its own goroutine: only the work's callbacks are ordered.
 		if got := strings.Join(without(without(a.history(), "new:c"), "new:a"), ","); got != "started,returned,stopped" {
 			t.Fatalf("yielder's callbacks = %s", got)
@@ -206,9 +204,7 @@ func TestAnnotationYield(t *testing.T) {
 		l.Annotations = map[string]string{PreferredHolderAnnotation: "b"}
 		h.srv.Put(l) // as kubectl annotate does: holder and renewTime untouched
 		b.waitLeader()
-		if err := a.wait(); err != nil {
-			t.Fatalf("Run after an annotation yield = %v, want nil", err)
-		}
+		a.following("b")
 		if c.e.IsLeader() || c.count("started") != 0 {
 			t.Fatal("c took the lease meant for b")
 		}

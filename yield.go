@@ -50,8 +50,15 @@ var errYielded = errors.New("leasehold: yielded")
 // It returns an error wrapping ErrNotLeading if this process does not
 // lead, ctx's error if ctx ends first (the yield goes on), and an error
 // wrapping ErrLeaderLost or ErrStepDownTimeout if the term ended another
-// way. After a yield, Run follows again with Config.Rejoin, and returns
-// nil otherwise.
+// way, or an error wrapping ErrLeaseRefused or ErrForbidden, within
+// RequestTimeout, if the API server refused the release for good (the
+// Lease then expires on its own).
+//
+// After a yield, Run follows again, whatever Config.Rejoin says: a yield
+// moves leadership, not the process. The yielder sits out, writing
+// nothing, until another candidate writes the Lease or, failing that,
+// until the successor's chance has passed: one lease duration after the
+// release, or after the Lease expired if the release failed.
 func (e *Elector) Yield(ctx context.Context, to string) error {
 	if to = strings.TrimSpace(to); to == anySuccessor {
 		to = ""

@@ -188,3 +188,58 @@ func TestPlainFakeYieldWritesSpecPreferredHolder(t *testing.T) {
 		}
 	})
 }
+
+// Issue 22, 2 and 3: ten yields in a row, back to back, to anyone and to a
+// named candidate, in a three-replica fleet without Rejoin: every process
+// keeps running, and after each yield a new leader holds the Lease within
+// one RetryPeriod (the bug: the second yielder's Lease sat unheld ~14s
+// while the first sat out a whole lease duration).
+func TestBackToBackYieldsKeepAFleetLed(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		cands := map[string]*candidate{}
+		for _, id := range []string{"m1", "m2", "m3"} {
+			cands[id] = h.candidate(id).start()
+		}
+		eventually(t, "a leader", func() bool { return h.holder() != "" })
+		for i := 0; i < 10; i++ {
+			leader := cands[h.holder()]
+			to := ""
+			if i%2 == 1 {
+				for id := range cands { // a named successor, not the leader
+					if id != leader.id {
+						to = id
+						break
+					}
+				}
+			}
+			if err := leader.e.Yield(context.Background(), to); err != nil {
+				t.Fatalf("yield %d by %s to %q: %v", i, leader.id, printable(to), err)
+			}
+			start := h.clock.Now()
+			for h.holder() == "" || h.holder() == leader.id {
+				if h.clock.Since(start) > 2*time.Second {
+					t.Fatalf("yield %d by %s to %q: no new leader within one RetryPeriod (2s); lease=%v", i, leader.id, printable(to), h.lease())
+				}
+				h.advance(100 * time.Millisecond)
+			}
+			if to != "" && h.holder() != to {
+				t.Fatalf("yield %d to %s: %s took it", i, to, h.holder())
+			}
+			h.advance(time.Second) // the next yield comes one second later
+		}
+		for id, c := range cands {
+			select {
+			case err := <-c.done:
+				t.Fatalf("%s's Run returned %v after the yields; a yield must keep the process", id, err)
+			default:
+			}
+		}
+		if m := h.maxWorking.Load(); m > 1 {
+			t.Fatalf("%d works at once", m)
+		}
+		if n := len(cands["m1"].logs.matching("Sitting out")) + len(cands["m2"].logs.matching("Sitting out")) + len(cands["m3"].logs.matching("Sitting out")); n != 10 {
+			t.Fatalf("%d sit-out log lines for 10 yields, want 10", n)
+		}
+	})
+}

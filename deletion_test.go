@@ -1,0 +1,205 @@
+package leasehold
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"testing"
+	"testing/synctest"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+
+	"github.com/leasehold/leasehold/leaseholdtest"
+)
+
+// The deletion rule: a deleted Lease is gone. A candidate creates it only
+// after LeaseDuration counted from when it learned of the deletion (or,
+// if its watch showed the deleted version, from when it first saw that
+// version); the former holder, whose own write was deleted, creates it as
+// soon as its work has stopped. Every 404 is handled with backoff: no
+// path loops without time moving.
+
+// forbidWatch makes every watch fail with 403, so the candidates poll.
+func forbidWatch(h *harness) {
+	h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+		if r.Verb == "watch" {
+			return apierrors.NewForbidden(leasesGR, "", errors.New("no watch for you"))
+		}
+		return nil
+	})
+}
+
+// Issue 20, 1: the leader's Lease deleted, with Rejoin, in watch and in
+// polling mode, with 1 and 3 replicas. There is a leader again within
+// 2×LeaseDuration, requests stay near the steady rate (the bug: tens of
+// thousands of update+get with the clock standing still), and no two
+// works ever run at once.
+func TestDeletedLeaseLeaderAgainWithoutRequestLoop(t *testing.T) {
+	for _, polling := range []bool{false, true} {
+		for _, replicas := range []int{1, 3} {
+			t.Run(fmt.Sprintf("polling=%v/replicas=%d", polling, replicas), func(t *testing.T) {
+				synctest.Test(t, func(t *testing.T) {
+					h := newHarness(t)
+					if polling {
+						forbidWatch(h)
+					}
+					rejoin := func(c *Config) { c.Rejoin = true }
+					a := h.candidate("a", rejoin).start()
+					a.waitLeader()
+					for i := 1; i < replicas; i++ {
+						h.candidate(fmt.Sprintf("f%d", i), rejoin).start()
+					}
+					h.advance(5 * time.Second)
+					before := h.srv.Requests("", "")
+					deletedAt := h.clock.Now()
+					h.srv.Delete(testNS, testName)
+					// Without time moving, nothing may loop: settle, then
+					// count what the delete alone caused.
+					h.settle()
+					if n := h.srv.Requests("", "") - before; n > 4*replicas {
+						t.Fatalf("%d requests with the clock standing still after the delete; want at most %d (a request loop)", n, 4*replicas)
+					}
+					var ledAgain time.Duration
+					for h.clock.Since(deletedAt) < 30*time.Second {
+						h.advance(500 * time.Millisecond)
+						if ledAgain == 0 && h.holder() != "" && h.working.Load() == 1 {
+							ledAgain = h.clock.Since(deletedAt)
+						}
+					}
+					if ledAgain == 0 {
+						t.Fatalf("no leader within 2×LeaseDuration (30s) of the delete; lease=%v", h.lease())
+					}
+					// Steady rate: the leader renews every 2s, followers
+					// poll or watch. 30s at steady state is about 15
+					// requests per replica; allow double.
+					if n := h.srv.Requests("", "") - before; n > 30*replicas+10 {
+						t.Fatalf("%d requests in the 30s after the delete with %d replica(s); want near the steady rate (at most %d)", n, replicas, 30*replicas+10)
+					}
+					if m := h.maxWorking.Load(); m > 1 {
+						t.Fatalf("%d works ran at once", m)
+					}
+					t.Logf("leader again %v after the delete", ledAgain)
+				})
+			})
+		}
+	}
+}
+
+// Issue 20, 2: x held the Lease; b takes it over at expiry while c's own
+// takeover write is in flight. c's write conflicts and, when c re-reads,
+// the Lease has just been deleted. c never saw b's version: it must wait
+// out a claim counted from when it learned of the deletion, not create at
+// once while b's work still runs.
+func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		h.putLease("x", 15)
+		b := h.candidate("b").start()
+		c := h.candidate("c").start()
+		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+			switch {
+			case r.Client == "c" && r.Verb == "update" && b.count("started") == 0:
+				b.await("started", 1) // b's takeover lands first: c's write conflicts
+			case r.Client == "c" && r.Verb == "get" && h.holder() == "b":
+				h.srv.Delete(testNS, testName) // deleted just before c re-reads
+			}
+			return nil
+		})
+		h.advance(20 * time.Second)
+		if b.count("started") != 1 {
+			t.Fatalf("b did not take over at expiry: %v", b.history())
+		}
+		if m := h.maxWorking.Load(); m > 1 {
+			t.Fatalf("two works at once: c created the deleted Lease while b's work still ran (c: %v, b: %v)", c.history(), b.history())
+		}
+		// c does take over once b's possible claim has run out.
+		h.advance(20 * time.Second)
+		if c.count("started") != 1 {
+			t.Fatalf("c never created the deleted Lease: %v", c.history())
+		}
+		if m := h.maxWorking.Load(); m > 1 {
+			t.Fatalf("%d works at once", m)
+		}
+	})
+}
+
+// A watched deletion of the Lease's own last version, seen by a follower
+// that saw that version: its claim runs from when the follower first saw
+// it, as for an expiry (no extra wait), and a released Lease deleted is
+// free at once.
+func TestWatchedDeletionOfSeenVersionKeepsItsClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		h.putLease("x", 15)
+		b := h.candidate("b").start()
+		h.advance(10 * time.Second)
+		h.srv.Delete(testNS, testName)
+		h.advance(4 * time.Second)
+		if b.e.IsLeader() {
+			t.Fatal("b created the Lease before x's claim (seen 14s ago, 15s) ran out")
+		}
+		h.advance(3 * time.Second)
+		b.waitLeader()
+	})
+}
+
+// Issue 20, 3: a release the server refuses for good (422, 400, 403) ends
+// at once: Yield returns an error naming the refusal without waiting for
+// the renew deadline, Check reports it, and the yielder, with Rejoin,
+// does not take its own Lease back before the successor had its chance.
+func TestReleaseRefusedEndsAtOnce(t *testing.T) {
+	for _, refusal := range []error{
+		apierrors.NewInvalid(schema.GroupKind{Group: "coordination.k8s.io", Kind: "Lease"}, testName, nil),
+		apierrors.NewBadRequest("no"),
+		apierrors.NewForbidden(leasesGR, testName, errors.New("no update")),
+	} {
+		t.Run(fmt.Sprint(apierrors.ReasonForError(refusal)), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				rejoin := func(c *Config) { c.Rejoin = true }
+				a := h.candidate("a", rejoin).start()
+				a.waitLeader()
+				b := h.candidate("b", rejoin).start()
+				h.settle()
+				h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+					if r.Client == "a" && r.Verb == "update" && holderOf(r.Lease) == "" {
+						return refusal
+					}
+					return nil
+				})
+				done := make(chan error, 1)
+				go func() { done <- a.e.Yield(context.Background(), "b") }()
+				h.settle()
+				var err error
+				select {
+				case err = <-done:
+				default:
+					t.Fatal("Yield did not return at once on a refused release (the clock standing still)")
+				}
+				if err == nil || !errors.Is(err, ErrLeaseRefused) && !errors.Is(err, ErrForbidden) {
+					t.Fatalf("Yield = %v, want an error wrapping ErrLeaseRefused or ErrForbidden", err)
+				}
+				if n := h.srv.Requests("a", "update"); n > 4 {
+					t.Fatalf("%d updates by a: the refused release was retried", n)
+				}
+				if cerr := a.e.Check(0); cerr == nil {
+					t.Fatal("Check healthy after a release the server refused")
+				}
+				if l := a.logs.matching("refused"); len(l) != 1 {
+					t.Fatalf("%d log lines about the refusal, want exactly 1:\n%s", len(l), a.logs)
+				}
+				// The Lease still names a (the release never landed): b
+				// takes it after expiry, and a sits out meanwhile.
+				h.advance(20 * time.Second)
+				if a.count("started") != 1 {
+					t.Fatalf("a took its own Lease back after a refused yield: %v", a.history())
+				}
+				if !b.e.IsLeader() {
+					t.Fatalf("b did not take over after a's refused release expired; lease=%v", h.lease())
+				}
+			})
+		})
+	}
+}
