@@ -140,7 +140,7 @@ func TestYieldToNamedSuccessor(t *testing.T) {
 		if err := a.e.Yield(context.Background(), "c"); err != nil {
 			t.Fatalf("Yield = %v", err)
 		}
-		c.waitLeader() // the fake clock has not moved
+		c.waitLeader()   // the fake clock has not moved
 		a.following("c") // a yield keeps the process, without Rejoin too
 		// OnNewLeader runs on its own goroutine: only the work's callbacks are ordered.
 		if got := strings.Join(without(without(a.history(), "new:c"), "new:a"), ","); got != "started,returned,stopped" {
