@@ -71,6 +71,13 @@ func TestDeletedLeaseLeaderAgainWithoutRequestLoop(t *testing.T) {
 					if ledAgain == 0 {
 						t.Fatalf("no leader within 2×LeaseDuration (30s) of the delete; lease=%v", h.lease())
 					}
+					// The former holder's own write was deleted: once its
+					// work stopped it recreates the Lease at once (its
+					// renewal's 404 or the DELETE event, then Rejoin's
+					// RetryPeriod), instead of waiting out a lease duration.
+					if ledAgain > 5*time.Second || h.holder() != "a" {
+						t.Fatalf("leader again after %v (holder %q); want the former holder a back within 5s", ledAgain, h.holder())
+					}
 					// Steady rate: the leader renews every 2s, followers
 					// poll or watch. 30s at steady state is about 15
 					// requests per replica; allow double.

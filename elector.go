@@ -626,7 +626,9 @@ func (r *run) markGone(final *coordinationv1.Lease, ours bool) {
 	v := &r.view
 	switch {
 	case final != nil && v.lease != nil && recordOf(final) == recordOf(v.lease):
-		v.goneFinal = true
+		// The version in the view was deleted: if it is our own write,
+		// nobody held the Lease after it.
+		v.goneFinal, ours = true, ours || v.ours()
 	case final != nil:
 		v.lease, v.observedAt, v.goneFinal = final, now, true
 	default:

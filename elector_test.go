@@ -364,6 +364,11 @@ func TestRenewDeadlineFromSendTime(t *testing.T) {
 		if a.e.IsLeader() {
 			t.Fatal("IsLeader true at renewDeadline after the last successful send (deadline measured from the answer?)")
 		}
+		// The work is cancelled at the deadline too, even though a
+		// renewal hangs: its request timeout is capped at the deadline.
+		if (*a.workCtx.Load()).Err() == nil {
+			t.Fatal("work still running at renewDeadline while a renewal hangs (request timeout not capped at the deadline?)")
+		}
 		err := a.wait()
 		if !errors.Is(err, ErrLeaderLost) {
 			t.Fatalf("Run = %v, want ErrLeaderLost", err)

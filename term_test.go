@@ -281,3 +281,32 @@ func TestReleaseWritesEmptyHolder(t *testing.T) {
 
 	})
 }
+
+// A step-down whose work ignores its ctx ends Run with ErrStepDownTimeout
+// even with Rejoin (the process must exit, taking the work with it), and
+// Check reports the overdue work until it returns.
+func TestStepDownTimeoutEndsRunWithRejoinAndFailsCheck(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true })
+		a.hold = make(chan struct{})
+		a.start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+		yielded := make(chan error, 1)
+		go func() { yielded <- a.e.Yield(context.Background(), "b") }()
+		err := a.wait()
+		if yerr := <-yielded; !errors.Is(yerr, ErrStepDownTimeout) {
+			t.Fatalf("Yield = %v, want ErrStepDownTimeout", yerr)
+		}
+		if !errors.Is(err, ErrStepDownTimeout) {
+			t.Fatalf("Run = %v, want ErrStepDownTimeout even with Rejoin", err)
+		}
+		if cerr := a.e.Check(0); !errors.Is(cerr, ErrWorkOutlivedLease) {
+			t.Fatalf("Check = %v while the work still runs after the step-down timeout, want ErrWorkOutlivedLease", cerr)
+		}
+		close(a.hold)
+		eventually(t, "Check healthy once the work returned", func() bool { return a.e.Check(0) == nil })
+	})
+}

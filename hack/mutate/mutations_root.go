@@ -245,4 +245,106 @@ var mutations = []mutation{
 		Tests:    []string{"TestPlainFakeYieldWritesSpecPreferredHolder"},
 		Contract: true,
 	},
+	// Issue 21: the root mutations that survived an outside review.
+	{
+		Name:     "renew-timeout-not-capped",
+		Point:    "the work is cancelled at the renew deadline even while a renewal hangs: its request timeout is capped at the deadline",
+		File:     "elector.go",
+		Original: `timeout := min(e.t.requestTimeout(), lastSent.Add(e.t.renewDeadline).Sub(now))`,
+		Mutated:  `timeout := e.t.requestTimeout()`,
+		Tests:    []string{"TestRenewDeadlineFromSendTime"},
+		Contract: true,
+	},
+	{
+		Name:     "rejoin-survives-step-down-timeout",
+		Point:    "Run returns ErrStepDownTimeout, even with Rejoin, when the work did not return within StepDownTimeout",
+		File:     "elector.go",
+		Original: `errors.Is(err, ErrIdentityConflict) || errors.Is(err, ErrStepDownTimeout) {`,
+		Mutated:  `errors.Is(err, ErrIdentityConflict) {`,
+		Tests:    []string{"TestStepDownTimeoutEndsRunWithRejoinAndFailsCheck"},
+		Contract: true,
+	},
+	{
+		Name:  "give-up-not-recording-overdue-work",
+		Point: "Check fails while a work outlives StepDownTimeout",
+		File:  "term.go",
+		Original: `	e.setLeading(false, time.Time{}, nil)
+	r.overdueWork = e.workOutlived(t.work)`,
+		Mutated: `	e.setLeading(false, time.Time{}, nil)
+	_ = r`,
+		Tests:    []string{"TestStepDownTimeoutEndsRunWithRejoinAndFailsCheck"},
+		Contract: true,
+	},
+	// Issue 20: the deletion rule, refused releases, and yields.
+	{
+		Name:     "deletion-timed-from-first-sight",
+		Point:    "after a deletion whose last state is unknown, the claim runs from when the deletion was learned, not from when the last version was seen",
+		File:     "elector.go",
+		Original: `		v.observedAt, v.goneFinal = now, false`,
+		Mutated:  `		v.goneFinal = false`,
+		Tests:    []string{"TestDeletedAfterLostRaceWaitsOutUnseenHolder"},
+		Contract: true,
+	},
+	{
+		Name:  "deleted-unseen-holder-not-waited",
+		Point: "a deleted Lease whose last state is unknown is created only after a whole lease duration",
+		File:  "decide.go",
+		Original: `		if !v.goneFinal {
+			claim = max(claim, fallback)
+		}`,
+		Mutated:  ``,
+		Tests:    []string{"TestDecideCampaign"},
+		Contract: true,
+	},
+	{
+		Name:  "former-holder-waits-after-delete",
+		Point: "the former holder, whose own write was deleted, recreates the Lease as soon as its work stopped",
+		File:  "elector.go",
+		Original: `			r.markGone(nil, true)
+			return now, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)`,
+		Mutated: `			r.markGone(nil, false)
+			return now, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)`,
+		Tests:    []string{"TestDeletedLeaseLeaderAgainWithoutRequestLoop"},
+		Contract: true,
+	},
+	{
+		Name:     "refused-release-retried",
+		Point:    "a release refused for good ends at once: Yield returns the refusal, Check reports it",
+		File:     "elector.go",
+		Original: `		case refusal(err, false):`,
+		Mutated:  `		case false:`,
+		Tests:    []string{"TestReleaseRefusedEndsAtOnce"},
+		Contract: true,
+	},
+	{
+		Name:  "refused-yield-retakes-own-lease",
+		Point: "a yielder whose release was refused sits out until the successor had its chance",
+		File:  "term.go",
+		Original: `		case r.view.ours():
+			// The release failed`,
+		Mutated: `		case false:
+			// The release failed`,
+		Tests:    []string{"TestReleaseRefusedEndsAtOnce"},
+		Contract: true,
+	},
+	{
+		Name:  "yield-ends-run",
+		Point: "a yield keeps the process: Run follows again whatever Rejoin says",
+		File:  "elector.go",
+		Original: `		if errors.Is(err, errYielded) {
+			// A yield moves leadership`,
+		Mutated: `		if errors.Is(err, errYielded) && e.cfg.Rejoin {
+			// A yield moves leadership`,
+		Tests:    []string{"TestYieldToNamedSuccessor", "TestBackToBackYieldsKeepAFleetLed"},
+		Contract: true,
+	},
+	{
+		Name:     "sit-out-whole-lease-duration",
+		Point:    "a yielder sits out only until another candidate writes the Lease",
+		File:     "elector.go",
+		Original: `return now.Before(r.sitOutUntil) && !r.view.gone && versionOf(r.view.lease) == r.sitOutVersion`,
+		Mutated:  `return now.Before(r.sitOutUntil)`,
+		Tests:    []string{"TestBackToBackYieldsKeepAFleetLed"},
+		Contract: true,
+	},
 }
