@@ -845,9 +845,16 @@ func (w *world) yield(c *inc, to string, quiet bool) {
 	var answered atomic.Bool
 	w.hist.add(entry{kind: evRun, who: c.client, what: fmt.Sprintf("Yield(%q) called", to)})
 	w.push(called.Add(w.t.YieldBound()), func() {
-		w.check()
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		w.res.Checks++
 		if !answered.Load() {
-			w.violate(VYield, c.client, fmt.Sprintf("Yield(%q) called at %s not answered within %v", to, fmtDur(called.Sub(w.start)), w.t.YieldBound()))
+			sig, why := VYield, ""
+			if c.cancelled && !c.cancelledAt.Before(called) {
+				sig = VYield + "[Run cancelled during the yield]"
+				why = fmt.Sprintf("; Run's ctx was cancelled at %s, during the yield", fmtDur(c.cancelledAt.Sub(w.start)))
+			}
+			w.violateSigLocked(VYield, sig, c.client, fmt.Sprintf("Yield(%q) called at %s not answered within %v%s", to, fmtDur(called.Sub(w.start)), w.t.YieldBound(), why))
 		}
 	})
 	go func() {
