@@ -239,6 +239,8 @@ type candidateOpts struct {
 	// cancelled, like a controller finishing its current item. Default:
 	// it returns at once.
 	windDown time.Duration
+	// rejoin sets Config.Rejoin.
+	rejoin bool
 }
 
 // startCandidate starts an elector whose work registers with o.tr and runs
@@ -268,6 +270,7 @@ func startCandidate(t *testing.T, o candidateOpts) *candidate {
 		RenewDeadline:   o.t.D,
 		RetryPeriod:     o.t.P,
 		ReleaseOnCancel: o.release,
+		Rejoin:          o.rejoin,
 		Callbacks: leasehold.Callbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				c.mu.Lock()
