@@ -71,7 +71,10 @@
 // manager's context was cancelled), the manager stops, and the process
 // should exit and be restarted, as with controller-runtime's own leader
 // election. Config.Rejoin is therefore refused, and a term handed over by
-// Elector.Yield ends Start with ErrTermEnded.
+// Elector.Yield ends Start with ErrTermEnded: the elector itself follows
+// again after a yield, so the Gate ends its Run once the term is over
+// (after OnStoppedLeading), whether another replica takes the Lease or
+// not.
 //
 // Controllers' EnableWarmup is not supported: their sources start when the
 // term starts.

@@ -46,10 +46,11 @@ type Gate struct {
 	elected chan struct{}
 
 	mu      sync.Mutex
-	pending []manager.Runnable // added before the term started
-	term    *term              // non-nil while the term's runnables may start
-	closed  bool               // no runnable can start any more
-	workErr error              // what the term's runnables failed with
+	pending []manager.Runnable      // added before the term started
+	term    *term                   // non-nil while the term's runnables may start
+	closed  bool                    // no runnable can start any more
+	workErr error                   // what the term's runnables failed with
+	endRun  context.CancelCauseFunc // ends the elector's Run; set by Start
 }
 
 // New builds a Gate for mgr from cfg and adds the Gate to mgr, so that
@@ -58,9 +59,11 @@ type Gate struct {
 // the manager as it starts (see the package documentation).
 //
 // The Gate owns cfg.Callbacks.OnStartedLeading, which must be nil;
-// OnStoppedLeading and OnNewLeader are called as usual. cfg.Rejoin must be
-// false (see the package documentation). Any other problem with cfg is
-// reported as leasehold.New reports it.
+// OnStoppedLeading and OnNewLeader are called as usual (OnStoppedLeading
+// once the term's runnables returned and the Lease was released, and the
+// Gate is closed by then). cfg.Rejoin must be false (see the package
+// documentation). Any other problem with cfg is reported as leasehold.New
+// reports it.
 func New(mgr manager.Manager, cfg leasehold.Config) (*Gate, error) {
 	if mgr == nil {
 		return nil, errors.New("leasehold/controllerruntime: the manager is nil")
@@ -89,6 +92,17 @@ func newGate(reg Registrar, mgr manager.Manager, cfg leasehold.Config) (*Gate, e
 	}
 	g := &Gate{mgr: mgr, elected: make(chan struct{})}
 	cfg.Callbacks.OnStartedLeading = g.lead
+	userStopped := cfg.Callbacks.OnStoppedLeading
+	cfg.Callbacks.OnStoppedLeading = func() {
+		// The only term has ended (runnables returned, Lease released if
+		// it was to be): the elector must not campaign again, as it would
+		// after a Yield. Deferred, so that it holds if the user's
+		// callback panics.
+		defer g.stopRun()
+		if userStopped != nil {
+			userStopped()
+		}
+	}
 	e, err := leasehold.New(cfg)
 	if err != nil {
 		return nil, err
@@ -186,18 +200,36 @@ func (g *Gate) Start(ctx context.Context) error {
 			return err
 		}
 	}
-	err := g.elector.Run(ctx)
+	// Run follows again after a yielded term; the Gate leads once, so it
+	// ends Run when its term ends (stopRun, from OnStoppedLeading). A term
+	// that ended another way ends Run with its own error.
+	runCtx, endRun := context.WithCancelCause(ctx)
+	defer endRun(nil)
+	g.mu.Lock()
+	g.endRun = endRun
+	g.mu.Unlock()
+	err := g.elector.Run(runCtx)
 	g.mu.Lock()
 	g.closed = true
 	g.pending = nil
+	g.endRun = nil
 	workErr := g.workErr
 	g.mu.Unlock()
 	if err == nil && ctx.Err() == nil {
-		// Run returns nil with ctx live only after a Yield. The manager
-		// would go on without this Gate, which cannot lead again.
+		// Run returns nil with ctx live only after a yielded term. The
+		// manager would go on without this Gate, which cannot lead again.
 		err = fmt.Errorf("%w: leadership was yielded to another replica", ErrTermEnded)
 	}
 	return errors.Join(workErr, err)
+}
+
+// stopRun ends the elector's Run, once the Gate's term has ended.
+func (g *Gate) stopRun() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	if g.endRun != nil {
+		g.endRun(ErrTermEnded)
+	}
 }
 
 // logger is ctx's logger or, if ctx has none (the manager starts its

@@ -733,38 +733,67 @@ func TestWithARealManager(t *testing.T) {
 
 // A Yield hands the Lease over while the manager runs: the Gate cannot
 // lead again, so Start fails (stopping the manager, so that the process is
-// restarted) instead of returning nil and leaving a replica that never
-// campaigns.
+// restarted) instead of following on as a replica that can never lead,
+// whether another replica takes the Lease over or none does. The user's
+// OnStoppedLeading is still called.
 func TestYieldEndsStartWithErrTermEnded(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-		srv := leaseholdtest.NewServer()
-		g, err := NewWithRegistrar(&registrar{}, testConfig(srv, "a"))
-		if err != nil {
-			t.Fatal(err)
-		}
-		p := newProbe(srv)
-		p.quick = true
-		if err := g.Add(p); err != nil {
-			t.Fatal(err)
-		}
-		ctx, cancel := context.WithCancel(context.Background())
-		defer cancel()
-		done := startGate(ctx, g)
-		waitFor(t, p.started, "the runnable")
-		if err := g.Elector().Yield(ctx, ""); err != nil {
-			t.Fatalf("Yield = %v", err)
-		}
-		err = result(t, done)
-		if !errors.Is(err, ErrTermEnded) {
-			t.Fatalf("Start after a Yield = %v, want ErrTermEnded", err)
-		}
-		if !isClosed(p.stopped) {
-			t.Error("the runnable still runs after Start returned")
-		}
-		if h := holder(srv); h != "" {
-			t.Errorf("holder after the Yield = %q, want released", h)
-		}
-	})
+	for _, successor := range []bool{false, true} {
+		t.Run(fmt.Sprintf("successor=%v", successor), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				srv := leaseholdtest.NewServer()
+				cfg := testConfig(srv, "a")
+				stopped := make(chan struct{})
+				cfg.Callbacks.OnStoppedLeading = func() { close(stopped) }
+				g, err := NewWithRegistrar(&registrar{}, cfg)
+				if err != nil {
+					t.Fatal(err)
+				}
+				p := newProbe(srv)
+				p.quick = true
+				if err := g.Add(p); err != nil {
+					t.Fatal(err)
+				}
+				ctx, cancel := context.WithCancel(context.Background())
+				defer cancel()
+				done := startGate(ctx, g)
+				waitFor(t, p.started, "the runnable")
+				var doneB <-chan error
+				var gb *Gate
+				if successor {
+					if gb, err = NewWithRegistrar(&registrar{}, testConfig(srv, "b")); err != nil {
+						t.Fatal(err)
+					}
+					doneB = startGate(ctx, gb)
+					settle()
+				}
+				if err := g.Elector().Yield(ctx, ""); err != nil {
+					t.Fatalf("Yield = %v", err)
+				}
+				err = result(t, done)
+				if !errors.Is(err, ErrTermEnded) {
+					t.Fatalf("Start after a Yield = %v, want ErrTermEnded", err)
+				}
+				if !isClosed(p.stopped) {
+					t.Error("the runnable still runs after Start returned")
+				}
+				if !isClosed(stopped) {
+					t.Error("the user's OnStoppedLeading was not called")
+				}
+				if successor {
+					waitFor(t, gb.Elected(), "b to lead after a's yield")
+					if h := holder(srv); h != "b" {
+						t.Errorf("holder after the yield = %q, want b", h)
+					}
+					cancel()
+					if err := result(t, doneB); err != nil {
+						t.Errorf("b: Start = %v", err)
+					}
+				} else if h := holder(srv); h != "" {
+					t.Errorf("holder after the Yield = %q, want released", h)
+				}
+			})
+		})
+	}
 }
 
 // The Gate is closed when its term ends, whichever way it ends: an Add
