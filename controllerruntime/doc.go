@@ -116,7 +116,9 @@
 // shard.FieldUID is refused: a request names an object, not a UID, and an
 // object re-created under the same name gets a new UID, hence another
 // shard; two replicas whose caches held different UIDs for the name would
-// reconcile it at once.
+// reconcile it at once. Switching a running group from one field to
+// another moves objects between shards: use a new shard.Config.Group for
+// the new field, or stop the old replicas first.
 //
 // When a shard starts here its objects are listed through the manager's
 // client. A list that fails transiently (the server unavailable or

@@ -4,6 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"hash/fnv"
+	"math/bits"
 	"slices"
 	"sync"
 	"time"
@@ -38,17 +40,21 @@ const (
 	listRetryMax = 30 * time.Second
 )
 
-// FieldNamespacedName shards a Sharder's objects by namespace and name: by
-// the 64-bit FNV-1a hash of the request's NamespacedName
-// ("namespace/name", "/name" for a cluster-scoped object), split into the
-// group's shards as shard.FieldUID's hash of a UID is. The spread is as
-// even as by UID, and the shard of a request is known from the request
-// alone: every replica computes the same one, whatever its cache holds. So
-// an object deleted and re-created under the same name stays in its shard,
-// and one NamespacedName is never reconciled by two replicas at once.
+// FieldNamespacedName shards a Sharder's objects by namespace and name:
+// shard = nameShard("namespace/name", K) ("/name" for a cluster-scoped
+// object), a 64-bit FNV-1a hash of the key, mixed by MurmurHash3's
+// finalizer so that names alike (pod-0, pod-1, ...) spread as evenly as
+// random UIDs, and mapped onto the K shards in equal ranges. The function
+// is fixed: every replica, of any release, computes the same shard. The
+// shard of a request is known from the request alone, whatever the
+// replica's cache holds: an object deleted and re-created under the same
+// name stays in its shard, and one NamespacedName is never reconciled by
+// two replicas at once.
 //
 // It is a Sharder's key, not a field the shard package or KEP-5866 knows:
-// pass it to NewSharder only.
+// pass it to NewSharder only. Changing the field of a running group moves
+// every object to another shard: switch to a new shard.Config.Group, or
+// stop every replica of the old field before starting the new ones.
 const FieldNamespacedName = "namespace/name"
 
 // Sharder confines one controller to the shards of a shard group that
@@ -91,7 +97,8 @@ type Sharder struct {
 // before mgr.Start; mgr runs with LeaderElection: false, on every replica.
 //
 // field is FieldNamespacedName (an even spread) or shard.FieldNamespace
-// (each namespace in one shard). shard.FieldUID is refused: a reconcile
+// (each namespace in one shard, by KEP-5866's hash of the namespace, as
+// shard.Of computes it). shard.FieldUID is refused: a reconcile
 // request names an object, not a UID, and an object deleted and
 // re-created under the same name gets a new UID, so two replicas whose
 // caches hold different UIDs for that name would both reconcile it at
@@ -278,8 +285,25 @@ func (s *Sharder) shardOf(key types.NamespacedName) (int, error) {
 	if s.field == shard.FieldNamespace {
 		return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace}}, shard.FieldNamespace, s.shards)
 	}
-	// FieldNamespacedName: key hashed exactly as KEP-5866 hashes a UID.
-	return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(key.String())}}, shard.FieldUID, s.shards)
+	return nameShard(key.String(), s.shards), nil
+}
+
+// nameShard is FieldNamespacedName's shard of key among shards (> 0): the
+// 64-bit FNV-1a hash of key, through MurmurHash3's fmix64 (FNV-1a alone
+// barely moves its high bits for keys that differ in their last bytes, so
+// that names alike would crowd into one or two shards), scaled onto
+// [0, shards). Do not change it: replicas must agree on it across releases.
+func nameShard(key string, shards int) int {
+	h := fnv.New64a()
+	_, _ = h.Write([]byte(key))
+	x := h.Sum64()
+	x ^= x >> 33
+	x *= 0xff51afd7ed558ccd
+	x ^= x >> 33
+	x *= 0xc4ceb9fe1a85ec53
+	x ^= x >> 33
+	hi, _ := bits.Mul64(x, uint64(shards))
+	return int(hi)
 }
 
 // runningLocked reports whether shard i runs here and has not been

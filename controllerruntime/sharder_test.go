@@ -53,20 +53,9 @@ func configMaps(t *testing.T, n int) ([]client.Object, map[string]int) {
 	for i := range objs {
 		uid := fmt.Sprintf("%08x-%04x-%04x-%04x-%012x", rnd.Uint32(), rnd.Uint32()>>16, rnd.Uint32()>>16, rnd.Uint32()>>16, rnd.Uint64()>>16)
 		cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: shNS, Name: fmt.Sprintf("cm-%02d", i), UID: types.UID(uid)}}
-		objs[i], shardOf[cm.Name] = cm, nameShard(t, client.ObjectKeyFromObject(cm))
+		objs[i], shardOf[cm.Name] = cm, nameShard(client.ObjectKeyFromObject(cm).String(), shShards)
 	}
 	return objs, shardOf
-}
-
-// nameShard is FieldNamespacedName's rule as documented: the shard of
-// "namespace/name" hashed as KEP-5866 hashes a UID.
-func nameShard(t *testing.T, key types.NamespacedName) int {
-	t.Helper()
-	i, err := shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{UID: types.UID(key.Namespace + "/" + key.Name)}}, shard.FieldUID, shShards)
-	if err != nil {
-		t.Fatal(err)
-	}
-	return i
 }
 
 // newClock returns the fake clock that times a test's members. Call it
@@ -828,4 +817,53 @@ func (n *nameSwitch) Get(ctx context.Context, key client.ObjectKey, obj client.O
 
 func (n *nameSwitch) List(ctx context.Context, list client.ObjectList, opts ...client.ListOption) error {
 	return n.reader().List(ctx, list, opts...)
+}
+
+// Names alike, as controllers see them (pod-0, pod-1, ...; cm-00, cm-01,
+// ...), spread evenly over the shards by FieldNamespacedName: each of K
+// shards gets its share of them, within a fifth of it, for several K.
+// (KEP-5866's FNV-1a range split, which shard.Of applies to UIDs, put 40
+// such names in 2 shards of 8.)
+func TestNameShardSpreadsNamesAlike(t *testing.T) {
+	for _, pattern := range []string{"work/cm-%02d", "default/pod-%d", "team-a/my-app-%d", "/node-%d"} {
+		for _, k := range []int{2, 3, 8, 16} {
+			const n = 4000
+			counts := make([]int, k)
+			for i := range n {
+				j := nameShard(fmt.Sprintf(pattern, i), k)
+				if j < 0 || j >= k {
+					t.Fatalf("nameShard(%q, %d) = %d", fmt.Sprintf(pattern, i), k, j)
+				}
+				counts[j]++
+			}
+			share := n / k
+			for j, c := range counts {
+				if c < share*4/5 || c > share*6/5 {
+					t.Errorf("%s over %d shards: %v; shard %d has %d, want %d within a fifth", pattern, k, counts, j, c, share)
+					break
+				}
+			}
+		}
+	}
+}
+
+// nameShard is fixed: replicas of different releases must agree on every
+// name's shard, or a rolling update would let two of them reconcile one
+// name at once. These values pin it; they were computed independently of
+// the Go code (FNV-1a 64, MurmurHash3 fmix64, then the high 64 bits of
+// hash*K).
+func TestNameShardIsStable(t *testing.T) {
+	for key, want := range map[string][3]int{
+		"work/cm-00":          {10, 1, 626},
+		"default/pod-0":       {15, 2, 973},
+		"/node-1":             {11, 2, 700},
+		"kube-system/coredns": {14, 2, 905},
+		"a/b":                 {15, 2, 947},
+	} {
+		for i, k := range []int{16, 3, 1000} {
+			if got := nameShard(key, k); got != want[i] {
+				t.Errorf("nameShard(%q, %d) = %d, want %d", key, k, got, want[i])
+			}
+		}
+	}
 }
