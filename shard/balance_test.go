@@ -115,3 +115,30 @@ func TestBalanceWithNobodyLiveKeepsTargets(t *testing.T) {
 		t.Errorf("balance(no live) = %v, want %v unchanged", got, cur)
 	}
 }
+
+// Settled targets stay put: any targets over the live members whose
+// counts differ by at most one are a fixed point, whoever holds the extra
+// shards, so the proposer moves nothing when nothing changed.
+func TestBalancedTargetsStayPut(t *testing.T) {
+	rng := rand.New(rand.NewPCG(5, 6))
+	for round := 0; round < 2000; round++ {
+		k := 1 + rng.IntN(70)
+		n := 1 + rng.IntN(12)
+		live := ids(n)
+		// Deal k/n to each, and one more to k mod n random members.
+		var deck []string
+		for j, x := range rng.Perm(n) {
+			c := k / n
+			if j < k%n {
+				c++
+			}
+			for range c {
+				deck = append(deck, live[x])
+			}
+		}
+		rng.Shuffle(len(deck), func(i, j int) { deck[i], deck[j] = deck[j], deck[i] })
+		if m := moved(deck, balance(deck, live)); m != 0 {
+			t.Fatalf("k=%d n=%d: balanced targets %v: %d moved", k, n, deck, m)
+		}
+	}
+}

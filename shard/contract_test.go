@@ -3,8 +3,10 @@ package shard
 import (
 	"context"
 	"errors"
+	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"testing"
 	"time"
 
@@ -29,7 +31,27 @@ func TestTargetWaitsForTheOwnersAcknowledgement(t *testing.T) {
 		for s := 0; s < 8; s++ {
 			release[s] = a.holdShard(s)
 		}
-		b := h.member("b").start()
+		// While b's claim of a shard is in flight, b does not run it: it
+		// starts only once that write succeeded.
+		b := h.member("b")
+		var early []string
+		var mu sync.Mutex
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client != "b" || r.Verb != "update" || r.Name != testGroup {
+				return nil
+			}
+			next, _ := decodeLease(r.Lease)
+			cur, _ := decodeLease(h.srv.Lease(testNS, testGroup))
+			for i := 0; next != nil && cur != nil && i < 8; i++ {
+				if next.owner[i] == "b" && cur.owner[i] != "b" && slices.Contains(b.owned(), i) {
+					mu.Lock()
+					early = append(early, fmt.Sprintf("shard %d", i))
+					mu.Unlock()
+				}
+			}
+			return nil
+		})
+		b.start()
 		h.settle()
 		// a was told to give 4 shards up; their work has not returned.
 		st, _ := ReadStatus(h.srv.Lease(testNS, testGroup))
@@ -51,6 +73,11 @@ func TestTargetWaitsForTheOwnersAcknowledgement(t *testing.T) {
 		if !balanced(8, a, b) {
 			t.Errorf("not balanced: a %v b %v", a.owned(), b.owned())
 		}
+		mu.Lock()
+		if len(early) > 0 {
+			t.Errorf("b ran shards before its claim of them was written: %v", early)
+		}
+		mu.Unlock()
 		h.works.check(t)
 	})
 }
@@ -252,12 +279,9 @@ func TestWorkThatEndsOnItsOwnIsRestartedAfterRetryPeriod(t *testing.T) {
 		if got := a.logs.matching("panicked"); len(got) == 0 {
 			t.Error("panic not logged")
 		}
-		a.mu.Lock()
-		a.returnEarly[2] = false
-		a.mu.Unlock()
 		h.advance(1500 * time.Millisecond)
-		if slices.Contains(a.owned(), 1) {
-			t.Fatal("restarted before RetryPeriod")
+		if slices.Contains(a.owned(), 1) || slices.Contains(a.owned(), 2) {
+			t.Fatalf("restarted before RetryPeriod: %v", a.owned())
 		}
 		h.advance(time.Second)
 		if !slices.Contains(a.owned(), 1) || !slices.Contains(a.owned(), 2) {
@@ -572,6 +596,45 @@ func TestStaleViewAfterALapseResumesNothing(t *testing.T) {
 			}
 		}
 		h.works.mu.Unlock()
+		h.works.check(t)
+	})
+}
+
+// Where the server refuses to watch the group, a member lists it every
+// RetryPeriod instead, and does not ask to watch it again.
+func TestRefusedWatchFallsBackToPollingEveryRetryPeriod(t *testing.T) {
+	inBubble(t, func(t *testing.T, h *harness) {
+		watchUnavailable(h)
+		var mu sync.Mutex
+		groupWatches := 0
+		a := h.member("a", func(c *Config) {
+			c.Client = groupWatchWrapper{LeasesGetter: c.Client, attempt: func() {
+				mu.Lock()
+				defer mu.Unlock()
+				groupWatches++
+			}}
+		}).start()
+		h.until(5*time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		lists := h.srv.Requests("a", "list")
+		h.advance(time.Minute)
+		if n := h.srv.Requests("a", "list") - lists; n < 28 || n > 31 {
+			t.Errorf("%d lists in a minute, want 30 (one per RetryPeriod)", n)
+		}
+		mu.Lock()
+		if groupWatches != 1 {
+			t.Errorf("%d attempts to watch the group, want 1: a refused watch is not asked again", groupWatches)
+		}
+		mu.Unlock()
+		if n := len(a.logs.matching("listing them every retry period instead")); n != 1 {
+			t.Errorf("%d log lines about the fallback, want 1", n)
+		}
+		// Each member sees a change within RetryPeriod: a join (b writes
+		// its share, a acknowledges it, b claims it) settles within two.
+		b := h.member("b").start()
+		took := h.until(10*time.Second, "balanced", func() bool { return balanced(8, a, b) })
+		if took > 4*time.Second+h.step {
+			t.Errorf("b's join settled %v later, want within 2 RetryPeriods", took)
+		}
 		h.works.check(t)
 	})
 }

@@ -260,26 +260,34 @@ func TestGroupWatchThatEndsAtOnceIsReopenedWithBackoff(t *testing.T) {
 	})
 }
 
-// groupWatchWrapper passes every group watch (the one with a label
-// selector) through wrap.
+// groupWatchWrapper tells attempt of every request to watch the group
+// (the watch with a label selector), and passes every such watch opened
+// through wrap. Both are optional.
 type groupWatchWrapper struct {
 	coordinationv1client.LeasesGetter
-	wrap func(watch.Interface) watch.Interface
+	attempt func()
+	wrap    func(watch.Interface) watch.Interface
 }
 
 func (g groupWatchWrapper) Leases(namespace string) coordinationv1client.LeaseInterface {
-	return groupWatchLeases{LeaseInterface: g.LeasesGetter.Leases(namespace), wrap: g.wrap}
+	return groupWatchLeases{LeaseInterface: g.LeasesGetter.Leases(namespace), g: g}
 }
 
 type groupWatchLeases struct {
 	coordinationv1client.LeaseInterface
-	wrap func(watch.Interface) watch.Interface
+	g groupWatchWrapper
 }
 
-func (g groupWatchLeases) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
-	w, err := g.LeaseInterface.Watch(ctx, opts)
-	if err != nil || opts.LabelSelector == "" {
+func (l groupWatchLeases) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Interface, error) {
+	if opts.LabelSelector == "" {
+		return l.LeaseInterface.Watch(ctx, opts)
+	}
+	if l.g.attempt != nil {
+		l.g.attempt()
+	}
+	w, err := l.LeaseInterface.Watch(ctx, opts)
+	if err != nil || l.g.wrap == nil {
 		return w, err
 	}
-	return g.wrap(w), nil
+	return l.g.wrap(w), nil
 }

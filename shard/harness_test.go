@@ -2,6 +2,7 @@ package shard
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -50,8 +51,41 @@ type harness struct {
 func inBubble(t *testing.T, f func(t *testing.T, h *harness)) {
 	t.Helper()
 	synctest.Test(t, func(t *testing.T) {
-		f(t, &harness{t: t, clock: clock.RealClock{}, srv: leaseholdtest.NewServer(), step: 100 * time.Millisecond, works: newTracker()})
+		h := &harness{t: t, clock: clock.RealClock{}, srv: leaseholdtest.NewServer(), step: 100 * time.Millisecond, works: newTracker()}
+		h.srv.AddHook(h.busyLoopGuard())
+		f(t, h)
 	})
+}
+
+// busyLoopRequests is more requests than any member makes at one instant
+// of virtual time, unless it loops without waiting.
+const busyLoopRequests = 2000
+
+// busyLoopGuard is a server hook that fails the test when the members
+// send more than busyLoopRequests requests at one instant of virtual time:
+// a loop that never waits would otherwise hang the test (virtual time
+// never moves). Once it fired, it fails such requests, so that the loop's
+// backoff lets time move and the test ends.
+func (h *harness) busyLoopGuard() leaseholdtest.Hook {
+	var mu sync.Mutex
+	var at time.Time
+	n, reported := 0, false
+	return func(ctx context.Context, r leaseholdtest.Request) error {
+		mu.Lock()
+		defer mu.Unlock()
+		if now := h.now(); !now.Equal(at) {
+			at, n = now, 0
+		}
+		n++
+		if n <= busyLoopRequests {
+			return nil
+		}
+		if !reported {
+			reported = true
+			h.t.Errorf("busy loop: more than %d requests at one instant (%s of %s by %s the last)", busyLoopRequests, r.Verb, r.Name, r.Client)
+		}
+		return errors.New("test: busy loop")
+	}
 }
 
 func (h *harness) now() time.Time { return h.clock.Now() }
@@ -221,7 +255,7 @@ type tmember struct {
 	hold map[int]chan struct{}
 	// ctxs are the contexts of the shard runs in progress.
 	ctxs map[int]context.Context
-	// returnEarly makes a shard's work return at once.
+	// returnEarly makes a shard's next run return at once.
 	returnEarly map[int]bool
 	// holdStop keeps OnShardStopped of a shard from returning until the
 	// channel is closed.
@@ -256,6 +290,7 @@ func (tm *tmember) work(ctx context.Context, shard int) {
 	tm.mu.Lock()
 	tm.ctxs[shard] = ctx
 	early := tm.returnEarly[shard]
+	delete(tm.returnEarly, shard)
 	tm.mu.Unlock()
 	defer tm.h.works.returned(tm.id, shard)
 	if early {
