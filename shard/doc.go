@@ -34,8 +34,9 @@
 //     per tick.
 //
 // Each member follows all of them through one watch with the label
-// selector LabelGroup=G. Beyond its own renewals it makes requests only
-// when the assignment must change.
+// selector LabelGroup=G (where the server refuses that watch, by listing
+// them every RetryPeriod instead). Beyond its own renewals (and those
+// lists) it makes requests only when the assignment must change.
 //
 // # The handoff
 //
@@ -124,6 +125,55 @@
 // them, such a claim carries an epoch later than the fenced version and
 // is not taken.
 //
+// A member Lease's absence is timed from when the claimant first saw it
+// absent: the watch's event, or, after the watch was down, the first list
+// that shows it absent. An absence seen before counts from then only if
+// the assignment holds no claim of that member newer than it; otherwise
+// the member came back and went again unseen, and its new absence counts
+// from that list.
+//
+// # When the assignment Lease is deleted
+//
+// A deleted assignment Lease is gone, and with it the record of who owns
+// what; nothing is resurrected from it. A member learns of the deletion
+// from its watch, from a list without the Lease, from an update that
+// finds it gone (404), or from a Lease of that name with another UID. It
+// stops every shard at once and stays in the group (Run goes on). The
+// other owners learn of it too, and stop theirs; their work has had
+// LeaseDuration to return once that long has passed since this member
+// learned of it. Until then this member creates no assignment, starts no
+// shard, and hands on none it owns, with one exception: a former owner,
+// for the shards it owned in the deleted assignment under its current
+// term's epoch, once their work has returned here (nobody else can run
+// them). It may create the assignment at once to restart those, recording
+// itself as owner of every other shard, which it hands on (acknowledges)
+// only when its wait is over, so that nobody starts them sooner. A member
+// that sees no other member Lease held, or gone for less than its
+// duration, waits for nothing: nobody else can run a shard. A member that
+// finds no assignment Lease when it starts, while other members' Leases
+// are held, cannot tell a new group from a deleted assignment: it waits
+// LeaseDuration before creating one (unless another member creates it
+// first).
+//
+// This relies on every owner learning of the deletion promptly: an owner
+// whose watch is down when the Lease is deleted learns of it when it
+// lists the group again, and should that take longer than LeaseDuration
+// minus the time its work takes to return, its shards could still run
+// when others start them. Do not delete the assignment Lease of a running
+// group unless its members' watches are healthy.
+//
+// # API errors
+//
+// Every request is bounded by a timeout (RenewDeadline/2). Transient
+// failures (no answer, timeouts, 5xx, 429) are retried with capped
+// exponential backoff and logged once per streak (then once a minute, and
+// on recovery). A 404 is news, never retried as such: the Lease is gone.
+// A permanent refusal (RBAC's 403, an invalid request, a create in a
+// missing namespace) ends Run with ErrRefused, which names the request and
+// wraps the server's error. A lost race whose re-read brings nothing newer
+// is retried after a backoff; a watch that ends as soon as it opened is
+// reopened after one.
+//
 // Clock assumptions are the election's: rates may differ while the ratio
 // of the fastest to the slowest stays below LeaseDuration / (RenewDeadline
 // + RetryPeriod); absolute offsets do not matter. The pause caveat too: a
@@ -165,7 +215,8 @@
 //
 // Steady state: each member renews its own Lease every RetryPeriod (30
 // requests a minute at 2s), and keeps two watches open (its Lease's, the
-// group's), whatever K. Every assignment change costs a few writes for
+// group's), whatever K; without 'watch', one list of the group per
+// RetryPeriod replaces the group's watch. Every assignment change costs a few writes for
 // the whole change, plus one GET after a lost race.
 //
 // # Server-side filtering
@@ -182,5 +233,7 @@
 //
 // On coordination.k8s.io leases in the namespace: get, list, watch,
 // create, update, and delete (to remove a member's released Lease when it
-// leaves; without it the Lease stays, unused).
+// leaves; without it the Lease stays, unused). Without watch, members list
+// the group every RetryPeriod instead: slower handoffs, more requests.
+// Without get, list, create or update, Run ends with ErrRefused.
 package shard
