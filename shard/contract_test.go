@@ -638,3 +638,31 @@ func TestRefusedWatchFallsBackToPollingEveryRetryPeriod(t *testing.T) {
 		h.works.check(t)
 	})
 }
+
+// An owner whose member Lease this member never saw is absent since the
+// first list that showed its claim: with the group polled (watch refused),
+// later lists do not restart that absence, and its claims are taken
+// LeaseDuration after that first list.
+func TestNeverSeenOwnerIsTakenOverWhenPolling(t *testing.T) {
+	inBubble(t, func(t *testing.T, h *harness) {
+		watchUnavailable(h)
+		a := h.member("a").start()
+		h.until(5*time.Second, "a runs all", func() bool { return len(a.owned()) == 8 })
+		// A writer names "z", which never had a member Lease, as owner of
+		// every shard.
+		cur := h.srv.Lease(testNS, testGroup)
+		asg, _ := decodeLease(cur)
+		for i := range asg.owner {
+			asg.owner[i] = "z"
+		}
+		asg.epoch["z"] = "1"
+		cur.Annotations[AnnotationAssignment] = asg.encode()
+		h.srv.Put(cur)
+		h.until(3*time.Second, "a stops every shard", func() bool { return len(a.owned()) == 0 })
+		took := h.until(30*time.Second, "a takes z's shards", func() bool { return len(a.owned()) == 8 })
+		if took < 15*time.Second-2*time.Second || took > 15*time.Second+2*time.Second+h.step {
+			t.Errorf("a took z's shards %v after it saw z's claim, want LeaseDuration (15s) give or take a poll", took)
+		}
+		h.works.check(t)
+	})
+}

@@ -748,7 +748,7 @@ func (l *loop) onGroup(msg groupMsg) {
 		// so that later lists do not restart their absence.
 		if l.s.asg != nil {
 			for _, id := range l.s.asg.referenced() {
-				if name := l.s.leaseName(id); !seen[name] && l.s.members[name] == nil {
+				if name := l.s.leaseName(id); id != l.cfg.Identity && !seen[name] && l.s.members[name] == nil {
 					l.s.members[name] = &memberView{absent: true, rv: msg.rv, observedAt: now}
 				}
 			}

@@ -124,6 +124,16 @@ var shardMutations = []mutation{
 		Tests:    []string{"TestAbsenceOfAMemberThatCameBackDuringAnOutageCountsFromTheList"},
 		Contract: true,
 	},
+	{
+		Name:     "shard-never-seen-owner-not-recorded",
+		Point:    "takeover (a): an owner whose Lease was never seen is absent since the first list that showed its claim, not since the last list",
+		File:     "shard/member.go",
+		Original: `if name := l.s.leaseName(id); id != l.cfg.Identity && !seen[name] && l.s.members[name] == nil {`,
+		Mutated:  `if name := l.s.leaseName(id); false && !seen[name] {`,
+		Pkg:      "shard",
+		Tests:    []string{"TestNeverSeenOwnerIsTakenOverWhenPolling"},
+		Contract: true,
+	},
 	// A deleted assignment Lease.
 	{
 		Name:     "shard-deleted-no-quarantine",
