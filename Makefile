@@ -8,6 +8,8 @@
 #   make bench    leasehold vs client-go on the real control plane -> BENCHMARKS.md
 #   make chaos    fault-injection run that checks "never two leaders"
 #   make soak     1,000+ faults over every chaos mode and fault kind (~1 hour)
+#   make sim      seeded worlds of the election on virtual time (test/sim);
+#                 SEEDS=1000 by default (~30 s), a sample of them runs in make test
 #   make mutate   breaks each contract point on purpose; the tests must notice
 # The control plane is built from source through the Go module proxy the
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
@@ -18,7 +20,7 @@ SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerrunti
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
 UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime
 
-.PHONY: test lint unit gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak mutate fuzz
+.PHONY: test lint unit gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim mutate fuzz
 
 test: lint unit gotoolchain integration
 
@@ -31,6 +33,8 @@ lint:
 unit:
 	$(GO) test -race -count=1 ./...
 	@for m in $(UNITMODULES); do if [ -f $$m/go.mod ]; then echo "go test ($$m)"; (cd $$m && $(GO) test -race -count=1 ./...) || exit 1; fi; done
+	@echo "simulation sample (test/sim, 216 seeded worlds on virtual time)"
+	cd test && $(GO) test -race -count=1 -tags simsample -run TestSample ./sim/
 
 # Each module users import builds and passes its unit tests with the exact
 # Go toolchain its go directive names (fetched through the module proxy),
@@ -68,6 +72,13 @@ chaos: controlplane
 
 # At least 1,000 faults across every chaos mode and fault kind (about an
 # hour), then takeover times behind a lagging API server. Not in make test.
+# Seeds of the deterministic simulation (test/sim): electors on an in-memory
+# API server in synctest bubbles under seeded faults, invariants checked on
+# virtual time; a failing seed is shrunk and printed with its replay command.
+SEEDS ?= 1000
+sim:
+	cd test && $(GO) run ./cmd/sim -seeds $(SEEDS)
+
 soak: controlplane
 	cd test && $(GO) run ./cmd/chaos -mode election -kinds all -faults 400 -seed 101
 	cd test && $(GO) run ./cmd/chaos -mode yield -kinds all -faults 250 -seed 102

@@ -210,3 +210,33 @@ func TestReleaseRefusedEndsAtOnce(t *testing.T) {
 		})
 	}
 }
+
+// Found by the simulator (test/sim, seed 551): the former holder's own
+// Lease is deleted; while its work is stopping, another process creates
+// the Lease and it is deleted again. The newest-wins mailbox keeps only
+// that second DELETE. The former holder must wait out that holder's
+// claim, not create at once as for its own deleted write.
+func TestRecreatedAndDeletedAgainWhileStopping(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true })
+		a.hold = make(chan struct{})
+		a.start()
+		a.waitLeader()
+		h.srv.Delete(testNS, testName) // a's own write: a may recreate at once
+		h.settle()
+		h.putLease("z", 15) // another process creates it...
+		h.settle()
+		h.srv.Delete(testNS, testName) // ...and it is deleted again
+		secondDelete := h.clock.Now()
+		close(a.hold)
+		h.advance(14 * time.Second)
+		if a.count("started") != 1 {
+			t.Fatalf("a created the Lease %v after z's Lease was deleted, inside z's claim", h.clock.Since(secondDelete))
+		}
+		h.advance(4 * time.Second)
+		if a.count("started") != 2 {
+			t.Fatalf("a never created the Lease once z's claim ran out: %v", a.history())
+		}
+	})
+}

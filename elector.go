@@ -307,6 +307,15 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 		if ctx.Err() != nil {
 			return false, nil
 		}
+		// Fold in an observation already waiting before deciding: the
+		// decision must not act on a view the mailbox already replaced.
+		select {
+		case obs := <-r.observations:
+			if err := r.observe(obs); err != nil {
+				return false, err
+			}
+		default:
+		}
 		now := e.clock.Now()
 		act, at := actWait, now.Add(time.Hour)
 		if r.seen {
@@ -573,7 +582,13 @@ func (r *run) observe(obs observation) error {
 	r.seen = true
 	if obs.lease == nil {
 		switch {
-		case v.lease == nil || v.gone:
+		case v.lease == nil:
+		case v.gone && obs.deleted && obs.final != nil && recordOf(obs.final) != recordOf(v.lease):
+			// Another version was deleted since the deletion we knew of:
+			// a Lease re-created and deleted again, its creation lost to
+			// the newest-wins mailbox. Its holder's claim runs from now.
+			r.markGone(obs.final, false)
+		case v.gone:
 		case obs.deleted && (obs.deletedRV == "" || v.lease.ResourceVersion == "" || newerVersion(obs.deletedRV, v.lease.ResourceVersion)):
 			// A watched deletion, newer than what we have (or from a
 			// server without resourceVersions, whose watch is ordered).

@@ -159,9 +159,19 @@ func (t *term) run(ctx context.Context) error {
 		if t.stepping && giveUp == nil {
 			giveUp, report = t.stepDownTimers()
 		}
+		if t.stepping && !t.clock.Now().Before(t.steppingSince.Add(e.cfg.StepDownTimeout)) {
+			// Checked before the select, which may pick a renewal that
+			// is due at the same instant: Run never overruns the bound.
+			return t.giveUp()
+		}
 		select {
 		case <-cancelled:
 			cancelled = nil
+			if t.stepping {
+				// Already stepping down for a yield: carry it on (its
+				// caller is answered, the successor named).
+				continue
+			}
 			t.log.Info("Context cancelled; waiting for OnStartedLeading to return before stepping down",
 				"stepDownTimeout", e.cfg.StepDownTimeout)
 			t.beginStepDown(nil)

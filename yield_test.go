@@ -243,3 +243,33 @@ func TestBackToBackYieldsKeepAFleetLed(t *testing.T) {
 		}
 	})
 }
+
+// Found by the simulator (test/sim): Run's ctx cancelled while a yield
+// waits for the work. The yield is carried on and answered, not dropped.
+func TestCancelDuringYieldStillAnswersTheYield(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a")
+		a.hold = make(chan struct{})
+		a.start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		eventually(t, "b sees a", func() bool { return b.e.Leader() == "a" })
+		yielded := make(chan error, 1)
+		go func() { yielded <- a.e.Yield(context.Background(), "b") }()
+		h.settle()
+		a.cancel() // while the yield waits for the work
+		h.settle()
+		close(a.hold)
+		h.settle()
+		select {
+		case err := <-yielded:
+			if err != nil {
+				t.Fatalf("Yield = %v, want nil (the release named b)", err)
+			}
+		default:
+			t.Fatal("Yield never answered after Run's ctx was cancelled during its step-down")
+		}
+		b.waitLeader()
+	})
+}

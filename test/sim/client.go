@@ -47,7 +47,7 @@ func (l *leases) Get(ctx context.Context, name string, opts metav1.GetOptions) (
 	l.c.w.recordRequest(l.c.client, "get", got, err)
 	if got != nil {
 		l.c.w.mu.Lock()
-		l.c.seen = true
+		l.c.saw(got)
 		l.c.w.mu.Unlock()
 	}
 	return got, err
@@ -97,6 +97,9 @@ func (l *leases) write(ctx context.Context, verb string, lease *coordinationv1.L
 	c.refusedRel = 0
 	if err == nil && holderOf(got) == c.id {
 		c.blindWin = !seen
+	}
+	if err == nil {
+		c.saw(got)
 	}
 	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
 		c.seen = true
@@ -202,7 +205,7 @@ func (f *fwdWatch) run() {
 		if l, ok := ev.Object.(*coordinationv1.Lease); ok {
 			holder, rv = holderOf(l), l.ResourceVersion
 			w.mu.Lock()
-			f.c.seen = true
+			f.c.saw(l)
 			w.mu.Unlock()
 		}
 		w.hist.add(entry{kind: evWatch, who: f.c.client, what: string(ev.Type), holder: holder, rv: rv})

@@ -14,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
@@ -151,6 +152,22 @@ type inc struct {
 	// saw the Lease it created.
 	seen     bool
 	blindWin bool
+	// uids are the Lease objects (by UID) this incarnation has seen: a
+	// Lease deleted by hand before a candidate ever saw it cannot be
+	// known to it (see workStarted).
+	uids map[types.UID]bool
+}
+
+// saw records, under w.mu, that c saw lease.
+func (c *inc) saw(lease *coordinationv1.Lease) {
+	if lease == nil {
+		return
+	}
+	c.seen = true
+	if c.uids == nil {
+		c.uids = map[types.UID]bool{}
+	}
+	c.uids[lease.UID] = true
 }
 
 // work is one call of OnStartedLeading.
@@ -158,6 +175,8 @@ type work struct {
 	c           *inc
 	term        int
 	started     time.Time
+	// uid is the Lease object the work's term was won on.
+	uid types.UID
 	cancelledAt time.Time
 	stopDelay   time.Duration
 	hang        time.Duration
@@ -539,7 +558,8 @@ func (w *world) runReturned(c *inc, err error) {
 // (or hangs, under a hang-work fault) before returning.
 func (c *inc) runWork(ctx context.Context) {
 	w := c.w
-	wk := w.workStarted(c)
+	term, _ := leasehold.TermFromContext(ctx)
+	wk := w.workStarted(c, term.UID)
 	if wk == nil {
 		return
 	}
@@ -568,7 +588,7 @@ func (c *inc) runWork(ctx context.Context) {
 	w.workEnded(wk, "work returned")
 }
 
-func (w *world) workStarted(c *inc) *work {
+func (w *world) workStarted(c *inc, uid types.UID) *work {
 	w.mu.Lock()
 	defer w.mu.Unlock()
 	now := time.Now()
@@ -580,18 +600,21 @@ func (w *world) workStarted(c *inc) *work {
 		c.stops-- // its OnStoppedLeading is not counted either
 		return nil
 	}
-	wk := &work{c: c, term: c.terms, started: now}
+	wk := &work{c: c, term: c.terms, started: now, uid: uid}
 	u := w.unit(2, uint64(c.s.i), uint64(c.n), uint64(c.terms))
 	if u >= 0.3 {
 		wk.stopDelay = time.Duration((u - 0.3) / 0.7 * float64(w.t.Margin()/2)).Truncate(time.Millisecond)
 	}
 	for other := range w.works {
 		w.res.Checks++
-		if c.blindWin {
+		if c.blindWin || (other.uid != "" && !c.uids[other.uid]) {
 			// The Lease was deleted by hand under a working leader, and
-			// this candidate had never seen it: it cannot know of that
-			// leader, and creates the Lease at once, as every election
-			// does. Deleting a held Lease revokes it without a margin.
+			// this candidate had never seen it (no Lease at all, or not
+			// the object that leader won its term on: created and
+			// deleted again while this candidate's watch lagged): it
+			// cannot know of that leader, and creates the Lease, as
+			// every election does. Deleting a held Lease revokes it
+			// without a margin.
 			w.res.ExcusedBlind++
 			w.hist.add(entry{kind: evWork, who: c.client, what: fmt.Sprintf("starts while %s's work still runs: excused, the Lease was deleted by hand and %s never saw it before creating it",
 				other.c.client, c.client)})
