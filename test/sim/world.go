@@ -172,11 +172,11 @@ func (c *inc) saw(lease *coordinationv1.Lease) {
 
 // work is one call of OnStartedLeading.
 type work struct {
-	c           *inc
-	term        int
-	started     time.Time
+	c       *inc
+	term    int
+	started time.Time
 	// uid is the Lease object the work's term was won on.
-	uid types.UID
+	uid         types.UID
 	cancelledAt time.Time
 	stopDelay   time.Duration
 	hang        time.Duration
