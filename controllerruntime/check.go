@@ -9,6 +9,7 @@ import (
 	"sync"
 	"unsafe"
 
+	"github.com/go-logr/logr"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -152,9 +153,9 @@ func field(t reflect.Type, name string, k reflect.Kind) (reflect.Type, bool) {
 }
 
 // run inspects the manager and seals its leader-election group. The
-// manager calls it (through checkCache.WaitForCacheSync) while starting its
-// caches, holding its lock.
-func (c *startCheck) run() {
+// manager calls it (through checkCache.WaitForCacheSync, with ctx) while
+// starting its caches, holding its lock.
+func (c *startCheck) run(ctx context.Context) {
 	var errs []error
 	warn := ""
 	v := reflect.ValueOf(c.mgr).Elem()
@@ -168,7 +169,11 @@ func (c *startCheck) run() {
 		warn = "the manager had started its leader-election group before its caches"
 	} else {
 		seal(group)
-		c.mgr.GetLogger().Info("The manager's own leader-election group is sealed: leader-only runnables run through the Gate only. " +
+		logger := c.mgr.GetLogger()
+		if l, err := logr.FromContext(ctx); err == nil {
+			logger = l
+		}
+		logger.Info("The manager's own leader-election group is sealed: leader-only runnables run through the Gate only. " +
 			"mgr.Add of a leader-only runnable now fails with \"" + refusedMessage + "\": add it with gate.Manager().Add, " +
 			"or build the controller with ctrl.NewControllerManagedBy(gate.Manager())")
 		queue := group.FieldByName("startQueue")
@@ -275,7 +280,7 @@ type checkCache struct {
 
 // WaitForCacheSync runs the check and reports the cache ready: the real
 // cache's sync is waited for by the manager on its own account.
-func (c checkCache) WaitForCacheSync(context.Context) bool {
-	c.check.run()
+func (c checkCache) WaitForCacheSync(ctx context.Context) bool {
+	c.check.run(ctx)
 	return true
 }
