@@ -322,6 +322,16 @@ var metricsMutations = []mutation{
 		Contract: true,
 	},
 	{
+		Name:     "metrics-clash-on-controller-runtime",
+		Point:    "the recipe leaseholdprom.New(crmetrics.Registry) works with controller-runtime's own collectors registered (the issue's clash)",
+		File:     "metrics/prometheus/prometheus.go",
+		Original: `0 indicates backup, 1 indicates master. 'name' is the string used to identify the lease. Please make sure to group by name."`,
+		Mutated:  `0 indicates backup, 1 indicates master."`,
+		Pkg:      "controllerruntime",
+		Tests:    []string{"TestMetricsRecipeOnAControllerRuntimeManager"},
+		Contract: true,
+	},
+	{
 		Name:     "metrics-no-rollback",
 		Point:    "a New that fails registers nothing",
 		File:     "metrics/prometheus/prometheus.go",
