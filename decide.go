@@ -238,9 +238,10 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 }
 
 // leaderValid reports whether a leader whose last successful renewal was
-// sent at lastRenewSent still leads at now: strictly within RenewDeadline.
-func leaderValid(lastRenewSent, now time.Time, renewDeadline time.Duration) bool {
-	return !lastRenewSent.IsZero() && now.Sub(lastRenewSent) < renewDeadline
+// sent at lastRenewSent still leads at now: strictly within RenewDeadline,
+// by the clock and by the time since boot (a suspend counts; instant.go).
+func leaderValid(lastRenewSent, now instant, renewDeadline time.Duration) bool {
+	return !lastRenewSent.IsZero() && elapsed(lastRenewSent, now) < renewDeadline
 }
 
 // writesSpecPreference reports whether a release naming successor writes

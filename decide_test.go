@@ -101,14 +101,29 @@ func TestNextTransitionSaturates(t *testing.T) {
 
 func TestLeaderValid(t *testing.T) {
 	rd := 10 * time.Second
-	if leaderValid(time.Time{}, t0, rd) {
+	at := func(d time.Duration) instant { return instant{at: t0.Add(d), boot: -1} }
+	if leaderValid(instant{}, at(0), rd) {
 		t.Error("valid with no renewal at all")
 	}
-	if !leaderValid(t0, t0.Add(rd-1), rd) {
+	if !leaderValid(at(0), at(rd-1), rd) {
 		t.Error("invalid 1ns before the deadline")
 	}
-	if leaderValid(t0, t0.Add(rd), rd) {
+	if leaderValid(at(0), at(rd), rd) {
 		t.Error("valid at the deadline")
+	}
+	// A suspend: the clock stood still while boot time advanced past the
+	// deadline. The term is over.
+	sent := instant{at: t0, boot: time.Hour}
+	resumed := instant{at: t0.Add(time.Second), boot: time.Hour + rd}
+	if leaderValid(sent, resumed, rd) {
+		t.Error("valid after a suspend longer than the renew deadline (boot time ignored)")
+	}
+	if !leaderValid(sent, instant{at: t0.Add(time.Second), boot: time.Hour + time.Second}, rd) {
+		t.Error("invalid without a suspend")
+	}
+	// Boot time unknown on one side: the clock alone decides.
+	if !leaderValid(instant{at: t0, boot: -1}, resumed, rd) {
+		t.Error("invalid though boot time is unknown at the send and the clock is within the deadline")
 	}
 }
 

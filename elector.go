@@ -36,6 +36,9 @@ type Elector struct {
 	t     timings
 	lock  *LeaseLock
 	clock clock.WithTicker
+	// boot reads the time since boot, suspend included; nil if unknown
+	// (instant.go).
+	boot func() time.Duration
 
 	running atomic.Bool
 
@@ -58,7 +61,7 @@ type Elector struct {
 // status is what IsLeader, Leader and Check report. Guarded by Elector.mu.
 type status struct {
 	leading       bool
-	lastRenewSent time.Time      // send time of the last successful write of our term
+	lastRenewSent instant        // send time of the last successful write of our term
 	holder        string         // last observed holder
 	seenVersion   string         // versionOf the newest Lease seen
 	term          *publishedTerm // the current term, while leading
@@ -80,6 +83,7 @@ func New(cfg Config) (*Elector, error) {
 		cfg:   cfg,
 		lock:  cfg.Lock,
 		clock: cfg.Clock,
+		boot:  bootReader(cfg.Clock),
 		t: timings{
 			leaseDuration: cfg.LeaseDuration,
 			renewDeadline: cfg.RenewDeadline,
@@ -106,7 +110,7 @@ func RunOrDie(ctx context.Context, cfg Config) {
 func (e *Elector) IsLeader() bool {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	return e.status.leading && leaderValid(e.status.lastRenewSent, e.clock.Now(), e.t.renewDeadline)
+	return e.status.leading && leaderValid(e.status.lastRenewSent, e.now(), e.t.renewDeadline)
 }
 
 // Term returns the current term while this process leads (as IsLeader
@@ -114,7 +118,7 @@ func (e *Elector) IsLeader() bool {
 func (e *Elector) Term() (Term, bool) {
 	e.mu.Lock()
 	defer e.mu.Unlock()
-	if e.status.term == nil || !e.status.leading || !leaderValid(e.status.lastRenewSent, e.clock.Now(), e.t.renewDeadline) {
+	if e.status.term == nil || !e.status.leading || !leaderValid(e.status.lastRenewSent, e.now(), e.t.renewDeadline) {
 		return Term{}, false
 	}
 	return e.status.term.info, true
@@ -242,7 +246,7 @@ type run struct {
 	recent     [8]string
 	nextRecent int
 	// acquiredAt is the send time of the write that won the current term.
-	acquiredAt time.Time
+	acquiredAt instant
 	// overdueWork, if set, closes when the work of a lost term that
 	// outlived the safety margin finally returns. No new term starts
 	// before that: one process never runs two works.
@@ -389,7 +393,8 @@ func sameView(a, b leaseView) bool {
 // not an error: it re-reads the Lease so the next decision is fresh.
 func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	e := r.e
-	now := e.clock.Now()
+	sent := e.now()
+	now := sent.at
 	base := r.view.lease
 	if act == actCreate {
 		base = nil
@@ -413,7 +418,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(r.view.observedAt))
 		}
 		r.wrote(got)
-		r.acquiredAt = now
+		r.acquiredAt = sent
 		e.cfg.Metrics.Transition(e.cfg.Name)
 		r.log.Info("Acquired the lease", "transitions", transitionsOf(got), "via", act.String())
 		return true, nil
@@ -457,14 +462,15 @@ func (r *run) deadlinePassed(lastErr error) error {
 // last write's resourceVersion: one Update, no GET on the happy path. It
 // returns the send time on success, and an error wrapping ErrLeaderLost if
 // the Lease is no longer ours.
-func (r *run) renew(ctx context.Context, lastSent time.Time) (time.Time, error) {
+func (r *run) renew(ctx context.Context, lastSent instant) (instant, error) {
 	e := r.e
 	for attempt := 1; ; attempt++ {
-		now := e.clock.Now()
+		sent := e.now()
+		now := sent.at
 		desired := e.lock.claim(r.view.lease, now, e.t.leaseDuration, false)
 		r.remember(now)
 		// A hung request must fail before the deadline, with time to retry.
-		timeout := min(e.t.requestTimeout(), lastSent.Add(e.t.renewDeadline).Sub(now))
+		timeout := min(e.t.requestTimeout(), e.t.renewDeadline-elapsed(lastSent, sent))
 		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
 		got, err := e.lock.update(rctx, desired)
 		cancel()
@@ -474,30 +480,30 @@ func (r *run) renew(ctx context.Context, lastSent time.Time) (time.Time, error) 
 		case err == nil:
 			r.wrote(got)
 			r.log.V(4).Info("Renewed the lease", "resourceVersion", got.ResourceVersion)
-			return now, nil
+			return sent, nil
 		case apierrors.IsNotFound(err):
 			// Our renewal, conditioned on our own last write and sent
 			// within the deadline, found nothing: that write was deleted,
 			// and nobody can have held the Lease since.
 			r.markGone(nil, true)
-			return now, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
+			return sent, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
 		case !apierrors.IsConflict(err):
-			return now, err
+			return sent, err
 		}
 		// Conflict: somebody wrote. Re-read and decide.
 		if err := r.reread(ctx); err != nil {
 			if errors.Is(err, ErrIdentityConflict) {
-				return now, err
+				return sent, err
 			}
-			return now, fmt.Errorf("renew conflicted and the re-read failed: %w", err)
+			return sent, fmt.Errorf("renew conflicted and the re-read failed: %w", err)
 		}
 		if err := r.stillOurs(); err != nil {
-			return now, err
+			return sent, err
 		}
 		// Still ours (a write whose answer we lost, or a label edit):
 		// retry once at once from the fresh copy.
 		if attempt == 2 {
-			return now, fmt.Errorf("renew conflicted twice on a lease that is still ours")
+			return sent, fmt.Errorf("renew conflicted twice on a lease that is still ours")
 		}
 	}
 }
@@ -521,15 +527,16 @@ func (r *run) stillOurs() error {
 // so it can never blank another holder's lease, naming successor ("" for
 // anyone) as the preferred holder. It retries transient errors while our
 // claim is still valid, and returns nil once the Lease is released.
-func (r *run) release(ctx context.Context, lastSent time.Time, successor string) error {
+func (r *run) release(ctx context.Context, lastSent instant, successor string) error {
 	e := r.e
 	if !r.view.ours() {
 		return fmt.Errorf("%w: the lease changed since our last write", ErrLeaderLost)
 	}
 	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
 	for {
-		now := e.clock.Now()
-		remaining := lastSent.Add(e.t.renewDeadline).Sub(now)
+		sent := e.now()
+		now := sent.at
+		remaining := e.t.renewDeadline - elapsed(lastSent, sent)
 		if remaining <= 0 {
 			r.log.Info("Did not release the lease: renew deadline passed; it expires on its own")
 			return fmt.Errorf("%w: renew deadline passed before the release", ErrLeaderLost)
@@ -562,7 +569,7 @@ func (r *run) release(ctx context.Context, lastSent time.Time, successor string)
 			err = refusedError("the API server refused the release", err)
 			e.health.refusedRelease(e.clock.Now(), err)
 			r.log.Error(err, "Did not release the lease: refused for good, not retrying; it expires on its own",
-				"expiresIn", lastSent.Add(e.t.leaseDuration).Sub(e.clock.Now()).Round(time.Millisecond))
+				"expiresIn", (e.t.leaseDuration - elapsed(lastSent, e.now())).Round(time.Millisecond))
 			return err
 		}
 		r.log.V(2).Info("Release failed; retrying", "err", err.Error())
@@ -756,7 +763,7 @@ func (e *Elector) seenVersion() string {
 
 // setLeading updates the status IsLeader, Term and Yield read. A zero
 // lastSent keeps the previous value.
-func (e *Elector) setLeading(leading bool, lastSent time.Time, term *publishedTerm) {
+func (e *Elector) setLeading(leading bool, lastSent instant, term *publishedTerm) {
 	e.mu.Lock()
 	changed := e.status.leading != leading
 	e.status.leading = leading
@@ -778,7 +785,7 @@ type publishedTerm struct {
 }
 
 // setRenewed records the send time of a successful renewal.
-func (e *Elector) setRenewed(sent time.Time) {
+func (e *Elector) setRenewed(sent instant) {
 	e.mu.Lock()
 	e.status.lastRenewSent = sent
 	e.mu.Unlock()

@@ -724,7 +724,7 @@ func TestIsLeaderHonoursDeadline(t *testing.T) {
 			t.Fatalf("Leader() = %q", a.e.Leader())
 		}
 		a.e.mu.Lock()
-		a.e.status.lastRenewSent = h.clock.Now().Add(-10 * time.Second)
+		a.e.status.lastRenewSent = instant{at: h.clock.Now().Add(-10 * time.Second), boot: -1}
 		a.e.mu.Unlock()
 		if a.e.IsLeader() {
 			t.Fatal("IsLeader true with the last renewal sent RenewDeadline ago")

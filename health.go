@@ -62,7 +62,7 @@ func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
 			ErrWorkOutlivedLease, e.cfg.Name, now.Sub(e.status.workOverdueSince).Round(time.Millisecond))
 	}
 	if e.status.leading {
-		if stalled := now.Sub(e.status.lastRenewSent); stalled > e.t.renewDeadline+maxTolerableExpiredLease {
+		if stalled := elapsed(e.status.lastRenewSent, instant{at: now, boot: e.now().boot}); stalled > e.t.renewDeadline+maxTolerableExpiredLease {
 			return fmt.Errorf("%w: %s: leading but last successful renewal sent %v ago (renewDeadline %v, tolerance %v)",
 				ErrRenewStalled, e.cfg.Name, stalled.Round(time.Millisecond), e.t.renewDeadline, maxTolerableExpiredLease)
 		}

@@ -75,7 +75,7 @@ type term struct {
 	work       <-chan workResult
 	cancelWork context.CancelFunc
 	// lastSent is the send time of the last successful write of the term.
-	lastSent time.Time
+	lastSent instant
 	// lastErr is the error of the last failed renewal since the last
 	// success, the cause reported if the deadline passes.
 	lastErr error
@@ -97,7 +97,7 @@ type term struct {
 // lost, the work returns, Run's ctx is cancelled or a yield is asked for.
 func (r *run) lead(ctx context.Context) error {
 	e := r.e
-	if !leaderValid(r.acquiredAt, e.clock.Now(), e.t.renewDeadline) {
+	if !leaderValid(r.acquiredAt, e.now(), e.t.renewDeadline) {
 		// Paused between the winning write and here: the term may
 		// already be another's. Start nothing.
 		r.log.Info("Won the lease but the renew deadline passed before the work could start; not starting it")
@@ -110,7 +110,7 @@ func (r *run) lead(ctx context.Context) error {
 			Lease:       e.lock.Namespace + "/" + e.lock.Name,
 			Holder:      e.lock.Identity,
 			Transitions: transitionsOf(r.view.lease),
-			AcquiredAt:  r.acquiredAt,
+			AcquiredAt:  r.acquiredAt.at,
 			UID:         r.view.lease.UID,
 			// The view is the winning write's answer.
 			ResourceVersion: r.view.lease.ResourceVersion,
@@ -133,9 +133,9 @@ func (t *term) run(ctx context.Context) error {
 	t.work = startWork(workCtx, e.cfg.Callbacks.OnStartedLeading)
 
 	now := t.clock.Now()
-	t.renewAt = t.clock.NewTimer(t.lastSent.Add(e.t.retryPeriod).Sub(now))
+	t.renewAt = t.clock.NewTimer(t.lastSent.at.Add(e.t.retryPeriod).Sub(now))
 	defer t.renewAt.Stop()
-	t.deadline = t.clock.NewTimer(t.lastSent.Add(e.t.renewDeadline).Sub(now))
+	t.deadline = t.clock.NewTimer(t.lastSent.at.Add(e.t.renewDeadline).Sub(now))
 	defer t.deadline.Stop()
 	t.failures = newErrorStreak(t.clock, t.log, "Cannot renew the lease; retrying until the renew deadline")
 	t.failures.health = &e.health
@@ -231,7 +231,7 @@ const stepDownReportEvery = 5 * time.Second
 
 // valid reports whether the term still leads by this process's clock.
 func (t *term) valid() bool {
-	return leaderValid(t.lastSent, t.clock.Now(), t.e.t.renewDeadline)
+	return leaderValid(t.lastSent, t.e.now(), t.e.t.renewDeadline)
 }
 
 // beginStepDown cancels the work; the term keeps renewing until the work
@@ -260,8 +260,8 @@ func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 		t.lastErr = nil
 		t.lastSent = sent
 		e.setRenewed(sent)
-		t.deadline.Reset(sent.Add(e.t.renewDeadline).Sub(now))
-		t.renewAt.Reset(sent.Add(e.t.retryPeriod).Sub(now))
+		t.deadline.Reset(sent.at.Add(e.t.renewDeadline).Sub(now))
+		t.renewAt.Reset(sent.at.Add(e.t.retryPeriod).Sub(now))
 		return t.renewAt.C(), nil
 	case errors.Is(err, ErrLeaderLost), errors.Is(err, ErrIdentityConflict):
 		return nil, err
@@ -272,7 +272,7 @@ func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 	// it hung that long, so a stalled server gets every chance before the
 	// deadline.
 	next := attempt.Add(e.t.retryPeriod)
-	if dl := t.lastSent.Add(e.t.renewDeadline); dl.Before(next) {
+	if dl := t.lastSent.at.Add(e.t.renewDeadline); dl.Before(next) {
 		next = dl
 	}
 	if d := next.Sub(now); d > 0 {
@@ -291,7 +291,7 @@ var fired = func() chan time.Time { c := make(chan time.Time); close(c); return 
 func (t *term) lose(cause error) error {
 	e, r := t.e, t.r
 	t.cancelWork()
-	e.setLeading(false, time.Time{}, nil)
+	e.setLeading(false, instant{}, nil)
 	t.log.Info("Lost the lease; cancelled the work", "reason", cause.Error(), "safetyMargin", e.t.safetyMargin())
 
 	var err error
@@ -326,7 +326,7 @@ func (t *term) giveUp() error {
 	err := fmt.Errorf("%w: OnStartedLeading still running %v after its context was cancelled; stopped renewing without releasing, so the lease expires %v after the last renewal",
 		ErrStepDownTimeout, e.cfg.StepDownTimeout, e.t.leaseDuration)
 	t.log.Error(err, "Giving up the lease; exit the process now so the work stops before another leader starts")
-	e.setLeading(false, time.Time{}, nil)
+	e.setLeading(false, instant{}, nil)
 	r.overdueWork = e.workOutlived(t.work)
 	t.stopped()
 	t.answerYield(err)
@@ -369,7 +369,7 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 			}
 		}
 	}
-	t.e.setLeading(false, time.Time{}, nil)
+	t.e.setLeading(false, instant{}, nil)
 	t.stopped()
 	if t.yield != nil {
 		t.answerYield(released)
@@ -384,7 +384,7 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 			// The release failed and the Lease still names us: sit out
 			// until it has expired for the others and the successor had
 			// one lease duration to take it.
-			r.sitOut(t.yield.to, t.lastSent.Add(2*e.t.leaseDuration), "the release failed; the Lease expires on its own")
+			r.sitOut(t.yield.to, t.lastSent.at.Add(2*e.t.leaseDuration), "the release failed; the Lease expires on its own")
 		}
 		return fmt.Errorf("%w: the release failed: %w", errYielded, released)
 	}

@@ -149,7 +149,7 @@ var mutations = []mutation{
 			}
 		}
 	}
-	t.e.setLeading(false, time.Time{}, nil)
+	t.e.setLeading(false, instant{}, nil)
 	t.stopped()
 `,
 		Mutated: `	t.stopped()
@@ -173,7 +173,7 @@ var mutations = []mutation{
 			}
 		}
 	}
-	t.e.setLeading(false, time.Time{}, nil)
+	t.e.setLeading(false, instant{}, nil)
 `,
 		Tests:    []string{"TestContractReleaseBeforeOnStoppedLeading"},
 		Contract: true,
@@ -268,9 +268,9 @@ var mutations = []mutation{
 		Name:  "give-up-not-recording-overdue-work",
 		Point: "Check fails while a work outlives StepDownTimeout",
 		File:  "term.go",
-		Original: `	e.setLeading(false, time.Time{}, nil)
+		Original: `	e.setLeading(false, instant{}, nil)
 	r.overdueWork = e.workOutlived(t.work)`,
-		Mutated: `	e.setLeading(false, time.Time{}, nil)
+		Mutated: `	e.setLeading(false, instant{}, nil)
 	_ = r`,
 		Tests:    []string{"TestStepDownTimeoutEndsRunWithRejoinAndFailsCheck"},
 		Contract: true,
@@ -345,6 +345,15 @@ var mutations = []mutation{
 		Original: `return now.Before(r.sitOutUntil) && !r.view.gone && versionOf(r.view.lease) == r.sitOutVersion`,
 		Mutated:  `return now.Before(r.sitOutUntil)`,
 		Tests:    []string{"TestBackToBackYieldsKeepAFleetLed"},
+		Contract: true,
+	},
+	{
+		Name:     "suspend-ignored",
+		Point:    "a leader resumed after a suspend longer than RenewDeadline no longer leads (time since boot counts the suspend)",
+		File:     "instant.go",
+		Original: `		d = max(d, to.boot-from.boot)`,
+		Mutated:  `		_ = d`,
+		Tests:    []string{"TestSuspendLongerThanRenewDeadlineEndsTheTerm", "TestLeaderValid"},
 		Contract: true,
 	},
 }
