@@ -155,7 +155,7 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 	defer e.running.Store(false)
 
-	log := klog.FromContext(ctx).WithValues("lease", e.cfg.Name, "identity", e.lock.Identity)
+	log := klog.FromContext(ctx).WithName("leasehold").WithValues("lease", e.cfg.Name, "identity", e.lock.Identity)
 	ctx = klog.NewContext(ctx, log)
 	ctx, stopCandidate := e.coord.start(ctx) // coordinated election (coordinated.go); no-op when nil
 	defer stopCandidate()
@@ -383,6 +383,22 @@ func (r *run) sittingOut(now time.Time) bool {
 	return now.Before(r.sitOutUntil) && !r.view.gone && versionOf(r.view.lease) == r.sitOutVersion
 }
 
+// takeoverCause says, for the log, why the Lease was free to take.
+func takeoverCause(v leaseView, self string) string {
+	switch holder := holderOf(v.lease); {
+	case v.lease == nil:
+		return "no Lease existed"
+	case v.gone:
+		return "the Lease was deleted (last holder " + printable(holder) + ")"
+	case holder == "":
+		return "the Lease was released"
+	case holder == self && v.ours():
+		return "it was ours"
+	default:
+		return "the claim of " + holder + " expired (no renewal seen for its lease duration)"
+	}
+}
+
 // sameView reports whether two views show the same Lease state.
 func sameView(a, b leaseView) bool {
 	return versionOf(a.lease) == versionOf(b.lease) && a.gone == b.gone && a.goneFinal == b.goneFinal && a.goneOurs == b.goneOurs
@@ -395,6 +411,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	e := r.e
 	sent := e.now()
 	now := sent.at
+	cause := takeoverCause(r.view, e.lock.Identity)
 	base := r.view.lease
 	if act == actCreate {
 		base = nil
@@ -420,7 +437,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 		r.wrote(got)
 		r.acquiredAt = sent
 		e.cfg.Metrics.Transition(e.cfg.Name)
-		r.log.Info("Acquired the lease", "transitions", transitionsOf(got), "via", act.String())
+		r.log.Info("Acquired the lease", "leaseTransitions", transitionsOf(got), "via", act.String(), "because", cause)
 		return true, nil
 	case act == actCreate && apierrors.IsNotFound(err):
 		return false, err // the namespace is missing: retry with backoff

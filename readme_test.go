@@ -28,3 +28,38 @@ func TestReadmeUsageIsTheCompiledProgram(t *testing.T) {
 		t.Errorf("the Usage program has %d lines; keep it short", n)
 	}
 }
+
+// The README's list of sentinel errors names every exported Err of the
+// package, so a new error cannot be left out of it.
+func TestReadmeListsEverySentinelError(t *testing.T) {
+	readme, err := os.ReadFile("README.md")
+	if err != nil {
+		t.Fatal(err)
+	}
+	text := string(readme)
+	start := strings.Index(text, "Errors are sentinels for `errors.Is`")
+	if start < 0 {
+		t.Fatal("README has no list of sentinel errors")
+	}
+	list := text[start:]
+	list = list[:strings.Index(list, "\n\n")]
+	src, err := os.ReadFile("config.go")
+	if err != nil {
+		t.Fatal(err)
+	}
+	found := 0
+	for _, line := range strings.Split(string(src), "\n") {
+		line = strings.TrimSpace(line)
+		if !strings.HasPrefix(line, "Err") || !strings.Contains(line, "errors.New(") {
+			continue
+		}
+		name := strings.Fields(line)[0]
+		found++
+		if !strings.Contains(list, "`"+name+"`") {
+			t.Errorf("README's list of sentinel errors leaves out %s", name)
+		}
+	}
+	if found < 10 {
+		t.Fatalf("found only %d sentinel errors in config.go; has the declaration moved?", found)
+	}
+}

@@ -116,7 +116,7 @@ func (r *run) lead(ctx context.Context) error {
 			ResourceVersion: r.view.lease.ResourceVersion,
 		},
 	}
-	t.log = r.log.WithValues("term", t.info.Transitions)
+	t.log = r.log.WithValues("leaseTransitions", t.info.Transitions)
 	return t.run(ctx)
 }
 
@@ -171,6 +171,14 @@ func (t *term) run(ctx context.Context) error {
 				// Already stepping down for a yield: carry it on (its
 				// caller is answered, the successor named).
 				continue
+			}
+			select {
+			case res := <-t.work:
+				// The work saw the cancellation first and has returned:
+				// nothing to wait for.
+				t.log.Info("Context cancelled; OnStartedLeading has returned, stepping down")
+				return t.stepDown(ctx, res, true)
+			default:
 			}
 			t.log.Info("Context cancelled; waiting for OnStartedLeading to return before stepping down",
 				"stepDownTimeout", e.cfg.StepDownTimeout)
@@ -350,6 +358,11 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 		}
 	}
 	var released error = errNotReleased
+	if !(t.e.cfg.ReleaseOnCancel || !stepping || t.yield != nil) {
+		e := t.e
+		t.log.Info("Stepped down without releasing the lease (ReleaseOnCancel is off); the next leader takes it when it expires",
+			"expiresIn", (e.t.leaseDuration - elapsed(t.lastSent, e.now())).Round(time.Millisecond))
+	}
 	if t.e.cfg.ReleaseOnCancel || !stepping || t.yield != nil {
 		successor := ""
 		if t.yield != nil {
