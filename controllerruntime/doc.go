@@ -118,7 +118,8 @@
 // shard; two replicas whose caches held different UIDs for the name would
 // reconcile it at once. Switching a running group from one field to
 // another moves objects between shards: use a new shard.Config.Group for
-// the new field, or stop the old replicas first.
+// the new field, or stop the old replicas first. ShardOf computes an
+// object's shard as every replica does.
 //
 // When a shard starts here its objects are listed through the manager's
 // client. A list that fails transiently (the server unavailable or

@@ -282,10 +282,26 @@ func (s *Sharder) ownsObject(obj client.Object) bool {
 // shardOf returns the shard of the object named key: a function of key
 // alone, the same on every replica.
 func (s *Sharder) shardOf(key types.NamespacedName) (int, error) {
-	if s.field == shard.FieldNamespace {
-		return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace}}, shard.FieldNamespace, s.shards)
+	return ShardOf(key, s.field, s.shards)
+}
+
+// ShardOf returns the shard, among shards, that a Sharder sharding by
+// field (FieldNamespacedName or shard.FieldNamespace) gives the object
+// named key: what every replica computes for a request of key. With
+// shard.ReadStatus, which names each shard's owner, it tells which replica
+// reconciles an object.
+func ShardOf(key types.NamespacedName, field string, shards int) (int, error) {
+	if shards < 1 || shards > shard.MaxShards {
+		return 0, fmt.Errorf("leasehold/controllerruntime: ShardOf: %d shards: want 1..%d, the group's shard.Config.Shards", shards, shard.MaxShards)
 	}
-	return nameShard(key.String(), s.shards), nil
+	switch field {
+	case FieldNamespacedName:
+		return nameShard(key.String(), shards), nil
+	case shard.FieldNamespace:
+		return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace}}, shard.FieldNamespace, shards)
+	}
+	return 0, fmt.Errorf("leasehold/controllerruntime: ShardOf: field %q: a Sharder shards by controllerruntime.FieldNamespacedName (%q) or shard.FieldNamespace (%q)",
+		field, FieldNamespacedName, shard.FieldNamespace)
 }
 
 // nameShard is FieldNamespacedName's shard of key among shards (> 0): the

@@ -867,3 +867,48 @@ func TestNameShardIsStable(t *testing.T) {
 		}
 	}
 }
+
+// ShardOf is the Sharder's routing rule, exported: the Sharder reconciles
+// here exactly the objects whose ShardOf runs here; it refuses what a
+// Sharder refuses.
+func TestShardOfIsTheSharders(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		objs, _ := configMaps(t, 40)
+		for _, field := range []string{FieldNamespacedName, shard.FieldNamespace} {
+			s, err := newSharder(fake.NewClientBuilder().Build(), clientgoscheme.Scheme, &corev1.ConfigMap{}, field, shConfig(leaseholdtest.NewServer(), nil, "a"))
+			if err != nil {
+				t.Fatal(err)
+			}
+			ctx, cancel := context.WithCancel(context.Background())
+			go s.runShard(ctx, 5)
+			settle()
+			var want []string
+			for _, o := range objs {
+				i, err := ShardOf(client.ObjectKeyFromObject(o), field, shShards)
+				if err != nil {
+					t.Fatal(err)
+				}
+				if i == 5 {
+					want = append(want, o.GetName())
+				}
+			}
+			var r recorder
+			reconcileAll(t, s, &r, objs)
+			if got := r.take(); !slices.Equal(got, want) {
+				t.Errorf("%s: shard 5 reconciled %v, want the objects whose ShardOf is 5: %v", field, got, want)
+			}
+			cancel()
+			settle()
+			close(s.events)
+		}
+	})
+	key := types.NamespacedName{Namespace: "ns", Name: "x"}
+	for _, bad := range []struct {
+		field  string
+		shards int
+	}{{shard.FieldUID, 8}, {"metadata.name", 8}, {FieldNamespacedName, 0}, {FieldNamespacedName, shard.MaxShards + 1}} {
+		if _, err := ShardOf(key, bad.field, bad.shards); err == nil {
+			t.Errorf("ShardOf(%q, %d) succeeded", bad.field, bad.shards)
+		}
+	}
+}
