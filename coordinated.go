@@ -204,6 +204,10 @@ type coordination struct {
 	// claimEnds is when the last live claim of another holder seen runs
 	// out by this process's clock; zero after a release.
 	claimEnds time.Time
+	// sawBefore is set once the campaign decided on anything (the Lease
+	// absent included): an assignment seen first comes with an unknown
+	// previous holder.
+	sawBefore bool
 	// freeSince is when this version was first found free for the
 	// taking (absent, released, expired): the controller's turn began.
 	freeSince time.Time
@@ -278,9 +282,16 @@ func (c *coordination) decide(r *run, now time.Time, act campaignAction, at time
 	if v.gone {
 		ver += " (deleted)"
 	}
-	if ver != c.version {
+	first := !c.sawBefore
+	c.sawBefore = true
+	if ver != c.version || first {
 		c.version, c.freeSince, c.campaigning, c.takingUp = ver, time.Time{}, false, false
 		switch holder := holderOf(v.lease); {
+		case c.assigned(v.lease) && first:
+			// The first version this process sees is the controller's
+			// assignment: whoever held the Lease before is unknown, and
+			// its work may still run. Wait a whole claim from now.
+			c.claimEnds = v.observedAt.Add(max(claimDuration(v.lease, r.e.t.leaseDuration), r.e.t.leaseDuration))
 		case v.gone || c.assigned(v.lease):
 			// Keep the claim of the holder seen before.
 		case holder == "" || holder == self:

@@ -437,3 +437,44 @@ func TestCoordinatedReassignedAfterYield(t *testing.T) {
 
 	})
 }
+
+// Issue 20, 4: a candidate whose first sight of the Lease is the election
+// controller's assignment to it never saw the previous holder, whose work
+// may still run (the controller's clock may run ahead): it starts only a
+// whole lease duration after it first saw the assignment.
+func TestCoordinatedAssignmentSeenFirstWaitsAWholeClaim(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newCoordinatedWorld(t)
+		w.putLease("x", 15) // x leads; the controller then assigns a
+		w.assign("a")
+		a := w.coordinated("a", "1.30.0", "").start()
+		w.advance(14 * time.Second)
+		if a.count("started") != 0 {
+			t.Fatalf("a took up the assignment %v after first seeing it, while x's work may still run", w.clock.Since(t0))
+		}
+		w.advance(2 * time.Second)
+		a.waitLeader()
+	})
+}
+
+// A Lease naming this identity with acquireTime set was written by a
+// leasehold elector (a previous incarnation of this process), not by the
+// election controller: it is not an assignment, and is treated as held by
+// another process until it expires.
+func TestCoordinatedOwnOldWriteIsNotAnAssignment(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newCoordinatedWorld(t)
+		l := w.putLease("a", 15)
+		now := metav1.NewMicroTime(w.clock.Now())
+		l.Spec.AcquireTime = &now // as every leasehold write sets it
+		w.srv.Put(l)
+		a := w.coordinated("a", "1.30.0", "").start()
+		w.advance(time.Second)
+		if n := len(a.logs.matching("names this identity but was not written by this process")); n != 1 {
+			t.Fatalf("%d lines treating the old write as another process's, want 1:\n%s", n, a.logs)
+		}
+		if n := len(a.logs.matching("election controller assigned")); n != 0 {
+			t.Fatalf("an elector's own old write taken for the controller's assignment:\n%s", a.logs)
+		}
+	})
+}

@@ -1,5 +1,33 @@
 package main
 
-// coordinatedMutations break the contract points of coordinated election (coordinated.go, root package). See
-// mutations_root.go for the format; set Pkg to the package's directory.
-var coordinatedMutations = []mutation{}
+// coordinatedMutations break the contract points of coordinated election
+// (coordinated.go, root package). See mutations_root.go for the format.
+var coordinatedMutations = []mutation{
+	{
+		Name:     "coordinated-assigned-ignores-acquire-time",
+		Point:    "only the election controller's write (acquireTime unset) is an assignment; an elector's own old write is not",
+		File:     "coordinated.go",
+		Original: `holderOf(lease) == c.lock.Identity && lease.Spec.AcquireTime == nil`,
+		Mutated:  `holderOf(lease) == c.lock.Identity`,
+		Tests:    []string{"TestCoordinatedOwnOldWriteIsNotAnAssignment"},
+		Contract: true,
+	},
+	{
+		Name:     "coordinated-assignment-seen-first-taken-at-once",
+		Point:    "an assignment seen before any other version waits a whole claim: the previous holder's work may still run",
+		File:     "coordinated.go",
+		Original: `		case c.assigned(v.lease) && first:`,
+		Mutated:  `		case false && first:`,
+		Tests:    []string{"TestCoordinatedAssignmentSeenFirstWaitsAWholeClaim"},
+		Contract: true,
+	},
+	{
+		Name:     "coordinated-assignment-ignores-previous-claim",
+		Point:    "the chosen candidate starts only once the previous holder's claim has run out by its own clock, whatever the controller's clock",
+		File:     "coordinated.go",
+		Original: `		if now.Before(c.claimEnds) {`,
+		Mutated:  `		if false {`,
+		Tests:    []string{"TestCoordinatedAssignmentSeenFirstWaitsAWholeClaim"},
+		Contract: true,
+	},
+}
