@@ -68,6 +68,17 @@ type yieldOutcome struct {
 	lease   *coordinationv1.Lease // the last version seen
 	deleted bool
 	elapsed time.Duration
+	// releasedAfter is when, after the request, the Lease was first seen
+	// with no holder; zero if it went straight from holder to holder.
+	releasedAfter time.Duration
+}
+
+// unheld says for how long the Lease had no holder during the handoff.
+func (r yieldOutcome) unheld() string {
+	if r.releasedAfter == 0 {
+		return ""
+	}
+	return fmt.Sprintf(" (unheld for %s)", humanDuration(r.elapsed-r.releasedAfter))
 }
 
 func (o *yieldOptions) run(ctx context.Context) error {
@@ -139,14 +150,14 @@ func (o *yieldOptions) run(ctx context.Context) error {
 	case waitErr == nil && res.deleted:
 		return fmt.Errorf("%s was deleted %s after the handoff request", ref, took)
 	case waitErr == nil && (o.to == "" || now == o.to):
-		fmt.Fprintf(out, "%s: %s holds the Lease now; the handoff took %s\n", ref, now, took)
+		fmt.Fprintf(out, "%s: %s holds the Lease now; the handoff took %s%s\n", ref, now, took, res.unheld())
 		return nil
 	case waitErr == nil:
 		return fmt.Errorf("%s: %s took the Lease, not %s (after %s)", ref, now, o.to, took)
 	case errors.Is(waitErr, context.DeadlineExceeded) && ctx.Err() == nil:
 		state := "still held by " + from
 		if now == "" {
-			state = "released by " + from + ", but nobody took it"
+			state = fmt.Sprintf("released by %s, but nobody took it: the Lease has been unheld for %s", from, humanDuration(res.elapsed-res.releasedAfter))
 		}
 		hint := "Fix: only leasehold electors hand over on request (client-go's leaderelection ignores the annotation): check that the holder runs leasehold with handoff support"
 		if o.to != "" {
@@ -188,7 +199,8 @@ func (o *yieldOptions) wait(ctx context.Context, client kubernetes.Interface, ns
 			res.deleted = true
 			return true, nil
 		}
-		if h := holderOf(l); h == "" {
+		if h := holderOf(l); h == "" && res.releasedAfter == 0 {
+			res.releasedAfter = max(res.elapsed, time.Nanosecond)
 			klog.FromContext(ctx).V(2).Info("Lease released", "by", from, "after", res.elapsed)
 		}
 		return moved(l), nil
