@@ -431,8 +431,12 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	e.health.write(e.clock.Now(), err, act == actCreate)
 	switch {
 	case err == nil:
-		if holderOf(r.view.lease) == "" && r.view.lease != nil {
-			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(r.view.observedAt))
+		switch v := r.view; {
+		case v.lease == nil || v.gone:
+		case holderOf(v.lease) == "":
+			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(v.observedAt))
+		case holderOf(v.lease) != e.lock.Identity || r.foreignSelf:
+			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(v.observedAt.Add(claimDuration(v.lease, e.t.leaseDuration))))
 		}
 		r.wrote(got)
 		r.acquiredAt = sent

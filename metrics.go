@@ -17,8 +17,10 @@ type Metrics interface {
 	Transition(name string)
 	// Renew reports one renew request: its latency and its error, if any.
 	Renew(name string, latency time.Duration, err error)
-	// Takeover reports the time from observing a released lease to
-	// holding it.
+	// Takeover reports how long a free Lease waited to be taken by this
+	// process: from observing its release, or from the instant an
+	// unrenewed holder's claim expired by this process's clock, to holding
+	// it. Not reported for a create or a re-acquisition of its own.
 	Takeover(name string, latency time.Duration)
 }
 

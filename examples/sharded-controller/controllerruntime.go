@@ -45,7 +45,7 @@ func runControllerRuntime(ctx context.Context, o options, cfg *rest.Config) erro
 	if err != nil {
 		return err
 	}
-	s, err := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shard.Config{
+	s, err := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, controllerruntime.FieldNamespacedName, shard.Config{
 		Namespace:       o.leaseNamespace,
 		Group:           o.group,
 		Identity:        o.id,
@@ -83,7 +83,7 @@ func (r *crReconciler) Reconcile(ctx context.Context, req reconcile.Request) (re
 	if err := r.c.Get(ctx, req.NamespacedName, &cm); err != nil {
 		return reconcile.Result{}, client.IgnoreNotFound(err)
 	}
-	i, err := shard.Of(&cm, shard.FieldUID, r.o.shards)
+	i, err := controllerruntime.ShardOf(req.NamespacedName, controllerruntime.FieldNamespacedName, r.o.shards)
 	if err != nil {
 		return reconcile.Result{}, err
 	}

@@ -11,6 +11,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/kubernetes"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/builder"
@@ -45,7 +46,7 @@ func TestControllerRuntimeSharder(t *testing.T) {
 	cms := createConfigMaps(t, admin, ns, "cm", 40)
 	shardOf := map[string]int{}
 	for i := range cms {
-		shardOf[cms[i].Name], _ = shard.Of(&cms[i], shard.FieldUID, shards)
+		shardOf[cms[i].Name], _ = controllerruntime.ShardOf(types.NamespacedName{Namespace: cms[i].Namespace, Name: cms[i].Name}, controllerruntime.FieldNamespacedName, shards)
 	}
 
 	var mu sync.Mutex
@@ -72,7 +73,7 @@ func TestControllerRuntimeSharder(t *testing.T) {
 			t.Fatal(err)
 		}
 		cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(cp.Config(), fast.D))
-		s, err := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, shard.FieldUID, shard.Config{
+		s, err := controllerruntime.NewSharder(mgr, &corev1.ConfigMap{}, controllerruntime.FieldNamespacedName, shard.Config{
 			Namespace: ns, Group: "cr", Identity: id, Client: cs.CoordinationV1(), Shards: shards,
 			LeaseDuration: fast.L, RenewDeadline: fast.D, RetryPeriod: fast.P, ReleaseOnCancel: true,
 		})
