@@ -105,9 +105,18 @@ func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
 		h.putLease("x", 15)
 		b := h.candidate("b").start()
 		c := h.candidate("c").start()
+		// Both write at x's expiry: b's takeover waits until c's is in
+		// flight, then lands first, so c's conflicts and c re-reads.
+		cSent := make(chan struct{})
+		var bWaited, cSentOnce bool
 		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
 			switch {
-			case r.Client == "c" && r.Verb == "update" && b.count("started") == 0:
+			case r.Client == "b" && r.Verb == "update" && !bWaited:
+				bWaited = true
+				<-cSent
+			case r.Client == "c" && r.Verb == "update" && !cSentOnce:
+				cSentOnce = true
+				close(cSent)
 				b.await("started", 1) // b's takeover lands first: c's write conflicts
 			case r.Client == "c" && r.Verb == "get" && h.holder() == "b":
 				h.srv.Delete(testNS, testName) // deleted just before c re-reads
