@@ -486,8 +486,14 @@ func (k *candidacy) serve(ctx context.Context) {
 			switch {
 			case err == nil:
 				failures.succeeded()
-				retry.reset()
+				opened := k.clock.Now()
 				rv, err = k.follow(ctx, w, rv)
+				if k.clock.Since(opened) >= k.t.retryPeriod {
+					retry.reset()
+				} else if err == nil && ctx.Err() == nil && !retry.wait(ctx) {
+					// A watch the server ends at once: do not spin.
+					return
+				}
 			case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
 				rv, err = "", nil
 			}

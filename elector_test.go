@@ -1168,3 +1168,24 @@ func TestRejoinWaitsForOverdueWork(t *testing.T) {
 
 	})
 }
+
+// A watch the server ends as soon as it opens is reopened with backoff,
+// never in a loop (the harness's loop guard fails a test whose candidate
+// sends more than loopLimit requests at one fake instant).
+func TestWatchEndedAtOnceIsReopenedWithBackoff(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		h.putLease("x", 15)
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Verb == "watch" {
+				go h.srv.CloseWatches() // ends the watch right after it opens
+			}
+			return nil
+		})
+		h.candidate("b").start()
+		h.advance(10 * time.Second)
+		if n := h.srv.Requests("b", "watch"); n > 60 {
+			t.Fatalf("%d watches in 10s; a watch ended at once must be reopened with backoff", n)
+		}
+	})
+}

@@ -217,10 +217,17 @@ func (o *observer) watchFrom(ctx context.Context, rv string) {
 			continue
 		}
 		failures.succeeded()
-		backoff.reset()
+		opened := o.clock.Now()
 		var ok bool
 		rv, ok = o.drain(ctx, w, rv)
 		if !ok {
+			return
+		}
+		if o.clock.Since(opened) >= o.retryPeriod {
+			backoff.reset()
+		} else if !backoff.wait(ctx) {
+			// A watch the server ends at once: reopen it with backoff,
+			// never in a loop.
 			return
 		}
 	}

@@ -356,4 +356,15 @@ var mutations = []mutation{
 		Tests:    []string{"TestSuspendLongerThanRenewDeadlineEndsTheTerm", "TestLeaderValid"},
 		Contract: true,
 	},
+	{
+		Name:  "watch-reopened-at-once",
+		Point: "every loop that talks to the API server backs off: a watch the server ends at once is reopened with backoff",
+		File:  "follow.go",
+		Original: `		} else if !backoff.wait(ctx) {
+			// A watch the server ends at once`,
+		Mutated: `		} else if false {
+			// A watch the server ends at once`,
+		Tests:    []string{"TestWatchEndedAtOnceIsReopenedWithBackoff"},
+		Contract: true,
+	},
 }
