@@ -21,7 +21,7 @@ import (
 
 // benchRun builds an Elector for identity id on client and a run for it,
 // without the observer goroutine: the benchmark feeds the run directly.
-func benchRun(b *testing.B, id string, client coordinationv1client.LeasesGetter) *run {
+func benchRun(b testing.TB, id string, client coordinationv1client.LeasesGetter) *run {
 	b.Helper()
 	e, err := New(Config{
 		Lock:      &LeaseLock{Namespace: "ns", Name: "lock", Identity: id, Client: client},

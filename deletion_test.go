@@ -107,10 +107,14 @@ func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
 		c := h.candidate("c").start()
 		// Both write at x's expiry: b's takeover waits until c's is in
 		// flight, then lands first, so c's conflicts and c re-reads.
+		// c polls (its watch is refused), so it never sees b's version:
+		// only the re-read's 404.
 		cSent := make(chan struct{})
 		var bWaited, cSentOnce bool
 		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
 			switch {
+			case r.Client == "c" && r.Verb == "watch":
+				return apierrors.NewForbidden(leasesGR, "", errors.New("no watch for c"))
 			case r.Client == "b" && r.Verb == "update" && !bWaited:
 				bWaited = true
 				<-cSent

@@ -288,3 +288,26 @@ func without(events []string, drop string) []string {
 	}
 	return out
 }
+
+// On a server without resourceVersions, a version this process has seen
+// replaced is a stale delivery (a fake's watch replaying the state at its
+// start), not news: after our own write, the unheld Lease we saw before it
+// must not read as a release.
+func TestVersionlessStaleDeliveryIsIgnored(t *testing.T) {
+	r := benchRun(t, "a", &stubLeases{})
+	unheld := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: testName}}
+	if err := r.observe(observation{lease: unheld}); err != nil {
+		t.Fatal(err)
+	}
+	ours := unheld.DeepCopy()
+	now := metav1.NewMicroTime(t0)
+	ours.Spec.HolderIdentity, ours.Spec.AcquireTime, ours.Spec.RenewTime = ptr.To("a"), &now, &now
+	r.remember(t0)
+	r.wrote(ours)
+	if err := r.observe(observation{lease: unheld.DeepCopy()}); err != nil { // the replay
+		t.Fatal(err)
+	}
+	if holderOf(r.view.lease) != "a" || !r.view.ours() {
+		t.Fatalf("a replayed earlier version replaced our own write in the view: holder %q", holderOf(r.view.lease))
+	}
+}
