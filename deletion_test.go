@@ -103,7 +103,12 @@ func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
 	synctest.Test(t, func(t *testing.T) {
 		h := newHarness(t)
 		h.putLease("x", 15)
-		b := h.candidate("b").start()
+		b := h.candidate("b")
+		// b's work takes 2s to return once cancelled (within the 3s
+		// margin): a c that creates the Lease at once overlaps it
+		// whichever goroutine runs first.
+		b.hold = make(chan struct{})
+		b.start()
 		c := h.candidate("c").start()
 		// Both write at x's expiry: b's takeover waits until c's is in
 		// flight, then lands first, so c's conflicts and c re-reads.
@@ -124,6 +129,7 @@ func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
 				b.await("started", 1) // b's takeover lands first: c's write conflicts
 			case r.Client == "c" && r.Verb == "get" && h.holder() == "b":
 				h.srv.Delete(testNS, testName) // deleted just before c re-reads
+				h.clock.AfterFunc(2*time.Second, func() { close(b.hold) })
 			}
 			return nil
 		})
