@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -100,7 +101,16 @@ func TestDeletedLeaseLeaderAgainWithoutRequestLoop(t *testing.T) {
 // out a claim counted from when it learned of the deletion, not create at
 // once while b's work still runs.
 func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
+	// Five worlds: goroutine order within one fake instant varies, and
+	// in a few orders c learns of b another way; five make the rule's
+	// breakage show every time.
+	for i := 0; i < 5; i++ {
+		t.Run(fmt.Sprint(i), func(t *testing.T) { synctest.Test(t, deletedAfterLostRace) })
+	}
+}
+
+func deletedAfterLostRace(t *testing.T) {
+	{
 		h := newHarness(t)
 		h.putLease("x", 15)
 		b := h.candidate("b")
@@ -115,21 +125,27 @@ func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
 		// c polls (its watch is refused), so it never sees b's version:
 		// only the re-read's 404.
 		cSent := make(chan struct{})
-		var bWaited, cSentOnce bool
+		var bWaited, cSentOnce atomic.Bool
 		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
 			switch {
 			case r.Client == "c" && r.Verb == "watch":
 				return apierrors.NewForbidden(leasesGR, "", errors.New("no watch for c"))
-			case r.Client == "b" && r.Verb == "update" && !bWaited:
-				bWaited = true
+			case r.Client == "b" && r.Verb == "update" && !bWaited.Swap(true):
 				<-cSent
-			case r.Client == "c" && r.Verb == "update" && !cSentOnce:
-				cSentOnce = true
+			case r.Client == "c" && r.Verb == "update" && !cSentOnce.Swap(true):
 				close(cSent)
 				b.await("started", 1) // b's takeover lands first: c's write conflicts
-			case r.Client == "c" && r.Verb == "get" && h.holder() == "b":
-				h.srv.Delete(testNS, testName) // deleted just before c re-reads
-				h.clock.AfterFunc(2*time.Second, func() { close(b.hold) })
+			case r.Client == "c" && r.Verb == "get" && !h.clock.Now().Before(t0.Add(15*time.Second)):
+				// Any read by c from x's expiry on (its re-read, or a
+				// poll) waits until both takeovers were sent and b's
+				// landed, then finds the Lease just deleted: c never
+				// sees b's version.
+				<-cSent
+				b.await("started", 1)
+				if h.holder() == "b" {
+					h.srv.Delete(testNS, testName)
+					h.clock.AfterFunc(2*time.Second, func() { close(b.hold) })
+				}
 			}
 			return nil
 		})
@@ -148,7 +164,7 @@ func TestDeletedAfterLostRaceWaitsOutUnseenHolder(t *testing.T) {
 		if m := h.maxWorking.Load(); m > 1 {
 			t.Fatalf("%d works at once", m)
 		}
-	})
+	}
 }
 
 // A watched deletion of the Lease's own last version, seen by a follower
