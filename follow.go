@@ -186,6 +186,7 @@ func (o *observer) watchFrom(ctx context.Context, rv string) {
 	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
 	failures := o.streak("Cannot watch the lease; retrying with backoff")
 	selector := fields.OneTermEqualSelector("metadata.name", o.lock.Name).String()
+	quick := 0 // watches in a row that ended within a retry period
 	for ctx.Err() == nil {
 		w, err := o.lock.leases().Watch(ctx, metav1.ListOptions{
 			FieldSelector:       selector,
@@ -217,17 +218,20 @@ func (o *observer) watchFrom(ctx context.Context, rv string) {
 			continue
 		}
 		failures.succeeded()
-		opened := o.clock.Now()
+		opened, from := o.clock.Now(), rv
 		var ok bool
 		rv, ok = o.drain(ctx, w, rv)
 		if !ok {
 			return
 		}
-		if o.clock.Since(opened) >= o.retryPeriod {
+		if rv != from || o.clock.Since(opened) >= o.retryPeriod {
+			// It delivered something, or lasted: a healthy watch.
 			backoff.reset()
-		} else if !backoff.wait(ctx) {
-			// A watch the server ends at once: reopen it with backoff,
-			// never in a loop.
+			quick = 0
+		} else if quick++; quick > 1 && !backoff.wait(ctx) {
+			// Watches the server keeps ending at once, empty: the first
+			// is reopened at once (a server restart, a closed
+			// connection), the next ones with backoff, never in a loop.
 			return
 		}
 	}
