@@ -167,7 +167,7 @@ func standIn(t *testing.T, ns, name, successor string) {
 	}()
 }
 
-var handoffRE = regexp.MustCompile(`: (\S+) holds the Lease now; the handoff took ([0-9.]+(ms|s))\n$`)
+var handoffRE = regexp.MustCompile(`: (\S+) holds the Lease now; the handoff took ([0-9.]+(ms|s))( \(unheld for [0-9.]+(ms|s)\))?\n$`)
 
 func TestYieldWithACooperatingHolder(t *testing.T) {
 	ns := newNamespace(t)
