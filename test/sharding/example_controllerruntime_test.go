@@ -11,6 +11,9 @@ import (
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/leasehold/leasehold/controllerruntime"
 )
 
 // examples/sharded-controller -controller-runtime, two processes: every
@@ -19,7 +22,13 @@ import (
 // over.
 func TestShardedControllerControllerRuntimeMode(t *testing.T) {
 	const shards = 8
-	dir, bin, kubeconfig, ns, _, shardOf := setUpShardedController(t, shards)
+	dir, bin, kubeconfig, ns, cms, _ := setUpShardedController(t, shards)
+	// The controller-runtime Sharder shards by namespace/name (it refuses
+	// shard.FieldUID): compute each ConfigMap's shard the same way.
+	shardOf := map[string]int{}
+	for i := range cms {
+		shardOf[cms[i].Name], _ = controllerruntime.ShardOf(types.NamespacedName{Namespace: cms[i].Namespace, Name: cms[i].Name}, controllerruntime.FieldNamespacedName, shards)
+	}
 	procs := map[string]*exec.Cmd{}
 	for _, id := range []string{"a", "b"} {
 		cmd := exec.Command(bin, "-controller-runtime", "-kubeconfig", kubeconfig, "-id", id, "-namespace", ns, "-lease-namespace", ns,
