@@ -214,8 +214,9 @@ type coordination struct {
 	// campaigning is set once a free version was left to the controller
 	// for controllerGrace in vain, and the elector campaigns itself.
 	campaigning bool
-	// takingUp is set once the take-up of an assigned version was logged.
-	takingUp bool
+	// takingUp is set once the take-up of an assigned version was logged;
+	// waitLogged once its wait for the previous claim was.
+	takingUp, waitLogged bool
 }
 
 // assigned reports whether lease names self as its holder in a write of the
@@ -285,7 +286,7 @@ func (c *coordination) decide(r *run, now time.Time, act campaignAction, at time
 	first := !c.sawBefore
 	c.sawBefore = true
 	if ver != c.version || first {
-		c.version, c.freeSince, c.campaigning, c.takingUp = ver, time.Time{}, false, false
+		c.version, c.freeSince, c.campaigning, c.takingUp, c.waitLogged = ver, time.Time{}, false, false, false
 		switch holder := holderOf(v.lease); {
 		case c.assigned(v.lease) && first:
 			// The first version this process sees is the controller's
@@ -305,8 +306,8 @@ func (c *coordination) decide(r *run, now time.Time, act campaignAction, at time
 		// The controller's choice: no sitting out after a yield.
 		r.sitOutUntil = time.Time{}
 		if now.Before(c.claimEnds) {
-			if !c.takingUp {
-				c.takingUp = true
+			if !c.waitLogged {
+				c.waitLogged = true
 				r.log.Info("The election controller assigned the lease to this process; starting when the previous holder's claim runs out by this clock",
 					"in", c.claimEnds.Sub(now))
 			}
