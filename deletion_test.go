@@ -275,3 +275,56 @@ func TestRecreatedAndDeletedAgainWhileStopping(t *testing.T) {
 		}
 	})
 }
+
+// Found by the simulator (test/sim, seeds 1962, 2861, 3136): c decides to
+// create the Lease (none exists); while its create is in flight, another
+// candidate b creates it and an operator deletes it, so c's create lands
+// on nothing. c's watch showed b's Lease before the answer came: b may
+// still work, so c keeps the Lease without starting its work until b's
+// claim (counted from when c learned of it) runs out.
+func TestCreateOverAHolderSeenInFlightHoldsTheWork(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		land := make(chan struct{})
+		var held atomic.Bool
+		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+			if r.Client == "c" && r.Verb == "create" && !held.Swap(true) {
+				<-land
+			}
+			return nil
+		})
+		c := h.candidate("c").start() // its create waits in the hook
+		if h.lease() != nil {
+			t.Fatalf("c's create landed before the test let it: %v", h.lease())
+		}
+		h.putLease("b", 15) // b wins meanwhile...
+		h.settle()
+		h.srv.Delete(testNS, testName) // ...and its Lease is deleted by hand
+		h.settle()
+		close(land)
+		h.settle()
+		if h.holder() != "c" {
+			t.Fatalf("c's create did not land: lease=%v", h.lease())
+		}
+		if c.count("started") != 0 {
+			t.Fatalf("c started its work at once over b's Lease, which its watch showed while the create was in flight: %v\n%s", c.history(), c.logs)
+		}
+		if l := c.logs.matching("keeping the Lease without starting the work"); len(l) != 1 {
+			t.Fatalf("want one line saying the work is held back, got %d:\n%s", len(l), c.logs)
+		}
+		h.advance(14 * time.Second)
+		if c.count("started") != 0 || c.e.IsLeader() {
+			t.Fatalf("c started its work inside b's claim (15s): %v", c.history())
+		}
+		if h.holder() != "c" {
+			t.Fatalf("c did not keep its Lease while holding back the work: lease=%v", h.lease())
+		}
+		h.advance(2 * time.Second)
+		if c.count("started") != 1 || !c.e.IsLeader() {
+			t.Fatalf("c did not start its work once b's claim ran out: %v", c.history())
+		}
+		if tr := transitionsOf(h.lease()); tr != 0 {
+			t.Fatalf("leaseTransitions = %d after holding back; the renewals while holding start no term, want 0", tr)
+		}
+	})
+}

@@ -247,6 +247,12 @@ type run struct {
 	nextRecent int
 	// acquiredAt is the send time of the write that won the current term.
 	acquiredAt instant
+	// holdUntil, if set, is when the work of a Lease this process created
+	// may start: the watch showed another holder's Lease created and
+	// deleted while the create was in flight, and that holder may work
+	// until then (heldBack). Till then the Lease is kept by renewals that
+	// start no term.
+	holdUntil time.Time
 	// overdueWork, if set, closes when the work of a lost term that
 	// outlived the safety margin finally returns. No new term starts
 	// before that: one process never runs two works.
@@ -340,6 +346,14 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 			switch {
 			case won:
 				failures.succeeded()
+				if err := r.heldBack(act, before); err != nil {
+					return false, err
+				}
+				if now := e.clock.Now(); now.Before(r.holdUntil) {
+					notBefore = now.Add(min(r.holdUntil.Sub(now), e.t.retryPeriod))
+					continue
+				}
+				r.holdUntil = time.Time{}
 				return true, nil
 			case err == nil:
 				// Lost a race: somebody else wrote; the view is fresh.
@@ -368,6 +382,42 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 		case <-timer.C():
 		}
 	}
+}
+
+// heldBack looks, after a winning write, at what the watch delivered while
+// the write was in flight. A create lands on a Lease that does not exist,
+// so another candidate may have created the Lease, and an operator deleted
+// it, between this process's decision and its write: a holder that may
+// still be working. If the watch showed one (a held Lease newer than the
+// view the decision was made on and older than our create), the work
+// waits until that holder's claim has run out, counted from now, and the
+// Lease is kept meanwhile (holdUntil). An update cannot land over an
+// unseen holder: it is conditioned on the version decided on.
+func (r *run) heldBack(act campaignAction, decidedOn leaseView) error {
+	var obs observation
+	select {
+	case obs = <-r.observations:
+	default:
+		return nil
+	}
+	ours := r.view.lease
+	if act == actCreate && ours.ResourceVersion != "" {
+		now := r.e.clock.Now()
+		for _, l := range append(obs.superseded, obs.seen()) {
+			switch {
+			case l == nil || holderOf(l) == "" || l.ResourceVersion == "" || holderOf(l) == r.e.lock.Identity && r.isOurs(l),
+				!newerVersion(ours.ResourceVersion, l.ResourceVersion),
+				decidedOn.lease != nil && decidedOn.lease.ResourceVersion != "" && !newerVersion(l.ResourceVersion, decidedOn.lease.ResourceVersion):
+				continue
+			}
+			if until := now.Add(claimDuration(l, r.e.t.leaseDuration)); until.After(r.holdUntil) {
+				r.holdUntil = until
+				r.log.Info("Created the Lease, but the watch showed another holder's Lease created and deleted while the create was in flight; keeping the Lease without starting the work until that claim runs out",
+					"holder", holderOf(l), "until", until.Sub(now).Round(time.Millisecond))
+			}
+		}
+	}
+	return r.observe(obs)
 }
 
 // sitOut makes this process write nothing before until while the Lease
@@ -416,7 +466,10 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	if act == actCreate {
 		base = nil
 	}
-	desired := e.lock.claim(base, now, e.t.leaseDuration, true)
+	// While holding back the work (heldBack), a write on our own Lease
+	// keeps it without starting a term.
+	holding := !r.holdUntil.IsZero() && act == actAcquire && holderOf(base) == e.lock.Identity && r.view.ours()
+	desired := e.lock.claim(base, now, e.t.leaseDuration, !holding)
 	r.remember(now)
 	// The write is not cut short by ctx: if it lands, we must know.
 	rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, e.t.requestTimeout())
@@ -430,6 +483,11 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	}
 	e.health.write(e.clock.Now(), err, act == actCreate)
 	switch {
+	case err == nil && holding:
+		r.wrote(got)
+		r.acquiredAt = sent
+		r.log.V(2).Info("Renewed the Lease while the work is held back", "resourceVersion", got.ResourceVersion)
+		return true, nil
 	case err == nil:
 		switch v := r.view; {
 		case v.lease == nil || v.gone:

@@ -41,11 +41,41 @@ type observation struct {
 	// been answered (a re-read after a lost race): a Lease it does not
 	// find is gone, even if the view shows our own write.
 	fresh bool
+	// superseded are the Leases of the observations this one replaced in
+	// the mailbox before anyone took them (oldest first, at most
+	// maxSuperseded). A reader that was busy with a write learns what
+	// happened meanwhile from them (run.heldBack).
+	superseded []*coordinationv1.Lease
+}
+
+// maxSuperseded bounds observation.superseded.
+const maxSuperseded = 4
+
+// seen returns the Lease an observation shows: the Lease, or for a
+// deletion the deleted object's last state (nil if unknown).
+func (o observation) seen() *coordinationv1.Lease {
+	if o.lease != nil {
+		return o.lease
+	}
+	return o.final
+}
+
+// supersede returns obs carrying old's Lease and what old superseded.
+func supersede(obs, old observation) observation {
+	list := append(append([]*coordinationv1.Lease(nil), old.superseded...), obs.superseded...)
+	if l := old.seen(); l != nil {
+		list = append(list, l)
+	}
+	if len(list) > maxSuperseded {
+		list = list[len(list)-maxSuperseded:]
+	}
+	obs.superseded = list
+	return obs
 }
 
 // mailbox holds the newest observation not yet taken. Putting never
 // blocks: a newer observation replaces an untaken older one, which it
-// supersedes. So a reader that is busy (a term ending, a slow callback)
+// supersedes (and carries, see observation.superseded). So a reader that is busy (a term ending, a slow callback)
 // never stalls the watch feeding it, and never reads a backlog. At most
 // two goroutines put into one mailbox (an observer's GET and a shared
 // watch); one takes.
@@ -66,7 +96,9 @@ func (m mailbox) put(obs observation) {
 		case old := <-m:
 			if old.lease != nil && obs.lease != nil && old.lease.ResourceVersion != "" && obs.lease.ResourceVersion != "" &&
 				newerVersion(old.lease.ResourceVersion, obs.lease.ResourceVersion) {
-				obs = old // keep the newer; without versions, the last put wins
+				obs = supersede(old, obs) // keep the newer; without versions, the last put wins
+			} else {
+				obs = supersede(obs, old)
 			}
 		default:
 		}

@@ -302,15 +302,30 @@ func (t *term) lose(cause error) error {
 	e.setLeading(false, instant{}, nil)
 	t.log.Info("Lost the lease; cancelled the work", "reason", cause.Error(), "safetyMargin", e.t.safetyMargin())
 
+	// The work gets the safety margin, and no more than what is left of
+	// StepDownTimeout if the term was already stepping down: Run returns
+	// within StepDownTimeout of its ctx's cancellation whichever way the
+	// term ends (a renewal in flight at the bound may add one request).
+	wait, stepDownEnds := e.t.safetyMargin(), false
+	if t.stepping {
+		if left := t.steppingSince.Add(e.cfg.StepDownTimeout).Sub(t.clock.Now()); left < wait {
+			wait, stepDownEnds = max(left, 0), true
+		}
+	}
 	var err error
-	grace := t.clock.NewTimer(e.t.safetyMargin())
+	grace := t.clock.NewTimer(wait)
 	defer grace.Stop()
 	select {
 	case <-t.work:
 	case <-grace.C():
 		r.overdueWork = e.workOutlived(t.work)
-		err = fmt.Errorf("%w: still running %v after its context was cancelled", ErrWorkOutlivedLease, e.t.safetyMargin())
-		t.log.Error(err, "OnStartedLeading did not return within the safety margin; another leader may start now. Check fails until it returns")
+		if stepDownEnds {
+			err = fmt.Errorf("%w: OnStartedLeading still running %v after its context was cancelled", ErrStepDownTimeout, e.cfg.StepDownTimeout)
+			t.log.Error(err, "OnStartedLeading did not return within StepDownTimeout; exit the process now. Check fails until it returns")
+		} else {
+			err = fmt.Errorf("%w: still running %v after its context was cancelled", ErrWorkOutlivedLease, e.t.safetyMargin())
+			t.log.Error(err, "OnStartedLeading did not return within the safety margin; another leader may start now. Check fails until it returns")
+		}
 	}
 	t.stopped()
 	t.answerYield(cause)

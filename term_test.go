@@ -4,9 +4,14 @@ import (
 	"context"
 	"errors"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
 // The work's ctx carries its term, Elector.Term reports it while leading,
@@ -308,5 +313,48 @@ func TestStepDownTimeoutEndsRunWithRejoinAndFailsCheck(t *testing.T) {
 		}
 		close(a.hold)
 		eventually(t, "Check healthy once the work returned", func() bool { return a.e.Check(0) == nil })
+	})
+}
+
+// Found by the simulator (test/sim, seed 1258): a step-down whose work
+// ignores its ctx, and whose renewals then fail until the renew deadline
+// passes just before StepDownTimeout runs out. The lost term must not add
+// a whole safety margin on top: Run returns at StepDownTimeout with
+// ErrStepDownTimeout.
+func TestLostTermWhileSteppingDownKeepsTheStepDownBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.StepDownTimeout = 11 * time.Second })
+		a.hold = make(chan struct{}) // the work ignores ctx until closed
+		a.start()
+		a.waitLeader()
+		var refusing atomic.Bool
+		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" && refusing.Load() {
+				return apierrors.NewInternalError(errors.New("etcd is down"))
+			}
+			return nil
+		})
+		refusing.Store(true)
+		a.cancel()
+		h.settle()
+		cancelledAt := h.clock.Now()
+		var err error
+		for h.clock.Since(cancelledAt) < 20*time.Second {
+			h.advance(100 * time.Millisecond)
+			select {
+			case err = <-a.done:
+				a.done <- err
+			default:
+				continue
+			}
+			break
+		}
+		if took := h.clock.Since(cancelledAt); took > 11*time.Second {
+			t.Fatalf("Run returned %v after its ctx was cancelled; StepDownTimeout is 11s (err %v)", took, err)
+		}
+		if !errors.Is(err, ErrStepDownTimeout) || !errors.Is(err, ErrLeaderLost) {
+			t.Fatalf("Run = %v, want ErrStepDownTimeout and ErrLeaderLost", err)
+		}
 	})
 }

@@ -152,10 +152,10 @@ type inc struct {
 	// saw the Lease it created.
 	seen     bool
 	blindWin bool
-	// uids are the Lease objects (by UID) this incarnation has seen: a
-	// Lease deleted by hand before a candidate ever saw it cannot be
-	// known to it (see workStarted).
-	uids map[types.UID]bool
+	// uids are the Lease objects (by UID) this incarnation has seen, with
+	// when it first saw each: a Lease deleted by hand before a candidate
+	// saw it cannot be known to it (see workStarted).
+	uids map[types.UID]time.Time
 }
 
 // saw records, under w.mu, that c saw lease.
@@ -165,9 +165,20 @@ func (c *inc) saw(lease *coordinationv1.Lease) {
 	}
 	c.seen = true
 	if c.uids == nil {
-		c.uids = map[types.UID]bool{}
+		c.uids = map[types.UID]time.Time{}
 	}
-	c.uids[lease.UID] = true
+	if _, ok := c.uids[lease.UID]; !ok {
+		c.uids[lease.UID] = time.Now()
+	}
+}
+
+// sawBefore reports whether c saw the Lease object uid before now. A
+// sighting at the very instant c's work starts does not count: the watch
+// event and the winning write's answer arrived together, and which one
+// the elector took first is the order of two goroutines, not knowledge.
+func (c *inc) sawBefore(uid types.UID, now time.Time) bool {
+	at, ok := c.uids[uid]
+	return ok && at.Before(now)
 }
 
 // work is one call of OnStartedLeading.
@@ -607,7 +618,7 @@ func (w *world) workStarted(c *inc, uid types.UID) *work {
 	}
 	for other := range w.works {
 		w.res.Checks++
-		if c.blindWin || (other.uid != "" && !c.uids[other.uid]) {
+		if c.blindWin || (other.uid != "" && !c.sawBefore(other.uid, now)) {
 			// The Lease was deleted by hand under a working leader, and
 			// this candidate had never seen it (no Lease at all, or not
 			// the object that leader won its term on: created and
