@@ -3,6 +3,8 @@ package leasehold
 import (
 	"context"
 	"errors"
+	"os"
+	"strings"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -10,9 +12,22 @@ import (
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
-// The README's migration checklist (Migrating from client-go), item by
-// item, so that what it promises keeps holding.
+// The migration checklist of docs/migrating.md (Migrating from
+// client-go), item by item, so that what it promises keeps holding.
 func TestMigrationChecklist(t *testing.T) {
+	// The page lists the items this test runs, and says that it does.
+	t.Run("docs/migrating.md", func(t *testing.T) {
+		doc, err := os.ReadFile("docs/migrating.md")
+		if err != nil {
+			t.Fatal(err)
+		}
+		for _, want := range []string{"`TestMigrationChecklist` runs each item", "1. **A work that ignores its ctx.**",
+			"2. **No `os.Exit` in a callback.**", "3. **Timings set explicitly**", "4. **`ReleaseOnCancel`.**"} {
+			if !strings.Contains(string(doc), want) {
+				t.Errorf("docs/migrating.md's migration checklist has no %q", want)
+			}
+		}
+	})
 	// 1. A work that ignores its ctx (client-go's example runs select {}):
 	// on SIGTERM the elector renews for StepDownTimeout, then gives up
 	// without releasing and Run says so; a work that returns on

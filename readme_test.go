@@ -29,17 +29,18 @@ func TestReadmeUsageIsTheCompiledProgram(t *testing.T) {
 	}
 }
 
-// The README's list of sentinel errors names every exported Err of the
-// package, so a new error cannot be left out of it.
+// The callback contract's list of sentinel errors (docs/contract.md)
+// names every exported Err of the package, so a new error cannot be left
+// out of it.
 func TestReadmeListsEverySentinelError(t *testing.T) {
-	readme, err := os.ReadFile("README.md")
+	contract, err := os.ReadFile("docs/contract.md")
 	if err != nil {
 		t.Fatal(err)
 	}
-	text := string(readme)
+	text := string(contract)
 	start := strings.Index(text, "Errors are sentinels for `errors.Is`")
 	if start < 0 {
-		t.Fatal("README has no list of sentinel errors")
+		t.Fatal("docs/contract.md has no list of sentinel errors")
 	}
 	list := text[start:]
 	list = list[:strings.Index(list, "\n\n")]
@@ -56,7 +57,7 @@ func TestReadmeListsEverySentinelError(t *testing.T) {
 		name := strings.Fields(line)[0]
 		found++
 		if !strings.Contains(list, "`"+name+"`") {
-			t.Errorf("README's list of sentinel errors leaves out %s", name)
+			t.Errorf("docs/contract.md's list of sentinel errors leaves out %s", name)
 		}
 	}
 	if found < 10 {
