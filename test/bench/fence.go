@@ -557,7 +557,7 @@ func sumTakeovers(runs []FenceTakeover) fenceTakeovers {
 
 // ChaosStaleWritesLink is where the README reports the chaos run's stale
 // writes admitted under the fence (make chaos / make soak, -mode fenced).
-const ChaosStaleWritesLink = "README.md#the-control-planes-own-failures"
+const ChaosStaleWritesLink = "docs/reliability.md#the-control-planes-own-failures"
 
 // Markdown renders the fencing phase as a section of BENCHMARKS.md.
 func (r *FenceResult) Markdown() string {

@@ -620,7 +620,7 @@ func (r *Report) transitions() {
 func ts(t time.Time) string { return t.Format("15:04:05.000000") }
 
 // Print writes the report for humans, then a markdown block for the
-// README's Reliability section.
+// Reliability page (docs/reliability.md).
 func (r *Report) Print(w io.Writer) {
 	rec := r.Rec
 	c := rec.Config

@@ -1,5 +1,5 @@
-// Package walkthrough runs the README's leader-election walk-through with
-// real processes: it builds examples/leader-election, starts copies of it
+// Package walkthrough runs the leader-election walk-through of docs/demo.md
+// with real processes: it builds examples/leader-election, starts copies of it
 // against a real API server, parses their machine-readable stdout into one
 // timeline, and signals them (SIGINT, SIGKILL, SIGSTOP, SIGCONT).
 //

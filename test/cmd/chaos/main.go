@@ -5,7 +5,7 @@
 // once, that leadership came back within LeaseDuration + RetryPeriod + 1s of
 // each healed fault, that every term ended exactly once, and that
 // leaseTransitions only grew. It prints a report with a markdown block for
-// the README, and exits 1 if any check failed.
+// docs/reliability.md, and exits 1 if any check failed.
 //
 //	cd test && go run ./cmd/chaos [-faults 300] [-seed 1] [-candidates 5]
 //	    [-mode election|yield|shard] [-kinds candidate,controlplane,ha,yield|all|<kind>,...]

@@ -1,7 +1,7 @@
-// Command demo is `make demo`: the README walk-through, live. It starts a
-// real etcd and kube-apiserver, runs three copies of
-// examples/leader-election on the Lease default/example with the README's
-// timings (15s/10s/2s), and narrates what happens:
+// Command demo is `make demo`: the walk-through of docs/demo.md, live. It
+// starts a real etcd and kube-apiserver, runs three copies of
+// examples/leader-election on the Lease default/example with the
+// walk-through's timings (15s/10s/2s), and narrates what happens:
 //
 //   - one process is elected and the others follow it;
 //   - SIGINT to the leader: its work stops, it releases the Lease, and

@@ -108,7 +108,7 @@ func run(kubeconfig, namespace, name, id, yieldFile string, l, d, p time.Duratio
 	}
 	cfg.ContentType = "application/json"
 	cfg.AcceptContentTypes = "application/json"
-	// As the README recommends: one hung request cannot use up the
+	// As docs/contract.md recommends: one hung request cannot use up the
 	// renew deadline.
 	clientset, err := kubernetes.NewForConfig(leasehold.WithRequestTimeout(cfg, d))
 	if err != nil {
