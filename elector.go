@@ -171,7 +171,7 @@ func (e *Elector) Run(ctx context.Context) error {
 		if ctx.Err() != nil {
 			// Won the lease just as we were told to stop: no work ran.
 			if e.cfg.ReleaseOnCancel {
-				_ = r.release(ctx, r.acquiredAt, "")
+				_ = r.release(ctx, r.acquiredAt, "", time.Time{})
 			}
 			return nil
 		}
@@ -605,8 +605,9 @@ func (r *run) stillOurs() error {
 // release clears the holder with an update conditioned on our last write,
 // so it can never blank another holder's lease, naming successor ("" for
 // anyone) as the preferred holder. It retries transient errors while our
-// claim is still valid, and returns nil once the Lease is released.
-func (r *run) release(ctx context.Context, lastSent instant, successor string) error {
+// claim is still valid and, if by is set (a step-down's StepDownTimeout),
+// until by, and returns nil once the Lease is released.
+func (r *run) release(ctx context.Context, lastSent instant, successor string, by time.Time) error {
 	e := r.e
 	if !r.view.ours() {
 		return fmt.Errorf("%w: the lease changed since our last write", ErrLeaderLost)
@@ -619,6 +620,15 @@ func (r *run) release(ctx context.Context, lastSent instant, successor string) e
 		if remaining <= 0 {
 			r.log.Info("Did not release the lease: renew deadline passed; it expires on its own")
 			return fmt.Errorf("%w: renew deadline passed before the release", ErrLeaderLost)
+		}
+		if !by.IsZero() {
+			if left := by.Sub(now); left <= 0 {
+				r.log.Info("Did not release the lease: StepDownTimeout ran out; it expires on its own",
+					"expiresIn", (e.t.leaseDuration - elapsed(lastSent, sent)).Round(time.Millisecond))
+				return fmt.Errorf("%w: StepDownTimeout ran out before the release", ErrLeaderLost)
+			} else if left < remaining {
+				remaining = left
+			}
 		}
 		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, min(e.t.requestTimeout(), remaining))
 		inSpec := writesSpecPreference(r.view.lease, successor, e.specPreferenceDropped.Load())
@@ -652,9 +662,12 @@ func (r *run) release(ctx context.Context, lastSent instant, successor string) e
 			return err
 		}
 		r.log.V(2).Info("Release failed; retrying", "err", err.Error())
-		if !retry.wait(context.WithoutCancel(ctx)) {
-			return err
-		}
+		// The wait ends early at the bound, whose check above then ends
+		// the release. It is measured on the clock alone, as remaining's
+		// end is reached by the clock at the latest: never a zero wait.
+		wctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, remaining-e.clock.Since(now))
+		retry.wait(wctx)
+		cancel()
 	}
 }
 

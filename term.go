@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -140,6 +141,12 @@ func (t *term) run(ctx context.Context) error {
 	t.failures = newErrorStreak(t.clock, t.log, "Cannot renew the lease; retrying until the renew deadline")
 	t.failures.health = &e.health
 
+	// When Run's ctx is cancelled, on the clock: StepDownTimeout counts
+	// from then, even if a renewal in flight kept this loop from seeing
+	// the cancellation at once.
+	var cancelledAt atomic.Pointer[time.Time]
+	defer context.AfterFunc(ctx, func() { now := t.clock.Now(); cancelledAt.Store(&now) })()
+
 	cancelled := ctx.Done()
 	renewC := t.renewAt.C()
 	var giveUp, report <-chan time.Time
@@ -183,6 +190,9 @@ func (t *term) run(ctx context.Context) error {
 			t.log.Info("Context cancelled; waiting for OnStartedLeading to return before stepping down",
 				"stepDownTimeout", e.cfg.StepDownTimeout)
 			t.beginStepDown(nil)
+			if at := cancelledAt.Load(); at != nil && at.Before(t.steppingSince) {
+				t.steppingSince = *at
+			}
 
 		case req := <-yields:
 			if t.stepping {
@@ -249,9 +259,18 @@ func (t *term) beginStepDown(y *yieldRequest) {
 	t.cancelWork()
 }
 
+// stepDownBy is when a step-down in progress must end (StepDownTimeout
+// after it began), and zero when the term is not stepping down.
+func (t *term) stepDownBy() time.Time {
+	if !t.stepping {
+		return time.Time{}
+	}
+	return t.steppingSince.Add(t.e.cfg.StepDownTimeout)
+}
+
 // stepDownTimers returns the channels that bound and report a step-down.
 func (t *term) stepDownTimers() (giveUp, report <-chan time.Time) {
-	return t.clock.After(t.e.cfg.StepDownTimeout), t.clock.After(stepDownReportEvery)
+	return t.clock.After(t.stepDownBy().Sub(t.clock.Now())), t.clock.After(stepDownReportEvery)
 }
 
 // renew makes one renewal attempt and re-arms the timers. It returns the
@@ -383,7 +402,7 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 		if t.yield != nil {
 			successor = t.yield.to
 		}
-		released = t.r.release(ctx, t.lastSent, successor)
+		released = t.r.release(ctx, t.lastSent, successor, t.stepDownBy())
 		if t.yield != nil && apierrors.IsConflict(released) {
 			// A concurrent write moved the version: often the very
 			// annotation that asked for this handoff, which leaves the
@@ -393,7 +412,7 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
 					successor = to // the newest request wins
 				}
-				released = t.r.release(ctx, t.lastSent, successor)
+				released = t.r.release(ctx, t.lastSent, successor, t.stepDownBy())
 			}
 		}
 	}

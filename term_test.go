@@ -358,3 +358,96 @@ func TestLostTermWhileSteppingDownKeepsTheStepDownBound(t *testing.T) {
 		}
 	})
 }
+
+// Found by the simulator (test/sim, seed 6672): the work returns just
+// before StepDownTimeout, and then every write fails. The release is
+// retried while the claim is valid, but never past StepDownTimeout: Run
+// returns within it of its ctx's cancellation.
+func TestReleaseRetriesEndAtStepDownTimeout(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) {
+			c.StepDownTimeout = 11 * time.Second
+			c.ReleaseOnCancel = true
+		})
+		a.hold = make(chan struct{}) // the work ignores ctx until closed
+		a.start()
+		a.waitLeader()
+		var refusing atomic.Bool
+		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" && refusing.Load() {
+				return apierrors.NewInternalError(errors.New("etcd is down"))
+			}
+			return nil
+		})
+		a.cancel()
+		h.settle()
+		cancelledAt := h.clock.Now()
+		h.clock.AfterFunc(9*time.Second, func() {
+			refusing.Store(true)
+			close(a.hold)
+		})
+		var err error
+		for h.clock.Since(cancelledAt) < 20*time.Second {
+			h.advance(100 * time.Millisecond)
+			select {
+			case err = <-a.done:
+				a.done <- err
+			default:
+				continue
+			}
+			break
+		}
+		if took := h.clock.Since(cancelledAt); took > 11*time.Second {
+			t.Fatalf("Run returned %v after its ctx was cancelled; StepDownTimeout is 11s (err %v)", took, err)
+		}
+		if a.count("returned") != 1 || h.holder() != "a" {
+			t.Fatalf("want the work returned and the release failed: %v, lease %v", a.history(), h.lease())
+		}
+		if l := a.logs.matching("StepDownTimeout ran out"); len(l) != 1 {
+			t.Fatalf("want one line saying the release gave up at StepDownTimeout:\n%s", a.logs)
+		}
+	})
+}
+
+// Found by the simulator (test/sim, seed 5996): Run's ctx is cancelled
+// while a renewal hangs. The term sees the cancellation only when that
+// request times out, but StepDownTimeout counts from the cancellation:
+// a work that ignores its ctx ends Run StepDownTimeout after it.
+func TestStepDownTimeoutCountsFromTheCancellation(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.StepDownTimeout = 8 * time.Second })
+		a.hold = make(chan struct{}) // the work ignores ctx until closed
+		a.start()
+		a.waitLeader()
+		var hang atomic.Bool
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && r.Verb == "update" && hang.Load() {
+				<-ctx.Done() // the request hangs until its timeout
+				return ctx.Err()
+			}
+			return nil
+		})
+		hang.Store(true)
+		h.advance(2 * time.Second) // a renewal is sent and hangs
+		hang.Store(false)
+		a.cancel()
+		h.settle()
+		cancelledAt := h.clock.Now()
+		var err error
+		for h.clock.Since(cancelledAt) < 20*time.Second {
+			h.advance(100 * time.Millisecond)
+			select {
+			case err = <-a.done:
+				a.done <- err
+			default:
+				continue
+			}
+			break
+		}
+		if took := h.clock.Since(cancelledAt); took > 8*time.Second || !errors.Is(err, ErrStepDownTimeout) {
+			t.Fatalf("Run returned %v %v after its ctx was cancelled; want ErrStepDownTimeout within StepDownTimeout (8s)", err, took)
+		}
+	})
+}

@@ -22,6 +22,13 @@
 // Usage (from anywhere in the repository):
 //
 //	go run ./hack/mutate [-rev HEAD] [-only REGEXP] [-timeout 5m] [-keep] [-v] [-list]
+//
+// With -sim N it asks another question: which mutations of the root
+// package (the elector the simulator drives) does the deterministic
+// simulation of test/sim catch on its own, in N seeds? It runs
+// test/cmd/sim instead of the unit tests, reports each mutation as caught
+// (with the first invariant that failed) or missed, and with -out writes
+// that table as markdown. Missed mutations do not fail this mode.
 package main
 
 import (
@@ -80,9 +87,20 @@ func main() {
 	verbose := flag.Bool("v", false, "print the test output of every run")
 	list := flag.Bool("list", false, "list the mutations and exit")
 	markdown := flag.Bool("markdown", false, "print docs/mutations.md (the table of every mutation and the tests that catch it) and exit")
+	simSeeds := flag.Int("sim", 0, "instead of the unit tests, run this many seeds of the simulation (test/cmd/sim) on each mutation of the root package")
+	out := flag.String("out", "", "with -sim: also write the table, as markdown, to this file")
 	flag.Parse()
 
 	ms := allMutations()
+	if *simSeeds > 0 {
+		var root []mutation
+		for _, m := range ms {
+			if m.Pkg == "" {
+				root = append(root, m)
+			}
+		}
+		ms = root
+	}
 	if *only != "" {
 		re, err := regexp.Compile(*only)
 		if err != nil {
@@ -174,6 +192,16 @@ func main() {
 		pkgs = append(pkgs, p)
 	}
 	sort.Strings(pkgs)
+	if *simSeeds > 0 {
+		fmt.Printf("baseline: %d seeds of the simulation on the unmutated copy ... ", *simSeeds)
+		start := time.Now()
+		if out, err := simRun(scratch, *simSeeds, *timeout); err != nil {
+			fmt.Printf("FAIL (%v)\n%s\n", time.Since(start).Round(time.Second), tail(out, 60))
+			os.Exit(2)
+		}
+		fmt.Printf("ok (%v)\n", time.Since(start).Round(time.Second))
+		pkgs = nil
+	}
 	for _, pkg := range pkgs {
 		all := byPkg[pkg]
 		sort.Strings(all)
@@ -228,7 +256,7 @@ func main() {
 			defer wg.Done()
 			for i := range next {
 				m := ms[i]
-				r := run(dir, m, applies[m.Name], originals[m.File], *timeout)
+				r := run(dir, m, applies[m.Name], originals[m.File], *timeout, *simSeeds)
 				results[i] = r
 				mu.Lock()
 				done++
@@ -247,6 +275,16 @@ func main() {
 	wg.Wait()
 
 	fmt.Println()
+	if *simSeeds > 0 {
+		table := simTable(results, *simSeeds, src)
+		fmt.Print(table)
+		if *out != "" {
+			if err := os.WriteFile(*out, []byte(table), 0o644); err != nil {
+				fatalf("%v", err)
+			}
+		}
+		return
+	}
 	w := tabwriter.NewWriter(os.Stdout, 0, 0, 2, ' ', 0)
 	fmt.Fprintln(w, "MUTATION\tFILE\tRESULT\tFAILING TEST")
 	bad := 0
@@ -309,7 +347,7 @@ func allMutations() []mutation {
 
 // run applies m alone to the scratch copy, runs its tests, and restores
 // the file.
-func run(scratch string, m mutation, applies bool, original []byte, timeout time.Duration) result {
+func run(scratch string, m mutation, applies bool, original []byte, timeout time.Duration, simSeeds int) result {
 	r := result{m: m}
 	if !applies {
 		r.status = "DOES-NOT-APPLY"
@@ -326,18 +364,88 @@ func run(scratch string, m mutation, applies bool, original []byte, timeout time
 		}
 	}()
 	start := time.Now()
-	out, err := goTest(scratch, m.Pkg, m.Tests, timeout)
+	var out string
+	var err error
+	if simSeeds > 0 {
+		out, err = simRun(scratch, simSeeds, timeout)
+	} else {
+		out, err = goTest(scratch, m.Pkg, m.Tests, timeout)
+	}
 	r.took, r.output = time.Since(start), out
 	switch {
 	case err == nil:
 		r.status = "SURVIVED"
 	case buildFailed(out):
 		r.status = "BUILD-FAILED"
+	case simSeeds > 0:
+		r.status = "caught"
+		r.failing = simFailures(out)
 	default:
 		r.status = "caught"
 		r.failing = failingTests(out)
 	}
 	return r
+}
+
+// simRun runs seeds of the simulation (test/cmd/sim) in the scratch copy,
+// stopping at the first failing seed, without shrinking.
+func simRun(scratch string, seeds int, timeout time.Duration) (string, error) {
+	cmd := exec.Command("go", "run", "./cmd/sim", "-seeds", fmt.Sprint(seeds), "-shrink=false", "-stop-at-first")
+	cmd.Dir = filepath.Join(scratch, "test")
+	cmd.WaitDelay = time.Second
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	if err := cmd.Start(); err != nil {
+		return "", err
+	}
+	timer := time.AfterFunc(timeout, func() { cmd.Process.Kill() })
+	defer timer.Stop()
+	err := cmd.Wait()
+	return buf.String(), err
+}
+
+var simViolationRE = regexp.MustCompile(`(?m)^\s*VIOLATION \S+ (\S+) `)
+
+// simFailures names the invariant of the simulation's first violation
+// and its seed.
+func simFailures(out string) []string {
+	if m := simViolationRE.FindStringSubmatch(out); m != nil {
+		seed := regexp.MustCompile(`=== FAIL seed (\d+)`).FindStringSubmatch(out)
+		if seed != nil {
+			return []string{m[1] + " (seed " + seed[1] + ")"}
+		}
+		return []string{m[1]}
+	}
+	return []string{"(the simulation failed without a violation: " + strings.TrimSpace(tail(out, 1)) + ")"}
+}
+
+// simTable renders what the simulation alone caught, as markdown.
+func simTable(results []result, seeds int, src string) string {
+	var b strings.Builder
+	caught := 0
+	for _, r := range results {
+		if r.status == "caught" {
+			caught++
+		}
+	}
+	b.WriteString("# Mutations the simulation catches on its own\n\n")
+	b.WriteString("Generated by `go run ./hack/mutate -sim " + fmt.Sprint(seeds) + " -out docs/sim-mutations.md` on " + src + ".\n")
+	b.WriteString("Each mutation of the root package (the elector that `test/sim` drives) is applied alone, and the\n")
+	fmt.Fprintf(&b, "simulation runs %d seeds on it, with no unit test involved.\n\n", seeds)
+	fmt.Fprintf(&b, "**Caught by the simulation alone: %d of %d (%d%%).**\n\n", caught, len(results), 100*caught/max(1, len(results)))
+	b.WriteString("| Mutation | Contract point it breaks | Simulation | First invariant broken |\n|---|---|---|---|\n")
+	for _, r := range results {
+		status := r.status
+		if status == "SURVIVED" {
+			status = "missed"
+		}
+		failing := strings.Join(r.failing, ", ")
+		if failing == "" {
+			failing = "-"
+		}
+		fmt.Fprintf(&b, "| `%s` | %s | %s | %s |\n", r.m.Name, strings.ReplaceAll(r.m.Point, "|", "\\|"), status, failing)
+	}
+	return b.String()
 }
 
 // pkgName is how the table names a mutation's package.
