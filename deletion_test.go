@@ -328,3 +328,57 @@ func TestCreateOverAHolderSeenInFlightHoldsTheWork(t *testing.T) {
 		}
 	})
 }
+
+// Found by the simulator (test/sim, seed 6614): a's Lease is deleted by
+// hand while a is cut off from the server (it keeps working until its
+// renew deadline). b saw a's Lease and waits out a's claim. Meanwhile a
+// process that never saw a's Lease creates it and releases it: b may take
+// the released Lease, but starts no work before a's claim has run out.
+func TestDeletedHoldersClaimOutlivesLaterVersions(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		b := h.candidate("b").start()
+		h.advance(2 * time.Second)
+		var cutOff atomic.Bool
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			if r.Client == "a" && cutOff.Load() {
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		})
+		cutOff.Store(true)
+		h.srv.Delete(testNS, testName)
+		deletedAt := h.clock.Now()
+		h.settle()
+		h.advance(3 * time.Second)
+		h.putLease("z", 15) // a process that never saw a's Lease...
+		h.settle()
+		released := h.lease().DeepCopy()
+		released.Spec.HolderIdentity = nil // ...releases it
+		h.srv.Put(released)
+		h.settle()
+		if h.holder() != "b" {
+			t.Fatalf("b did not take the released Lease: %v", h.lease())
+		}
+		for h.clock.Since(deletedAt) < 14*time.Second {
+			if b.count("started") != 0 {
+				t.Fatalf("b started its work %v after a's Lease was deleted, inside a's claim (15s from b's sighting); a: %v",
+					h.clock.Since(deletedAt), a.history())
+			}
+			h.advance(500 * time.Millisecond)
+		}
+		if h.holder() != "b" {
+			t.Fatalf("b did not keep the Lease while holding back its work: %v", h.lease())
+		}
+		h.advance(4 * time.Second)
+		if b.count("started") != 1 {
+			t.Fatalf("b never started once a's claim ran out: %v\n%s", b.history(), b.logs)
+		}
+		if m := h.maxWorking.Load(); m > 1 {
+			t.Fatalf("%d works at once", m)
+		}
+	})
+}

@@ -247,12 +247,14 @@ type run struct {
 	nextRecent int
 	// acquiredAt is the send time of the write that won the current term.
 	acquiredAt instant
-	// holdUntil, if set, is when the work of a Lease this process created
-	// may start: the watch showed another holder's Lease created and
-	// deleted while the create was in flight, and that holder may work
-	// until then (heldBack). Till then the Lease is kept by renewals that
-	// start no term.
+	// holdUntil, if set, is when the work of a term this process wins may
+	// start: a holder whose Lease was deleted may work until then. Either
+	// the deletion was seen (markGone: that holder's claim), or the watch
+	// showed another holder's Lease created and deleted while our create
+	// was in flight (heldBack). A Lease won before then is kept by
+	// renewals that start no term; holdSaid is set once that was logged.
 	holdUntil time.Time
+	holdSaid  bool
 	// overdueWork, if set, closes when the work of a lost term that
 	// outlived the safety margin finally returns. No new term starts
 	// before that: one process never runs two works.
@@ -350,10 +352,15 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 					return false, err
 				}
 				if now := e.clock.Now(); now.Before(r.holdUntil) {
+					if !r.holdSaid {
+						r.holdSaid = true
+						r.log.Info("Won the Lease, but the holder of a deleted Lease may still work; keeping the Lease without starting the work until its claim runs out",
+							"until", r.holdUntil.Sub(now).Round(time.Millisecond))
+					}
 					notBefore = now.Add(min(r.holdUntil.Sub(now), e.t.retryPeriod))
 					continue
 				}
-				r.holdUntil = time.Time{}
+				r.holdUntil, r.holdSaid = time.Time{}, false
 				return true, nil
 			case err == nil:
 				// Lost a race: somebody else wrote; the view is fresh.
@@ -411,7 +418,7 @@ func (r *run) heldBack(act campaignAction, decidedOn leaseView) error {
 				continue
 			}
 			if until := now.Add(claimDuration(l, r.e.t.leaseDuration)); until.After(r.holdUntil) {
-				r.holdUntil = until
+				r.holdUntil, r.holdSaid = until, true
 				r.log.Info("Created the Lease, but the watch showed another holder's Lease created and deleted while the create was in flight; keeping the Lease without starting the work until that claim runs out",
 					"holder", holderOf(l), "until", until.Sub(now).Round(time.Millisecond))
 			}
@@ -757,6 +764,12 @@ func (r *run) markGone(final *coordinationv1.Lease, ours bool) {
 	if act, at := decideCampaign(*v, r.e.lock.Identity, r.foreignSelf, now, r.e.t.leaseDuration); act == actWait {
 		r.log.Info("The Lease was deleted; waiting out the last holder's claim before creating it",
 			"lastHolder", printable(holderOf(v.lease)), "until", at.Sub(now).Round(time.Millisecond))
+		// That holder may work until its claim runs out, whatever the
+		// Lease's later versions say (a process that never saw it may
+		// create the Lease and release it): no work starts here before.
+		if at.After(r.holdUntil) {
+			r.holdUntil = at
+		}
 	} else {
 		r.log.Info("The Lease was deleted", "lastHolder", printable(holderOf(v.lease)), "ours", ours)
 	}
