@@ -74,9 +74,11 @@ type Config struct {
 	Rejoin bool
 
 	// StepDownTimeout bounds how long a step-down (Run's ctx cancelled, or
-	// a Yield) waits for OnStartedLeading to return. The elector keeps
-	// renewing meanwhile and logs the wait every few seconds. When the
-	// bound passes, it stops renewing without releasing (the work may
+	// a Yield) waits for OnStartedLeading to return, counted from the
+	// cancellation (or the Yield). The elector keeps renewing meanwhile
+	// and logs the wait every few seconds; the release, too, is tried only
+	// within the bound. Run returns within it (plus one request in
+	// flight at the bound). When it passes, it stops renewing without releasing (the work may
 	// still run, so nobody may start before the lease expires), calls
 	// OnStoppedLeading and Run returns an error wrapping
 	// ErrStepDownTimeout: return from main then, and the process exits
