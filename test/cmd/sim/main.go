@@ -36,6 +36,7 @@ var (
 	history     = flag.Bool("history", false, "print the whole history of every seed that fails")
 	stopAtFirst = flag.Bool("stop-at-first", false, "stop at the first failing seed")
 	repeat      = flag.Int("repeat", 1, "run each seed up to this many times until it fails (interleavings at one virtual instant vary between runs)")
+	report      = flag.String("report", "", "rewrite the figures between <!-- sim:begin --> and <!-- sim:end --> in this Markdown file (make sim: docs/reliability.md)")
 	want        = flag.String("want", "", "count only violations of these kinds or signatures (comma-separated) as failures, e.g. overlap or 'request-loop[get:404 update:404]'")
 )
 
@@ -170,31 +171,41 @@ func run(t *testing.T, kept []int) {
 		}
 	}
 	el := time.Since(wall)
-	fmt.Printf("\nseeds run: %d (from %d; %d worlds), %d candidates, %v virtual each\n", *seeds, *start, ran, *candidates, *duration)
-	fmt.Printf("simulated: %.0f candidate-minutes, %v of world time, in %v of wall time (%v in the worlds themselves)\n",
+	var sum strings.Builder
+	fmt.Fprintf(&sum, "seeds run: %d (from %d; %d worlds), %d candidates, %v virtual each\n", *seeds, *start, ran, *candidates, *duration)
+	fmt.Fprintf(&sum, "simulated: %.0f candidate-minutes, %v of world time, in %v of wall time (%v in the worlds themselves)\n",
 		candTime.Minutes(), simulated.Round(time.Second), el.Round(time.Millisecond), worldWall.Round(time.Millisecond))
 	if s := worldWall.Seconds(); s > 0 {
-		fmt.Printf("rate: %.0f s of simulated time per wall second, %.0f simulated candidate-minutes per wall minute\n",
+		fmt.Fprintf(&sum, "rate: %.0f s of simulated time per wall second, %.0f simulated candidate-minutes per wall minute\n",
 			simulated.Seconds()/s, candTime.Minutes()/(s/60))
 	}
-	fmt.Printf("requests: %d; busiest candidate-minute: %d requests (%.0f%% of its budget)\n", requests, busiest, 100*busiestShare)
-	fmt.Printf("invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d after a hand deletion with a leader that never saw the Lease\n",
+	fmt.Fprintf(&sum, "requests: %d; busiest candidate-minute: %d requests (%.0f%% of its budget)\n", requests, busiest, 100*busiestShare)
+	fmt.Fprintf(&sum, "invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d after a hand deletion with a leader that never saw the Lease\n",
 		checks, overdue, blind)
-	fmt.Printf("faults per kind:")
+	fmt.Fprintf(&sum, "faults per kind:")
 	for _, k := range sim.Kinds {
-		fmt.Printf(" %s=%d", k, faults[k])
+		fmt.Fprintf(&sum, " %s=%d", k, faults[k])
 	}
-	fmt.Println()
+	fmt.Fprintln(&sum)
 	kinds := make([]string, 0, len(violations))
 	for k := range violations {
 		kinds = append(kinds, k)
 	}
 	slices.Sort(kinds)
-	fmt.Printf("violations: %d", len(failing))
+	fmt.Fprintf(&sum, "violations: %d", len(failing))
 	for _, k := range kinds {
-		fmt.Printf(" %s=%d", k, violations[k])
+		fmt.Fprintf(&sum, " %s=%d", k, violations[k])
 	}
-	fmt.Println()
+	fmt.Fprintln(&sum)
+	fmt.Print("\n" + sum.String())
+	if *report != "" {
+		if err := writeReport(*report, sum.String(), len(failing)); err != nil {
+			fmt.Fprintln(os.Stderr, "sim: -report:", err)
+			t.Fail()
+		} else {
+			fmt.Println("figures written to", *report)
+		}
+	}
 	for _, f := range failing {
 		fmt.Println("  FAILED", f)
 	}

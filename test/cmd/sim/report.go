@@ -1,0 +1,51 @@
+package main
+
+import (
+	"fmt"
+	"os"
+	"runtime"
+	"strings"
+	"time"
+)
+
+// reportIntro is what the reliability page says above the figures of the
+// last run (backquotes are written as § and replaced).
+var reportIntro = strings.ReplaceAll(`§make test§ runs §TestSample§: 216 fixed worlds, 41 hours of virtual time,
+in about 30 s under §-race§. On the code before issue 20's fixes, random
+seeds found the request loop after a deletion by seed 3, two works at
+once after a failed write and an empty re-read by seed 30, a retried
+refused release by seed 13, an unanswered Yield, a lost-race loop, and a
+DELETE event's object thrown away. Later runs of 10,000 seeds found two
+works at once around hand deletions (a create landing over a holder its
+watch showed in flight; a deleted holder's claim forgotten once another
+process created and released the Lease) and three ways §Run§ overran
+StepDownTimeout (a term lost while stepping down, a release retried past
+it, the bound counted from when a hung renewal let the loop notice the
+cancellation). Each has a unit test, is fixed, and is in §make mutate§;
+[sim-mutations.md](sim-mutations.md) lists which of the root package's
+mutations the simulation catches on its own.
+
+The last §make sim§ run, as §go run ./cmd/sim -report§ wrote it:
+`, "§", "`")
+
+// writeReport rewrites the part of the Markdown file at path between the
+// sim markers with the figures of this run.
+func writeReport(path, figures string, failing int) error {
+	const begin, end = "<!-- sim:begin -->\n", "<!-- sim:end -->"
+	b, err := os.ReadFile(path)
+	if err != nil {
+		return err
+	}
+	text := string(b)
+	i, j := strings.Index(text, begin), strings.Index(text, end)
+	if i < 0 || j < i {
+		return fmt.Errorf("%s has no %q ... %q block", path, strings.TrimSpace(begin), end)
+	}
+	status := "no invariant failed"
+	if failing > 0 {
+		status = fmt.Sprintf("%d seeds FAILED", failing)
+	}
+	body := reportIntro + "\n```text\n" + figures + "```\n\n" +
+		fmt.Sprintf("Run on %s (%s, %d cores): %s.\n", time.Now().UTC().Format("2006-01-02"), runtime.Version(), runtime.NumCPU(), status)
+	return os.WriteFile(path, []byte(text[:i+len(begin)]+body+text[j:]), 0o644)
+}
