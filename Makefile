@@ -11,6 +11,7 @@
 #   make sim      seeded worlds of the election on virtual time (test/sim);
 #                 SEEDS=4000 by default (over 100,000 candidate-minutes, ~2 min),
 #                 figures into docs/reliability.md; a sample runs in make test
+#   make slowapi  leasehold vs client-go vs controller-runtime behind a slow API server, virtual time -> BENCHMARKS.md
 #   make mutate   breaks each contract point on purpose; the tests must notice
 # The control plane is built from source through the Go module proxy the
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
@@ -21,7 +22,7 @@ SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerrunti
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
 UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime
 
-.PHONY: test lint unit gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim mutate fuzz
+.PHONY: test lint unit gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim slowapi mutate fuzz
 
 test: lint unit gotoolchain integration
 
@@ -79,6 +80,9 @@ chaos: controlplane
 SEEDS ?= 4000
 sim:
 	cd test && $(GO) run ./cmd/sim -seeds $(SEEDS) -report ../docs/reliability.md
+
+slowapi:
+	cd test && $(GO) run ./cmd/slowapi
 
 soak: controlplane
 	cd test && $(GO) run ./cmd/chaos -mode election -kinds all -faults 400 -seed 101
