@@ -516,16 +516,19 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 		return false, nil
 	case apierrors.IsConflict(err), apierrors.IsAlreadyExists(err):
 		r.log.V(2).Info("Lost a race for the lease; re-reading", "via", act.String(), "err", err.Error())
-		return false, r.reread(ctx)
+		return false, r.reread(ctx, e.t.requestTimeout())
 	default:
 		return false, err
 	}
 }
 
-// reread GETs the Lease after a lost race and folds it into the view.
-func (r *run) reread(ctx context.Context) error {
+// reread GETs the Lease after a lost race and folds it into the view. A
+// leader's re-read is bounded by what is left of its renew deadline
+// (timeout), so that the term's loop, which waits for it, still ends the
+// term on time.
+func (r *run) reread(ctx context.Context, timeout time.Duration) error {
 	e := r.e
-	rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, e.t.requestTimeout())
+	rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
 	defer cancel()
 	lease, err := e.lock.get(rctx)
 	if err != nil {
@@ -577,7 +580,11 @@ func (r *run) renew(ctx context.Context, lastSent instant) (instant, error) {
 			return sent, err
 		}
 		// Conflict: somebody wrote. Re-read and decide.
-		if err := r.reread(ctx); err != nil {
+		left := e.t.renewDeadline - elapsed(lastSent, e.now())
+		if left <= 0 {
+			return sent, fmt.Errorf("renew conflicted at the renew deadline: %w", err)
+		}
+		if err := r.reread(ctx, min(e.t.requestTimeout(), left)); err != nil {
 			if errors.Is(err, ErrIdentityConflict) {
 				return sent, err
 			}

@@ -408,7 +408,12 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			if err := t.r.reread(ctx); err == nil && t.r.stillOurs() == nil {
+			left := t.e.t.renewDeadline - elapsed(t.lastSent, t.e.now())
+			if by := t.stepDownBy(); !by.IsZero() {
+				left = min(left, by.Sub(t.clock.Now()))
+			}
+			// (With no time left, the Lease expires on its own.)
+			if left > 0 && t.r.reread(ctx, min(t.e.t.requestTimeout(), left)) == nil && t.r.stillOurs() == nil {
 				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
 					successor = to // the newest request wins
 				}

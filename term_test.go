@@ -451,3 +451,53 @@ func TestStepDownTimeoutCountsFromTheCancellation(t *testing.T) {
 		}
 	})
 }
+
+// Found by the slow-API-server bench (test/slowapi, brownout): renewals
+// fail until just before the renew deadline, then one conflicts (a hand
+// edit moved the version) and the re-read that follows hangs. The term's
+// loop waits for that re-read, which must therefore be bounded by the
+// deadline: the work is cancelled by lastSent + RenewDeadline, not a whole
+// request timeout later.
+func TestRenewalsReReadEndsByTheDeadline(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a").start()
+		a.waitLeader()
+		var phase atomic.Int32 // 1: updates fail; 2: the next update conflicts and GETs hang
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			switch {
+			case r.Client != "a":
+			case phase.Load() == 1 && r.Verb == "update":
+				return apierrors.NewInternalError(errors.New("etcd is slow"))
+			case phase.Load() == 2 && r.Verb == "update":
+				edited := h.lease().DeepCopy()
+				edited.Labels = map[string]string{"edited": "by-hand"}
+				h.srv.Put(edited) // lands first: this update conflicts
+				phase.Store(3)
+			case phase.Load() == 3 && r.Verb == "get":
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		})
+		lastSent := h.lease().Spec.RenewTime.Time
+		phase.Store(1)
+		for h.clock.Now().Before(lastSent.Add(7900 * time.Millisecond)) {
+			h.advance(100 * time.Millisecond)
+		}
+		phase.Store(2)
+		deadline := lastSent.Add(10 * time.Second)
+		for h.clock.Now().Before(deadline.Add(6 * time.Second)) {
+			h.advance(100 * time.Millisecond)
+			if ctx := a.workCtx.Load(); ctx != nil && (*ctx).Err() != nil {
+				break
+			}
+		}
+		if ctx := a.workCtx.Load(); ctx == nil || (*ctx).Err() == nil {
+			t.Fatalf("the work was never cancelled:\n%s", a.logs)
+		}
+		if late := h.clock.Now().Sub(deadline); late > 0 {
+			t.Fatalf("the work was cancelled %v after lastSent + RenewDeadline: the re-read after the conflict was not bounded by the deadline", late)
+		}
+	})
+}

@@ -410,4 +410,13 @@ var mutations = []mutation{
 		Tests:    []string{"TestStepDownTimeoutCountsFromTheCancellation"},
 		Contract: true,
 	},
+	{
+		Name:     "renew-reread-uncapped",
+		Point:    "the work is cancelled by lastSent + RenewDeadline: a leader's re-read after a conflict is bounded by the deadline",
+		File:     "elector.go",
+		Original: `if err := r.reread(ctx, min(e.t.requestTimeout(), left)); err != nil {`,
+		Mutated:  `if err := r.reread(ctx, e.t.requestTimeout()); err != nil {`,
+		Tests:    []string{"TestRenewalsReReadEndsByTheDeadline"},
+		Contract: true,
+	},
 }
