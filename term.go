@@ -256,6 +256,9 @@ func (t *term) valid() bool {
 // returns. y, if set, is the yield being carried out.
 func (t *term) beginStepDown(y *yieldRequest) {
 	t.stepping, t.steppingSince, t.yield = true, t.clock.Now(), y
+	if y != nil {
+		t.e.termMetrics().Yield(t.e.cfg.Name, YieldRequested)
+	}
 	t.cancelWork()
 }
 
@@ -285,6 +288,7 @@ func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 	case err == nil:
 		t.failures.succeeded()
 		t.lastErr = nil
+		e.termMetrics().RenewHeadroom(e.cfg.Name, e.t.renewDeadline-elapsed(t.lastSent, e.now()))
 		t.lastSent = sent
 		e.setRenewed(sent)
 		t.deadline.Reset(sent.at.Add(e.t.renewDeadline).Sub(now))
@@ -339,9 +343,11 @@ func (t *term) lose(cause error) error {
 	case <-grace.C():
 		r.overdueWork = e.workOutlived(t.work)
 		if stepDownEnds {
+			e.termMetrics().StepDownTimeout(e.cfg.Name)
 			err = fmt.Errorf("%w: OnStartedLeading still running %v after its context was cancelled", ErrStepDownTimeout, e.cfg.StepDownTimeout)
 			t.log.Error(err, "OnStartedLeading did not return within StepDownTimeout; exit the process now. Check fails until it returns")
 		} else {
+			e.termMetrics().WorkOutlived(e.cfg.Name)
 			err = fmt.Errorf("%w: still running %v after its context was cancelled", ErrWorkOutlivedLease, e.t.safetyMargin())
 			t.log.Error(err, "OnStartedLeading did not return within the safety margin; another leader may start now. Check fails until it returns")
 		}
@@ -368,6 +374,7 @@ func (t *term) giveUp() error {
 	err := fmt.Errorf("%w: OnStartedLeading still running %v after its context was cancelled; stopped renewing without releasing, so the lease expires %v after the last renewal",
 		ErrStepDownTimeout, e.cfg.StepDownTimeout, e.t.leaseDuration)
 	t.log.Error(err, "Giving up the lease; exit the process now so the work stops before another leader starts")
+	e.termMetrics().StepDownTimeout(e.cfg.Name)
 	e.setLeading(false, instant{}, nil)
 	r.overdueWork = e.workOutlived(t.work)
 	t.stopped()
@@ -443,11 +450,24 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 	return err
 }
 
-// answerYield tells a Yield caller, if any, how the handoff ended.
+// answerYield tells a Yield caller, if any, and TermMetrics how the
+// handoff ended, once.
 func (t *term) answerYield(err error) {
-	if t.yield != nil && t.yield.done != nil && !t.yieldAnswered {
+	if t.yield == nil || t.yieldAnswered {
+		return
+	}
+	t.yieldAnswered = true
+	outcome := YieldCompleted
+	switch {
+	case err == nil:
+	case errors.Is(err, ErrLeaseRefused), errors.Is(err, ErrForbidden):
+		outcome = YieldRefused
+	default:
+		outcome = YieldFailed
+	}
+	t.e.termMetrics().Yield(t.e.cfg.Name, outcome)
+	if t.yield.done != nil {
 		t.yield.done <- err // buffered: never blocks
-		t.yieldAnswered = true
 	}
 }
 
