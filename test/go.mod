@@ -10,6 +10,7 @@ require (
 	github.com/go-logr/logr v1.4.3
 	github.com/leasehold/leasehold v0.1.0
 	github.com/leasehold/leasehold/controllerruntime v0.1.0
+	github.com/leasehold/leasehold/metrics/prometheus v0.1.0
 	gonum.org/v1/plot v0.17.0
 	k8s.io/api v0.37.2
 	k8s.io/apimachinery v0.37.2

@@ -18,7 +18,8 @@
 //	EXIT <id> <unix-nanos>               the process is about to exit
 //
 // The exit status is 0 after a clean cancel (SIGINT or SIGTERM) and 1 on
-// any error, the loss of the lease included.
+// any error, the loss of the lease included, and when the work did not
+// return within -step-down-timeout of the signal (try -stuck-work).
 package main
 
 import (
@@ -63,6 +64,8 @@ type options struct {
 	debugLease      bool
 	releaseOnCancel bool
 	healthAddr      string
+	stepDownTimeout time.Duration
+	stuckWork       bool
 }
 
 func main() {
@@ -84,6 +87,8 @@ func run() int {
 	flag.BoolVar(&o.debugLease, "debug-lease", false, "lengthen the lease (120s/90s/10s) so the leader survives a debugger breakpoint; never in production")
 	flag.BoolVar(&o.releaseOnCancel, "release-on-cancel", true, "clear the Lease on SIGINT/SIGTERM once the work has stopped, for an immediate handoff")
 	flag.StringVar(&o.healthAddr, "health-addr", "", "address to serve /healthz on, e.g. :8080; empty: off")
+	flag.DurationVar(&o.stepDownTimeout, "step-down-timeout", leasehold.DefaultStepDownTimeout, "how long a step-down waits for the work to return before the process exits with status 1")
+	flag.BoolVar(&o.stuckWork, "stuck-work", false, "make the work ignore its context, as client-go's example's 'select {}' does, to show the step-down timeout; never in production")
 	flag.Parse()
 
 	ctx, stop := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
@@ -174,10 +179,18 @@ func runElection(ctx context.Context, o options, id string) error {
 		RenewDeadline:   o.renewDeadline,
 		RetryPeriod:     o.retryPeriod,
 		ReleaseOnCancel: o.releaseOnCancel,
+		StepDownTimeout: o.stepDownTimeout,
 		Callbacks: leasehold.Callbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				emit("LEADING", id)
 				defer emit("STOPPED", id)
+				if o.stuckWork {
+					// What the checklist warns against: a work that never
+					// looks at ctx. The step-down waits StepDownTimeout,
+					// then Run fails and the process exits with status 1,
+					// taking the work with it before the Lease expires.
+					<-context.WithoutCancel(ctx).Done()
+				}
 				doWork(ctx)
 			},
 			OnStoppedLeading: func() {
