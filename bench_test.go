@@ -78,7 +78,7 @@ func BenchmarkRenew(b *testing.B) {
 			lastSent := r.acquiredAt
 			b.ReportAllocs()
 			for b.Loop() {
-				sent, err := r.renew(ctx, lastSent)
+				sent, err := r.renew(ctx, lastSent, time.Time{})
 				if err != nil {
 					b.Fatal(err)
 				}

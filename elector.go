@@ -550,21 +550,16 @@ func (r *run) deadlinePassed(lastErr error) error {
 // renew writes a new renewTime from the cached Lease, conditioned on our
 // last write's resourceVersion: one Update, no GET on the happy path. It
 // returns the send time on success, and an error wrapping ErrLeaderLost if
-// the Lease is no longer ours.
-func (r *run) renew(ctx context.Context, lastSent instant) (instant, error) {
+// the Lease is no longer ours. A renewal still unanswered after
+// RetryPeriod is hedged (hedgedRenewal): both are conditioned on the same
+// version, so at most one lands. by, if set, is the end of a step-down in
+// progress: no hedge is sent after it, so the renewal ends within one
+// request of it.
+func (r *run) renew(ctx context.Context, lastSent instant, by time.Time) (instant, error) {
 	e := r.e
 	for attempt := 1; ; attempt++ {
-		sent := e.now()
-		now := sent.at
-		desired := e.lock.claim(r.view.lease, now, e.t.leaseDuration, false)
-		r.remember(now)
-		// A hung request must fail before the deadline, with time to retry.
-		timeout := min(e.t.requestTimeout(), e.t.renewDeadline-elapsed(lastSent, sent))
-		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
-		got, err := e.lock.update(rctx, desired)
-		cancel()
-		e.health.write(e.clock.Now(), err, false)
-		e.cfg.Metrics.Renew(e.cfg.Name, e.clock.Since(now), err)
+		res := r.hedgedRenewal(ctx, lastSent, by)
+		sent, got, err := res.sent, res.got, res.err
 		switch {
 		case err == nil:
 			r.wrote(got)
@@ -599,6 +594,72 @@ func (r *run) renew(ctx context.Context, lastSent instant) (instant, error) {
 			return sent, fmt.Errorf("renew conflicted twice on a lease that is still ours")
 		}
 	}
+}
+
+// renewal is the outcome of one renewal request.
+type renewal struct {
+	sent instant
+	got  *coordinationv1.Lease
+	err  error
+}
+
+// hedgedRenewal sends a renewal and, if it is still unanswered after
+// RetryPeriod, a second one from the same version: a request stuck on one
+// connection or one slow API server instance then no longer costs the
+// term, while a stall of the whole server (etcd's disk) delays both
+// alike. It returns the first success or deletion, else a conflict if
+// either conflicted (our own write may have landed: the caller re-reads),
+// else the last error. Each request is bounded by what is left of the
+// renew deadline, so this returns by lastSent + RenewDeadline; and no
+// hedge is sent after by, if set.
+func (r *run) hedgedRenewal(ctx context.Context, lastSent instant, by time.Time) renewal {
+	e := r.e
+	results := make(chan renewal, 2) // buffered: a late answer never blocks
+	r.sendRenewal(ctx, lastSent, results)
+	inFlight, hedged := 1, false
+	hedge := e.clock.NewTimer(e.t.retryPeriod)
+	defer hedge.Stop()
+	var out renewal
+	for inFlight > 0 {
+		select {
+		case res := <-results:
+			inFlight--
+			e.health.write(e.clock.Now(), res.err, false)
+			e.cfg.Metrics.Renew(e.cfg.Name, e.clock.Since(res.sent.at), res.err)
+			if res.err == nil || apierrors.IsNotFound(res.err) {
+				return res
+			}
+			if out.err == nil || !apierrors.IsConflict(out.err) {
+				out = res
+			}
+		case <-hedge.C():
+			if !hedged && elapsed(lastSent, e.now()) < e.t.renewDeadline && (by.IsZero() || e.clock.Now().Before(by)) {
+				hedged = true
+				r.log.V(2).Info("Renewal unanswered after RetryPeriod; sending a second one from the same version", "retryPeriod", e.t.retryPeriod)
+				r.sendRenewal(ctx, lastSent, results)
+				inFlight++
+			}
+		}
+	}
+	return out
+}
+
+// sendRenewal sends one renewal from the cached Lease, bounded by the
+// request timeout and what is left of the renew deadline, and puts its
+// outcome on results.
+func (r *run) sendRenewal(ctx context.Context, lastSent instant, results chan<- renewal) {
+	e := r.e
+	sent := e.now()
+	desired := e.lock.claim(r.view.lease, sent.at, e.t.leaseDuration, false)
+	r.remember(sent.at)
+	// A hung request must fail before the deadline, with time to retry.
+	timeout := min(e.t.requestTimeout(), e.t.renewDeadline-elapsed(lastSent, sent))
+	go func() {
+		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
+		defer cancel()
+		got, err := e.lock.update(rctx, desired)
+		results <- renewal{sent: sent, got: got, err: err}
+	}()
 }
 
 // stillOurs returns an error wrapping ErrLeaderLost unless the view shows

@@ -3,6 +3,7 @@ package leasehold
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -1104,35 +1105,58 @@ func TestPauseAfterAcquireLandedStartsNothing(t *testing.T) {
 	})
 }
 
-// A renewal that hangs until its timeout is retried at once, not a full
-// RetryPeriod later, so a server stall of RenewDeadline/2 costs no term.
-func TestRenewRetriesAtOnceAfterTimeout(t *testing.T) {
-	synctest.Test(t, func(t *testing.T) {
-
-		h := newHarness(t)
-		a := h.candidate("a").start()
-		a.waitLeader()
-		var sends []time.Duration
-		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-			if r.Client != "a" || r.Verb != "update" {
-				return nil
-			}
-			sends = append(sends, h.clock.Since(t0))
-			if len(sends) == 1 { // the renewal at 2s hangs until its 5s timeout
-				<-ctx.Done()
-				return ctx.Err()
-			}
-			return nil
+// A renewal still unanswered after RetryPeriod is hedged: a second one,
+// from the same version, goes out then and keeps the term when only the
+// first is stuck. When both hang until their timeouts, the next attempt
+// goes out at once, not a full RetryPeriod later, so a server stall of
+// most of RenewDeadline still costs no term.
+func TestHungRenewalIsHedgedThenRetriedAtOnce(t *testing.T) {
+	for _, hangs := range []int{1, 2} {
+		t.Run(fmt.Sprintf("hung=%d", hangs), func(t *testing.T) {
+			synctest.Test(t, func(t *testing.T) {
+				h := newHarness(t)
+				a := h.candidate("a").start()
+				a.waitLeader()
+				var sends []time.Duration
+				h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+					if r.Client != "a" || r.Verb != "update" {
+						return nil
+					}
+					sends = append(sends, h.clock.Since(t0))
+					if len(sends) <= hangs { // hangs until its 5s timeout
+						<-ctx.Done()
+						return ctx.Err()
+					}
+					return nil
+				})
+				h.advance(9500 * time.Millisecond)
+				want := []time.Duration{2 * time.Second, 4 * time.Second} // the renewal, its hedge
+				if hangs == 2 {
+					// Both time out (at 7s and 9s); the next goes at once.
+					want = append(want, 9*time.Second)
+				}
+				if len(sends) < len(want) || fmt.Sprint(sends[:len(want)]) != fmt.Sprint(want) {
+					t.Fatalf("renewal attempts at %v; want them to start with %v", sends, want)
+				}
+				if !a.e.IsLeader() {
+					t.Fatalf("lost the lease after %d hung renewals", hangs)
+				}
+				if hangs == 1 {
+					return
+				}
+				if got := h.lease().Spec.RenewTime.Time.Sub(t0); got != want[len(want)-1] {
+					t.Fatalf("the Lease was last renewed at %v, want by the attempt at %v", got, want[len(want)-1])
+				}
+				// That renewal's answer came 9s after the last successful
+				// send: 1s of the 10s deadline left. Said once, and once
+				// when renewals are fast again.
+				h.advance(4 * time.Second)
+				if n, m := len(a.logs.matching("The term is at risk")), len(a.logs.matching("answered in time again")); n != 1 || m != 1 {
+					t.Fatalf("%d at-risk lines and %d recovery lines, want 1 of each:\n%s", n, m, a.logs)
+				}
+			})
 		})
-		h.advance(8 * time.Second)
-		if len(sends) < 2 || sends[1] != 7*time.Second {
-			t.Fatalf("renewal attempts at %v; want the retry at 7s, right after the 2s attempt timed out", sends)
-		}
-		if !a.e.IsLeader() {
-			t.Fatal("lost the lease after one hung renewal")
-		}
-
-	})
+	}
 }
 
 // With Rejoin, a process whose lost term's work outlived the margin does

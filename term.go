@@ -91,6 +91,9 @@ type term struct {
 
 	renewAt, deadline clock.Timer
 	failures          *errorStreak
+	// atRisk is set while renewals are answered with less than half of
+	// RenewDeadline to spare (noteHeadroom).
+	atRisk bool
 }
 
 // lead is the leader and stopping states. It starts the work, renews from
@@ -282,13 +285,13 @@ func (t *term) stepDownTimers() (giveUp, report <-chan time.Time) {
 func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 	e := t.e
 	attempt := t.clock.Now()
-	sent, err := t.r.renew(ctx, t.lastSent)
+	sent, err := t.r.renew(ctx, t.lastSent, t.stepDownBy())
 	now := t.clock.Now()
 	switch {
 	case err == nil:
 		t.failures.succeeded()
 		t.lastErr = nil
-		e.termMetrics().RenewHeadroom(e.cfg.Name, e.t.renewDeadline-elapsed(t.lastSent, e.now()))
+		t.noteHeadroom(e.t.renewDeadline - elapsed(t.lastSent, e.now()))
 		t.lastSent = sent
 		e.setRenewed(sent)
 		t.deadline.Reset(sent.at.Add(e.t.renewDeadline).Sub(now))
@@ -311,6 +314,23 @@ func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 		return t.renewAt.C(), nil
 	}
 	return fired, nil
+}
+
+// noteHeadroom reports a successful renewal's headroom (how much of
+// RenewDeadline was left when its answer came) to TermMetrics, and logs
+// once when it falls below half of RenewDeadline (the term is at risk if
+// the API server stays that slow) and once when it is back above.
+func (t *term) noteHeadroom(headroom time.Duration) {
+	e := t.e
+	e.termMetrics().RenewHeadroom(e.cfg.Name, headroom)
+	switch risky := headroom < e.t.renewDeadline/2; {
+	case risky && !t.atRisk:
+		t.log.Info("The term is at risk: this renewal's answer came with little of the renew deadline left; a slower API server would end the term",
+			"headroom", headroom.Round(time.Millisecond), "renewDeadline", e.t.renewDeadline)
+	case !risky && t.atRisk:
+		t.log.Info("Renewals are answered in time again", "headroom", headroom.Round(time.Millisecond))
+	}
+	t.atRisk = headroom < e.t.renewDeadline/2
 }
 
 // fired is a channel that is always ready, for "act now" in a select.

@@ -419,4 +419,13 @@ var mutations = []mutation{
 		Tests:    []string{"TestRenewalsReReadEndsByTheDeadline"},
 		Contract: true,
 	},
+	{
+		Name:     "renewal-not-hedged",
+		Point:    "a renewal still unanswered after RetryPeriod is hedged by a second one from the same version",
+		File:     "elector.go",
+		Original: `			if !hedged && elapsed(lastSent, e.now()) < e.t.renewDeadline && (by.IsZero() || e.clock.Now().Before(by)) {`,
+		Mutated:  `			if hedged && false {`,
+		Tests:    []string{"TestHungRenewalIsHedgedThenRetriedAtOnce"},
+		Contract: true,
+	},
 }
