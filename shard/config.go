@@ -68,6 +68,11 @@ type Config struct {
 	// member. Optional.
 	OnShardStopped func(shard int)
 
+	// Metrics receives the member's measurements: shards owned, moves
+	// by cause, handover times, members seen. Optional; metrics/prometheus
+	// implements it.
+	Metrics Metrics
+
 	// Clock drives every timer. Default: the real clock. Tests pass a
 	// fake clock (k8s.io/utils/clock/testing).
 	Clock clock.WithTicker

@@ -33,8 +33,9 @@ type Member struct {
 	running atomic.Bool
 	elector atomic.Pointer[leasehold.Elector] // of the current Run
 
-	mu    sync.Mutex
-	owned map[int]bool
+	mu      sync.Mutex
+	owned   map[int]bool
+	metrics *memberMetrics // nil without Config.Metrics
 }
 
 // New validates cfg, fills in its defaults and returns a Member. A bad
@@ -50,6 +51,7 @@ func New(cfg Config) (*Member, error) {
 		t:         timings{leaseDuration: cfg.LeaseDuration, renewDeadline: cfg.RenewDeadline, retryPeriod: cfg.RetryPeriod},
 		leaseName: MemberLeaseName(cfg.Group, cfg.Identity),
 		owned:     map[int]bool{},
+		metrics:   newMemberMetrics(cfg),
 	}, nil
 }
 
@@ -83,6 +85,9 @@ func (m *Member) Check(maxTolerableExpiredLease time.Duration) error {
 func (m *Member) setOwned(i int, on bool) {
 	m.mu.Lock()
 	defer m.mu.Unlock()
+	if m.owned[i] != on {
+		m.metrics.owned(i, on)
+	}
 	if on {
 		m.owned[i] = true
 	} else {
@@ -420,6 +425,7 @@ func (l *loop) step(ctx context.Context, now time.Time) time.Time {
 		l.onTermEnd(ctx)
 	}
 	d := l.s.decide(now)
+	l.m.metrics.membersSeen(&l.s, now)
 	for _, i := range d.stop {
 		l.cancelShard(i, l.shardRun[i])
 	}
@@ -843,6 +849,7 @@ func (l *loop) onAssignment(lease *coordinationv1.Lease) {
 		return
 	}
 	l.asgLease, l.asgRV = lease, lease.ResourceVersion
+	l.m.metrics.assignment(&l.s, a, l.clock.Now())
 	l.s.asg = a
 	l.s.asgMissing = false
 }
@@ -859,6 +866,7 @@ func (l *loop) startShard(i int) {
 	l.s.running[i] = true
 	delete(l.s.holdOff, i)
 	l.m.setOwned(i, true)
+	l.m.metrics.started(i, l.clock.Now())
 	l.log.V(2).Info("Starting shard", "shard", i)
 	start, stop := l.cfg.OnShardStarted, l.cfg.OnShardStopped
 	log := l.log.WithValues("shard", i)
