@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"net/http"
 	"slices"
+	"strings"
 
 	"github.com/prometheus/client_golang/prometheus"
 	"github.com/prometheus/client_golang/prometheus/promhttp"
@@ -44,7 +45,11 @@ func ExampleNew() {
 	var names []string
 	for _, f := range fams {
 		for _, s := range f.GetMetric() {
-			names = append(names, fmt.Sprintf("%s{name=%q}", f.GetName(), s.GetLabel()[0].GetValue()))
+			var labels []string
+			for _, l := range s.GetLabel() {
+				labels = append(labels, fmt.Sprintf("%s=%q", l.GetName(), l.GetValue()))
+			}
+			names = append(names, fmt.Sprintf("%s{%s}", f.GetName(), strings.Join(labels, ",")))
 		}
 	}
 	slices.Sort(names)
@@ -58,4 +63,11 @@ func ExampleNew() {
 	// leader_election_slowpath_total{name="my-system/my-controller"}
 	// leader_election_takeover_duration_seconds{name="my-system/my-controller"}
 	// leader_election_transitions_total{name="my-system/my-controller"}
+	// leasehold_renew_headroom_seconds{name="my-system/my-controller"}
+	// leasehold_step_down_timeouts_total{name="my-system/my-controller"}
+	// leasehold_work_outlived_total{name="my-system/my-controller"}
+	// leasehold_yields_total{name="my-system/my-controller",outcome="completed"}
+	// leasehold_yields_total{name="my-system/my-controller",outcome="failed"}
+	// leasehold_yields_total{name="my-system/my-controller",outcome="refused"}
+	// leasehold_yields_total{name="my-system/my-controller",outcome="requested"}
 }

@@ -14,9 +14,30 @@
 //	leader_election_renew_failures_total{name}       failed renew requests
 //	leader_election_takeover_duration_seconds{name}  histogram, release seen to lease held
 //
+// With leasehold.TermMetrics, which Metrics also implements:
+//
+//	leasehold_yields_total{name,outcome}     handoffs asked for (Yield, preferred holder): outcome is
+//	                                         requested, then completed, refused or failed
+//	leasehold_step_down_timeouts_total{name} step-downs whose work outlived StepDownTimeout
+//	leasehold_work_outlived_total{name}      lost terms whose work outlived the safety margin
+//	leasehold_renew_headroom_seconds{name}   histogram: RenewDeadline left at each successful renewal
+//
 // name is leasehold.Config.Name. Every series of an election appears, at
 // zero, as soon as its elector is built (leasehold.New), before its first
 // event, so that rate() and increase() see the first increment.
+//
+// For shard groups (shard.Config.Metrics, shard.Metrics):
+//
+//	leasehold_shards{group}                                 the group's number of shards
+//	leasehold_shards_owned{group}                           shards whose work runs in this process
+//	leasehold_shard_moves_total{group,cause}                shards that moved here: join, leave, crash, rebalance
+//	leasehold_shard_handover_duration_seconds{group,cause}  histogram: shard targeted here to its work started
+//	leasehold_shard_members{group}                          members this process sees, itself included
+//
+// group is shard.Config.Namespace/Group; its series appear, at zero, from
+// shard.New on. No label takes a value per shard, unless New is given
+// PerShard: then leasehold_shard_owned{group,shard} is 1 while the shard's
+// work runs here.
 //
 // # Registering
 //
@@ -62,12 +83,14 @@ package prometheus
 import (
 	"errors"
 	"fmt"
+	"strconv"
 	"sync"
 	"time"
 
 	"github.com/prometheus/client_golang/prometheus"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/shard"
 )
 
 // The help texts of the two metrics client-go's leader election exports,
@@ -88,9 +111,21 @@ var renewBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 
 // holds it.
 var takeoverBuckets = []float64{.001, .0025, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 20, 30, 45, 60, 90, 120}
 
-// Metrics implements leasehold.Metrics with Prometheus collectors. Its
-// methods are safe for concurrent use, and one Metrics may serve many
-// elections (each has its own name).
+// renewHeadroomBuckets resolve a renewal's headroom around the defaults:
+// RenewDeadline 10s, renewals every RetryPeriod 2s, so 8s on a quiet API
+// server; the alert rules count renewals at or below 2.5s (a quarter of
+// the default RenewDeadline). 0 holds a renewal that came back after its
+// deadline.
+var renewHeadroomBuckets = []float64{0, .5, 1, 2, 2.5, 3, 4, 5, 6, 7, 8, 9, 10, 15, 30, 60}
+
+// handoverBuckets cover a shard's handover, from milliseconds (a leave,
+// two writes) to the time a shard's work takes to return.
+var handoverBuckets = []float64{.001, .005, .01, .025, .05, .1, .25, .5, 1, 2.5, 5, 10, 15, 20, 30, 60, 120}
+
+// Metrics implements leasehold.Metrics, leasehold.TermMetrics and
+// shard.Metrics with Prometheus collectors. Its methods are safe for
+// concurrent use, and one Metrics may serve many elections and shard
+// groups (each has its own name).
 type Metrics struct {
 	status      *prometheus.GaugeVec
 	slowPath    *prometheus.CounterVec
@@ -99,19 +134,57 @@ type Metrics struct {
 	renewFailed *prometheus.CounterVec
 	takeover    *prometheus.HistogramVec
 
-	seen sync.Map // election name -> struct{}: its series exist
+	yields          *prometheus.CounterVec
+	stepDownTimeout *prometheus.CounterVec
+	workOutlived    *prometheus.CounterVec
+	renewHeadroom   *prometheus.HistogramVec
+
+	shards      *prometheus.GaugeVec
+	shardsOwned *prometheus.GaugeVec
+	shardMoves  *prometheus.CounterVec
+	handover    *prometheus.HistogramVec
+	members     *prometheus.GaugeVec
+	shardOwned  *prometheus.GaugeVec // nil unless PerShard
+
+	seen   sync.Map // election name -> struct{}: its series exist
+	groups sync.Map // shard group -> struct{}: its series exist
 }
 
-var _ leasehold.Metrics = (*Metrics)(nil)
+var (
+	_ leasehold.Metrics     = (*Metrics)(nil)
+	_ leasehold.TermMetrics = (*Metrics)(nil)
+	_ shard.Metrics         = (*Metrics)(nil)
+)
+
+// Option configures New.
+type Option func(*options)
+
+type options struct {
+	perShard bool
+}
+
+// PerShard adds leasehold_shard_owned{group,shard}: 1 while the shard's
+// work runs in this process, 0 once it stopped. One series per shard a
+// process ever ran: up to Shards series per group in each process, so it
+// is off by default.
+func PerShard() Option { return func(o *options) { o.perShard = true } }
+
+// yieldOutcomes are the outcomes of leasehold.TermMetrics.Yield, whose
+// series exist from the start.
+var yieldOutcomes = []string{leasehold.YieldRequested, leasehold.YieldCompleted, leasehold.YieldRefused, leasehold.YieldFailed}
 
 // New creates the collectors and registers them on reg. A collector of
 // the same name, labels and help text already registered on reg (such as
 // controller-runtime's leader_election_master_status) is reused. New fails,
 // registering nothing, if reg holds a metric of one of these names with
 // other labels or help text.
-func New(reg prometheus.Registerer) (*Metrics, error) {
+func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 	if reg == nil {
 		return nil, errors.New("leasehold/metrics/prometheus: New: the registerer is nil; pass prometheus.DefaultRegisterer, a prometheus.NewRegistry() or controller-runtime's metrics.Registry")
+	}
+	var o options
+	for _, opt := range opts {
+		opt(&o)
 	}
 	m := &Metrics{}
 	var registered []prometheus.Collector
@@ -121,44 +194,87 @@ func New(reg prometheus.Registerer) (*Metrics, error) {
 		}
 		return nil, err
 	}
-	var err error
-	if m.status, err = register(reg, &registered, "leader_election_master_status",
-		prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: "leader_election_master_status", Help: statusHelp}, []string{"name"})); err != nil {
-		return fail(err)
+	counter := func(dst **prometheus.CounterVec, name, help string, labels ...string) error {
+		var err error
+		*dst, err = register(reg, &registered, name, prometheus.NewCounterVec(prometheus.CounterOpts{Name: name, Help: help}, labels))
+		return err
 	}
-	if m.slowPath, err = register(reg, &registered, "leader_election_slowpath_total",
-		prometheus.NewCounterVec(prometheus.CounterOpts{Name: "leader_election_slowpath_total", Help: slowPathHelp}, []string{"name"})); err != nil {
-		return fail(err)
+	gauge := func(dst **prometheus.GaugeVec, name, help string, labels ...string) error {
+		var err error
+		*dst, err = register(reg, &registered, name, prometheus.NewGaugeVec(prometheus.GaugeOpts{Name: name, Help: help}, labels))
+		return err
 	}
-	if m.transitions, err = register(reg, &registered, "leader_election_transitions_total",
-		prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "leader_election_transitions_total",
-			Help: "Terms won by this process. 'name' is leasehold.Config.Name.",
-		}, []string{"name"})); err != nil {
-		return fail(err)
+	histogram := func(dst **prometheus.HistogramVec, name, help string, buckets []float64, labels ...string) error {
+		var err error
+		*dst, err = register(reg, &registered, name, prometheus.NewHistogramVec(prometheus.HistogramOpts{Name: name, Help: help, Buckets: buckets}, labels))
+		return err
 	}
-	if m.renew, err = register(reg, &registered, "leader_election_renew_duration_seconds",
-		prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "leader_election_renew_duration_seconds",
-			Help:    "Latency of lease renew requests, successful or not. 'name' is leasehold.Config.Name.",
-			Buckets: renewBuckets,
-		}, []string{"name"})); err != nil {
-		return fail(err)
+	steps := []func() error{
+		func() error { return gauge(&m.status, "leader_election_master_status", statusHelp, "name") },
+		func() error { return counter(&m.slowPath, "leader_election_slowpath_total", slowPathHelp, "name") },
+		func() error {
+			return counter(&m.transitions, "leader_election_transitions_total",
+				"Terms won by this process. 'name' is leasehold.Config.Name.", "name")
+		},
+		func() error {
+			return histogram(&m.renew, "leader_election_renew_duration_seconds",
+				"Latency of lease renew requests, successful or not. 'name' is leasehold.Config.Name.", renewBuckets, "name")
+		},
+		func() error {
+			return counter(&m.renewFailed, "leader_election_renew_failures_total",
+				"Renew requests that failed. 'name' is leasehold.Config.Name.", "name")
+		},
+		func() error {
+			return histogram(&m.takeover, "leader_election_takeover_duration_seconds",
+				"Time from observing a released lease to holding it. 'name' is leasehold.Config.Name.", takeoverBuckets, "name")
+		},
+		func() error {
+			return counter(&m.yields, "leasehold_yields_total",
+				"Handoffs this process was asked for (Elector.Yield or the preferred-holder annotation), by outcome: requested when asked, then completed, refused or failed. 'name' is leasehold.Config.Name.", "name", "outcome")
+		},
+		func() error {
+			return counter(&m.stepDownTimeout, "leasehold_step_down_timeouts_total",
+				"Step-downs whose work did not return within StepDownTimeout. 'name' is leasehold.Config.Name.", "name")
+		},
+		func() error {
+			return counter(&m.workOutlived, "leasehold_work_outlived_total",
+				"Lost terms whose work did not return within the safety margin: another leader may have started while it ran. 'name' is leasehold.Config.Name.", "name")
+		},
+		func() error {
+			return histogram(&m.renewHeadroom, "leasehold_renew_headroom_seconds",
+				"What was left of RenewDeadline at each successful renewal: RenewDeadline minus the time from the previous successful write's send to this renewal's answer. 'name' is leasehold.Config.Name.", renewHeadroomBuckets, "name")
+		},
+		func() error {
+			return gauge(&m.shards, "leasehold_shards",
+				"The number of shards of the shard group (shard.Config.Shards). 'group' is namespace/group.", "group")
+		},
+		func() error {
+			return gauge(&m.shardsOwned, "leasehold_shards_owned",
+				"Shards of the group whose work runs in this process. 'group' is namespace/group.", "group")
+		},
+		func() error {
+			return counter(&m.shardMoves, "leasehold_shard_moves_total",
+				"Shards that moved to this process, counted when their work starts here, by cause: join, leave, crash or rebalance. 'group' is namespace/group.", "group", "cause")
+		},
+		func() error {
+			return histogram(&m.handover, "leasehold_shard_handover_duration_seconds",
+				"Time from this process seeing a shard targeted at it to the shard's work starting here, by the move's cause. 'group' is namespace/group.", handoverBuckets, "group", "cause")
+		},
+		func() error {
+			return gauge(&m.members, "leasehold_shard_members",
+				"Members of the shard group this process sees, itself included while its membership is live. 'group' is namespace/group.", "group")
+		},
 	}
-	if m.renewFailed, err = register(reg, &registered, "leader_election_renew_failures_total",
-		prometheus.NewCounterVec(prometheus.CounterOpts{
-			Name: "leader_election_renew_failures_total",
-			Help: "Renew requests that failed. 'name' is leasehold.Config.Name.",
-		}, []string{"name"})); err != nil {
-		return fail(err)
+	if o.perShard {
+		steps = append(steps, func() error {
+			return gauge(&m.shardOwned, "leasehold_shard_owned",
+				"1 while the shard's work runs in this process, 0 once it stopped (leaseholdprom.PerShard). 'group' is namespace/group.", "group", "shard")
+		})
 	}
-	if m.takeover, err = register(reg, &registered, "leader_election_takeover_duration_seconds",
-		prometheus.NewHistogramVec(prometheus.HistogramOpts{
-			Name:    "leader_election_takeover_duration_seconds",
-			Help:    "Time from observing a released lease to holding it. 'name' is leasehold.Config.Name.",
-			Buckets: takeoverBuckets,
-		}, []string{"name"})); err != nil {
-		return fail(err)
+	for _, step := range steps {
+		if err := step(); err != nil {
+			return fail(err)
+		}
 	}
 	return m, nil
 }
@@ -196,6 +312,12 @@ func (m *Metrics) init(name string) {
 	m.renew.WithLabelValues(name)
 	m.renewFailed.WithLabelValues(name)
 	m.takeover.WithLabelValues(name)
+	for _, o := range yieldOutcomes {
+		m.yields.WithLabelValues(name, o)
+	}
+	m.stepDownTimeout.WithLabelValues(name)
+	m.workOutlived.WithLabelValues(name)
+	m.renewHeadroom.WithLabelValues(name)
 }
 
 // LeaderChanged implements leasehold.Metrics. leasehold.New calls it, with
@@ -235,4 +357,79 @@ func (m *Metrics) Renew(name string, latency time.Duration, err error) {
 func (m *Metrics) Takeover(name string, latency time.Duration) {
 	m.init(name)
 	m.takeover.WithLabelValues(name).Observe(latency.Seconds())
+}
+
+// Yield implements leasehold.TermMetrics: leasehold_yields_total{name,outcome}.
+func (m *Metrics) Yield(name, outcome string) {
+	m.init(name)
+	m.yields.WithLabelValues(name, outcome).Inc()
+}
+
+// StepDownTimeout implements leasehold.TermMetrics.
+func (m *Metrics) StepDownTimeout(name string) {
+	m.init(name)
+	m.stepDownTimeout.WithLabelValues(name).Inc()
+}
+
+// WorkOutlived implements leasehold.TermMetrics.
+func (m *Metrics) WorkOutlived(name string) {
+	m.init(name)
+	m.workOutlived.WithLabelValues(name).Inc()
+}
+
+// RenewHeadroom implements leasehold.TermMetrics.
+func (m *Metrics) RenewHeadroom(name string, headroom time.Duration) {
+	m.init(name)
+	m.renewHeadroom.WithLabelValues(name).Observe(headroom.Seconds())
+}
+
+// initGroup creates every series of the shard group, at zero, the first
+// time group is seen.
+func (m *Metrics) initGroup(group string) {
+	if _, loaded := m.groups.LoadOrStore(group, struct{}{}); loaded {
+		return
+	}
+	m.shards.WithLabelValues(group)
+	m.shardsOwned.WithLabelValues(group)
+	for _, c := range shard.MoveCauses() {
+		m.shardMoves.WithLabelValues(group, string(c))
+		m.handover.WithLabelValues(group, string(c))
+	}
+	m.members.WithLabelValues(group)
+}
+
+// ShardGroup implements shard.Metrics: shard.New calls it, which creates
+// the group's series.
+func (m *Metrics) ShardGroup(group string, shards int) {
+	m.initGroup(group)
+	m.shards.WithLabelValues(group).Set(float64(shards))
+}
+
+// ShardOwned implements shard.Metrics.
+func (m *Metrics) ShardOwned(group string, i int, owned bool) {
+	m.initGroup(group)
+	g := m.shardsOwned.WithLabelValues(group)
+	v := 0.0
+	if owned {
+		v = 1
+		g.Inc()
+	} else {
+		g.Dec()
+	}
+	if m.shardOwned != nil {
+		m.shardOwned.WithLabelValues(group, strconv.Itoa(i)).Set(v)
+	}
+}
+
+// ShardMoved implements shard.Metrics.
+func (m *Metrics) ShardMoved(group string, _ int, cause shard.MoveCause, handover time.Duration) {
+	m.initGroup(group)
+	m.shardMoves.WithLabelValues(group, string(cause)).Inc()
+	m.handover.WithLabelValues(group, string(cause)).Observe(handover.Seconds())
+}
+
+// ShardMembers implements shard.Metrics.
+func (m *Metrics) ShardMembers(group string, members int) {
+	m.initGroup(group)
+	m.members.WithLabelValues(group).Set(float64(members))
 }

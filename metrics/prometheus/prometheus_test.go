@@ -32,6 +32,10 @@ var families = []string{
 	"leader_election_renew_duration_seconds",
 	"leader_election_renew_failures_total",
 	"leader_election_takeover_duration_seconds",
+	"leasehold_yields_total",
+	"leasehold_step_down_timeouts_total",
+	"leasehold_work_outlived_total",
+	"leasehold_renew_headroom_seconds",
 }
 
 // scrape serves reg's /metrics through promhttp, in memory, and parses
