@@ -110,8 +110,12 @@ func (c *client) do(ctx context.Context, verb string, write bool, holder string,
 	sent := time.Now()
 	lat := w.request(c.s, write)
 	off := sent.Sub(w.start)
-	land := w.start.Add(w.stalls.advance(off, lat.before))
-	answer := w.start.Add(w.stalls.advance(land.Sub(w.start), lat.after))
+	stalls := w.stalls
+	if !write && w.cfg.Profile.StallWritesOnly {
+		stalls = nil
+	}
+	land := w.start.Add(stalls.advance(off, lat.before))
+	answer := w.start.Add(stalls.advance(land.Sub(w.start), lat.after))
 	if err := waitUntil(ctx, land); err != nil {
 		w.timedOut(c.s)
 		w.trace("%s: %s holder=%q gave up before landing (drawn %v+%v): %v", c.id, verb, holder, lat.before, lat.after, err)
@@ -181,7 +185,7 @@ func (h *heldWatch) run() {
 			ev = e
 		}
 		off := time.Since(h.w.start)
-		if until := h.w.stalls.advance(off, 0); until > off {
+		if until := h.w.stalls.advance(off, 0); until > off && !h.w.cfg.Profile.StallWritesOnly {
 			t := time.NewTimer(until - off)
 			select {
 			case <-t.C:

@@ -43,7 +43,11 @@
 //   - write-stalls: reads as healthy (p50 5 ms, p99 30 ms); writes p50
 //     20 ms, p99 100 ms (sigma 0.692), and 1 % of writes, each on its own
 //     draw, stall 3–8 s (uniform) before landing, as behind an etcd fsync
-//     stall.
+//     stall;
+//   - fsync-stalls (not one of issue #25's four; no target): write-stalls'
+//     stalls correlated, as a real fsync stall is: every 2–4 min, for
+//     3–8 s, no write lands (and no watch event is sent) while reads stay
+//     fast.
 //
 // Profiles holds them; the report prints them with the quantiles drawn.
 //
