@@ -404,3 +404,34 @@ func (s *logSink) String() string {
 	defer s.mu.Unlock()
 	return fmt.Sprint(strings.Join(s.lines, "\n"))
 }
+
+// returnsWithin advances the clock in steps of 100ms until Run returns,
+// for at most limit, and returns Run's error (nil if it did not return:
+// the caller compares the time taken).
+func (c *candidate) returnsWithin(limit time.Duration) error {
+	c.h.t.Helper()
+	from := c.h.clock.Now()
+	for c.h.clock.Since(from) < limit {
+		c.h.advance(100 * time.Millisecond)
+		select {
+		case err := <-c.done:
+			c.done <- err // keep it for Cleanup
+			return err
+		default:
+		}
+	}
+	return nil
+}
+
+// failWhile makes client's requests of verb fail with a 500 while the
+// returned flag is set.
+func (h *harness) failWhile(client, verb string) *atomic.Bool {
+	var failing atomic.Bool
+	h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+		if r.Client == client && r.Verb == verb && failing.Load() {
+			return apierrors.NewInternalError(errors.New("etcd is down"))
+		}
+		return nil
+	})
+	return &failing
+}

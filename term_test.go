@@ -328,28 +328,12 @@ func TestLostTermWhileSteppingDownKeepsTheStepDownBound(t *testing.T) {
 		a.hold = make(chan struct{}) // the work ignores ctx until closed
 		a.start()
 		a.waitLeader()
-		var refusing atomic.Bool
-		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
-			if r.Client == "a" && r.Verb == "update" && refusing.Load() {
-				return apierrors.NewInternalError(errors.New("etcd is down"))
-			}
-			return nil
-		})
+		refusing := h.failWhile("a", "update")
 		refusing.Store(true)
 		a.cancel()
 		h.settle()
 		cancelledAt := h.clock.Now()
-		var err error
-		for h.clock.Since(cancelledAt) < 20*time.Second {
-			h.advance(100 * time.Millisecond)
-			select {
-			case err = <-a.done:
-				a.done <- err
-			default:
-				continue
-			}
-			break
-		}
+		err := a.returnsWithin(20 * time.Second)
 		if took := h.clock.Since(cancelledAt); took > 11*time.Second {
 			t.Fatalf("Run returned %v after its ctx was cancelled; StepDownTimeout is 11s (err %v)", took, err)
 		}
@@ -373,13 +357,7 @@ func TestReleaseRetriesEndAtStepDownTimeout(t *testing.T) {
 		a.hold = make(chan struct{}) // the work ignores ctx until closed
 		a.start()
 		a.waitLeader()
-		var refusing atomic.Bool
-		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
-			if r.Client == "a" && r.Verb == "update" && refusing.Load() {
-				return apierrors.NewInternalError(errors.New("etcd is down"))
-			}
-			return nil
-		})
+		refusing := h.failWhile("a", "update")
 		a.cancel()
 		h.settle()
 		cancelledAt := h.clock.Now()
@@ -387,17 +365,7 @@ func TestReleaseRetriesEndAtStepDownTimeout(t *testing.T) {
 			refusing.Store(true)
 			close(a.hold)
 		})
-		var err error
-		for h.clock.Since(cancelledAt) < 20*time.Second {
-			h.advance(100 * time.Millisecond)
-			select {
-			case err = <-a.done:
-				a.done <- err
-			default:
-				continue
-			}
-			break
-		}
+		err := a.returnsWithin(20 * time.Second)
 		if took := h.clock.Since(cancelledAt); took > 11*time.Second {
 			t.Fatalf("Run returned %v after its ctx was cancelled; StepDownTimeout is 11s (err %v)", took, err)
 		}
@@ -435,17 +403,7 @@ func TestStepDownTimeoutCountsFromTheCancellation(t *testing.T) {
 		a.cancel()
 		h.settle()
 		cancelledAt := h.clock.Now()
-		var err error
-		for h.clock.Since(cancelledAt) < 20*time.Second {
-			h.advance(100 * time.Millisecond)
-			select {
-			case err = <-a.done:
-				a.done <- err
-			default:
-				continue
-			}
-			break
-		}
+		err := a.returnsWithin(20 * time.Second)
 		if took := h.clock.Since(cancelledAt); took > 8*time.Second || !errors.Is(err, ErrStepDownTimeout) {
 			t.Fatalf("Run returned %v %v after its ctx was cancelled; want ErrStepDownTimeout within StepDownTimeout (8s)", err, took)
 		}
