@@ -1,11 +1,9 @@
 package slowapi
 
 import (
-	"bufio"
 	"fmt"
 	"math"
 	"os"
-	"path/filepath"
 	"slices"
 	"strings"
 	"time"
@@ -425,28 +423,4 @@ func ReplaceSection(doc, body string) string {
 		return doc + "\n\n" + block
 	}
 	return strings.Join(lines[:begin], "") + block + strings.Join(lines[end+1:], "")
-}
-
-// FindRoot returns the repository root: the directory, at or above the
-// working directory, whose go.mod is module github.com/leasehold/leasehold.
-func FindRoot() (string, error) {
-	wd, err := os.Getwd()
-	if err != nil {
-		return "", err
-	}
-	for dir := wd; ; {
-		if f, err := os.Open(filepath.Join(dir, "go.mod")); err == nil {
-			sc := bufio.NewScanner(f)
-			isRoot := sc.Scan() && strings.TrimSpace(sc.Text()) == "module github.com/leasehold/leasehold"
-			f.Close()
-			if isRoot {
-				return dir, nil
-			}
-		}
-		parent := filepath.Dir(dir)
-		if parent == dir {
-			return "", fmt.Errorf("no go.mod of module github.com/leasehold/leasehold at or above %s", wd)
-		}
-		dir = parent
-	}
 }

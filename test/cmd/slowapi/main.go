@@ -24,6 +24,7 @@ import (
 	"github.com/go-logr/logr/funcr"
 	"k8s.io/klog/v2"
 
+	"github.com/leasehold/leasehold/test/bench"
 	"github.com/leasehold/leasehold/test/slowapi"
 )
 
@@ -52,7 +53,7 @@ func main() {
 	}
 	path := *out
 	if path == "" {
-		root, err := slowapi.FindRoot()
+		root, err := bench.FindRoot()
 		if err != nil {
 			fmt.Fprintln(os.Stderr, "slowapi:", err)
 			os.Exit(2)
