@@ -31,6 +31,7 @@ lint:
 	$(GO) vet ./...
 	@for m in $(SUBMODULES); do if [ -f $$m/go.mod ]; then echo "go vet ($$m)"; (cd $$m && $(GO) vet ./...) || exit 1; fi; done
 	@if grep -qE 'sigs.k8s.io/controller-runtime|k8s.io/kubernetes ' go.mod; then echo "root go.mod must not require controller-runtime or k8s.io/kubernetes"; exit 1; fi
+	$(GO) run ./hack/mutate -check
 
 unit:
 	$(GO) test -race -count=1 ./...

@@ -55,14 +55,13 @@ func (e *Elector) Check(maxTolerableExpiredLease time.Duration) error {
 	if at, err := e.health.releaseRefusal(); err != nil && now.Sub(at) < e.t.leaseDuration+maxTolerableExpiredLease {
 		return fmt.Errorf("%s: %w (%v ago; the Lease expires on its own)", e.cfg.Name, err, now.Sub(at).Round(time.Millisecond))
 	}
-	e.mu.Lock()
-	defer e.mu.Unlock()
-	if e.status.workOverdue {
+	st := e.statusNow()
+	if st.workOverdue {
 		return fmt.Errorf("%w: %s: OnStartedLeading still running %v after the lease was lost",
-			ErrWorkOutlivedLease, e.cfg.Name, now.Sub(e.status.workOverdueSince).Round(time.Millisecond))
+			ErrWorkOutlivedLease, e.cfg.Name, now.Sub(st.workOverdueSince).Round(time.Millisecond))
 	}
-	if e.status.leading {
-		if stalled := elapsed(e.status.lastRenewSent, instant{at: now, boot: e.now().boot}); stalled > e.t.renewDeadline+maxTolerableExpiredLease {
+	if st.leading {
+		if stalled := elapsed(st.lastRenewSent, instant{at: now, boot: e.now().boot}); stalled > e.t.renewDeadline+maxTolerableExpiredLease {
 			return fmt.Errorf("%w: %s: leading but last successful renewal sent %v ago (renewDeadline %v, tolerance %v)",
 				ErrRenewStalled, e.cfg.Name, stalled.Round(time.Millisecond), e.t.renewDeadline, maxTolerableExpiredLease)
 		}

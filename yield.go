@@ -66,9 +66,7 @@ func (e *Elector) Yield(ctx context.Context, to string) error {
 	if to != "" && to == e.lock.Identity {
 		return fmt.Errorf("leasehold: Yield to %q: that is this process's own identity; name another candidate, or \"\" for anyone", to)
 	}
-	e.mu.Lock()
-	cur := e.status.term
-	e.mu.Unlock()
+	cur := e.currentTerm()
 	if cur == nil || !e.IsLeader() {
 		return fmt.Errorf("%w: %s: Yield called while not leading", ErrNotLeading, e.cfg.Name)
 	}

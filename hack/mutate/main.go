@@ -89,7 +89,11 @@ func main() {
 	markdown := flag.Bool("markdown", false, "print docs/mutations.md (the table of every mutation and the tests that catch it) and exit")
 	simSeeds := flag.Int("sim", 0, "instead of the unit tests, run this many seeds of the simulation (test/cmd/sim) on each mutation of the root package")
 	out := flag.String("out", "", "with -sim: also write the table, as markdown, to this file")
+	check := flag.Bool("check", false, "only check that every mutation's snippet occurs exactly once in its file (naming the file that has it when another does), and exit")
 	flag.Parse()
+	if *check {
+		os.Exit(checkSnippets(allMutations()))
+	}
 
 	ms := allMutations()
 	if *simSeeds > 0 {
@@ -663,4 +667,41 @@ func tail(s string, n int) string {
 func fatalf(format string, args ...any) {
 	fmt.Fprintf(os.Stderr, "mutate: "+format+"\n", args...)
 	os.Exit(2)
+}
+
+// checkSnippets reports every mutation whose Original does not occur
+// exactly once in its File, in the working tree, with the file of the same
+// directory that does hold it once, if any (after code moved between
+// files). It returns the exit status.
+func checkSnippets(ms []mutation) int {
+	root, err := gitOut("", "rev-parse", "--show-toplevel")
+	if err != nil {
+		fatalf("not in a git repository: %v", err)
+	}
+	root = strings.TrimSpace(root)
+	bad := 0
+	for _, m := range ms {
+		b, _ := os.ReadFile(filepath.Join(root, m.File))
+		if bytes.Count(b, []byte(m.Original)) == 1 {
+			continue
+		}
+		bad++
+		where := "no file of its directory holds it once"
+		files, _ := filepath.Glob(filepath.Join(root, filepath.Dir(m.File), "*.go"))
+		for _, f := range files {
+			if strings.HasSuffix(f, "_test.go") {
+				continue
+			}
+			if c, _ := os.ReadFile(f); bytes.Count(c, []byte(m.Original)) == 1 {
+				rel, _ := filepath.Rel(root, f)
+				where = "now in " + rel
+			}
+		}
+		fmt.Printf("%s: not once in %s: %s\n", m.Name, m.File, where)
+	}
+	if bad > 0 {
+		return 1
+	}
+	fmt.Printf("ok: all %d snippets apply\n", len(ms))
+	return 0
 }

@@ -9,7 +9,7 @@ var mutations = []mutation{
 	{
 		Name:  "renew-deadline-from-answer",
 		Point: "the leader measures its renew deadline from when it sent its last successful renewal",
-		File:  "elector.go",
+		File:  "renew.go",
 		Original: `			return sent, nil
 		case apierrors.IsNotFound(err):`,
 		Mutated: `			return e.now(), nil
@@ -20,10 +20,12 @@ var mutations = []mutation{
 	{
 		Name:  "acquire-time-from-answer",
 		Point: "a term counts from the send time of the write that won it",
-		File:  "elector.go",
+		File:  "campaign.go",
 		Original: `r.acquiredAt = sent
+		e.cfg.Metrics.Transition(e.cfg.Name)
 `,
 		Mutated: `r.acquiredAt = e.now()
+		e.cfg.Metrics.Transition(e.cfg.Name)
 `,
 		Tests:    []string{"TestPauseAfterAcquireLandedStartsNothing"},
 		Contract: true,
@@ -53,7 +55,7 @@ var mutations = []mutation{
 	{
 		Name:  "release-conditioned-on-a-read",
 		Point: "the release is conditioned on our own last write: it never blanks another holder",
-		File:  "elector.go",
+		File:  "renew.go",
 		Original: `		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor, inSpec))
 `,
 		Mutated: `		base := r.view.lease
@@ -68,7 +70,7 @@ var mutations = []mutation{
 	{
 		Name:  "release-retried-after-409",
 		Point: "a release that meets 409 is not retried: the Lease changed since our last write",
-		File:  "elector.go",
+		File:  "renew.go",
 		Original: `case apierrors.IsConflict(err):
 			r.log.Info("Did not release the lease`,
 		Mutated: `case false:
@@ -80,9 +82,9 @@ var mutations = []mutation{
 		Name:  "lost-grace-longer-than-margin",
 		Point: "after a loss, the work gets at most the safety margin",
 		File:  "term.go",
-		Original: `grace := t.clock.NewTimer(e.t.safetyMargin())
+		Original: `wait, stepDownEnds := e.t.safetyMargin(), false
 `,
-		Mutated: `grace := t.clock.NewTimer(e.t.safetyMargin() + 2*time.Second)
+		Mutated: `wait, stepDownEnds := e.t.safetyMargin() + 2*time.Second, false
 `,
 		Tests:    []string{"TestContractLostWorkGetsExactlyTheMargin", "TestLostLeaseWorkOutlivesMargin"},
 		Contract: true,
@@ -91,9 +93,9 @@ var mutations = []mutation{
 		Name:  "lost-grace-shorter-than-margin",
 		Point: "after a loss, the work gets the safety margin before OnStoppedLeading",
 		File:  "term.go",
-		Original: `grace := t.clock.NewTimer(e.t.safetyMargin())
+		Original: `wait, stepDownEnds := e.t.safetyMargin(), false
 `,
-		Mutated: `grace := t.clock.NewTimer(e.t.safetyMargin() - time.Second)
+		Mutated: `wait, stepDownEnds := e.t.safetyMargin() - time.Second, false
 `,
 		Tests:    []string{"TestContractLostWorkGetsExactlyTheMargin", "TestLostLeaseWorkOutlivesMargin"},
 		Contract: true,
@@ -134,17 +136,22 @@ var mutations = []mutation{
 		if t.yield != nil {
 			successor = t.yield.to
 		}
-		released = t.r.release(ctx, t.lastSent, successor)
+		released = t.r.release(ctx, t.lastSent, successor, t.stepDownBy())
 		if t.yield != nil && apierrors.IsConflict(released) {
 			// A concurrent write moved the version: often the very
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			if err := t.r.reread(ctx); err == nil && t.r.stillOurs() == nil {
+			left := t.e.t.renewDeadline - elapsed(t.lastSent, t.e.now())
+			if by := t.stepDownBy(); !by.IsZero() {
+				left = min(left, by.Sub(t.clock.Now()))
+			}
+			// (With no time left, the Lease expires on its own.)
+			if left > 0 && t.r.reread(ctx, min(t.e.t.requestTimeout(), left)) == nil && t.r.stillOurs() == nil {
 				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
 					successor = to // the newest request wins
 				}
-				released = t.r.release(ctx, t.lastSent, successor)
+				released = t.r.release(ctx, t.lastSent, successor, t.stepDownBy())
 			}
 		}
 	}
@@ -157,17 +164,22 @@ var mutations = []mutation{
 		if t.yield != nil {
 			successor = t.yield.to
 		}
-		released = t.r.release(ctx, t.lastSent, successor)
+		released = t.r.release(ctx, t.lastSent, successor, t.stepDownBy())
 		if t.yield != nil && apierrors.IsConflict(released) {
 			// A concurrent write moved the version: often the very
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			if err := t.r.reread(ctx); err == nil && t.r.stillOurs() == nil {
+			left := t.e.t.renewDeadline - elapsed(t.lastSent, t.e.now())
+			if by := t.stepDownBy(); !by.IsZero() {
+				left = min(left, by.Sub(t.clock.Now()))
+			}
+			// (With no time left, the Lease expires on its own.)
+			if left > 0 && t.r.reread(ctx, min(t.e.t.requestTimeout(), left)) == nil && t.r.stillOurs() == nil {
 				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
 					successor = to // the newest request wins
 				}
-				released = t.r.release(ctx, t.lastSent, successor)
+				released = t.r.release(ctx, t.lastSent, successor, t.stepDownBy())
 			}
 		}
 	}
@@ -193,7 +205,7 @@ var mutations = []mutation{
 	{
 		Name:     "any-stamp-is-ours",
 		Point:    "a Lease is ours only if it is our own write: a new object naming us is another process",
-		File:     "elector.go",
+		File:     "view.go",
 		Original: `if !s.IsZero() && s.Equal(t) {`,
 		Mutated:  `if !s.IsZero() && !t.IsZero() {`,
 		Tests:    []string{"TestLeaseReplacedByNewObjectUnseen", "TestLeaseReplacedByNewObject"},
@@ -237,7 +249,7 @@ var mutations = []mutation{
 	{
 		Name:     "versionless-stale-delivery",
 		Point:    "on a server without resourceVersions, a version already seen replaced is a stale delivery, not news",
-		File:     "elector.go",
+		File:     "view.go",
 		Original: `(!newerLease(obs.lease, v.lease) || r.seenBefore(obs.lease))`,
 		Mutated:  `(!newerLease(obs.lease, v.lease))`,
 		Tests:    []string{"TestVersionlessStaleDeliveryIsIgnored", "TestPlainFakeYieldWritesSpecPreferredHolder"},
@@ -247,7 +259,7 @@ var mutations = []mutation{
 	{
 		Name:     "renew-timeout-not-capped",
 		Point:    "the work is cancelled at the renew deadline even while a renewal hangs: its request timeout is capped at the deadline",
-		File:     "elector.go",
+		File:     "renew.go",
 		Original: `timeout := min(e.t.requestTimeout(), e.t.renewDeadline-elapsed(lastSent, sent))`,
 		Mutated:  `timeout := e.t.requestTimeout()`,
 		Tests:    []string{"TestRenewDeadlineFromSendTime"},
@@ -277,7 +289,7 @@ var mutations = []mutation{
 	{
 		Name:     "deletion-timed-from-first-sight",
 		Point:    "after a deletion whose last state is unknown, the claim runs from when the deletion was learned, not from when the last version was seen",
-		File:     "elector.go",
+		File:     "view.go",
 		Original: `		v.observedAt, v.goneFinal = now, false`,
 		Mutated:  `		v.goneFinal = false`,
 		Tests:    []string{"TestDeletedAfterLostRaceWaitsOutUnseenHolder"},
@@ -297,7 +309,7 @@ var mutations = []mutation{
 	{
 		Name:  "former-holder-waits-after-delete",
 		Point: "the former holder, whose own write was deleted, recreates the Lease as soon as its work stopped",
-		File:  "elector.go",
+		File:  "renew.go",
 		Original: `			r.markGone(nil, true)
 			return sent, fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)`,
 		Mutated: `			r.markGone(nil, false)
@@ -308,7 +320,7 @@ var mutations = []mutation{
 	{
 		Name:     "refused-release-retried",
 		Point:    "a release refused for good ends at once: Yield returns the refusal, Check reports it",
-		File:     "elector.go",
+		File:     "renew.go",
 		Original: `		case refusal(err, false):`,
 		Mutated:  `		case false:`,
 		Tests:    []string{"TestReleaseRefusedEndsAtOnce"},
@@ -339,7 +351,7 @@ var mutations = []mutation{
 	{
 		Name:     "sit-out-whole-lease-duration",
 		Point:    "a yielder sits out only until another candidate writes the Lease",
-		File:     "elector.go",
+		File:     "campaign.go",
 		Original: `return now.Before(r.sitOutUntil) && !r.view.gone && versionOf(r.view.lease) == r.sitOutVersion`,
 		Mutated:  `return now.Before(r.sitOutUntil)`,
 		Tests:    []string{"TestBackToBackYieldsKeepAFleetLed"},
@@ -366,7 +378,7 @@ var mutations = []mutation{
 	{
 		Name:     "create-in-flight-not-held-back",
 		Point:    "a create that lands after the watch showed another holder's Lease, created and deleted in flight, starts no work before that claim runs out",
-		File:     "elector.go",
+		File:     "campaign.go",
 		Original: `				r.holdUntil, r.holdSaid = until, true`,
 		Mutated:  `				_ = until`,
 		Tests:    []string{"TestCreateOverAHolderSeenInFlightHoldsTheWork"},
@@ -375,7 +387,7 @@ var mutations = []mutation{
 	{
 		Name:     "deleted-claim-forgotten",
 		Point:    "a deleted holder's claim outlives the Lease's later versions: no work starts before it runs out",
-		File:     "elector.go",
+		File:     "view.go",
 		Original: "\t\tif at.After(r.holdUntil) {\n\t\t\tr.holdUntil = at\n\t\t}",
 		Mutated:  "\t\t_ = at",
 		Tests:    []string{"TestDeletedHoldersClaimOutlivesLaterVersions"},
@@ -413,7 +425,7 @@ var mutations = []mutation{
 	{
 		Name:     "renew-reread-uncapped",
 		Point:    "the work is cancelled by lastSent + RenewDeadline: a leader's re-read after a conflict is bounded by the deadline",
-		File:     "elector.go",
+		File:     "renew.go",
 		Original: `if err := r.reread(ctx, min(e.t.requestTimeout(), left)); err != nil {`,
 		Mutated:  `if err := r.reread(ctx, e.t.requestTimeout()); err != nil {`,
 		Tests:    []string{"TestRenewalsReReadEndsByTheDeadline"},
@@ -422,7 +434,7 @@ var mutations = []mutation{
 	{
 		Name:     "renewal-not-hedged",
 		Point:    "a renewal still unanswered after RetryPeriod is hedged by a second one from the same version",
-		File:     "elector.go",
+		File:     "renew.go",
 		Original: `			if !hedged && elapsed(lastSent, e.now()) < e.t.renewDeadline && (by.IsZero() || e.clock.Now().Before(by)) {`,
 		Mutated:  `			if hedged && false {`,
 		Tests:    []string{"TestHungRenewalIsHedgedThenRetriedAtOnce"},
