@@ -16,8 +16,10 @@ import (
 )
 
 // LeaseLock names the coordination.k8s.io/v1 Lease an elector campaigns
-// for, and how to reach it. All reads and writes of the Lease live in this
-// file; the decisions about them live in decide.go and elector.go.
+// for, and how to reach it. Its methods make every single request on the
+// Lease (get, create, update) and build every write as a pure function of
+// what it writes over (claim, released); when to send them is decided in
+// decide.go, campaign.go and renew.go, and the watch is in follow.go.
 type LeaseLock struct {
 	// Namespace and Name of the Lease. Both required.
 	Namespace, Name string

@@ -214,7 +214,7 @@ var mutations = []mutation{
 	{
 		Name:  "blocking-mailbox",
 		Point: "handing an observation to the elector never blocks: no watch is left unread",
-		File:  "follow.go",
+		File:  "mailbox.go",
 		Original: `func (m mailbox) put(obs observation) {
 	for {
 `,
