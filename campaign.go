@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -23,10 +24,9 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 	timer := e.clock.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()
-	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
+	bo := retry.NewBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
 	var notBefore time.Time // after a failed write, no new write before this
-	failures := newErrorStreak(e.clock, r.log, "Cannot acquire the lease; retrying with backoff")
-	failures.health = &e.health
+	failures := newStreak(e.clock, r.log, "Cannot acquire the lease; retrying with backoff", &e.health)
 
 	for {
 		if ctx.Err() != nil {
@@ -60,7 +60,7 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 			won, err := r.acquire(ctx, act)
 			switch {
 			case won:
-				failures.succeeded()
+				failures.Succeeded()
 				if err := r.heldBack(act, before); err != nil {
 					return false, err
 				}
@@ -80,14 +80,14 @@ func (r *run) campaign(ctx context.Context) (bool, error) {
 				// If it shows nothing new, the next write would be the
 				// same one: back off, so that no path loops.
 				if sameView(before, r.view) {
-					notBefore = e.clock.Now().Add(retry.delay())
+					notBefore = e.clock.Now().Add(bo.Delay())
 				}
 				continue
 			case errors.Is(err, ErrIdentityConflict):
 				return false, err
 			default:
-				failures.failed(err)
-				notBefore = e.clock.Now().Add(retry.delay())
+				failures.Failed(err)
+				notBefore = e.clock.Now().Add(bo.Delay())
 				continue
 			}
 		}
@@ -192,7 +192,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	desired := e.lock.claim(base, now, e.t.leaseDuration, !holding)
 	r.remember(now)
 	// The write is not cut short by ctx: if it lands, we must know.
-	rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, e.t.requestTimeout())
+	rctx, cancel := retry.WithTimeout(context.WithoutCancel(ctx), e.clock, e.t.requestTimeout())
 	defer cancel()
 	var got *coordinationv1.Lease
 	var err error
@@ -241,7 +241,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 // term on time.
 func (r *run) reread(ctx context.Context, timeout time.Duration) error {
 	e := r.e
-	rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
+	rctx, cancel := retry.WithTimeout(context.WithoutCancel(ctx), e.clock, timeout)
 	defer cancel()
 	lease, err := e.lock.get(rctx)
 	if err != nil {

@@ -11,6 +11,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	coordinationv1beta1 "k8s.io/api/coordination/v1beta1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -49,7 +50,7 @@ type candidacy struct {
 // request bounds one request by the elector's request timeout. It is not
 // cut short by ctx: a write that lands must be known.
 func (k *candidacy) request(ctx context.Context) (context.Context, context.CancelFunc) {
-	return withClockTimeout(context.WithoutCancel(ctx), k.clock, k.t.requestTimeout())
+	return retry.WithTimeout(context.WithoutCancel(ctx), k.clock, k.t.requestTimeout())
 }
 
 // register creates the LeaseCandidate, or updates the one a previous
@@ -153,8 +154,8 @@ func (k *candidacy) renew(ctx context.Context) error {
 // serve keeps the LeaseCandidate until ctx ends: registered, followed by a
 // watch, pings answered at once, renewed every candidateRenewEvery.
 func (k *candidacy) serve(ctx context.Context) {
-	retry := newBackoff(k.clock, k.t.retryPeriod/4, 4*k.t.retryPeriod)
-	failures := newErrorStreak(k.clock, k.log, "Cannot keep the LeaseCandidate; retrying with backoff")
+	bo := retry.NewBackoff(k.clock, k.t.retryPeriod/4, 4*k.t.retryPeriod)
+	failures := newStreak(k.clock, k.log, "Cannot keep the LeaseCandidate; retrying with backoff", nil)
 	selector := fields.OneTermEqualSelector("metadata.name", k.lock.Identity).String()
 	rv := ""
 	for ctx.Err() == nil {
@@ -173,12 +174,12 @@ func (k *candidacy) serve(ctx context.Context) {
 			w, err = k.client.Watch(ctx, metav1.ListOptions{FieldSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true})
 			switch {
 			case err == nil:
-				failures.succeeded()
+				failures.Succeeded()
 				opened := k.clock.Now()
 				rv, err = k.follow(ctx, w, rv)
 				if k.clock.Since(opened) >= k.t.retryPeriod {
-					retry.reset()
-				} else if err == nil && ctx.Err() == nil && !retry.wait(ctx) {
+					bo.Reset()
+				} else if err == nil && ctx.Err() == nil && !bo.Wait(ctx) {
 					// A watch the server ends at once: do not spin.
 					return
 				}
@@ -187,8 +188,8 @@ func (k *candidacy) serve(ctx context.Context) {
 			}
 		}
 		if err != nil && ctx.Err() == nil {
-			failures.failed(err)
-			if !retry.wait(ctx) {
+			failures.Failed(err)
+			if !bo.Wait(ctx) {
 				return
 			}
 		}

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/leasehold/leasehold/internal/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
 )
@@ -154,7 +155,7 @@ func (e *Elector) Run(ctx context.Context) error {
 			}
 		}
 		log.Info("Term ended; campaigning again", "reason", err.Error())
-		if !sleep(ctx, e.clock, e.t.retryPeriod) {
+		if !retry.Sleep(ctx, e.clock, e.t.retryPeriod) {
 			return nil
 		}
 	}

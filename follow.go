@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -41,10 +42,8 @@ type observer struct {
 	health      *apiHealth
 }
 
-func (o *observer) streak(msg string) *errorStreak {
-	s := newErrorStreak(o.clock, o.log, msg)
-	s.health = o.health
-	return s
+func (o *observer) streak(msg string) *retry.Streak {
+	return newStreak(o.clock, o.log, msg, o.health)
 }
 
 func (o *observer) run(ctx context.Context) {
@@ -54,22 +53,22 @@ func (o *observer) run(ctx context.Context) {
 		}
 		o.polling = true
 	}
-	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
+	backoff := retry.NewBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
 	failures := o.streak("Cannot read the lease; retrying with backoff")
 	for ctx.Err() == nil {
 		lease, err := o.read(ctx)
 		if err != nil {
-			failures.failed(err)
-			backoff.wait(ctx)
+			failures.Failed(err)
+			backoff.Wait(ctx)
 			continue
 		}
-		failures.succeeded()
-		backoff.reset()
+		failures.Succeeded()
+		backoff.Reset()
 		if !o.send(ctx, observation{lease: lease}) {
 			return
 		}
 		if o.polling {
-			sleep(ctx, o.clock, o.retryPeriod)
+			retry.Sleep(ctx, o.clock, o.retryPeriod)
 			continue
 		}
 		rv := ""
@@ -80,7 +79,7 @@ func (o *observer) run(ctx context.Context) {
 		o.watchFrom(ctx, rv)
 		if o.clock.Since(started) < o.retryPeriod {
 			// The watch keeps failing fast: do not spin.
-			backoff.wait(ctx)
+			backoff.Wait(ctx)
 		}
 	}
 }
@@ -94,19 +93,19 @@ func (o *observer) followShared(ctx context.Context) bool {
 	// mailbox, which keeps the newer of what it holds and what is put.
 	sub := o.shared.subscribe(ctx, o.lock.Name, o.out)
 	defer o.shared.unsubscribe(sub)
-	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
+	backoff := retry.NewBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
 	failures := o.streak("Cannot read the lease; retrying with backoff")
 	for {
 		lease, err := o.read(ctx)
 		if err == nil {
-			failures.succeeded()
+			failures.Succeeded()
 			if !o.send(ctx, observation{lease: lease}) {
 				return true
 			}
 			break
 		}
-		failures.failed(err)
-		if !backoff.wait(ctx) {
+		failures.Failed(err)
+		if !backoff.Wait(ctx) {
 			return true
 		}
 	}
@@ -122,7 +121,7 @@ func (o *observer) followShared(ctx context.Context) bool {
 }
 
 func (o *observer) read(ctx context.Context) (*coordinationv1.Lease, error) {
-	rctx, cancel := withClockTimeout(ctx, o.clock, o.timeout)
+	rctx, cancel := retry.WithTimeout(ctx, o.clock, o.timeout)
 	defer cancel()
 	return o.lock.get(rctx)
 }
@@ -131,7 +130,7 @@ func (o *observer) read(ctx context.Context) (*coordinationv1.Lease, error) {
 // from the last version seen when it closes, until it must re-read: on 410
 // Gone, on an error event, or when watch is forbidden.
 func (o *observer) watchFrom(ctx context.Context, rv string) {
-	backoff := newBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
+	backoff := retry.NewBackoff(o.clock, o.retryPeriod/4, 4*o.retryPeriod)
 	failures := o.streak("Cannot watch the lease; retrying with backoff")
 	selector := fields.OneTermEqualSelector("metadata.name", o.lock.Name).String()
 	quick := 0 // watches in a row that ended within a retry period
@@ -159,13 +158,13 @@ func (o *observer) watchFrom(ctx context.Context, rv string) {
 			rv = ""
 			continue
 		default:
-			failures.failed(err)
-			if !backoff.wait(ctx) {
+			failures.Failed(err)
+			if !backoff.Wait(ctx) {
 				return
 			}
 			continue
 		}
-		failures.succeeded()
+		failures.Succeeded()
 		opened, from := o.clock.Now(), rv
 		var ok bool
 		rv, ok = o.drain(ctx, w, rv)
@@ -174,9 +173,9 @@ func (o *observer) watchFrom(ctx context.Context, rv string) {
 		}
 		if rv != from || o.clock.Since(opened) >= o.retryPeriod {
 			// It delivered something, or lasted: a healthy watch.
-			backoff.reset()
+			backoff.Reset()
 			quick = 0
-		} else if quick++; quick > 1 && !backoff.wait(ctx) {
+		} else if quick++; quick > 1 && !backoff.Wait(ctx) {
 			// Watches the server keeps ending at once, empty: the first
 			// is reopened at once (a server restart, a closed
 			// connection), the next ones with backoff, never in a loop.

@@ -10,6 +10,7 @@ import (
 	"sync"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/retry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
 
@@ -114,13 +115,11 @@ func (h *apiHealth) releaseRefusal() (time.Time, error) {
 }
 
 // refusal reports whether err is the server refusing a write for good:
-// RBAC forbids it (403), the Lease is invalid (422), the request is
-// malformed (400) or the verb is not allowed (405), or, for a create, the
-// namespace does not exist (404). Sending the same write again cannot
+// retry.Permanent (403, 400, 422, 413, 405, 406, 415) or, for a create,
+// the namespace does not exist (404). Sending the same write again cannot
 // succeed; every other failure is transient and retried with backoff.
 func refusal(err error, create bool) bool {
-	return apierrors.IsForbidden(err) || apierrors.IsInvalid(err) || apierrors.IsBadRequest(err) ||
-		apierrors.IsMethodNotSupported(err) || (create && apierrors.IsNotFound(err))
+	return retry.Permanent(err) || (create && apierrors.IsNotFound(err))
 }
 
 // refusedError wraps a refusal in the sentinel callers match: ErrForbidden

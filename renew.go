@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 )
@@ -131,7 +132,7 @@ func (r *run) sendRenewal(ctx context.Context, lastSent instant, results chan<- 
 	// A hung request must fail before the deadline, with time to retry.
 	timeout := min(e.t.requestTimeout(), e.t.renewDeadline-elapsed(lastSent, sent))
 	go func() {
-		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, timeout)
+		rctx, cancel := retry.WithTimeout(context.WithoutCancel(ctx), e.clock, timeout)
 		defer cancel()
 		got, err := e.lock.update(rctx, desired)
 		results <- renewal{sent: sent, got: got, err: err}
@@ -163,7 +164,7 @@ func (r *run) release(ctx context.Context, lastSent instant, successor string, b
 	if !r.view.ours() {
 		return fmt.Errorf("%w: the lease changed since our last write", ErrLeaderLost)
 	}
-	retry := newBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
+	bo := retry.NewBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
 	for {
 		sent := e.now()
 		now := sent.at
@@ -181,7 +182,7 @@ func (r *run) release(ctx context.Context, lastSent instant, successor string, b
 				remaining = left
 			}
 		}
-		rctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, min(e.t.requestTimeout(), remaining))
+		rctx, cancel := retry.WithTimeout(context.WithoutCancel(ctx), e.clock, min(e.t.requestTimeout(), remaining))
 		inSpec := writesSpecPreference(r.view.lease, successor, e.specPreferenceDropped.Load())
 		got, err := e.lock.update(rctx, e.lock.released(r.view.lease, now, successor, inSpec))
 		cancel()
@@ -216,8 +217,8 @@ func (r *run) release(ctx context.Context, lastSent instant, successor string, b
 		// The wait ends early at the bound, whose check above then ends
 		// the release. It is measured on the clock alone, as remaining's
 		// end is reached by the clock at the latest: never a zero wait.
-		wctx, cancel := withClockTimeout(context.WithoutCancel(ctx), e.clock, remaining-e.clock.Since(now))
-		retry.wait(wctx)
+		wctx, cancel := retry.WithTimeout(context.WithoutCancel(ctx), e.clock, remaining-e.clock.Since(now))
+		bo.Wait(wctx)
 		cancel()
 	}
 }

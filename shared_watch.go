@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/leasehold/leasehold/internal/retry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
@@ -106,8 +107,8 @@ func (w *SharedWatch) dispatch(name string, obs observation) {
 // state at first and after 410 Gone, resumed from the last
 // resourceVersion when the watch closes.
 func (w *SharedWatch) run(ctx context.Context, log logr.Logger) {
-	backoff := newBackoff(w.clock, 250*time.Millisecond, 8*time.Second)
-	failures := newErrorStreak(w.clock, log, "Cannot watch leases; retrying with backoff")
+	backoff := retry.NewBackoff(w.clock, 250*time.Millisecond, 8*time.Second)
+	failures := newStreak(w.clock, log, "Cannot watch leases; retrying with backoff", nil)
 	rv := ""
 	for ctx.Err() == nil {
 		wi, err := w.client.Leases(w.namespace).Watch(ctx, metav1.ListOptions{ResourceVersion: rv, AllowWatchBookmarks: true})
@@ -129,12 +130,12 @@ func (w *SharedWatch) run(ctx context.Context, log logr.Logger) {
 			rv = ""
 			continue
 		default:
-			failures.failed(err)
-			backoff.wait(ctx)
+			failures.Failed(err)
+			backoff.Wait(ctx)
 			continue
 		}
-		failures.succeeded()
-		backoff.reset()
+		failures.Succeeded()
+		backoff.Reset()
 		rv, _ = followWatch(ctx, log, wi, rv, func(name string, obs observation) bool {
 			w.dispatch(name, obs)
 			return true

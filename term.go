@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/leasehold/leasehold/internal/retry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
@@ -90,7 +91,7 @@ type term struct {
 	yieldAnswered bool
 
 	renewAt, deadline clock.Timer
-	failures          *errorStreak
+	failures          *retry.Streak
 	// atRisk is set while renewals are answered with less than half of
 	// RenewDeadline to spare (noteHeadroom).
 	atRisk bool
@@ -141,8 +142,7 @@ func (t *term) run(ctx context.Context) error {
 	defer t.renewAt.Stop()
 	t.deadline = t.clock.NewTimer(t.lastSent.at.Add(e.t.renewDeadline).Sub(now))
 	defer t.deadline.Stop()
-	t.failures = newErrorStreak(t.clock, t.log, "Cannot renew the lease; retrying until the renew deadline")
-	t.failures.health = &e.health
+	t.failures = newStreak(t.clock, t.log, "Cannot renew the lease; retrying until the renew deadline", &e.health)
 
 	// When Run's ctx is cancelled, on the clock: StepDownTimeout counts
 	// from then, even if a renewal in flight kept this loop from seeing
@@ -289,7 +289,7 @@ func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 	now := t.clock.Now()
 	switch {
 	case err == nil:
-		t.failures.succeeded()
+		t.failures.Succeeded()
 		t.lastErr = nil
 		t.noteHeadroom(e.t.renewDeadline - elapsed(t.lastSent, e.now()))
 		t.lastSent = sent
@@ -300,7 +300,7 @@ func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 	case errors.Is(err, ErrLeaderLost), errors.Is(err, ErrIdentityConflict):
 		return nil, err
 	}
-	t.failures.failed(err)
+	t.failures.Failed(err)
 	t.lastErr = err
 	// Retry one RetryPeriod after the failed attempt was sent: at once if
 	// it hung that long, so a stalled server gets every chance before the

@@ -370,7 +370,7 @@ var mutations = []mutation{
 		Name:     "watch-reopened-at-once",
 		Point:    "every loop that talks to the API server backs off: a watch the server ends at once is reopened with backoff",
 		File:     "follow.go",
-		Original: `		} else if quick++; quick > 1 && !backoff.wait(ctx) {`,
+		Original: `		} else if quick++; quick > 1 && !backoff.Wait(ctx) {`,
 		Mutated:  `		} else if quick++; false {`,
 		Tests:    []string{"TestWatchEndedAtOnceIsReopenedWithBackoff"},
 		Contract: true,
