@@ -194,9 +194,10 @@ type timings struct {
 	leaseDuration, renewDeadline, retryPeriod time.Duration
 }
 
-// requestTimeout bounds one request, as in an election: a hung request
-// fails with time left to retry before the renew deadline.
-func (t timings) requestTimeout() time.Duration { return t.renewDeadline / 2 }
+// requestTimeout bounds one request by the election's one rule,
+// leasehold.RequestTimeout: a hung request fails with time left to retry
+// before the renew deadline.
+func (t timings) requestTimeout() time.Duration { return leasehold.RequestTimeout(t.renewDeadline) }
 
 // claimDuration is how long a member Lease's claim lasts after a change:
 // its own leaseDurationSeconds when positive, else fallback.

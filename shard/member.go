@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/internal/retry"
 )
 
 // Member is one process's membership of a shard group. Create it with New
@@ -146,8 +147,8 @@ type loop struct {
 
 	ioBusy  bool
 	retryAt time.Time // no request before this, after a failure
-	bo      *backoff
-	fails   *failures
+	bo      *retry.Backoff
+	fails   *retry.Streak
 
 	groupMsgs  chan groupMsg
 	ioDone     chan ioResult
@@ -216,14 +217,14 @@ func newLoop(m *Member, log logr.Logger) *loop {
 			collected: map[string]string{},
 		},
 		shardRun:   map[int]*shardRun{},
-		bo:         newBackoff(cfg.RetryPeriod/4, cfg.RetryPeriod),
+		bo:         retry.NewBackoff(cfg.Clock, cfg.RetryPeriod/4, cfg.RetryPeriod),
 		groupMsgs:  make(chan groupMsg, 64),
 		ioDone:     make(chan ioResult, 1),
 		termStarts: make(chan *termRun),
 		shardDone:  make(chan shardExit, cfg.Shards),
 		exited:     make(chan struct{}),
 	}
-	l.fails = &failures{log: log, clock: cfg.Clock, msg: "Request for the shard group failed; retrying with backoff"}
+	l.fails = &retry.Streak{Log: log, Clock: cfg.Clock, Msg: "Request for the shard group failed; retrying with backoff"}
 	return l
 }
 
@@ -481,7 +482,7 @@ func earliest(a, b time.Time) time.Time {
 }
 
 func (l *loop) reqCtx() (context.Context, context.CancelFunc) {
-	return timeout(context.Background(), l.clock, l.m.t.requestTimeout())
+	return retry.WithTimeout(context.Background(), l.clock, l.m.t.requestTimeout())
 }
 
 func (l *loop) readEpoch(tr *termRun) {
@@ -594,18 +595,18 @@ func (l *loop) onIO(res ioResult) {
 		l.onIOError(res, now)
 		return
 	}
-	l.fails.succeeded()
+	l.fails.Succeeded()
 	if res.lease != nil && res.lease.ResourceVersion == "" {
 		l.setFatal(fmt.Errorf("%w: lease %s/%s came back without one; client-go's fake clientset does this: test with leaseholdtest.NewServer() instead",
 			ErrNoCompareAndSwap, l.cfg.Namespace, res.lease.Name))
 		return
 	}
 	if res.conflict && !l.newer(res) {
-		l.retryAt = now.Add(l.bo.delay())
+		l.retryAt = now.Add(l.bo.Delay())
 		l.log.V(2).Info("Lost a race, and reading again brought nothing newer; retrying with backoff", "request", res.kind.String(), "lease", res.name)
 		return
 	}
-	l.bo.reset()
+	l.bo.Reset()
 	switch res.kind {
 	case ioEpoch:
 		l.onEpoch(res)
@@ -650,18 +651,18 @@ func (l *loop) onIOError(res ioResult, now time.Time) {
 		l.s.noCollect = true
 		l.log.Info("RBAC forbids deleting Leases: the Leases of members gone for good stay; grant 'delete' on leases to remove them", "err", err.Error())
 		return
-	case res.kind == ioCollect && permanent(err):
+	case res.kind == ioCollect && retry.Permanent(err):
 		l.log.Info("Could not delete the Lease of a member gone for good; it stays", "memberLease", res.name, "err", err.Error())
 		return
-	case permanent(err) || (apierrors.IsNotFound(err) && res.create):
+	case retry.Permanent(err) || (apierrors.IsNotFound(err) && res.create):
 		l.setFatal(fmt.Errorf("%w: %s %s/%s: %w%s", ErrRefused, res.kind, l.cfg.Namespace, res.name, err, rbacHint(err)))
 		return
 	}
-	l.retryAt = now.Add(l.bo.delay())
+	l.retryAt = now.Add(l.bo.Delay())
 	if res.kind == ioEpoch && res.term != nil {
 		res.term.epochTried = false
 	}
-	l.fails.failed(err, "request", res.kind.String(), "lease", res.name)
+	l.fails.Failed(err, "request", res.kind.String(), "lease", res.name)
 }
 
 // memberGone: an update of a member Lease found it deleted. It is absent

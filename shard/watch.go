@@ -6,6 +6,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -56,24 +57,24 @@ type groupWatch struct {
 
 func (w *groupWatch) run(ctx context.Context) {
 	selector := labels.SelectorFromSet(labels.Set{LabelGroup: w.group}).String()
-	bo := newBackoff(w.retryPeriod/4, 4*w.retryPeriod)
-	fails := &failures{log: w.log, clock: w.clock, msg: "Cannot list the group's Leases; retrying with backoff"}
+	bo := retry.NewBackoff(w.clock, w.retryPeriod/4, 4*w.retryPeriod)
+	fails := &retry.Streak{Log: w.log, Clock: w.clock, Msg: "Cannot list the group's Leases; retrying with backoff"}
 	for ctx.Err() == nil {
-		rctx, cancel := timeout(ctx, w.clock, w.timeout)
+		rctx, cancel := retry.WithTimeout(ctx, w.clock, w.timeout)
 		list, err := w.leases.List(rctx, metav1.ListOptions{LabelSelector: selector})
 		cancel()
 		if err != nil {
-			if permanent(err) || apierrors.IsNotFound(err) {
+			if retry.Permanent(err) || apierrors.IsNotFound(err) {
 				w.send(ctx, groupMsg{err: fmt.Errorf("%w: list the Leases of group %s (label %s): %w%s", ErrRefused, w.group, selector, err, rbacHint(err))})
 				return
 			}
-			fails.failed(err)
-			if !w.sleep(ctx, bo.delay()) {
+			fails.Failed(err)
+			if !retry.Sleep(ctx, w.clock, bo.Delay()) {
 				return
 			}
 			continue
 		}
-		fails.succeeded()
+		fails.Succeeded()
 		if !w.send(ctx, groupMsg{list: true, items: list.Items, rv: list.ResourceVersion}) {
 			return
 		}
@@ -81,8 +82,8 @@ func (w *groupWatch) run(ctx context.Context) {
 			return // the member ends: no compare-and-swap
 		}
 		if w.polling {
-			bo.reset()
-			if !w.sleep(ctx, w.retryPeriod) {
+			bo.Reset()
+			if !retry.Sleep(ctx, w.clock, w.retryPeriod) {
 				return
 			}
 			continue
@@ -90,8 +91,8 @@ func (w *groupWatch) run(ctx context.Context) {
 		started := w.clock.Now()
 		w.watchFrom(ctx, selector, list.ResourceVersion)
 		if w.clock.Since(started) >= w.retryPeriod {
-			bo.reset()
-		} else if !w.polling && !w.sleep(ctx, bo.delay()) {
+			bo.Reset()
+		} else if !w.polling && !retry.Sleep(ctx, w.clock, bo.Delay()) {
 			return // lists keep failing fast: do not spin
 		}
 	}
@@ -108,8 +109,8 @@ func rbacHint(err error) string {
 // watchFrom watches from rv until it must re-list. A permanent refusal of
 // the watch switches to polling.
 func (w *groupWatch) watchFrom(ctx context.Context, selector, rv string) {
-	bo := newBackoff(w.retryPeriod/4, 4*w.retryPeriod)
-	fails := &failures{log: w.log, clock: w.clock, msg: "Cannot watch the group's Leases; retrying with backoff"}
+	bo := retry.NewBackoff(w.clock, w.retryPeriod/4, 4*w.retryPeriod)
+	fails := &retry.Streak{Log: w.log, Clock: w.clock, Msg: "Cannot watch the group's Leases; retrying with backoff"}
 	for ctx.Err() == nil {
 		wi, err := w.open(ctx, metav1.ListOptions{LabelSelector: selector, ResourceVersion: rv, AllowWatchBookmarks: true})
 		switch {
@@ -117,19 +118,19 @@ func (w *groupWatch) watchFrom(ctx context.Context, selector, rv string) {
 		case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
 			w.log.V(2).Info("Group watch history expired (410 Gone); listing again", "resourceVersion", rv)
 			return
-		case permanent(err) || apierrors.IsNotFound(err):
+		case retry.Permanent(err) || apierrors.IsNotFound(err):
 			w.log.Info("The API server refuses to watch the group's Leases; listing them every retry period instead. Grant 'watch' on leases for faster handoffs",
 				"retryPeriod", w.retryPeriod, "err", err.Error())
 			w.polling = true
 			return
 		default:
-			fails.failed(err)
-			if !w.sleep(ctx, bo.delay()) {
+			fails.Failed(err)
+			if !retry.Sleep(ctx, w.clock, bo.Delay()) {
 				return
 			}
 			continue
 		}
-		fails.succeeded()
+		fails.Succeeded()
 		opened := w.clock.Now()
 		var resume bool
 		rv, resume = w.drain(ctx, wi, rv)
@@ -137,8 +138,8 @@ func (w *groupWatch) watchFrom(ctx context.Context, selector, rv string) {
 			return
 		}
 		if w.clock.Since(opened) >= w.retryPeriod {
-			bo.reset()
-		} else if !w.sleep(ctx, bo.delay()) {
+			bo.Reset()
+		} else if !retry.Sleep(ctx, w.clock, bo.Delay()) {
 			return // watches keep ending at once: do not spin
 		}
 	}
@@ -222,17 +223,6 @@ func (w *groupWatch) drain(ctx context.Context, wi watch.Interface, rv string) (
 func (w *groupWatch) send(ctx context.Context, m groupMsg) bool {
 	select {
 	case w.out <- m:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
-func (w *groupWatch) sleep(ctx context.Context, d time.Duration) bool {
-	t := w.clock.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C():
 		return true
 	case <-ctx.Done():
 		return false

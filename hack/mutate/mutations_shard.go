@@ -222,7 +222,7 @@ var shardMutations = []mutation{
 		Name:     "shard-refusal-retried",
 		Point:    "a permanent refusal (403, 400, 422, 404 on a create) ends Run with ErrRefused; it is not retried",
 		File:     "shard/member.go",
-		Original: `	case permanent(err) || (apierrors.IsNotFound(err) && res.create):`,
+		Original: `	case retry.Permanent(err) || (apierrors.IsNotFound(err) && res.create):`,
 		Mutated:  `	case false:`,
 		Pkg:      "shard",
 		Tests:    []string{"TestPermanentRefusalEndsRun"},
@@ -264,7 +264,7 @@ var shardMutations = []mutation{
 		Name:  "shard-watch-reopened-at-once",
 		Point: "every loop that talks to the API server is bounded: a watch that ends at once is reopened after a backoff",
 		File:  "shard/watch.go",
-		Original: `		} else if !w.sleep(ctx, bo.delay()) {
+		Original: `		} else if !retry.Sleep(ctx, w.clock, bo.Delay()) {
 			return // watches keep ending at once: do not spin`,
 		Mutated: `		} else if false {
 			return // watches keep ending at once: do not spin`,
