@@ -13,16 +13,19 @@
 #                 figures into docs/reliability.md; a sample runs in make test
 #   make slowapi  leasehold vs client-go vs controller-runtime behind a slow API server, virtual time -> BENCHMARKS.md
 #   make mutate   breaks each contract point on purpose; the tests must notice
+#   make rules    promtool (built from source, cached) checks the alert rules
+#                 and runs their unit tests (deploy/monitoring); part of make test
+#   make monitoring  regenerates deploy/monitoring's rules and dashboard from Go
 # The control plane is built from source through the Go module proxy the
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
 SHELL := /bin/bash
 GO ?= go
-MODULES := . leaseholdtest metrics/prometheus examples test kubectl-leasehold controllerruntime
-SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerruntime
+MODULES := . leaseholdtest metrics/prometheus examples test kubectl-leasehold controllerruntime monitoring
+SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerruntime monitoring
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
-UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime
+UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime monitoring
 
-.PHONY: test lint unit gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim slowapi mutate fuzz
+.PHONY: test lint unit rules gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim slowapi mutate fuzz promtool monitoring
 
 test: lint unit gotoolchain integration
 
@@ -47,6 +50,24 @@ gotoolchain:
 
 controlplane:
 	hack/controlplane/build.sh
+
+# promtool from the Prometheus that monitoring/go.mod pins, built from
+# source through the module proxy into bin/prometheus/ (a few minutes the
+# first time; cached with a stamp after that).
+promtool:
+	hack/prometheus/build.sh
+
+# The alert rules load in promtool, and promtool's unit tests of every alert
+# (firing and not) pass. The monitoring module's Go tests (in make unit)
+# check that the rules and the dashboard are what monitoring generates and
+# that every PromQL expression parses.
+rules: promtool
+	bin/prometheus/promtool check rules deploy/monitoring/leasehold-rules.yaml
+	cd deploy/monitoring && ../../bin/prometheus/promtool test rules leasehold-rules.test.yaml
+
+# Regenerate deploy/monitoring (rules, PrometheusRule, dashboard) from Go.
+monitoring:
+	cd monitoring && $(GO) run ./cmd/generate
 
 # kubectl from the same pinned Kubernetes, with its own stamp.
 kubectl: controlplane
