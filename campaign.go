@@ -5,6 +5,7 @@ import (
 	"errors"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -125,15 +126,15 @@ func (r *run) heldBack(act campaignAction, decidedOn leaseView) error {
 		now := r.e.clock.Now()
 		for _, l := range append(obs.superseded, obs.seen()) {
 			switch {
-			case l == nil || holderOf(l) == "" || l.ResourceVersion == "" || holderOf(l) == r.e.lock.Identity && r.isOurs(l),
-				!newerVersion(ours.ResourceVersion, l.ResourceVersion),
-				decidedOn.lease != nil && decidedOn.lease.ResourceVersion != "" && !newerVersion(l.ResourceVersion, decidedOn.lease.ResourceVersion):
+			case l == nil || leaserecord.Holder(l) == "" || l.ResourceVersion == "" || leaserecord.Holder(l) == r.e.lock.Identity && r.isOurs(l),
+				!leaserecord.NewerVersion(ours.ResourceVersion, l.ResourceVersion),
+				decidedOn.lease != nil && decidedOn.lease.ResourceVersion != "" && !leaserecord.NewerVersion(l.ResourceVersion, decidedOn.lease.ResourceVersion):
 				continue
 			}
-			if until := now.Add(claimDuration(l, r.e.t.leaseDuration)); until.After(r.holdUntil) {
+			if until := now.Add(leaserecord.ClaimDuration(l, r.e.t.leaseDuration)); until.After(r.holdUntil) {
 				r.holdUntil, r.holdSaid = until, true
 				r.log.Info("Created the Lease, but the watch showed another holder's Lease created and deleted while the create was in flight; keeping the Lease without starting the work until that claim runs out",
-					"holder", holderOf(l), "until", until.Sub(now).Round(time.Millisecond))
+					"holder", leaserecord.Holder(l), "until", until.Sub(now).Round(time.Millisecond))
 			}
 		}
 	}
@@ -155,7 +156,7 @@ func (r *run) sittingOut(now time.Time) bool {
 
 // takeoverCause says, for the log, why the Lease was free to take.
 func takeoverCause(v leaseView, self string) string {
-	switch holder := holderOf(v.lease); {
+	switch holder := leaserecord.Holder(v.lease); {
 	case v.lease == nil:
 		return "no Lease existed"
 	case v.gone:
@@ -188,7 +189,7 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	}
 	// While holding back the work (heldBack), a write on our own Lease
 	// keeps it without starting a term.
-	holding := !r.holdUntil.IsZero() && act == actAcquire && holderOf(base) == e.lock.Identity && r.view.ours()
+	holding := !r.holdUntil.IsZero() && act == actAcquire && leaserecord.Holder(base) == e.lock.Identity && r.view.ours()
 	desired := e.lock.claim(base, now, e.t.leaseDuration, !holding)
 	r.remember(now)
 	// The write is not cut short by ctx: if it lands, we must know.
@@ -211,15 +212,15 @@ func (r *run) acquire(ctx context.Context, act campaignAction) (bool, error) {
 	case err == nil:
 		switch v := r.view; {
 		case v.lease == nil || v.gone:
-		case holderOf(v.lease) == "":
+		case leaserecord.Holder(v.lease) == "":
 			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(v.observedAt))
-		case holderOf(v.lease) != e.lock.Identity || r.foreignSelf:
-			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(v.observedAt.Add(claimDuration(v.lease, e.t.leaseDuration))))
+		case leaserecord.Holder(v.lease) != e.lock.Identity || r.foreignSelf:
+			e.cfg.Metrics.Takeover(e.cfg.Name, e.clock.Since(v.observedAt.Add(leaserecord.ClaimDuration(v.lease, e.t.leaseDuration))))
 		}
 		r.wrote(got)
 		r.acquiredAt = sent
 		e.cfg.Metrics.Transition(e.cfg.Name)
-		r.log.Info("Acquired the lease", "leaseTransitions", transitionsOf(got), "via", act.String(), "because", cause)
+		r.log.Info("Acquired the lease", "leaseTransitions", leaserecord.Transitions(got), "via", act.String(), "because", cause)
 		return true, nil
 	case act == actCreate && apierrors.IsNotFound(err):
 		return false, err // the namespace is missing: retry with backoff

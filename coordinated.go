@@ -13,6 +13,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/version"
@@ -217,7 +218,7 @@ type coordination struct {
 // coordinated elector keeps it unset through its whole term, but never
 // under this process's identity.)
 func (c *coordination) assigned(lease *coordinationv1.Lease) bool {
-	return c != nil && !c.fallback && lease != nil && holderOf(lease) == c.lock.Identity && lease.Spec.AcquireTime == nil
+	return c != nil && !c.fallback && lease != nil && leaserecord.Holder(lease) == c.lock.Identity && lease.Spec.AcquireTime == nil
 }
 
 // start registers the candidate and starts keeping it, for one Run. It
@@ -279,18 +280,18 @@ func (c *coordination) decide(r *run, now time.Time, act campaignAction, at time
 	c.sawBefore = true
 	if ver != c.version || first {
 		c.version, c.freeSince, c.campaigning, c.takingUp, c.waitLogged = ver, time.Time{}, false, false, false
-		switch holder := holderOf(v.lease); {
+		switch holder := leaserecord.Holder(v.lease); {
 		case c.assigned(v.lease) && first:
 			// The first version this process sees is the controller's
 			// assignment: whoever held the Lease before is unknown, and
 			// its work may still run. Wait a whole claim from now.
-			c.claimEnds = v.observedAt.Add(max(claimDuration(v.lease, r.e.t.leaseDuration), r.e.t.leaseDuration))
+			c.claimEnds = v.observedAt.Add(max(leaserecord.ClaimDuration(v.lease, r.e.t.leaseDuration), r.e.t.leaseDuration))
 		case v.gone || c.assigned(v.lease):
 			// Keep the claim of the holder seen before.
 		case holder == "" || holder == self:
 			c.claimEnds = time.Time{}
 		default:
-			c.claimEnds = v.observedAt.Add(claimDuration(v.lease, r.e.t.leaseDuration))
+			c.claimEnds = v.observedAt.Add(leaserecord.ClaimDuration(v.lease, r.e.t.leaseDuration))
 		}
 	}
 	switch {
@@ -310,7 +311,7 @@ func (c *coordination) decide(r *run, now time.Time, act campaignAction, at time
 			r.log.Info("Taking up the term the election controller assigned to this process")
 		}
 		return actAcquire, now
-	case act == actWait || (!v.gone && holderOf(v.lease) == self):
+	case act == actWait || (!v.gone && leaserecord.Holder(v.lease) == self):
 		// Held by another, or a claim of our own identity: as usual.
 		return act, at
 	case c.campaigning:

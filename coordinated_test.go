@@ -20,6 +20,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -183,7 +184,7 @@ func TestCoordinatedTakesUpTheControllersAssignment(t *testing.T) {
 		w.assign("b")
 		b.waitLeader() // the fake clock has not moved
 		l := w.lease()
-		if holderOf(l) != "b" || l.Spec.AcquireTime == nil || transitionsOf(l) != 1 || *l.Spec.LeaseDurationSeconds != 15 {
+		if leaserecord.Holder(l) != "b" || l.Spec.AcquireTime == nil || leaserecord.Transitions(l) != 1 || *l.Spec.LeaseDurationSeconds != 15 {
 			t.Fatalf("the term was not taken up as leasehold's: %+v", l.Spec)
 		}
 		if l.Spec.Strategy == nil || *l.Spec.Strategy != coordinationv1.OldestEmulationVersion {
@@ -316,7 +317,7 @@ func TestCoordinatedFallsBackWithoutTheAPI(t *testing.T) {
 			t.Fatalf("%d LeaseCandidate requests, want the one that found the API missing", got)
 		}
 		l := w.lease()
-		if l.Spec.AcquireTime == nil || holderOf(l) != "a" {
+		if l.Spec.AcquireTime == nil || leaserecord.Holder(l) != "a" {
 			t.Fatalf("lease %+v", l.Spec)
 		}
 
@@ -362,7 +363,7 @@ func TestCoordinatedWithdrawsBeforeStepDown(t *testing.T) {
 			return false, nil, nil
 		})
 		w.srv.AddHook(func(_ context.Context, req leaseholdtest.Request) error {
-			if req.Verb == "update" && holderOf(req.Lease) == "" {
+			if req.Verb == "update" && leaserecord.Holder(req.Lease) == "" {
 				note("release")
 			}
 			return nil
@@ -424,7 +425,7 @@ func TestCoordinatedReassignedAfterYield(t *testing.T) {
 		if err := a.e.Yield(context.Background(), "b"); err != nil {
 			t.Fatalf("Yield = %v", err)
 		}
-		if b.e.IsLeader() || holderOf(w.lease()) != "" {
+		if b.e.IsLeader() || leaserecord.Holder(w.lease()) != "" {
 			t.Fatal("the yield's successor took the lease without the controller")
 		}
 		w.assign("a") // the controller still prefers a (the older emulation version)

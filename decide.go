@@ -5,9 +5,9 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/apimachinery/pkg/util/resourceversion"
 )
 
 // This file holds the election's decisions as pure functions of what this
@@ -45,33 +45,6 @@ type leaseView struct {
 // write of the current term.
 func (v leaseView) ours() bool {
 	return v.lease != nil && v.ownVersion != "" && versionOf(v.lease) == v.ownVersion
-}
-
-// holderOf returns the Lease's holder identity, "" if none or nil.
-func holderOf(lease *coordinationv1.Lease) string {
-	if lease == nil || lease.Spec.HolderIdentity == nil {
-		return ""
-	}
-	return *lease.Spec.HolderIdentity
-}
-
-// claimDuration is how long the holder's claim lasts after a change: the
-// holder's own leaseDurationSeconds when it is positive, else fallback
-// (this elector's LeaseDuration), so a missing or nonsense value never
-// shortens the wait.
-func claimDuration(lease *coordinationv1.Lease, fallback time.Duration) time.Duration {
-	if lease == nil || lease.Spec.LeaseDurationSeconds == nil || *lease.Spec.LeaseDurationSeconds <= 0 {
-		return fallback
-	}
-	return time.Duration(*lease.Spec.LeaseDurationSeconds) * time.Second
-}
-
-// transitionsOf returns leaseTransitions, 0 if unset.
-func transitionsOf(lease *coordinationv1.Lease) int32 {
-	if lease == nil || lease.Spec.LeaseTransitions == nil {
-		return 0
-	}
-	return *lease.Spec.LeaseTransitions
 }
 
 // versionOf names one version of a Lease: its resourceVersion, or, on a
@@ -131,21 +104,7 @@ func newerLease(a, b *coordinationv1.Lease) bool {
 	if a.ResourceVersion == "" || b.ResourceVersion == "" {
 		return versionOf(a) != versionOf(b)
 	}
-	return newerVersion(a.ResourceVersion, b.ResourceVersion)
-}
-
-// newerVersion reports whether resourceVersion a is newer than b. Kubernetes
-// resourceVersions are comparable integers (KEP-5504); if either is not
-// well formed, any difference counts as newer.
-func newerVersion(a, b string) bool {
-	if b == "" {
-		return a != ""
-	}
-	c, err := resourceversion.CompareResourceVersion(a, b)
-	if err != nil {
-		return a != b
-	}
-	return c > 0
+	return leaserecord.NewerVersion(a.ResourceVersion, b.ResourceVersion)
 }
 
 // campaignAction is what a candidate should do next.
@@ -203,12 +162,12 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 	if v.lease == nil {
 		return actCreate, now
 	}
-	holder := holderOf(v.lease)
+	holder := leaserecord.Holder(v.lease)
 	if v.gone {
 		if v.goneOurs || (v.goneFinal && holder == "") {
 			return actCreate, now
 		}
-		claim := claimDuration(v.lease, fallback)
+		claim := leaserecord.ClaimDuration(v.lease, fallback)
 		if !v.goneFinal {
 			claim = max(claim, fallback)
 		}
@@ -221,7 +180,7 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 		// A release that names a successor: the successor takes it at
 		// once; everyone else defers to it for one claim duration.
 		if to, ok := preferredHolder(v.lease); ok && to != "" && to != self {
-			if deferUntil := v.observedAt.Add(claimDuration(v.lease, fallback)); now.Before(deferUntil) {
+			if deferUntil := v.observedAt.Add(leaserecord.ClaimDuration(v.lease, fallback)); now.Before(deferUntil) {
 				return actWait, deferUntil
 			}
 		}
@@ -230,7 +189,7 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 	if holder == self && !foreignSelf && v.ours() {
 		return actAcquire, now
 	}
-	expiry := v.observedAt.Add(claimDuration(v.lease, fallback))
+	expiry := v.observedAt.Add(leaserecord.ClaimDuration(v.lease, fallback))
 	if !now.Before(expiry) {
 		return actAcquire, now
 	}

@@ -5,6 +5,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -80,8 +81,8 @@ func TestNewerVersion(t *testing.T) {
 		{"1", "", true}, {"", "", false},
 		{"opaque-b", "opaque-a", true}, {"x", "x", false},
 	} {
-		if got := newerVersion(tc.a, tc.b); got != tc.want {
-			t.Errorf("newerVersion(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
+		if got := leaserecord.NewerVersion(tc.a, tc.b); got != tc.want {
+			t.Errorf("leaserecord.NewerVersion(%q, %q) = %v, want %v", tc.a, tc.b, got, tc.want)
 		}
 	}
 }

@@ -12,6 +12,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -206,7 +207,7 @@ func TestReleaseRefusedEndsAtOnce(t *testing.T) {
 				b := h.candidate("b", rejoin).start()
 				h.settle()
 				h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
-					if r.Client == "a" && r.Verb == "update" && holderOf(r.Lease) == "" {
+					if r.Client == "a" && r.Verb == "update" && leaserecord.Holder(r.Lease) == "" {
 						return refusal
 					}
 					return nil
@@ -323,7 +324,7 @@ func TestCreateOverAHolderSeenInFlightHoldsTheWork(t *testing.T) {
 		if c.count("started") != 1 || !c.e.IsLeader() {
 			t.Fatalf("c did not start its work once b's claim ran out: %v", c.history())
 		}
-		if tr := transitionsOf(h.lease()); tr != 0 {
+		if tr := leaserecord.Transitions(h.lease()); tr != 0 {
 			t.Fatalf("leaseTransitions = %d after holding back; the renewals while holding start no term, want 0", tr)
 		}
 	})

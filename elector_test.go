@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/tools/record"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -31,13 +32,13 @@ func TestAcquireCreatesMissingLease(t *testing.T) {
 		a := h.candidate("a").start()
 		a.waitLeader()
 		l := h.lease()
-		if got := holderOf(l); got != "a" {
+		if got := leaserecord.Holder(l); got != "a" {
 			t.Fatalf("holder = %q, want a", got)
 		}
 		if got := *l.Spec.LeaseDurationSeconds; got != 15 {
 			t.Errorf("leaseDurationSeconds = %d, want 15", got)
 		}
-		if got := transitionsOf(l); got != 0 {
+		if got := leaserecord.Transitions(l); got != 0 {
 			t.Errorf("leaseTransitions = %d, want 0 on create", got)
 		}
 		if h.srv.Requests("a", "create") != 1 {
@@ -59,7 +60,7 @@ func TestAcquireTakesOverReleasedLeaseAtOnce(t *testing.T) {
 		if got := h.clock.Since(t0); got != 0 {
 			t.Fatalf("took over after %v of fake time, want 0", got)
 		}
-		if got := transitionsOf(h.lease()); got != 1 {
+		if got := leaserecord.Transitions(h.lease()); got != 1 {
 			t.Errorf("leaseTransitions = %d, want 1", got)
 		}
 
@@ -446,7 +447,7 @@ func TestCallbacksOrderAndOncePerTerm(t *testing.T) {
 		if strings.Join(got, ",") != strings.Join(want, ",") {
 			t.Fatalf("callbacks = %v, want %v", got, want)
 		}
-		if tr := transitionsOf(h.lease()); tr != 1 {
+		if tr := leaserecord.Transitions(h.lease()); tr != 1 {
 			t.Errorf("leaseTransitions = %d after two terms, want 1 (0 on create, +1 per later term)", tr)
 		}
 
@@ -590,7 +591,7 @@ func TestReleaseNeverBlanksAnotherHolder(t *testing.T) {
 		a := h.candidate("a", func(c *Config) { c.ReleaseOnCancel = true }).start()
 		a.waitLeader()
 		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
-			if r.Client == "a" && r.Verb == "update" && holderOf(r.Lease) == "" {
+			if r.Client == "a" && r.Verb == "update" && leaserecord.Holder(r.Lease) == "" {
 				h.putLease("intruder", 15) // lands between our last write and the release
 			}
 			return nil

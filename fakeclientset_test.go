@@ -8,6 +8,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -152,7 +153,7 @@ func TestPlainFakeTakeoverAfterExpiry(t *testing.T) {
 		}
 		h.advanceTo(15 * time.Second)
 		b.waitLeader()
-		if got := transitionsOf(h.lease()); got != 1 {
+		if got := leaserecord.Transitions(h.lease()); got != 1 {
 			t.Fatalf("leaseTransitions = %d, want 1", got)
 		}
 	})
@@ -307,7 +308,7 @@ func TestVersionlessStaleDeliveryIsIgnored(t *testing.T) {
 	if err := r.observe(observation{lease: unheld.DeepCopy()}); err != nil { // the replay
 		t.Fatal(err)
 	}
-	if holderOf(r.view.lease) != "a" || !r.view.ours() {
-		t.Fatalf("a replayed earlier version replaced our own write in the view: holder %q", holderOf(r.view.lease))
+	if leaserecord.Holder(r.view.lease) != "a" || !r.view.ours() {
+		t.Fatalf("a replayed earlier version replaced our own write in the view: holder %q", leaserecord.Holder(r.view.lease))
 	}
 }

@@ -4,6 +4,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
@@ -52,13 +53,13 @@ func FuzzDecideCampaign(f *testing.F) {
 		if n := nextTransition(l.Spec.LeaseTransitions); n < 1 {
 			t.Fatalf("nextTransition = %d", n)
 		}
-		claim := claimDuration(l, ld)
+		claim := leaserecord.ClaimDuration(l, ld)
 		if claim <= 0 {
 			t.Fatalf("claimDuration = %v", claim)
 		}
 
 		act, at := decideCampaign(v, "a", foreignSelf, now, ld)
-		h := holderOf(l)
+		h := leaserecord.Holder(l)
 		liveForeign := h != "" && now.Sub(t0) < claim
 		switch act {
 		case actWait:

@@ -22,6 +22,7 @@ import (
 	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -145,7 +146,7 @@ func (h *harness) advanceTo(d time.Duration) {
 
 func (h *harness) lease() *coordinationv1.Lease { return h.leaseAt(testNS, testName) }
 
-func (h *harness) holder() string { return holderOf(h.lease()) }
+func (h *harness) holder() string { return leaserecord.Holder(h.lease()) }
 
 // putLease stores a Lease held by holder, as another process would.
 func (h *harness) putLease(holder string, durationSeconds int32) *coordinationv1.Lease {

@@ -1,6 +1,9 @@
 package leasehold
 
-import coordinationv1 "k8s.io/api/coordination/v1"
+import (
+	"github.com/leasehold/leasehold/internal/leaserecord"
+	coordinationv1 "k8s.io/api/coordination/v1"
+)
 
 // The mailbox through which the observer, a shared watch and the
 // elector's own reads hand what they saw of the Lease to Run's goroutine:
@@ -77,7 +80,7 @@ func (m mailbox) put(obs observation) {
 		select {
 		case old := <-m:
 			if old.lease != nil && obs.lease != nil && old.lease.ResourceVersion != "" && obs.lease.ResourceVersion != "" &&
-				newerVersion(old.lease.ResourceVersion, obs.lease.ResourceVersion) {
+				leaserecord.NewerVersion(old.lease.ResourceVersion, obs.lease.ResourceVersion) {
 				obs = supersede(old, obs) // keep the newer; without versions, the last put wins
 			} else {
 				obs = supersede(obs, old)

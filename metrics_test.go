@@ -11,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -90,7 +91,7 @@ func TestTermMetrics(t *testing.T) {
 			a := h.candidate("a", with(m)).start()
 			a.waitLeader()
 			h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
-				if r.Client == "a" && r.Verb == "update" && holderOf(r.Lease) == "" {
+				if r.Client == "a" && r.Verb == "update" && leaserecord.Holder(r.Lease) == "" {
 					return apierrors.NewBadRequest("no")
 				}
 				return nil

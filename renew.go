@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -146,8 +147,8 @@ func (r *run) stillOurs() error {
 	switch {
 	case v.gone:
 		return fmt.Errorf("%w: the lease was deleted", ErrLeaderLost)
-	case holderOf(v.lease) != r.e.lock.Identity:
-		return fmt.Errorf("%w: the lease is now held by %q", ErrLeaderLost, holderOf(v.lease))
+	case leaserecord.Holder(v.lease) != r.e.lock.Identity:
+		return fmt.Errorf("%w: the lease is now held by %q", ErrLeaderLost, leaserecord.Holder(v.lease))
 	case !v.ours():
 		return fmt.Errorf("%w: the lease was written by another process", ErrLeaderLost)
 	}

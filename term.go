@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/internal/retry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/types"
@@ -114,7 +115,7 @@ func (r *run) lead(ctx context.Context) error {
 		info: Term{
 			Lease:       e.lock.Namespace + "/" + e.lock.Name,
 			Holder:      e.lock.Identity,
-			Transitions: transitionsOf(r.view.lease),
+			Transitions: leaserecord.Transitions(r.view.lease),
 			AcquiredAt:  r.acquiredAt.at,
 			UID:         r.view.lease.UID,
 			// The view is the winning write's answer.

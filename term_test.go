@@ -11,6 +11,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -33,9 +34,9 @@ func TestTermFencingTokenIncreasesAcrossProcesses(t *testing.T) {
 				t.Fatalf("%s: OnStartedLeading's ctx carries no term", id)
 			}
 			lease := h.lease()
-			if term.Transitions != transitionsOf(lease) || term.UID != lease.UID || term.Holder != id || term.Lease != testNS+"/"+testName ||
+			if term.Transitions != leaserecord.Transitions(lease) || term.UID != lease.UID || term.Holder != id || term.Lease != testNS+"/"+testName ||
 				term.ResourceVersion == "" || (i == 0 && term.ResourceVersion != lease.ResourceVersion) {
-				t.Fatalf("term %+v does not match the Lease (transitions %d, uid %s)", term, transitionsOf(lease), lease.UID)
+				t.Fatalf("term %+v does not match the Lease (transitions %d, uid %s)", term, leaserecord.Transitions(lease), lease.UID)
 			}
 			if got, ok := c.e.Term(); !ok || got != term {
 				t.Fatalf("Elector.Term() = %+v, %v; want the work's term %+v", got, ok, term)

@@ -4,6 +4,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 )
 
@@ -30,7 +31,7 @@ func (r *run) observe(obs observation) error {
 			// the newest-wins mailbox. Its holder's claim runs from now.
 			r.markGone(obs.final, false)
 		case v.gone:
-		case obs.deleted && (obs.deletedRV == "" || v.lease.ResourceVersion == "" || newerVersion(obs.deletedRV, v.lease.ResourceVersion)):
+		case obs.deleted && (obs.deletedRV == "" || v.lease.ResourceVersion == "" || leaserecord.NewerVersion(obs.deletedRV, v.lease.ResourceVersion)):
 			// A watched deletion, newer than what we have (or from a
 			// server without resourceVersions, whose watch is ordered).
 			r.markGone(obs.final, false)
@@ -48,7 +49,7 @@ func (r *run) observe(obs observation) error {
 	r.noteVersionless(obs.lease)
 	prev := v.lease
 	v.lease, v.gone, v.observedAt = obs.lease, false, now
-	holder := holderOf(obs.lease)
+	holder := leaserecord.Holder(obs.lease)
 	r.setSeen(obs.lease)
 
 	self := r.e.lock.Identity
@@ -58,7 +59,7 @@ func (r *run) observe(obs observation) error {
 	case r.isOurs(obs.lease):
 		v.ownVersion = versionOf(obs.lease)
 		r.foreignSelf = false
-	case prev != nil && holderOf(prev) == self:
+	case prev != nil && leaserecord.Holder(prev) == self:
 		return fmt.Errorf("%w: identity %q: another live process renewed the lease under this identity; give each process a unique Lock.Identity",
 			ErrIdentityConflict, self)
 	default:
@@ -96,7 +97,7 @@ func (r *run) markGone(final *coordinationv1.Lease, ours bool) {
 	r.notifier.holderSeen("")
 	if act, at := decideCampaign(*v, r.e.lock.Identity, r.foreignSelf, now, r.e.t.leaseDuration); act == actWait {
 		r.log.Info("The Lease was deleted; waiting out the last holder's claim before creating it",
-			"lastHolder", printable(holderOf(v.lease)), "until", at.Sub(now).Round(time.Millisecond))
+			"lastHolder", printable(leaserecord.Holder(v.lease)), "until", at.Sub(now).Round(time.Millisecond))
 		// That holder may work until its claim runs out, whatever the
 		// Lease's later versions say (a process that never saw it may
 		// create the Lease and release it): no work starts here before.
@@ -104,7 +105,7 @@ func (r *run) markGone(final *coordinationv1.Lease, ours bool) {
 			r.holdUntil = at
 		}
 	} else {
-		r.log.Info("The Lease was deleted", "lastHolder", printable(holderOf(v.lease)), "ours", ours)
+		r.log.Info("The Lease was deleted", "lastHolder", printable(leaserecord.Holder(v.lease)), "ours", ours)
 	}
 }
 
@@ -173,7 +174,7 @@ func (r *run) setSeen(lease *coordinationv1.Lease) {
 		r.recent[r.nextRecent] = versionOf(lease)
 		r.nextRecent = (r.nextRecent + 1) % len(r.recent)
 	}
-	holder := holderOf(lease)
+	holder := leaserecord.Holder(lease)
 	if holder != r.lastHolder {
 		switch self := r.e.lock.Identity; {
 		case holder != "" && holder != self:

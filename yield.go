@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 )
 
@@ -120,5 +121,5 @@ func preferredHolder(lease *coordinationv1.Lease) (string, bool) {
 // namesUs reports whether lease is released naming self as the successor.
 func namesUs(lease *coordinationv1.Lease, self string) bool {
 	to, ok := preferredHolder(lease)
-	return ok && to == self && holderOf(lease) == ""
+	return ok && to == self && leaserecord.Holder(lease) == ""
 }

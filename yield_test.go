@@ -14,6 +14,7 @@ import (
 	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/utils/ptr"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -25,7 +26,7 @@ type releases struct {
 }
 
 func (r *releases) record(client string, lease *coordinationv1.Lease) {
-	if lease == nil || holderOf(lease) != "" {
+	if lease == nil || leaserecord.Holder(lease) != "" {
 		return
 	}
 	r.mu.Lock()

@@ -7,7 +7,6 @@ import (
 	"strings"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/utils/clock"
@@ -198,12 +197,3 @@ type timings struct {
 // leasehold.RequestTimeout: a hung request fails with time left to retry
 // before the renew deadline.
 func (t timings) requestTimeout() time.Duration { return leasehold.RequestTimeout(t.renewDeadline) }
-
-// claimDuration is how long a member Lease's claim lasts after a change:
-// its own leaseDurationSeconds when positive, else fallback.
-func claimDuration(l *coordinationv1.Lease, fallback time.Duration) time.Duration {
-	if l == nil || l.Spec.LeaseDurationSeconds == nil || *l.Spec.LeaseDurationSeconds <= 0 {
-		return fallback
-	}
-	return time.Duration(*l.Spec.LeaseDurationSeconds) * time.Second
-}

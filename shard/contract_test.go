@@ -17,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
@@ -587,7 +588,7 @@ func TestStaleViewAfterALapseResumesNothing(t *testing.T) {
 			defer a.holdShard(s)()
 		}
 		heal()
-		h.until(10*time.Second, "b is in a new term", func() bool { return holderOf(memberLease(h, "b")) == "b" })
+		h.until(10*time.Second, "b is in a new term", func() bool { return leaserecord.Holder(memberLease(h, "b")) == "b" })
 		h.advance(30 * time.Second)
 		h.works.mu.Lock()
 		for _, s := range bShards {

@@ -4,6 +4,7 @@ import (
 	"slices"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
 )
@@ -226,7 +227,7 @@ func (s *state) garbage(now time.Time) string {
 		if keep[name] || mv.absent || mv.lease == nil || s.collected[name] == mv.rv {
 			continue
 		}
-		if now.Before(mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))) {
+		if now.Before(mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))) {
 			continue
 		}
 		names = append(names, name)
@@ -301,10 +302,10 @@ func (s *state) othersMayRun(now time.Time) bool {
 		switch {
 		case name == own:
 		case mv.absent:
-			if now.Before(mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))) {
+			if now.Before(mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))) {
 				return true
 			}
-		case holderOf(mv.lease) != "":
+		case leaserecord.Holder(mv.lease) != "":
 			return true
 		}
 	}
@@ -458,10 +459,10 @@ func (s *state) ownerGone(o, epoch string, now time.Time) (ok bool, fence string
 	if !epochNotAfter(epoch, mv.rv) {
 		return false, "", time.Time{}
 	}
-	if !mv.absent && holderOf(mv.lease) == "" {
+	if !mv.absent && leaserecord.Holder(mv.lease) == "" {
 		return true, "", time.Time{}
 	}
-	expiry := mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))
+	expiry := mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))
 	if now.Before(expiry) {
 		return false, "", expiry
 	}
@@ -484,11 +485,11 @@ func (s *state) live(now time.Time) []string {
 		out = append(out, s.self)
 	}
 	for name, mv := range s.members {
-		h := holderOf(mv.lease)
+		h := leaserecord.Holder(mv.lease)
 		if mv.absent || h == "" || h == s.self || s.leaseName(h) != name {
 			continue
 		}
-		dur := claimDuration(mv.lease, s.leaseDuration)
+		dur := leaserecord.ClaimDuration(mv.lease, s.leaseDuration)
 		if !now.Before(mv.observedAt.Add(dur)) {
 			continue
 		}
@@ -506,11 +507,11 @@ func (s *state) live(now time.Time) []string {
 func (s *state) liveExpiry(now time.Time) time.Time {
 	var at time.Time
 	for name, mv := range s.members {
-		h := holderOf(mv.lease)
+		h := leaserecord.Holder(mv.lease)
 		if mv.absent || h == "" || h == s.self || s.leaseName(h) != name {
 			continue
 		}
-		e := mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))
+		e := mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))
 		if e.After(now) && (at.IsZero() || e.Before(at)) {
 			at = e
 		}
@@ -532,24 +533,4 @@ func epochNotAfter(epoch, rv string) bool {
 	}
 	c, err := resourceversion.CompareResourceVersion(epoch, rv)
 	return err == nil && c <= 0
-}
-
-// newerVersion reports whether resourceVersion a is newer than b ("" is
-// older than anything).
-func newerVersion(a, b string) bool {
-	if b == "" {
-		return a != ""
-	}
-	c, err := resourceversion.CompareResourceVersion(a, b)
-	if err != nil {
-		return a != b
-	}
-	return c > 0
-}
-
-func holderOf(l *coordinationv1.Lease) string {
-	if l == nil || l.Spec.HolderIdentity == nil {
-		return ""
-	}
-	return *l.Spec.HolderIdentity
 }

@@ -21,6 +21,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/internal/retry"
 )
 
@@ -534,7 +535,7 @@ func (l *loop) write(next *assignment, create bool) {
 func (l *loop) fence(name string) {
 	mv := l.s.members[name]
 	desired := mv.lease.DeepCopy()
-	holder := holderOf(desired)
+	holder := leaserecord.Holder(desired)
 	desired.Spec.HolderIdentity = nil
 	l.log.Info("Member's Lease expired by this member's clock; fencing it before taking its shards over",
 		"member", holder, "memberLease", name, "resourceVersion", mv.rv)
@@ -631,7 +632,7 @@ func (l *loop) onIO(res ioResult) {
 // newer reports whether a lost race's fresh read brings news: the Lease
 // is gone, or newer than the version this member wrote from.
 func (l *loop) newer(res ioResult) bool {
-	return res.lease == nil || res.base == "" || newerVersion(res.lease.ResourceVersion, res.base)
+	return res.lease == nil || res.base == "" || leaserecord.NewerVersion(res.lease.ResourceVersion, res.base)
 }
 
 func (l *loop) onIOError(res ioResult, now time.Time) {
@@ -695,8 +696,8 @@ func (l *loop) onEpoch(res ioResult) {
 	if res.lease != nil {
 		l.onLease(res.lease)
 	}
-	if holderOf(res.lease) != l.cfg.Identity {
-		l.log.Info("This member's Lease is not held by it any more; claiming nothing in this term", "holder", holderOf(res.lease))
+	if leaserecord.Holder(res.lease) != l.cfg.Identity {
+		l.log.Info("This member's Lease is not held by it any more; claiming nothing in this term", "holder", leaserecord.Holder(res.lease))
 		return
 	}
 	l.s.term.epoch = res.lease.ResourceVersion
@@ -764,7 +765,7 @@ func (l *loop) onGroup(msg groupMsg) {
 			if l.s.asg != nil || !l.s.asgMissing {
 				l.assignmentGone(now, "a list of the group does not have it")
 			}
-			if newerVersion(msg.rv, l.asgRV) {
+			if leaserecord.NewerVersion(msg.rv, l.asgRV) {
 				l.asgRV = msg.rv
 			}
 		}
@@ -774,7 +775,7 @@ func (l *loop) onGroup(msg groupMsg) {
 	if msg.typ == watch.Deleted {
 		name := msg.lease.Name
 		if name == l.cfg.Group {
-			if rv := msg.lease.ResourceVersion; rv == "" || newerVersion(rv, l.asgRV) {
+			if rv := msg.lease.ResourceVersion; rv == "" || leaserecord.NewerVersion(rv, l.asgRV) {
 				if l.s.asg != nil {
 					l.assignmentGone(now, "deleted")
 				}
@@ -787,7 +788,7 @@ func (l *loop) onGroup(msg groupMsg) {
 		if !l.isMemberLease(name) {
 			return
 		}
-		if cur := l.s.members[name]; cur != nil && !newerVersion(msg.lease.ResourceVersion, cur.rv) {
+		if cur := l.s.members[name]; cur != nil && !leaserecord.NewerVersion(msg.lease.ResourceVersion, cur.rv) {
 			return
 		}
 		l.s.members[name] = &memberView{lease: msg.lease, absent: true, rv: msg.lease.ResourceVersion, observedAt: now}
@@ -816,7 +817,7 @@ func (l *loop) onLease(lease *coordinationv1.Lease) {
 		return
 	}
 	cur := l.s.members[lease.Name]
-	if cur != nil && !newerVersion(lease.ResourceVersion, cur.rv) {
+	if cur != nil && !leaserecord.NewerVersion(lease.ResourceVersion, cur.rv) {
 		return
 	}
 	mv := &memberView{lease: lease, rv: lease.ResourceVersion, observedAt: now}
@@ -828,7 +829,7 @@ func (l *loop) onLease(lease *coordinationv1.Lease) {
 }
 
 func (l *loop) onAssignment(lease *coordinationv1.Lease) {
-	if l.asgRV != "" && !newerVersion(lease.ResourceVersion, l.asgRV) {
+	if l.asgRV != "" && !leaserecord.NewerVersion(lease.ResourceVersion, l.asgRV) {
 		return // older news
 	}
 	if l.asgLease != nil && lease.UID != "" && l.asgLease.UID != "" && lease.UID != l.asgLease.UID {
@@ -935,7 +936,7 @@ func (l *loop) deleteOwnLease() {
 	ctx, cancel := l.reqCtx()
 	defer cancel()
 	lease, err := l.leases.Get(ctx, l.m.leaseName, metav1.GetOptions{})
-	if err != nil || holderOf(lease) != "" || lease.ResourceVersion == "" {
+	if err != nil || leaserecord.Holder(lease) != "" || lease.ResourceVersion == "" {
 		return
 	}
 	err = l.leases.Delete(ctx, l.m.leaseName, metav1.DeleteOptions{Preconditions: &metav1.Preconditions{ResourceVersion: ptr.To(lease.ResourceVersion)}})

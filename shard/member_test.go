@@ -9,6 +9,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"k8s.io/apimachinery/pkg/util/sets"
 )
 
@@ -118,7 +119,7 @@ func TestCrashedMemberStopsAtDeadlineOthersTakeOverAfterExpiry(t *testing.T) {
 			cur, _ := decodeLease(h.srv.Lease(testNS, testGroup))
 			for i := 0; next != nil && cur != nil && i < 16; i++ {
 				if cur.owner[i] == "b" && next.owner[i] == "a" {
-					if l := memberLease(h, "b"); l != nil && holderOf(l) != "" {
+					if l := memberLease(h, "b"); l != nil && leaserecord.Holder(l) != "" {
 						mu.Lock()
 						unfenced = append(unfenced, fmt.Sprintf("shard %d", i))
 						mu.Unlock()

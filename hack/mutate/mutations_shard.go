@@ -98,7 +98,7 @@ var shardMutations = []mutation{
 		Name:     "shard-takeover-before-expiry",
 		Point:    "takeover: an owner's claim runs out only LeaseDuration after its member Lease last changed (or went), by the claimant's clock",
 		File:     "shard/decide.go",
-		Original: `	expiry := mv.observedAt.Add(claimDuration(mv.lease, s.leaseDuration))`,
+		Original: `	expiry := mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))`,
 		Mutated:  `	expiry := mv.observedAt`,
 		Pkg:      "shard",
 		Tests:    []string{"TestCrashedMemberStopsAtDeadlineOthersTakeOverAfterExpiry", "TestLeaveWithoutReleaseWaitsForExpiry", "TestLostClaimRaceStartsNothing"},

@@ -145,11 +145,3 @@ func followLease(ctx context.Context, client kubernetes.Interface, ns, name, rv 
 		}
 	}
 }
-
-// holderOf returns the Lease's holder, "" if none.
-func holderOf(l *coordinationv1.Lease) string {
-	if l == nil || l.Spec.HolderIdentity == nil {
-		return ""
-	}
-	return *l.Spec.HolderIdentity
-}

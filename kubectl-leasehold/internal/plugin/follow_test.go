@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -65,7 +66,7 @@ func follow(ctx context.Context, client *fake.Clientset, rv string) (func() []se
 		done <- followLease(ctx, client, "apps", "ctrl", rv, func(typ watch.EventType, l *coordinationv1.Lease) (bool, error) {
 			mu.Lock()
 			defer mu.Unlock()
-			got = append(got, seen{typ, holderOf(l), l.ResourceVersion})
+			got = append(got, seen{typ, leaserecord.Holder(l), l.ResourceVersion})
 			return false, nil
 		})
 	}()

@@ -11,6 +11,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/shard"
 )
 
@@ -87,7 +88,7 @@ func shardGroupOf(l *coordinationv1.Lease, byName map[string]*coordinationv1.Lea
 			switch {
 			case !ok:
 				ms.Membership = membershipMissing
-			case holderOf(ml) != m.Identity:
+			case leaserecord.Holder(ml) != m.Identity:
 				ms.Membership = membershipNotHeld
 			default:
 				s := statusOf(ml, now)

@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/spf13/cobra"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -152,7 +153,7 @@ func (t *timeline) start(l *coordinationv1.Lease) {
 // machine's clock (from the last renewal seen), or -1 if there is nothing to
 // wait for.
 func (t *timeline) untilExpiry() time.Duration {
-	if t.last == nil || t.warned || holderOf(t.last) == "" || t.last.Spec.LeaseDurationSeconds == nil {
+	if t.last == nil || t.warned || leaserecord.Holder(t.last) == "" || t.last.Spec.LeaseDurationSeconds == nil {
 		return -1
 	}
 	return max(0, t.lastAt.Add(time.Duration(*t.last.Spec.LeaseDurationSeconds)*time.Second).Sub(t.now()))
@@ -161,7 +162,7 @@ func (t *timeline) untilExpiry() time.Duration {
 func (t *timeline) expired() {
 	t.warned = true
 	t.line("no renewal seen for %s: %s's claim has run out; a candidate may take over",
-		seconds(*t.last.Spec.LeaseDurationSeconds), holderOf(t.last))
+		seconds(*t.last.Spec.LeaseDurationSeconds), leaserecord.Holder(t.last))
 }
 
 // change prints what changed from the previous version to l.
@@ -170,16 +171,16 @@ func (t *timeline) change(typ watch.EventType, l *coordinationv1.Lease) {
 	prev := t.last
 	switch {
 	case typ == watch.Deleted:
-		t.line("Lease deleted (last holder: %s)", orNone(holderOf(l)))
+		t.line("Lease deleted (last holder: %s)", orNone(leaserecord.Holder(l)))
 		t.last = nil
 		return
 	case prev == nil:
 		t.last, t.lastAt, t.warned = l, now, false
-		t.line("Lease created, held by %s", orNone(holderOf(l)))
+		t.line("Lease created, held by %s", orNone(leaserecord.Holder(l)))
 		return
 	}
 	t.last = l
-	from, to := holderOf(prev), holderOf(l)
+	from, to := leaserecord.Holder(prev), leaserecord.Holder(l)
 	trans := int32(0)
 	if l.Spec.LeaseTransitions != nil {
 		trans = *l.Spec.LeaseTransitions

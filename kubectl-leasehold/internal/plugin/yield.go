@@ -8,6 +8,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/spf13/cobra"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -109,7 +110,7 @@ func (o *yieldOptions) run(ctx context.Context) error {
 	if err != nil {
 		return apiError(err, "get", ns)
 	}
-	from := holderOf(cur)
+	from := leaserecord.Holder(cur)
 	if from == "" {
 		return &hintError{err: fmt.Errorf("%s has no holder: there is nothing to hand over", ref),
 			hint: fmt.Sprintf("Fix: wait for a candidate to take it ('kubectl leasehold watch %s -n %s').", o.name, ns)}
@@ -144,7 +145,7 @@ func (o *yieldOptions) run(ctx context.Context) error {
 	res, waitErr := o.wait(ctx, client, ns, from, patched, start)
 	o.withdraw(ctx, client, ns, want)
 
-	now := holderOf(res.lease)
+	now := leaserecord.Holder(res.lease)
 	took := humanDuration(res.elapsed)
 	switch {
 	case waitErr == nil && res.deleted:
@@ -183,7 +184,7 @@ func target(to string) string {
 func (o *yieldOptions) wait(ctx context.Context, client kubernetes.Interface, ns, from string, patched *coordinationv1.Lease, start time.Time) (yieldOutcome, error) {
 	res := yieldOutcome{lease: patched}
 	moved := func(l *coordinationv1.Lease) bool {
-		h := holderOf(l)
+		h := leaserecord.Holder(l)
 		return h != "" && h != from
 	}
 	if moved(patched) {
@@ -199,7 +200,7 @@ func (o *yieldOptions) wait(ctx context.Context, client kubernetes.Interface, ns
 			res.deleted = true
 			return true, nil
 		}
-		if h := holderOf(l); h == "" && res.releasedAfter == 0 {
+		if h := leaserecord.Holder(l); h == "" && res.releasedAfter == 0 {
 			res.releasedAfter = max(res.elapsed, time.Nanosecond)
 			klog.FromContext(ctx).V(2).Info("Lease released", "by", from, "after", res.elapsed)
 		}

@@ -8,6 +8,7 @@ import (
 	"testing"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
@@ -49,7 +50,7 @@ func (ld *leader) run(t *testing.T, client kubernetes.Interface, ns, name string
 				continue
 			}
 			want := l.Annotations[PreferredHolderAnnotation]
-			if want == "" || holderOf(l) == "" {
+			if want == "" || leaserecord.Holder(l) == "" {
 				continue
 			}
 			ld.mu.Lock()
@@ -59,7 +60,7 @@ func (ld *leader) run(t *testing.T, client kubernetes.Interface, ns, name string
 			if to == AnyHolder || ld.override {
 				to = ld.successor
 			}
-			if to == holderOf(l) {
+			if to == leaserecord.Holder(l) {
 				continue
 			}
 			next := l.DeepCopy()
@@ -122,7 +123,7 @@ func TestYieldToCandidate(t *testing.T) {
 	if got := ld.seen(); len(got) == 0 || got[0] != "b" {
 		t.Errorf("the leader saw requests %q, want b", got)
 	}
-	if l := mustLease(t, client, "apps", "ctrl"); holderOf(l) != "b" || *l.Spec.LeaseTransitions != 5 {
+	if l := mustLease(t, client, "apps", "ctrl"); leaserecord.Holder(l) != "b" || *l.Spec.LeaseTransitions != 5 {
 		t.Errorf("lease %+v", l.Spec)
 	}
 	if v, ok := annotation(t, client); ok {
