@@ -36,6 +36,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/kubernetes/scheme"
@@ -46,6 +48,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold"
+	leaseholdprom "github.com/leasehold/leasehold/metrics/prometheus"
 )
 
 // healthTolerance is how long past the renew deadline a stuck leader stays
@@ -64,6 +67,7 @@ type options struct {
 	debugLease      bool
 	releaseOnCancel bool
 	healthAddr      string
+	metricsAddr     string
 	stepDownTimeout time.Duration
 	stuckWork       bool
 }
@@ -87,6 +91,7 @@ func run() int {
 	flag.BoolVar(&o.debugLease, "debug-lease", false, "lengthen the lease (120s/90s/10s) so the leader survives a debugger breakpoint; never in production")
 	flag.BoolVar(&o.releaseOnCancel, "release-on-cancel", true, "clear the Lease on SIGINT/SIGTERM once the work has stopped, for an immediate handoff")
 	flag.StringVar(&o.healthAddr, "health-addr", "", "address to serve /healthz on, e.g. :8080; empty: off")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "address to serve Prometheus metrics on, at /metrics, e.g. :9090; empty: off")
 	flag.DurationVar(&o.stepDownTimeout, "step-down-timeout", leasehold.DefaultStepDownTimeout, "how long a step-down waits for the work to return before the process exits with status 1")
 	flag.BoolVar(&o.stuckWork, "stuck-work", false, "make the work ignore its context, as client-go's example's 'select {}' does, to show the step-down timeout; never in production")
 	flag.Parse()
@@ -167,6 +172,23 @@ func runElection(ctx context.Context, o options, id string) error {
 	defer broadcaster.Shutdown()
 	recorder := broadcaster.NewRecorder(scheme.Scheme, corev1.EventSource{Component: "leader-election-example", Host: id})
 
+	// leasehold's metrics (metrics/prometheus) on a registry of their own,
+	// served at /metrics.
+	var metrics leasehold.Metrics
+	if o.metricsAddr != "" {
+		reg := prometheus.NewRegistry()
+		m, err := leaseholdprom.New(reg)
+		if err != nil {
+			return err
+		}
+		metrics = m
+		shutdown, err := serve(logger, o.metricsAddr, "/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+		if err != nil {
+			return err
+		}
+		defer shutdown()
+	}
+
 	elector, err := leasehold.New(leasehold.Config{
 		Lock: &leasehold.LeaseLock{
 			Namespace:     namespace,
@@ -180,6 +202,7 @@ func runElection(ctx context.Context, o options, id string) error {
 		RetryPeriod:     o.retryPeriod,
 		ReleaseOnCancel: o.releaseOnCancel,
 		StepDownTimeout: o.stepDownTimeout,
+		Metrics:         metrics,
 		Callbacks: leasehold.Callbacks{
 			OnStartedLeading: func(ctx context.Context) {
 				emit("LEADING", id)
@@ -260,21 +283,27 @@ func loadRESTConfig(path string) (*rest.Config, error) {
 // serveHealth serves /healthz on addr for a liveness probe. It returns once
 // the listener is open, with a function that shuts the server down.
 func serveHealth(logger klog.Logger, addr string, elector *leasehold.Elector) (func(), error) {
+	return serve(logger, addr, "/healthz", elector.HealthHandler(healthTolerance))
+}
+
+// serve serves h at path on addr. It returns once the listener is open,
+// with a function that shuts the server down.
+func serve(logger klog.Logger, addr, path string, h http.Handler) (func(), error) {
 	ln, err := net.Listen("tcp", addr)
 	if err != nil {
-		return nil, fmt.Errorf("health server: %w", err)
+		return nil, fmt.Errorf("%s server: %w", path, err)
 	}
 	mux := http.NewServeMux()
-	mux.Handle("/healthz", elector.HealthHandler(healthTolerance))
+	mux.Handle(path, h)
 	srv := &http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}
 	done := make(chan struct{})
 	go func() {
 		defer close(done)
 		if err := srv.Serve(ln); err != nil && !errors.Is(err, http.ErrServerClosed) {
-			logger.Error(err, "Health server failed")
+			logger.Error(err, "Server failed", "path", path)
 		}
 	}()
-	logger.Info("Serving /healthz", "addr", ln.Addr().String())
+	logger.Info("Serving "+path, "addr", ln.Addr().String())
 	return func() {
 		ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 		defer cancel()

@@ -55,6 +55,7 @@ func runControllerRuntime(ctx context.Context, o options, cfg *rest.Config) erro
 		RenewDeadline:   o.renewDeadline,
 		RetryPeriod:     o.retryPeriod,
 		ReleaseOnCancel: true,
+		Metrics:         o.metrics,
 		OnShardStopped:  func(i int) { emit("STOPPED", o.id, fmt.Sprint(i)) },
 	})
 	if err != nil {

@@ -43,6 +43,8 @@ import (
 	"context"
 	"flag"
 	"fmt"
+	"net"
+	"net/http"
 	"os"
 	"os/signal"
 	"strings"
@@ -50,6 +52,8 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/prometheus/client_golang/prometheus"
+	"github.com/prometheus/client_golang/prometheus/promhttp"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -64,6 +68,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold"
+	leaseholdprom "github.com/leasehold/leasehold/metrics/prometheus"
 	"github.com/leasehold/leasehold/shard"
 )
 
@@ -84,6 +89,8 @@ type options struct {
 	renewDeadline  time.Duration
 	retryPeriod    time.Duration
 	crt            bool
+	metricsAddr    string
+	metrics        shard.Metrics // set from metricsAddr; nil: none
 }
 
 func main() { os.Exit(run()) }
@@ -101,7 +108,16 @@ func run() int {
 	flag.DurationVar(&o.renewDeadline, "renew-deadline", leasehold.DefaultRenewDeadline, "RenewDeadline of the membership")
 	flag.DurationVar(&o.retryPeriod, "retry-period", leasehold.DefaultRetryPeriod, "RetryPeriod of the membership")
 	flag.BoolVar(&o.crt, "controller-runtime", false, "run the controller as a controller-runtime controller (controllerruntime.Sharder)")
+	flag.StringVar(&o.metricsAddr, "metrics-addr", "", "address to serve the shard group's Prometheus metrics on, at /metrics, e.g. :9090; empty: off")
 	flag.Parse()
+	if o.metricsAddr != "" {
+		m, err := serveMetrics(o.metricsAddr)
+		if err != nil {
+			klog.ErrorS(err, "No metrics server")
+			return 1
+		}
+		o.metrics = m
+	}
 
 	if o.id == "" {
 		id, err := leasehold.DefaultIdentity()
@@ -163,6 +179,7 @@ func runController(ctx context.Context, o options, cfg *rest.Config) error {
 		RenewDeadline:   o.renewDeadline,
 		RetryPeriod:     o.retryPeriod,
 		ReleaseOnCancel: true,
+		Metrics:         o.metrics,
 		OnShardStarted:  c.runShard,
 		OnShardStopped:  func(i int) { emit("STOPPED", o.id, fmt.Sprint(i)) },
 	})
@@ -170,6 +187,25 @@ func runController(ctx context.Context, o options, cfg *rest.Config) error {
 		return err
 	}
 	return m.Run(ctx)
+}
+
+// serveMetrics serves leasehold's metrics (metrics/prometheus), on a
+// registry of their own, at /metrics on addr, until the process exits.
+func serveMetrics(addr string) (*leaseholdprom.Metrics, error) {
+	reg := prometheus.NewRegistry()
+	m, err := leaseholdprom.New(reg)
+	if err != nil {
+		return nil, err
+	}
+	ln, err := net.Listen("tcp", addr)
+	if err != nil {
+		return nil, fmt.Errorf("metrics server: %w", err)
+	}
+	mux := http.NewServeMux()
+	mux.Handle("/metrics", promhttp.HandlerFor(reg, promhttp.HandlerOpts{}))
+	go func() { _ = (&http.Server{Handler: mux, ReadHeaderTimeout: 5 * time.Second}).Serve(ln) }()
+	klog.InfoS("Serving /metrics", "addr", ln.Addr().String())
+	return m, nil
 }
 
 type controller struct {
