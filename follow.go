@@ -13,6 +13,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/leasehold/leasehold/internal/retry"
+	"github.com/leasehold/leasehold/internal/watchloop"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -199,41 +200,23 @@ func (o *observer) drain(ctx context.Context, w watch.Interface, rv string) (str
 // the 410 Gone a real API server sends when our version left its history,
 // it resumes from "": the current state, sent first as ADDED events.
 func followWatch(ctx context.Context, log logr.Logger, w watch.Interface, rv string, deliver func(name string, obs observation) bool) (string, bool) {
-	defer w.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return rv, false
-		case ev, open := <-w.ResultChan():
-			if !open {
-				return rv, true
-			}
-			switch ev.Type {
-			case watch.Error:
-				log.V(2).Info("Lease watch ended with an error; re-reading through a watch from the current state",
-					"resourceVersion", rv, "err", apierrors.FromObject(ev.Object).Error())
-				return "", true
-			case watch.Bookmark:
-				if m, err := metaOf(ev.Object); err == nil {
-					rv = m.GetResourceVersion()
-				}
-			case watch.Added, watch.Modified, watch.Deleted:
-				lease, ok := ev.Object.(*coordinationv1.Lease)
-				if !ok {
-					continue
-				}
-				lease = kept(lease)
-				rv = lease.ResourceVersion
-				obs := observation{lease: lease}
-				if ev.Type == watch.Deleted {
-					obs = observation{deleted: true, deletedRV: lease.ResourceVersion, final: lease}
-				}
-				if !deliver(lease.Name, obs) {
-					return rv, false
-				}
-			}
+	rv, end, err := watchloop.Read(ctx, w, rv, func(typ watch.EventType, lease *coordinationv1.Lease) bool {
+		lease = kept(lease)
+		obs := observation{lease: lease}
+		if typ == watch.Deleted {
+			obs = observation{deleted: true, deletedRV: lease.ResourceVersion, final: lease}
 		}
+		return deliver(lease.Name, obs)
+	})
+	switch end {
+	case watchloop.Failed:
+		log.V(2).Info("Lease watch ended with an error; re-reading through a watch from the current state",
+			"resourceVersion", rv, "err", err.Error())
+		return "", true
+	case watchloop.Closed:
+		return rv, true
 	}
+	return rv, false
 }
 
 // send hands obs to the elector without blocking. It returns false once

@@ -7,6 +7,7 @@ import (
 
 	"github.com/go-logr/logr"
 	"github.com/leasehold/leasehold/internal/retry"
+	"github.com/leasehold/leasehold/internal/watchloop"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -187,37 +188,13 @@ func (s *stopWatch) Stop() {
 // drain forwards events until the watch closes; it returns the version
 // to resume from, and false if the caller must list again (or stop).
 func (w *groupWatch) drain(ctx context.Context, wi watch.Interface, rv string) (string, bool) {
-	defer wi.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return rv, false
-		case ev, open := <-wi.ResultChan():
-			if !open {
-				return rv, true
-			}
-			switch ev.Type {
-			case watch.Error:
-				w.log.V(2).Info("Group watch ended with an error; listing again", "err", apierrors.FromObject(ev.Object).Error())
-				return rv, false
-			case watch.Bookmark:
-				if m, ok := ev.Object.(metav1.Object); ok && m.GetResourceVersion() != "" {
-					rv = m.GetResourceVersion()
-				}
-			case watch.Added, watch.Modified, watch.Deleted:
-				l, ok := ev.Object.(*coordinationv1.Lease)
-				if !ok {
-					continue
-				}
-				if l.ResourceVersion != "" {
-					rv = l.ResourceVersion
-				}
-				if !w.send(ctx, groupMsg{typ: ev.Type, lease: l}) {
-					return rv, false
-				}
-			}
-		}
+	rv, end, err := watchloop.Read(ctx, wi, rv, func(typ watch.EventType, l *coordinationv1.Lease) bool {
+		return w.send(ctx, groupMsg{typ: typ, lease: l})
+	})
+	if end == watchloop.Failed {
+		w.log.V(2).Info("Group watch ended with an error; listing again", "err", err.Error())
 	}
+	return rv, end == watchloop.Closed
 }
 
 func (w *groupWatch) send(ctx context.Context, m groupMsg) bool {

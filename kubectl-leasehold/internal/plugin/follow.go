@@ -4,9 +4,9 @@ import (
 	"context"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/watchloop"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/fields"
 	"k8s.io/apimachinery/pkg/watch"
@@ -100,48 +100,32 @@ func followLease(ctx context.Context, client kubernetes.Interface, ns, name, rv 
 			}
 			continue
 		}
-		done, err := func() (bool, error) {
-			defer w.Stop()
-			for {
-				var ev watch.Event
-				var ok bool
-				select {
-				case <-ctx.Done():
-					return false, ctx.Err()
-				case ev, ok = <-w.ResultChan():
-				}
-				if !ok {
-					logger.V(3).Info("Watch closed by the server, re-opening", "resourceVersion", rv)
-					return false, nil
-				}
-				switch ev.Type {
-				case watch.Error:
-					logger.V(1).Info("Watch error, re-reading the Lease", "err", apierrors.FromObject(ev.Object))
-					rv = ""
-					return false, nil
-				case watch.Bookmark:
-					if m, err := meta.Accessor(ev.Object); err == nil {
-						rv = m.GetResourceVersion()
-					}
-					continue
-				}
-				l, isLease := ev.Object.(*coordinationv1.Lease)
-				if !isLease || l.Name != name {
-					continue
-				}
-				delay = 100 * time.Millisecond
-				rv = l.ResourceVersion
-				if ev.Type != watch.Deleted && l.ResourceVersion != "" && l.ResourceVersion == lastRV {
-					continue
-				}
-				exists, lastRV, last = ev.Type != watch.Deleted, l.ResourceVersion, l
-				if done, err := fn(ev.Type, l); done || err != nil {
-					return true, err
-				}
+		var done bool
+		var fnErr error
+		var end watchloop.End
+		var werr error
+		rv, end, werr = watchloop.Read(ctx, w, rv, func(typ watch.EventType, l *coordinationv1.Lease) bool {
+			if l.Name != name {
+				return true
 			}
-		}()
-		if done || err != nil {
-			return err
+			delay = 100 * time.Millisecond
+			if typ != watch.Deleted && l.ResourceVersion != "" && l.ResourceVersion == lastRV {
+				return true
+			}
+			exists, lastRV, last = typ != watch.Deleted, l.ResourceVersion, l
+			done, fnErr = fn(typ, l)
+			return !done && fnErr == nil
+		})
+		switch {
+		case done || fnErr != nil:
+			return fnErr
+		case end == watchloop.Stopped:
+			return ctx.Err()
+		case end == watchloop.Failed:
+			logger.V(1).Info("Watch error, re-reading the Lease", "err", werr)
+			rv = ""
+		default:
+			logger.V(3).Info("Watch closed by the server, re-opening", "resourceVersion", rv)
 		}
 	}
 }
