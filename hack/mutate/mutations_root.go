@@ -81,7 +81,7 @@ var mutations = []mutation{
 	{
 		Name:  "lost-grace-longer-than-margin",
 		Point: "after a loss, the work gets at most the safety margin",
-		File:  "term.go",
+		File:  "term_end.go",
 		Original: `wait, stepDownEnds := e.t.safetyMargin(), false
 `,
 		Mutated: `wait, stepDownEnds := e.t.safetyMargin() + 2*time.Second, false
@@ -92,7 +92,7 @@ var mutations = []mutation{
 	{
 		Name:  "lost-grace-shorter-than-margin",
 		Point: "after a loss, the work gets the safety margin before OnStoppedLeading",
-		File:  "term.go",
+		File:  "term_end.go",
 		Original: `wait, stepDownEnds := e.t.safetyMargin(), false
 `,
 		Mutated: `wait, stepDownEnds := e.t.safetyMargin() - time.Second, false
@@ -130,7 +130,7 @@ var mutations = []mutation{
 	{
 		Name:  "stopped-before-release",
 		Point: "the Lease is released (ReleaseOnCancel), then OnStoppedLeading is called",
-		File:  "term.go",
+		File:  "term_end.go",
 		Original: `	if t.e.cfg.ReleaseOnCancel || !stepping || t.yield != nil {
 		successor := ""
 		if t.yield != nil {
@@ -277,7 +277,7 @@ var mutations = []mutation{
 	{
 		Name:  "give-up-not-recording-overdue-work",
 		Point: "Check fails while a work outlives StepDownTimeout",
-		File:  "term.go",
+		File:  "term_end.go",
 		Original: `	e.setLeading(false, instant{}, nil)
 	r.overdueWork = e.workOutlived(t.work)`,
 		Mutated: `	e.setLeading(false, instant{}, nil)
@@ -329,7 +329,7 @@ var mutations = []mutation{
 	{
 		Name:  "refused-yield-retakes-own-lease",
 		Point: "a yielder whose release was refused sits out until the successor had its chance",
-		File:  "term.go",
+		File:  "term_end.go",
 		Original: `		case r.view.ours():
 			// The release failed`,
 		Mutated: `		case false:
@@ -396,7 +396,7 @@ var mutations = []mutation{
 	{
 		Name:     "lost-while-stepping-waits-margin",
 		Point:    "Run returns within StepDownTimeout of its ctx's cancellation, even when the term is lost while stepping down",
-		File:     "term.go",
+		File:     "term_end.go",
 		Original: `			wait, stepDownEnds = max(left, 0), true`,
 		Mutated:  `			stepDownEnds = true`,
 		Tests:    []string{"TestLostTermWhileSteppingDownKeepsTheStepDownBound"},
@@ -405,7 +405,7 @@ var mutations = []mutation{
 	{
 		Name:  "release-past-step-down-timeout",
 		Point: "Run returns within StepDownTimeout of its ctx's cancellation: the release is retried only within it",
-		File:  "term.go",
+		File:  "term_end.go",
 		Original: `released = t.r.release(ctx, t.lastSent, successor, t.stepDownBy())
 		if t.yield != nil`,
 		Mutated: `released = t.r.release(ctx, t.lastSent, successor, time.Time{})

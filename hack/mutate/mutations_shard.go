@@ -20,7 +20,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-relist-absence-from-last-sighting",
 		Point:    "takeover (a): a member Lease's absence counts, by the claimant's clock, from when it was first seen absent (after a relist: from that list)",
-		File:     "shard/member.go",
+		File:     "shard/shards.go",
 		Original: `&memberView{lease: mv.lease, absent: true, rv: msg.rv, observedAt: now}`,
 		Mutated:  `&memberView{lease: mv.lease, absent: true, rv: msg.rv, observedAt: mv.observedAt}`,
 		Pkg:      "shard",
@@ -30,7 +30,7 @@ var shardMutations = []mutation{
 	{
 		Name:  "shard-stopped-async",
 		Point: "OnShardStopped is called after the run's OnShardStarted returned and before the shard is handed to another member",
-		File:  "shard/member.go",
+		File:  "shard/shards.go",
 		Original: `				stop(i)
 `,
 		Mutated: `				go stop(i)
@@ -63,7 +63,7 @@ var shardMutations = []mutation{
 	{
 		Name:  "shard-blind-write",
 		Point: "members write the assignment only with compare-and-swap (an update conditioned on the resourceVersion they read)",
-		File:  "shard/member.go",
+		File:  "shard/io.go",
 		Original: `		desired = l.asgLease.DeepCopy()
 `,
 		Mutated: `		desired = l.asgLease.DeepCopy()
@@ -117,7 +117,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-relist-came-back-ignored",
 		Point:    "takeover (a): an owner that came back and went again unseen is absent from the list that shows its newer claims",
-		File:     "shard/member.go",
+		File:     "shard/shards.go",
 		Original: `(!mv.absent || !epochNotAfter(l.s.claimEpoch(name), mv.rv))`,
 		Mutated:  `!mv.absent`,
 		Pkg:      "shard",
@@ -127,7 +127,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-never-seen-owner-not-recorded",
 		Point:    "takeover (a): an owner whose Lease was never seen is absent since the first list that showed its claim, not since the last list",
-		File:     "shard/member.go",
+		File:     "shard/shards.go",
 		Original: `if name := l.s.leaseName(id); id != l.cfg.Identity && !seen[name] && l.s.members[name] == nil {`,
 		Mutated:  `if name := l.s.leaseName(id); false && !seen[name] {`,
 		Pkg:      "shard",
@@ -179,7 +179,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-stopped-skipped-after-panic",
 		Point:    "OnShardStopped is called once per run of a shard, also a run that panicked",
-		File:     "shard/member.go",
+		File:     "shard/shards.go",
 		Original: `		if stop != nil {`,
 		Mutated:  `		if stop != nil && ex.panicked == nil {`,
 		Pkg:      "shard",
@@ -189,7 +189,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-restart-without-holdoff",
 		Point:    "work that returns or panics while the shard is still the member's is started again after RetryPeriod",
-		File:     "shard/member.go",
+		File:     "shard/shards.go",
 		Original: `	l.s.holdOff[i] = l.clock.Now().Add(l.cfg.RetryPeriod)`,
 		Mutated:  `	l.s.holdOff[i] = l.clock.Now()`,
 		Pkg:      "shard",
@@ -221,7 +221,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-refusal-retried",
 		Point:    "a permanent refusal (403, 400, 422, 404 on a create) ends Run with ErrRefused; it is not retried",
-		File:     "shard/member.go",
+		File:     "shard/io.go",
 		Original: `	case retry.Permanent(err) || (apierrors.IsNotFound(err) && res.create):`,
 		Mutated:  `	case false:`,
 		Pkg:      "shard",
@@ -231,7 +231,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-fence-404-retried",
 		Point:    "a 404 is news, never retried: a fence that finds the member Lease gone makes that member absent from then",
-		File:     "shard/member.go",
+		File:     "shard/io.go",
 		Original: `	case apierrors.IsNotFound(err) && res.kind == ioFence:`,
 		Mutated:  `	case false && res.kind == ioFence:`,
 		Pkg:      "shard",
@@ -241,7 +241,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-update-404-retried",
 		Point:    "a 404 is news, never retried: an update that finds the assignment gone is how the member learns of the deletion",
-		File:     "shard/member.go",
+		File:     "shard/io.go",
 		Original: `	case apierrors.IsNotFound(err) && res.kind == ioWrite && !res.create:`,
 		Mutated:  `	case false && !res.create:`,
 		Pkg:      "shard",
