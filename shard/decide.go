@@ -6,7 +6,6 @@ import (
 
 	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	"k8s.io/apimachinery/pkg/util/resourceversion"
 )
 
 // This file holds the member's decisions as pure functions of what it has
@@ -293,35 +292,6 @@ func (s *state) assignmentGone(now time.Time) {
 	}
 }
 
-// othersMayRun reports whether, as far as this member can tell, another
-// member may be running shards: a member Lease of another member is held,
-// or was seen absent for less than its duration.
-func (s *state) othersMayRun(now time.Time) bool {
-	own := s.leaseName(s.self)
-	for name, mv := range s.members {
-		switch {
-		case name == own:
-		case mv.absent:
-			if now.Before(mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))) {
-				return true
-			}
-		case leaserecord.Holder(mv.lease) != "":
-			return true
-		}
-	}
-	return false
-}
-
-// held reports whether shard i may not start here, nor be handed on by
-// this member, yet: the quarantine after a deletion lasts, and i is not a
-// former shard of this term whose work has returned.
-func (s *state) held(i int, now time.Time) bool {
-	if !now.Before(s.quarantine) {
-		return false
-	}
-	return !s.former[i] || s.running[i] || s.formerEpoch != s.term.epoch
-}
-
 // mayCreate: the assignment may be created once createAfter has passed,
 // or at once by a former owner whose former shards' work has returned.
 func (s *state) mayCreate(now time.Time) bool {
@@ -429,108 +399,4 @@ func (s *state) desired(now time.Time) (next *assignment, fence string, wake tim
 		next.epoch[self] = t.epoch
 	}
 	return next, fence, wake
-}
-
-// ownerGone decides whether a shard owned by member o, whose claims carry
-// epoch, may be claimed from it now: ok if so; fence names o's member
-// Lease if it must be fenced first (its claim ran out but it may still be
-// renewed); at is when o's claim runs out, if later.
-//
-// The rules (the package documentation has the argument):
-//   - o's Lease absent since rv (deleted, or unlabelled by o's release):
-//     ok once the local clock has seen it absent for o's lease duration,
-//     if epoch <= rv;
-//   - o's Lease held by nobody (fenced by a member that waited out o's
-//     claim): ok at once, if epoch <= rv;
-//   - o's Lease held: fence it once the local clock has seen no change
-//     for its leaseDurationSeconds, if epoch <= rv;
-//   - epoch > rv: this view of o's Lease is older than o's claim; wait
-//     for the watch to bring the newer one.
-func (s *state) ownerGone(o, epoch string, now time.Time) (ok bool, fence string, at time.Time) {
-	name := s.leaseName(o)
-	mv := s.members[name]
-	if mv == nil {
-		if !s.synced {
-			return false, "", time.Time{}
-		}
-		// Not in the last list: absent as of its resourceVersion.
-		mv = &memberView{absent: true, rv: s.syncRV, observedAt: s.syncAt}
-	}
-	if !epochNotAfter(epoch, mv.rv) {
-		return false, "", time.Time{}
-	}
-	if !mv.absent && leaserecord.Holder(mv.lease) == "" {
-		return true, "", time.Time{}
-	}
-	expiry := mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))
-	if now.Before(expiry) {
-		return false, "", expiry
-	}
-	if mv.absent {
-		return true, "", time.Time{}
-	}
-	return false, name, time.Time{}
-}
-
-// live lists, sorted, the members to spread shards over: this member if
-// its term is live, and every member whose Lease is held by the identity
-// it is named after, has changed within its lease duration by the local
-// clock, and (a hint against Leases left by members long gone, which a
-// new member has only just seen) was renewed, by the renewer's clock,
-// within twice that duration. Only the balance depends on this; no
-// ownership decision does.
-func (s *state) live(now time.Time) []string {
-	var out []string
-	if s.term.live && !s.term.leaving {
-		out = append(out, s.self)
-	}
-	for name, mv := range s.members {
-		h := leaserecord.Holder(mv.lease)
-		if mv.absent || h == "" || h == s.self || s.leaseName(h) != name {
-			continue
-		}
-		dur := leaserecord.ClaimDuration(mv.lease, s.leaseDuration)
-		if !now.Before(mv.observedAt.Add(dur)) {
-			continue
-		}
-		if rt := mv.lease.Spec.RenewTime; rt != nil && now.Sub(rt.Time) > 2*dur {
-			continue
-		}
-		out = append(out, h)
-	}
-	slices.Sort(out)
-	return out
-}
-
-// liveExpiry is the earliest instant a live member's claim runs out: the
-// live set, and so the targets, may change then.
-func (s *state) liveExpiry(now time.Time) time.Time {
-	var at time.Time
-	for name, mv := range s.members {
-		h := leaserecord.Holder(mv.lease)
-		if mv.absent || h == "" || h == s.self || s.leaseName(h) != name {
-			continue
-		}
-		e := mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))
-		if e.After(now) && (at.IsZero() || e.Before(at)) {
-			at = e
-		}
-	}
-	return at
-}
-
-// epochNotAfter reports whether a claim's epoch is no later than
-// resourceVersion rv of the same member Lease. An empty epoch (a claim
-// without one) counts as the earliest. Versions that cannot be compared
-// count as later: the claim is then never taken without an
-// acknowledgement.
-func epochNotAfter(epoch, rv string) bool {
-	if epoch == "" {
-		return true
-	}
-	if rv == "" {
-		return false
-	}
-	c, err := resourceversion.CompareResourceVersion(epoch, rv)
-	return err == nil && c <= 0
 }

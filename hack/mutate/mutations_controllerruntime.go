@@ -154,7 +154,7 @@ var sharderMutations = []mutation{
 	{
 		Name:     "reconcile-outside-owned-shards",
 		Point:    "a request reaches the reconciler only while its shard runs here",
-		File:     "controllerruntime/sharder.go",
+		File:     "controllerruntime/sharder_run.go",
 		Original: `			return reconcile.Result{}, nil // another replica's, or moving there`,
 		Mutated:  `			return r.Reconcile(ctx, req)`,
 		Pkg:      "controllerruntime",
@@ -164,7 +164,7 @@ var sharderMutations = []mutation{
 	{
 		Name:  "handover-before-reconciles-return",
 		Point: "a shard is handed over only after its in-flight reconciles returned",
-		File:  "controllerruntime/sharder.go",
+		File:  "controllerruntime/sharder_run.go",
 		Original: `		for s.inflight[i] > 0 {
 			s.drained.Wait()
 		}
@@ -178,7 +178,7 @@ var sharderMutations = []mutation{
 	{
 		Name:     "reconcile-not-cancelled-on-move",
 		Point:    "a reconcile's context is cancelled as soon as its shard moves away",
-		File:     "controllerruntime/sharder.go",
+		File:     "controllerruntime/sharder_run.go",
 		Original: `		defer context.AfterFunc(shardCtx, cancel)()`,
 		Mutated:  `		defer func() {}()`,
 		Pkg:      "controllerruntime",
@@ -188,7 +188,7 @@ var sharderMutations = []mutation{
 	{
 		Name:     "acquired-shard-not-enqueued",
 		Point:    "when a shard starts here, every object of it is enqueued",
-		File:     "controllerruntime/sharder.go",
+		File:     "controllerruntime/sharder_run.go",
 		Original: `		case s.events <- event.GenericEvent{Object: obj}:`,
 		Mutated:  `		case <-make(chan struct{}):`,
 		Pkg:      "controllerruntime",
@@ -208,7 +208,7 @@ var sharderMutations = []mutation{
 	{
 		Name:  "shard-from-the-cached-uid",
 		Point: "a request's shard is a function of its NamespacedName alone, not of what this replica's cache holds: one name is never reconciled by two replicas at once across a delete and re-create",
-		File:  "controllerruntime/sharder.go",
+		File:  "controllerruntime/sharder_run.go",
 		Original: `		i, err := s.shardOf(req.NamespacedName)
 		if err != nil {`,
 		Mutated: `		i, err := s.shardOf(req.NamespacedName)
@@ -256,7 +256,7 @@ var sharderMutations = []mutation{
 	{
 		Name:     "list-retry-without-backoff",
 		Point:    "a transient list failure is retried with a backoff that doubles from listRetry",
-		File:     "controllerruntime/sharder.go",
+		File:     "controllerruntime/sharder_run.go",
 		Original: `		delay = min(2*delay, listRetryMax)`,
 		Mutated:  `		delay = listRetry`,
 		Pkg:      "controllerruntime",
@@ -266,7 +266,7 @@ var sharderMutations = []mutation{
 	{
 		Name:     "list-backoff-unbounded",
 		Point:    "the list backoff is bounded by listRetryMax",
-		File:     "controllerruntime/sharder.go",
+		File:     "controllerruntime/sharder_run.go",
 		Original: `		delay = min(2*delay, listRetryMax)`,
 		Mutated:  `		delay = 2 * delay`,
 		Pkg:      "controllerruntime",
@@ -276,7 +276,7 @@ var sharderMutations = []mutation{
 	{
 		Name:     "list-permanent-failure-retried",
 		Point:    "a permanent list failure (RBAC, type not served, not cached) is not retried: it ends the Sharder",
-		File:     "controllerruntime/sharder.go",
+		File:     "controllerruntime/sharder_run.go",
 		Original: `		if fix, permanent := listFailure(err); permanent {`,
 		Mutated:  `		if fix, permanent := listFailure(err); false && permanent {`,
 		Pkg:      "controllerruntime",

@@ -87,7 +87,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-takeover-without-fence",
 		Point:    "takeover (c): a held member Lease seen unchanged for its duration is fenced before its shards are claimed",
-		File:     "shard/decide.go",
+		File:     "shard/liveness.go",
 		Original: `	return false, name, time.Time{}`,
 		Mutated:  `	return true, "", time.Time{}`,
 		Pkg:      "shard",
@@ -97,7 +97,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-takeover-before-expiry",
 		Point:    "takeover: an owner's claim runs out only LeaseDuration after its member Lease last changed (or went), by the claimant's clock",
-		File:     "shard/decide.go",
+		File:     "shard/liveness.go",
 		Original: `	expiry := mv.observedAt.Add(leaserecord.ClaimDuration(mv.lease, s.leaseDuration))`,
 		Mutated:  `	expiry := mv.observedAt`,
 		Pkg:      "shard",
@@ -107,7 +107,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-takeover-ignores-epoch",
 		Point:    "takeover: only a claim whose epoch is no later than the fenced (or absent) version of the owner's Lease is void",
-		File:     "shard/decide.go",
+		File:     "shard/liveness.go",
 		Original: `	if !epochNotAfter(epoch, mv.rv) {`,
 		Mutated:  `	if false {`,
 		Pkg:      "shard",
@@ -158,7 +158,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-deleted-former-not-exempt",
 		Point:    "after a deletion, a former owner restarts its own shards once their work returned, without waiting",
-		File:     "shard/decide.go",
+		File:     "shard/liveness.go",
 		Original: `	return !s.former[i] || s.running[i] || s.formerEpoch != s.term.epoch`,
 		Mutated:  `	return true`,
 		Pkg:      "shard",
@@ -168,7 +168,7 @@ var shardMutations = []mutation{
 	{
 		Name:     "shard-deleted-former-still-running",
 		Point:    "after a deletion, a former owner acts sooner only for shards whose work has returned",
-		File:     "shard/decide.go",
+		File:     "shard/liveness.go",
 		Original: `	return !s.former[i] || s.running[i] || s.formerEpoch != s.term.epoch`,
 		Mutated:  `	return !s.former[i] || s.formerEpoch != s.term.epoch`,
 		Pkg:      "shard",
