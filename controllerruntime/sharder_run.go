@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/retry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -111,8 +112,9 @@ func (s *Sharder) runShard(ctx context.Context, i int) {
 	}()
 	log := klog.FromContext(ctx).WithValues("shard", i, "kind", s.gvk.String())
 	var objs []runtime.Object
-	delay := listRetry
-	for failures := 1; ; failures++ {
+	bo := retry.NewBackoff(s.clock, listRetry, listRetryMax)
+	failures := retry.NewStreak(s.clock, log, "Cannot list the objects of a shard acquired here; retrying with backoff")
+	for {
 		list := s.list.DeepCopyObject().(client.ObjectList)
 		err := s.reader.List(ctx, list)
 		if err == nil {
@@ -130,14 +132,12 @@ func (s *Sharder) runShard(ctx context.Context, i int) {
 			s.fail(err)
 			return
 		}
-		log.Error(err, "Cannot list the objects of a shard acquired here; retrying", "in", delay, "failures", failures)
-		select {
-		case <-s.clock.After(delay):
-		case <-ctx.Done():
+		failures.Failed(err)
+		if !bo.Wait(ctx) {
 			return
 		}
-		delay = min(2*delay, listRetryMax)
 	}
+	failures.Succeeded()
 	for _, o := range objs {
 		obj, ok := o.(client.Object)
 		if !ok {

@@ -441,6 +441,9 @@ func TestSharderRetriesATransientListFailureWithBackoff(t *testing.T) {
 		for d := listRetry; len(want) < len(transient); d = min(2*d, listRetryMax) {
 			want = append(want, d)
 		}
+		// Each wait is the backoff's delay plus up to 20% jitter
+		// (internal/retry): the clock moves in 10ms steps until the
+		// next list, whose distance from the failure is then checked.
 		for n, d := range want {
 			settle()
 			select {
@@ -451,12 +454,14 @@ func TestSharderRetriesATransientListFailureWithBackoff(t *testing.T) {
 			if got := len(reader.times()); got != n+1 {
 				t.Fatalf("%d lists after %d failures, want %d", got, n, n+1)
 			}
-			clk.Step(d - time.Millisecond)
-			settle()
-			if got := len(reader.times()); got != n+1 {
-				t.Fatalf("list %d came %v after failure %d (%v), before its backoff of %v", n+2, d-time.Millisecond, n+1, transient[n], d)
+			failedAt := clk.Now()
+			for len(reader.times()) == n+1 && clk.Since(failedAt) <= d*6/5 {
+				clk.Step(10 * time.Millisecond)
+				settle()
 			}
-			clk.Step(time.Millisecond)
+			if gap := reader.times()[n+1].Sub(failedAt); gap < d || gap > d*6/5+10*time.Millisecond {
+				t.Fatalf("list %d came %v after failure %d (%v), want its backoff of %v (plus up to 20%% jitter)", n+2, gap, n+1, transient[n], d)
+			}
 		}
 		if got, want := receive(t, s, len(namesOfShards(shardOf, []int{3}))), namesOfShards(shardOf, []int{3}); !slices.Equal(got, want) {
 			t.Errorf("enqueued %v, want %v", got, want)
