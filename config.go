@@ -6,6 +6,7 @@ import (
 	"strings"
 	"time"
 
+	"github.com/leasehold/leasehold/internal/timing"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
 )
@@ -23,11 +24,6 @@ const (
 // whose work ignores its ctx exits on its own, its lease unreleased but
 // its work gone, before the kubelet's SIGKILL.
 const DefaultStepDownTimeout = 20 * time.Second
-
-// renewJitterFactor is the headroom RenewDeadline must leave over
-// RetryPeriod: with less than 1.2 retry periods per deadline, a single
-// slow request costs the lease.
-const renewJitterFactor = 1.2
 
 // Config configures an Elector. The zero value of every optional field is
 // usable: New fills in the documented default. Every default, the derived
@@ -221,20 +217,7 @@ func (cfg Config) validate() error {
 		return invalidConfig(problems)
 	}
 
-	ld, rd, rp := cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod
-	if ld < time.Second {
-		add("LeaseDuration is %v: it must be at least 1s, the Lease's unit", ld)
-	} else if ld%time.Second != 0 {
-		add("LeaseDuration is %v: the Lease stores whole seconds; use %v or %v",
-			ld, ld.Truncate(time.Second), ld.Truncate(time.Second)+time.Second)
-	}
-	if minRD := time.Duration(renewJitterFactor * float64(rp)); rd <= minRD {
-		add("RenewDeadline is %v: it must exceed 1.2 x RetryPeriod (%v) so a renewal can be retried; raise RenewDeadline or lower RetryPeriod", rd, minRD)
-	}
-	if ld <= rd+rp {
-		add("LeaseDuration is %v: it must exceed RenewDeadline + RetryPeriod (%v + %v = %v) to leave a safety margin for the old leader to stop; raise LeaseDuration to at least %v",
-			ld, rd, rp, rd+rp, (rd + rp + time.Second).Truncate(time.Second))
-	}
+	problems = append(problems, timing.Problems(cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod)...)
 	if len(problems) > 0 {
 		return invalidConfig(problems)
 	}

@@ -12,6 +12,7 @@ import (
 	"k8s.io/utils/clock"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/internal/timing"
 )
 
 // Config configures a Member. Every member of a group must use the same
@@ -133,8 +134,8 @@ func (cfg Config) withDefaults() Config {
 }
 
 // validate reports every problem at once, in one error wrapping
-// leasehold.ErrInvalidConfig. The timings are checked by leasehold itself,
-// so they follow exactly the rules of an election.
+// leasehold.ErrInvalidConfig. The timings follow the election's own rules
+// and messages (internal/timing).
 func (cfg Config) validate() error {
 	var problems []string
 	add := func(format string, args ...any) { problems = append(problems, fmt.Sprintf(format, args...)) }
@@ -161,32 +162,12 @@ func (cfg Config) validate() error {
 	if cfg.OnShardStarted == nil {
 		add("OnShardStarted is nil: set it to the function that runs one shard's work")
 	}
-	if err := cfg.checkTimings(); err != nil {
-		add("%s", strings.TrimPrefix(strings.TrimPrefix(err.Error(), leasehold.ErrInvalidConfig.Error()), ": "))
-	}
+	problems = append(problems, timing.Problems(cfg.LeaseDuration, cfg.RenewDeadline, cfg.RetryPeriod)...)
 	if len(problems) > 0 {
 		return fmt.Errorf("%w: shard: %s", leasehold.ErrInvalidConfig, strings.Join(problems, "; "))
 	}
 	return nil
 }
-
-// checkTimings validates the three timings through leasehold.New, with a
-// placeholder Lease, so the rules and messages are the election's own.
-func (cfg Config) checkTimings() error {
-	_, err := leasehold.New(leasehold.Config{
-		Lock:          &leasehold.LeaseLock{Namespace: "ns", Name: "timings", Identity: "timings", Client: noClient{}},
-		LeaseDuration: cfg.LeaseDuration,
-		RenewDeadline: cfg.RenewDeadline,
-		RetryPeriod:   cfg.RetryPeriod,
-		Callbacks:     leasehold.Callbacks{OnStartedLeading: func(context.Context) {}},
-	})
-	return err
-}
-
-// noClient stands in for a client where none is called.
-type noClient struct{}
-
-func (noClient) Leases(string) coordinationv1client.LeaseInterface { return nil }
 
 // timings is the validated timing of a member.
 type timings struct {
