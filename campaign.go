@@ -5,10 +5,11 @@ import (
 	"errors"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
-	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
+	"github.com/leasehold/leasehold/internal/retry"
 )
 
 // The candidate: the campaign loop, which decides from the view of the

@@ -6,9 +6,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/timing"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/utils/clock"
+
+	"github.com/leasehold/leasehold/internal/timing"
 )
 
 // Defaults for the three timing knobs. They match client-go's and

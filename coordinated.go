@@ -13,13 +13,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	"k8s.io/apimachinery/pkg/util/validation"
 	"k8s.io/apimachinery/pkg/util/version"
 	coordinationv1beta1client "k8s.io/client-go/kubernetes/typed/coordination/v1beta1"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // CandidateConfig describes this process to kube-apiserver's coordinated

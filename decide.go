@@ -5,9 +5,10 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // This file holds the election's decisions as pure functions of what this

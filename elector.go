@@ -8,9 +8,10 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/leasehold/leasehold/internal/retry"
 	"k8s.io/klog/v2"
 	"k8s.io/utils/clock"
+
+	"github.com/leasehold/leasehold/internal/retry"
 )
 
 // Elector campaigns for one Lease and runs the leader's work while it holds

@@ -4,10 +4,11 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // FuzzDecideCampaign feeds arbitrary Lease specs to the decoding and the

@@ -10,8 +10,9 @@ import (
 	"sync"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/retry"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/leasehold/leasehold/internal/retry"
 )
 
 // HealthHandler serves Check(maxTolerableExpiredLease) over HTTP for a

@@ -1,8 +1,9 @@
 package leasehold
 
 import (
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // The mailbox through which the observer, a shared watch and the

@@ -6,10 +6,11 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
-	"github.com/leasehold/leasehold/internal/retry"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
+	"github.com/leasehold/leasehold/internal/retry"
 )
 
 // The leader's writes: renewals from the cached Lease, each conditioned on

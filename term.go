@@ -8,10 +8,11 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/leasehold/leasehold/internal/leaserecord"
-	"github.com/leasehold/leasehold/internal/retry"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/utils/clock"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
+	"github.com/leasehold/leasehold/internal/retry"
 )
 
 // Term is one leadership term of this process on a Lease: from the write

@@ -4,8 +4,9 @@ import (
 	"fmt"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // What this process knows of the Lease: observations (watch events, reads,

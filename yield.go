@@ -6,8 +6,9 @@ import (
 	"fmt"
 	"strings"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // PreferredHolderAnnotation, set on a Lease, asks its leader to hand the

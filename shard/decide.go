@@ -4,8 +4,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	coordinationv1 "k8s.io/api/coordination/v1"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // This file holds the member's decisions as pure functions of what it has

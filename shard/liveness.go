@@ -4,8 +4,9 @@ import (
 	"slices"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	"k8s.io/apimachinery/pkg/util/resourceversion"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // Liveness in the member's view of the group (part of state, decide.go):

@@ -9,8 +9,9 @@ import (
 	"testing"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	"k8s.io/apimachinery/pkg/util/sets"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 func k(n int) func(*Config) { return func(c *Config) { c.Shards = n } }

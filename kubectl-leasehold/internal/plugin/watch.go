@@ -8,13 +8,14 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/spf13/cobra"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/klog/v2"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 type watchOptions struct {

@@ -8,7 +8,6 @@ import (
 	"strings"
 	"time"
 
-	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/spf13/cobra"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -17,6 +16,8 @@ import (
 	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
+
+	"github.com/leasehold/leasehold/internal/leaserecord"
 )
 
 // DefaultYieldTimeout is how long yield waits for the handoff by default.
