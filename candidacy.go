@@ -23,6 +23,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold/internal/retry"
+	"github.com/leasehold/leasehold/internal/watchloop"
 )
 
 // errCandidateAPIMissing is register's error when the server does not serve
@@ -202,50 +203,42 @@ func (k *candidacy) serve(ctx context.Context) {
 // from, and an error when a write failed (the caller retries it) or the
 // LeaseCandidate was deleted.
 func (k *candidacy) follow(ctx context.Context, w watch.Interface, rv string) (string, error) {
-	defer w.Stop()
 	timer := k.clock.NewTimer(k.renewAt.Sub(k.clock.Now()))
 	defer timer.Stop()
-	for {
-		select {
-		case <-ctx.Done():
-			return rv, nil
-		case <-timer.C():
-			if err := k.renew(ctx); err != nil {
-				return rv, err
-			}
-			timer.Reset(k.renewAt.Sub(k.clock.Now()))
-		case ev, open := <-w.ResultChan():
-			if !open {
-				return rv, nil
-			}
-			switch ev.Type {
-			case watch.Error:
-				return "", nil
-			case watch.Bookmark:
-				if m, err := metaOf(ev.Object); err == nil {
-					rv = m.GetResourceVersion()
-				}
-			case watch.Added, watch.Modified, watch.Deleted:
-				obj, ok := ev.Object.(*coordinationv1beta1.LeaseCandidate)
-				if !ok || obj.Name != k.lock.Identity {
-					continue
-				}
-				rv = obj.ResourceVersion
-				if ev.Type == watch.Deleted {
-					k.obj = nil
-					return "", fmt.Errorf("LeaseCandidate %s/%s was deleted; registering again", k.lock.Namespace, k.lock.Identity)
-				}
-				k.obj = obj
-				if pinged(obj) {
-					k.log.V(2).Info("Answering the election controller's ping", "pingTime", obj.Spec.PingTime.Time)
-					if err := k.renew(ctx); err != nil {
-						return rv, err
-					}
-					timer.Reset(k.renewAt.Sub(k.clock.Now()))
-				}
-			}
+	var failed error
+	renew := func() bool {
+		if failed = k.renew(ctx); failed != nil {
+			return false
 		}
+		timer.Reset(k.renewAt.Sub(k.clock.Now()))
+		return true
 	}
+	rv, end, _ := watchloop.ReadWith(ctx, w, rv, func(typ watch.EventType, obj *coordinationv1beta1.LeaseCandidate) bool {
+		if obj.Name != k.lock.Identity {
+			return true
+		}
+		if typ == watch.Deleted {
+			k.obj = nil
+			failed = fmt.Errorf("LeaseCandidate %s/%s was deleted; registering again", k.lock.Namespace, k.lock.Identity)
+			return false
+		}
+		k.obj = obj
+		if pinged(obj) {
+			k.log.V(2).Info("Answering the election controller's ping", "pingTime", obj.Spec.PingTime.Time)
+			return renew()
+		}
+		return true
+	}, watchloop.Extra{C: timer.C, F: renew})
+	switch {
+	case failed != nil:
+		if k.obj == nil {
+			return "", failed
+		}
+		return rv, failed
+	case end == watchloop.Failed:
+		return "", nil
+	}
+	return rv, nil
 }
 
 // withdraw deletes the LeaseCandidate, so that the controller stops

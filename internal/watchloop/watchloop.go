@@ -8,6 +8,7 @@ package watchloop
 
 import (
 	"context"
+	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -35,11 +36,33 @@ const (
 // version to resume from, moves with every delivered object and every
 // BOOKMARK that carries a version.
 func Read[T metav1.Object](ctx context.Context, w watch.Interface, rv string, deliver func(watch.EventType, T) bool) (string, End, error) {
+	return ReadWith(ctx, w, rv, deliver, Extra{})
+}
+
+// Extra is another event a reader serves between watch events, such as a
+// renewal timer: whenever the channel C returns (called afresh each time,
+// so a timer that is reset works) is ready, F runs; F returns false to
+// stop the read.
+type Extra struct {
+	C func() <-chan time.Time
+	F func() bool
+}
+
+// ReadWith is Read that also serves extra.
+func ReadWith[T metav1.Object](ctx context.Context, w watch.Interface, rv string, deliver func(watch.EventType, T) bool, extra Extra) (string, End, error) {
 	defer w.Stop()
 	for {
+		var tick <-chan time.Time
+		if extra.C != nil {
+			tick = extra.C()
+		}
 		select {
 		case <-ctx.Done():
 			return rv, Stopped, nil
+		case <-tick:
+			if !extra.F() {
+				return rv, Stopped, nil
+			}
 		case ev, open := <-w.ResultChan():
 			if !open {
 				return rv, Closed, nil
