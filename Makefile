@@ -27,7 +27,7 @@ UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime m
 
 .PHONY: test lint unit rules gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim slowapi mutate fuzz promtool monitoring
 
-test: lint unit gotoolchain integration
+test: lint unit rules gotoolchain integration
 
 lint:
 	@out=$$(gofmt -l $$(git ls-files '*.go')); if [ -n "$$out" ]; then echo "gofmt needed:"; echo "$$out"; exit 1; fi
