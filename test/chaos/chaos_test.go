@@ -10,10 +10,8 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // TestPlanDeterministic: one seed, one plan.
@@ -261,7 +259,6 @@ func runChaos(t *testing.T, seed uint64, faults int, cfg Config, opts ...control
 		}
 		faults = v
 	}
-	ctrllog.SetLogger(logr.Discard())
 
 	// Candidate logs are kept when the test fails.
 	dir, err := os.MkdirTemp("", "leasehold-chaos-")
@@ -284,15 +281,7 @@ func runChaos(t *testing.T, seed uint64, faults int, cfg Config, opts ...control
 	if candidateErr != nil {
 		t.Fatal(candidateErr)
 	}
-	cp, err := controlplane.Start(opts...)
-	if err != nil {
-		t.Fatalf("the chaos test needs a real control plane: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	cp := testkit.StartControlPlane(t, opts...)
 	t.Logf("candidate built and control plane ready in %v", time.Since(began).Round(time.Millisecond))
 
 	cfg.ControlPlane, cfg.Candidate, cfg.Faults, cfg.Seed, cfg.WorkDir, cfg.Logf = cp, candidateBin, faults, seed, dir, t.Logf

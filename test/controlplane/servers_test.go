@@ -1,4 +1,4 @@
-package controlplane
+package controlplane_test
 
 import (
 	"context"
@@ -7,12 +7,12 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
+
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // TestServers fails the control plane's processes the way the chaos
@@ -23,16 +23,7 @@ func TestServers(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a control plane")
 	}
-	ctrllog.SetLogger(logr.Discard())
-	cp, err := Start()
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	cp := testkit.StartControlPlane(t)
 	ctx := context.Background()
 	cfg := cp.Config()
 	cfg.Timeout = 3 * time.Second
@@ -76,50 +67,50 @@ func TestServers(t *testing.T) {
 	}
 
 	// etcd paused: writes fail; resumed: they succeed.
-	must(t, etcd.Pause())
+	testkit.Must(t, etcd.Pause())
 	// SIGSTOP takes effect asynchronously, and a write already inside etcd
 	// may still land: within a few tries, writes must fail.
 	tries := 0
-	eventually(t, 30*time.Second, "a write to fail while etcd is stopped", func() bool {
+	poll.Eventually(t, 30*time.Second, "a write to fail while etcd is stopped", func() bool {
 		tries++
 		return write(fmt.Sprint("paused-", tries)) != nil
 	})
-	must(t, etcd.Resume())
-	eventually(t, 30*time.Second, "a write after SIGCONT to etcd", func() bool { return write("b") == nil })
+	testkit.Must(t, etcd.Resume())
+	poll.Eventually(t, 30*time.Second, "a write after SIGCONT to etcd", func() bool { return write("b") == nil })
 
 	// etcd killed: writes fail; restarted on the same data: the data is there.
 	old := etcd.PID()
-	must(t, etcd.Kill())
+	testkit.Must(t, etcd.Kill())
 	if err := write("c"); err == nil {
 		t.Errorf("a write succeeded while etcd was dead")
 	}
-	must(t, etcd.Start(ctx))
+	testkit.Must(t, etcd.Start(ctx))
 	if etcd.PID() == old {
 		t.Errorf("etcd restarted with its old pid")
 	}
-	eventually(t, 30*time.Second, "a write after etcd's restart", func() bool { return write("c") == nil })
+	poll.Eventually(t, 30*time.Second, "a write after etcd's restart", func() bool { return write("c") == nil })
 	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "a", metav1.GetOptions{}); err != nil {
 		t.Errorf("ConfigMap written before etcd's restart: %v", err)
 	}
 
 	// kube-apiserver killed: the port refuses; restarted: same address,
 	// same CA, same client certificate.
-	must(t, api.Kill())
+	testkit.Must(t, api.Kill())
 	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "a", metav1.GetOptions{}); err == nil || !strings.Contains(err.Error(), "refused") {
 		t.Errorf("GET with kube-apiserver dead: %v, want connection refused", err)
 	}
-	must(t, api.Start(ctx))
+	testkit.Must(t, api.Start(ctx))
 	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "a", metav1.GetOptions{}); err != nil {
 		t.Errorf("GET after kube-apiserver's restart: %v", err)
 	}
 
 	// kube-apiserver paused: a request times out.
-	must(t, api.Pause())
+	testkit.Must(t, api.Pause())
 	if _, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "a", metav1.GetOptions{}); err == nil {
 		t.Errorf("GET answered while kube-apiserver was stopped")
 	}
-	must(t, api.Resume())
-	eventually(t, 10*time.Second, "a GET after SIGCONT", func() bool {
+	testkit.Must(t, api.Resume())
+	poll.Eventually(t, 10*time.Second, "a GET after SIGCONT", func() bool {
 		_, err := cs.CoreV1().ConfigMaps("default").Get(ctx, "a", metav1.GetOptions{})
 		return err == nil
 	})
@@ -142,20 +133,5 @@ func TestServers(t *testing.T) {
 	}
 }
 
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}
-
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(50 * time.Millisecond)
-	}
-}
+// poll polls every 50ms: each of its conditions makes a request.
+var poll = testkit.Poller{Every: 50 * time.Millisecond}

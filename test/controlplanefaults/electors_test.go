@@ -3,17 +3,15 @@ package controlplanefaults
 import (
 	"context"
 	"fmt"
-	"os"
-	"strings"
 	"sync"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr/funcr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 type timing struct{ L, D, P time.Duration }
@@ -85,43 +83,6 @@ func (tr *tracker) noStart(t *testing.T) {
 	}
 }
 
-// logs collects the electors' log lines, printed if the test fails.
-type logs struct {
-	mu    sync.Mutex
-	t0    time.Time
-	lines []string
-}
-
-func newLogs(t *testing.T) *logs {
-	l := &logs{t0: time.Now()}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("LEASEHOLD_TEST_LOGS") != "" {
-			l.mu.Lock()
-			defer l.mu.Unlock()
-			for _, s := range l.lines {
-				t.Log(s)
-			}
-		}
-	})
-	return l
-}
-
-func (l *logs) matching(sub ...string) int {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	n := 0
-next:
-	for _, s := range l.lines {
-		for _, x := range sub {
-			if !strings.Contains(s, x) {
-				continue next
-			}
-		}
-		n++
-	}
-	return n
-}
-
 // elector is one leasehold elector in this process, its client on a wire.
 type elector struct {
 	id   string
@@ -138,7 +99,7 @@ type elector struct {
 	leaders []string
 }
 
-func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *logs, opts ...func(*leasehold.Config)) *elector {
+func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
 	t.Helper()
 	e := &elector{id: id, wire: &wire{}, done: make(chan struct{})}
 	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.wrap(cp.Config()), tm.D))
@@ -170,15 +131,11 @@ func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg 
 		o(&cfg)
 	}
 	el, err := leasehold.New(cfg)
-	must(t, err)
+	testkit.Must(t, err)
 	e.el = el
 	ctx, cancel := context.WithCancel(context.Background())
 	e.cancel = cancel
-	ctx = klog.NewContext(ctx, funcr.New(func(prefix, args string) {
-		lg.mu.Lock()
-		defer lg.mu.Unlock()
-		lg.lines = append(lg.lines, fmt.Sprintf("%8.3fs %s %s %s", time.Since(lg.t0).Seconds(), id, prefix, args))
-	}, funcr.Options{Verbosity: 4}))
+	ctx = klog.NewContext(ctx, lg.Logger(id))
 	go func() {
 		defer close(e.done)
 		e.err = el.Run(ctx)

@@ -5,6 +5,8 @@ import (
 	"strconv"
 	"testing"
 	"time"
+
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // TestGoneOnResumeAfterCompaction: a leader's and a follower's watches
@@ -16,16 +18,16 @@ import (
 // follower never writes, and a release still reaches the follower on its
 // new watch in less than L - P (so not by expiry).
 func TestGoneOnResumeAfterCompaction(t *testing.T) {
-	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	ld := startElector(t, "leader", ns, "gone", std, tr, lg)
 	if s := tr.nextStart(t, 15*time.Second); s.id != "leader" {
 		t.Fatalf("%s started first", s.id)
 	}
 	fl := startElector(t, "follower", ns, "gone", std, tr, lg)
-	eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
+	testkit.Eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
 	for _, e := range []*elector{ld, fl} {
-		eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
+		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
 	}
 
 	// 1. Cut both watches; hold their resumptions.
@@ -38,7 +40,7 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 	}
 	cut := time.Now()
 	for _, e := range []*elector{ld, fl} {
-		eventually(t, 10*time.Second, e.id+"'s resumed watch", func() bool { return len(e.wire.heldRVs()) >= 1 })
+		testkit.Eventually(t, 10*time.Second, e.id+"'s resumed watch", func() bool { return len(e.wire.heldRVs()) >= 1 })
 		rv := e.wire.heldRVs()[0]
 		v, err := strconv.ParseInt(rv, 10, 64)
 		if err != nil {
@@ -49,9 +51,9 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 
 	// 2. The leader renews twice meanwhile; then etcd is compacted to its
 	// current revision, past both resume points.
-	eventually(t, 5*time.Second, "two renewals", func() bool { return ld.wire.count("update", cut, isOK) >= 2 })
+	testkit.Eventually(t, 5*time.Second, "two renewals", func() bool { return ld.wire.count("update", cut, isOK) >= 2 })
 	rev, err := cp.CompactEtcd(ctx)
-	must(t, err)
+	testkit.Must(t, err)
 	for e, v := range resume {
 		if v >= rev {
 			t.Fatalf("%s resumes from %d, not older than the compaction at %d", e.id, v, rev)
@@ -74,7 +76,7 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 		t.Errorf("leader: %d terms started, %d stopped; want 1 and 0 (its term survives its watch's 410)", starts, stops)
 	}
 	n := ld.wire.count("update", time.Now(), isOK)
-	eventually(t, 4*std.P, "renewals after the 410", func() bool { return ld.wire.count("update", time.Time{}, isOK) > n })
+	testkit.Eventually(t, 4*std.P, "renewals after the 410", func() bool { return ld.wire.count("update", time.Time{}, isOK) > n })
 	tr.noStart(t)
 	if n := fl.wire.count("update", time.Time{}, nil) + fl.wire.count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
@@ -94,30 +96,30 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 // survives the outage (RenewDeadline 15s, longer than the restart).
 func TestGoneAfterAPIServerRestart(t *testing.T) {
 	tm := timing{L: 20 * time.Second, D: 15 * time.Second, P: time.Second}
-	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	ld := startElector(t, "leader", ns, "restart", tm, tr, lg)
 	if s := tr.nextStart(t, 15*time.Second); s.id != "leader" {
 		t.Fatalf("%s started first", s.id)
 	}
 	fl := startElector(t, "follower", ns, "restart", tm, tr, lg)
-	eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
+	testkit.Eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
 	for _, e := range []*elector{ld, fl} {
-		eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
+		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
 	}
 	api, err := cp.APIServer()
-	must(t, err)
+	testkit.Must(t, err)
 
 	killed := time.Now()
-	must(t, api.Kill())
+	testkit.Must(t, api.Kill())
 	// Two writes: a watch from version v starts at v+1, which etcd still
 	// serves if it is the compaction revision itself.
 	for i := range 2 {
-		must(t, etcdPut(ctx, "/leasehold-test/other-writer", strconv.Itoa(i)))
+		testkit.Must(t, etcdPut(ctx, "/leasehold-test/other-writer", strconv.Itoa(i)))
 	}
 	rev, err := cp.CompactEtcd(ctx)
-	must(t, err)
-	must(t, api.Start(ctx))
+	testkit.Must(t, err)
+	testkit.Must(t, api.Start(ctx))
 	up := time.Now()
 	t.Logf("kube-apiserver down for %v; etcd compacted at revision %d meanwhile", up.Sub(killed).Round(time.Millisecond), rev)
 
@@ -130,7 +132,7 @@ func TestGoneAfterAPIServerRestart(t *testing.T) {
 	if starts, stops := ld.counts(); starts != 1 || stops != 0 {
 		t.Errorf("leader: %d terms started, %d stopped; want 1 and 0 (its term outlives a %v outage with RenewDeadline %v)", starts, stops, up.Sub(killed).Round(time.Millisecond), tm.D)
 	}
-	eventually(t, 4*tm.P, "a renewal after the restart", func() bool { return ld.wire.count("update", up, isOK) >= 1 })
+	testkit.Eventually(t, 4*tm.P, "a renewal after the restart", func() bool { return ld.wire.count("update", up, isOK) >= 1 })
 	tr.noStart(t)
 	if n := fl.wire.count("update", time.Time{}, nil) + fl.wire.count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader held it", n)
@@ -143,10 +145,10 @@ func TestGoneAfterAPIServerRestart(t *testing.T) {
 // a watch from rv, if rv is set), then for e to watch from the current
 // state (resourceVersion "") and receive events on that watch, without a
 // GET. It returns the 410.
-func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *logs) gone {
+func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *testkit.Logs) gone {
 	t.Helper()
 	var g gone
-	eventually(t, 30*time.Second, e.id+" to get a 410 Gone from the server", func() bool {
+	testkit.Eventually(t, 30*time.Second, e.id+" to get a 410 Gone from the server", func() bool {
 		for _, x := range e.wire.goneSeen() {
 			if !x.At.Before(since) && (rv == "" || x.RV == rv) {
 				g = x
@@ -156,7 +158,7 @@ func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *logs) g
 		return false
 	})
 	var fresh call
-	eventually(t, 10*time.Second, e.id+" to watch from the current state after the 410", func() bool {
+	testkit.Eventually(t, 10*time.Second, e.id+" to watch from the current state after the 410", func() bool {
 		for _, c := range e.wire.all() {
 			if c.Verb == "watch" && c.RV == "" && c.ok() && !c.Sent.Before(g.At) {
 				fresh = c
@@ -166,11 +168,11 @@ func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *logs) g
 		return false
 	})
 	events := e.wire.eventCount()
-	eventually(t, 10*time.Second, e.id+" to receive events on its new watch", func() bool { return e.wire.eventCount() > events })
+	testkit.Eventually(t, 10*time.Second, e.id+" to receive events on its new watch", func() bool { return e.wire.eventCount() > events })
 	if n := e.wire.count("get", g.At, nil) + e.wire.count("list", g.At, nil); n != 0 {
 		t.Errorf("%s read the Lease %d times after the 410; want 0 (the watch from the current state re-reads)", e.id, n)
 	}
-	if lg.matching(`"`+e.id+`"`, "410") == 0 && lg.matching(e.id, "re-reading through a watch") == 0 {
+	if len(lg.Matching(`"`+e.id+`"`, "410")) == 0 && len(lg.Matching(e.id, "re-reading through a watch")) == 0 {
 		t.Errorf("%s logged nothing about the 410", e.id)
 	}
 	kind := "HTTP 410"

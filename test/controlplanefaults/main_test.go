@@ -15,19 +15,12 @@ import (
 	"fmt"
 	"net/http"
 	"os"
-	"regexp"
-	"strings"
-	"sync/atomic"
 	"testing"
-	"time"
 
-	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 var (
@@ -36,40 +29,13 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	ctrllog.SetLogger(logr.Discard())
-	var err error
-	cp, err = controlplane.Start(controlplane.WithAPIServerFlag("watch-cache", "false"))
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: these tests need a real control plane: %v\n", err)
-		os.Exit(1)
-	}
-	admin = kubernetes.NewForConfigOrDie(cp.Config())
-	code := m.Run()
-	if err := cp.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "stopping the control plane: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(testkit.RunWithControlPlane(m, func(c *controlplane.ControlPlane) error {
+		cp, admin = c, kubernetes.NewForConfigOrDie(c.Config())
+		return nil
+	}, controlplane.WithAPIServerFlag("watch-cache", "false")))
 }
 
-var nsSeq atomic.Int32
-
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	base := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(strings.TrimPrefix(t.Name(), "Test"), "-"))
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	name := fmt.Sprintf("cpf-%s-%d", strings.Trim(base, "-"), nsSeq.Add(1))
-	ctx := context.Background()
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
-	return name
-}
+func newNamespace(t *testing.T) string { return testkit.Namespace(t, admin, "cpf") }
 
 // etcdPut writes a key straight into etcd (its JSON gateway), moving its
 // revision on, as another API server's writes would while this one is down.
@@ -91,22 +57,4 @@ func etcdPut(ctx context.Context, key, value string) error {
 		return fmt.Errorf("etcd put: %s", resp.Status)
 	}
 	return nil
-}
-
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
 }

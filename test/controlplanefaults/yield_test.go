@@ -12,6 +12,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // Found by the chaos harness (-mode yield, two annotation yields 26ms
@@ -28,7 +29,7 @@ import (
 // the holder (a metadata change) is retried on the newer version, or the
 // newer preference is honoured; either way c, named last, leads next.
 func TestYieldReleaseRacesAnnotation(t *testing.T) {
-	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	a := startElector(t, "a", ns, "race", std, tr, lg, rejoin)
 	if s := tr.nextStart(t, 15*time.Second); s.id != "a" {
@@ -36,12 +37,12 @@ func TestYieldReleaseRacesAnnotation(t *testing.T) {
 	}
 	startElector(t, "b", ns, "race", std, tr, lg, rejoin)
 	c := startElector(t, "c", ns, "race", std, tr, lg, rejoin)
-	eventually(t, 10*time.Second, "c to see a", func() bool { return c.sees("a") })
+	testkit.Eventually(t, 10*time.Second, "c to see a", func() bool { return c.sees("a") })
 
 	annotate := func(to string) {
 		patch, _ := json.Marshal(map[string]any{"metadata": map[string]any{"annotations": map[string]string{leasehold.PreferredHolderAnnotation: to}}})
 		_, err := admin.CoordinationV1().Leases(ns).Patch(ctx, "race", types.MergePatchType, patch, metav1.PatchOptions{})
-		must(t, err)
+		testkit.Must(t, err)
 	}
 	// Just before a's release goes out, the operator names c.
 	var once sync.Once
@@ -78,22 +79,22 @@ func TestYieldReleaseRacesAnnotation(t *testing.T) {
 // Lease within milliseconds; the sit-out should not hold back a process
 // that a release names.
 func TestYieldToRecentYielder(t *testing.T) {
-	ns, tr, lg := newNamespace(t), newTracker(), newLogs(t)
+	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	a := startElector(t, "a", ns, "again", std, tr, lg, rejoin)
 	if s := tr.nextStart(t, 15*time.Second); s.id != "a" {
 		t.Fatalf("%s started first", s.id)
 	}
 	b := startElector(t, "b", ns, "again", std, tr, lg, rejoin)
-	eventually(t, 10*time.Second, "b to see a", func() bool { return b.sees("a") })
+	testkit.Eventually(t, 10*time.Second, "b to see a", func() bool { return b.sees("a") })
 
-	must(t, a.el.Yield(ctx, ""))
+	testkit.Must(t, a.el.Yield(ctx, ""))
 	if s := tr.nextStart(t, 5*time.Second); s.id != "b" {
 		t.Fatalf("%s took the Lease after a's yield to anyone, want b", s.id)
 	}
-	eventually(t, 5*time.Second, "b to lead", b.el.IsLeader)
+	testkit.Eventually(t, 5*time.Second, "b to lead", b.el.IsLeader)
 	sent := time.Now()
-	must(t, b.el.Yield(ctx, "a"))
+	testkit.Must(t, b.el.Yield(ctx, "a"))
 	s := tr.nextStart(t, std.L+std.P+5*time.Second)
 	lat := s.at.Sub(sent)
 	if s.id != "a" {

@@ -10,15 +10,11 @@ package coordinated
 import (
 	"context"
 	"net/http"
-	"os"
-	"strings"
 	"sync"
 	"syscall"
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -26,32 +22,19 @@ import (
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/test/bench"
 	"github.com/leasehold/leasehold/test/controlplane"
 	"github.com/leasehold/leasehold/test/deployyaml"
+	"github.com/leasehold/leasehold/test/testkit"
 )
-
-func TestMain(m *testing.M) {
-	ctrllog.SetLogger(logr.Discard()) // envtest's logger
-	os.Exit(m.Run())
-}
 
 // start starts a control plane for one test, failing (never skipping)
 // when it cannot.
 func start(t *testing.T, opts ...controlplane.Option) (*controlplane.ControlPlane, *rest.Config, kubernetes.Interface) {
 	t.Helper()
-	cp, err := controlplane.Start(opts...)
-	if err != nil {
-		t.Fatalf("a real control plane is needed: %v", err)
-	}
-	t.Cleanup(func() {
-		if err := cp.Stop(); err != nil {
-			t.Errorf("stopping the control plane: %v", err)
-		}
-	})
+	cp := testkit.StartControlPlane(t, opts...)
 	cfg := cp.Config()
 	cfg.WarningHandler = rest.NoWarnings{} // LeaseCandidate v1beta1 is deprecated: a warning per request
 	return cp, cfg, kubernetes.NewForConfigOrDie(cfg)
@@ -63,32 +46,6 @@ func apiServerAlive(t *testing.T, cp *controlplane.ControlPlane, pid int) {
 	if err := syscall.Kill(pid, 0); err != nil {
 		t.Fatalf("kube-apiserver (pid %d) has exited: %v", pid, err)
 	}
-}
-
-// lines is a logger that keeps its lines.
-type lines struct {
-	mu  sync.Mutex
-	all []string
-}
-
-func (l *lines) logger() logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		l.mu.Lock()
-		defer l.mu.Unlock()
-		l.all = append(l.all, prefix+" "+args)
-	}, funcr.Options{})
-}
-
-func (l *lines) matching(s string) []string {
-	l.mu.Lock()
-	defer l.mu.Unlock()
-	var out []string
-	for _, x := range l.all {
-		if strings.Contains(x, s) {
-			out = append(out, x)
-		}
-	}
-	return out
 }
 
 // An older-emulation-version candidate joins a running election: the
@@ -176,8 +133,8 @@ func TestCandidateLifecycle(t *testing.T) {
 	}
 	sa := kubernetes.NewForConfigOrDie(saCfg)
 	waitAllowed(t, sa, ns, name)
-	logs := &lines{}
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
+	logs := testkit.NewLogs(t, 0)
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger(id)))
 	defer cancel()
 	var mu sync.Mutex
 	var started, returned time.Time
@@ -200,13 +157,7 @@ func TestCandidateLifecycle(t *testing.T) {
 	done := make(chan error, 1)
 	go func() { done <- e.Run(ctx) }()
 
-	deadline := time.Now().Add(60 * time.Second)
-	for !e.IsLeader() {
-		if time.Now().After(deadline) {
-			t.Fatalf("not elected by the controller within 60s; log:\n%s", strings.Join(logs.matching(""), "\n"))
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
+	testkit.Eventually(t, 60*time.Second, "election by the controller", e.IsLeader)
 	lc, err := cs.CoordinationV1beta1().LeaseCandidates(ns).Get(ctx, id, metav1.GetOptions{})
 	if err != nil {
 		t.Fatalf("LeaseCandidate: %v", err)
@@ -221,8 +172,8 @@ func TestCandidateLifecycle(t *testing.T) {
 	if l.Spec.Strategy == nil || l.Spec.AcquireTime == nil || *l.Spec.LeaseDurationSeconds != 15 {
 		t.Fatalf("the controller's Lease was not taken up as leasehold's: %+v", l.Spec)
 	}
-	if len(logs.matching("Taking up the term the election controller assigned")) != 1 {
-		t.Errorf("take-up not logged once:\n%s", strings.Join(logs.matching(""), "\n"))
+	if len(logs.Matching("Taking up the term the election controller assigned")) != 1 {
+		t.Errorf("take-up not logged once (the log follows)")
 	}
 
 	cancel()
@@ -281,8 +232,8 @@ func TestFallbackWithDefaultGates(t *testing.T) {
 	_, _, cs := start(t)
 	took, logs, stop := runUntilLeading(t, cs, "fallback", 10*time.Second)
 	t.Logf("led %v after Run", took.Round(time.Millisecond))
-	if n := len(logs.matching("LeaseCandidate API (coordination.k8s.io/v1beta1) is not served")); n != 1 {
-		t.Fatalf("the fallback was logged %d times, want once:\n%s", n, strings.Join(logs.matching(""), "\n"))
+	if n := len(logs.Matching("LeaseCandidate API (coordination.k8s.io/v1beta1) is not served")); n != 1 {
+		t.Fatalf("the fallback was logged %d times, want once (the log follows)", n)
 	}
 	stop()
 }
@@ -297,8 +248,8 @@ func TestNoControllerCampaignsAfterGrace(t *testing.T) {
 	if took < 19*time.Second {
 		t.Fatalf("led after %v: did not leave the Lease to a controller first", took)
 	}
-	if len(logs.matching("Registered as a LeaseCandidate")) != 1 || len(logs.matching("No election controller named a holder")) != 1 {
-		t.Fatalf("log:\n%s", strings.Join(logs.matching(""), "\n"))
+	if len(logs.Matching("Registered as a LeaseCandidate")) != 1 || len(logs.Matching("No election controller named a holder")) != 1 {
+		t.Fatalf("want one line each of the registration and of the campaign after the grace (the log follows)")
 	}
 	stop()
 }
@@ -307,10 +258,10 @@ func TestNoControllerCampaignsAfterGrace(t *testing.T) {
 // for the Lease name until it leads, failing the test after within. It
 // returns how long that took, the Elector's log, and stop, which cancels
 // Run and fails the test unless Run returns nil.
-func runUntilLeading(t *testing.T, cs kubernetes.Interface, name string, within time.Duration) (time.Duration, *lines, func()) {
+func runUntilLeading(t *testing.T, cs kubernetes.Interface, name string, within time.Duration) (time.Duration, *testkit.Logs, func()) {
 	t.Helper()
-	logs := &lines{}
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger()))
+	logs := testkit.NewLogs(t, 0)
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger("a")))
 	t.Cleanup(cancel)
 	e, err := leasehold.NewCoordinated(leasehold.Config{
 		Lock:      &leasehold.LeaseLock{Namespace: "default", Name: name, Identity: "a", Client: cs.CoordinationV1()},
@@ -322,12 +273,7 @@ func runUntilLeading(t *testing.T, cs kubernetes.Interface, name string, within 
 	done := make(chan error, 1)
 	t0 := time.Now()
 	go func() { done <- e.Run(ctx) }()
-	for !e.IsLeader() {
-		if time.Since(t0) > within {
-			t.Fatalf("did not lead within %v; log:\n%s", within, strings.Join(logs.matching(""), "\n"))
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
+	testkit.Poller{Every: 5 * time.Millisecond}.Eventually(t, within, "a to lead", e.IsLeader)
 	took := time.Since(t0)
 	return took, logs, func() {
 		t.Helper()

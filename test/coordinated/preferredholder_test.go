@@ -16,6 +16,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/test/bench"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // A yield writes spec.preferredHolder as well as the annotation only where
@@ -124,17 +125,17 @@ func yieldOnce(t *testing.T, cs kubernetes.Interface, name string, withStrategy 
 		electors[id] = e
 		go func() { done <- e.Run(ctx) }()
 		if id == "a" {
-			waitFor(t, "a leads", func() bool { return e.IsLeader() })
+			poll.Eventually(t, handoffWithin, "a leads", func() bool { return e.IsLeader() })
 		}
 	}
 	a, b := electors["a"], electors["b"]
-	waitFor(t, "b follows a", func() bool { return b.Leader() == "a" })
+	poll.Eventually(t, handoffWithin, "b follows a", func() bool { return b.Leader() == "a" })
 	yctx, ycancel := context.WithTimeout(ctx, 30*time.Second)
 	defer ycancel()
 	if err := a.Yield(yctx, "b"); err != nil {
 		t.Fatalf("%s: Yield = %v; writes seen:\n%s", name, err, seen)
 	}
-	waitFor(t, "b leads", func() bool { return b.IsLeader() })
+	poll.Eventually(t, handoffWithin, "b leads", func() bool { return b.IsLeader() })
 	cur, err := leases.Get(ctx, name, metav1.GetOptions{})
 	if err != nil {
 		t.Fatal(err)
@@ -152,15 +153,8 @@ func yieldOnce(t *testing.T, cs kubernetes.Interface, name string, withStrategy 
 	return seen
 }
 
-// waitFor polls cond for up to 30s, far above what a loaded 2-core machine
-// needs for a handoff that takes milliseconds.
-func waitFor(t *testing.T, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(30 * time.Second)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out waiting for: %s", what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-}
+// handoffWithin is far above what a loaded 2-core machine needs for a
+// handoff that takes milliseconds; poll polls every 5ms.
+const handoffWithin = 30 * time.Second
+
+var poll = testkit.Poller{Every: 5 * time.Millisecond}

@@ -18,6 +18,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/fence"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // guaranteeSide is one policy installed in a namespace of its own, so
@@ -333,7 +334,7 @@ func TestGuaranteeTable(t *testing.T) {
 		for _, side := range []guaranteeSide{stamp, ident} {
 			setLease(t, side.ns, leaseName, "", 5)
 		}
-		eventually(t, 10*time.Second, "the released Leases to refuse the last holder", func() bool {
+		testkit.Eventually(t, 10*time.Second, "the released Leases to refuse the last holder", func() bool {
 			_, e1 := stamp.b.CoreV1().ConfigMaps(stamp.ns).Create(ctx, configMap(t, stamp.ns, "", &stamp.cur), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			_, e2 := ident.b.CoreV1().ConfigMaps(ident.ns).Create(ctx, configMap(t, ident.ns, "", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 			return e1 != nil && e2 != nil
@@ -347,7 +348,7 @@ func TestGuaranteeTable(t *testing.T) {
 				t.Fatal(err)
 			}
 			c := side.b
-			eventually(t, 10*time.Second, "writes to be refused without the Lease in "+side.ns, func() bool {
+			testkit.Eventually(t, 10*time.Second, "writes to be refused without the Lease in "+side.ns, func() bool {
 				_, err = c.CoreV1().ConfigMaps(side.ns).Create(ctx, configMap(t, side.ns, name(), &side.cur), metav1.CreateOptions{})
 				return apierrors.IsInvalid(err)
 			})

@@ -3,9 +3,7 @@ package fencing
 import (
 	"context"
 	"fmt"
-	"regexp"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -22,6 +20,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/fence"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 const (
@@ -31,24 +30,13 @@ const (
 	leaseName    = "fenced"
 )
 
-var nsSeq atomic.Int32
-
 // newNamespace creates a namespace for one test, deleted when it ends,
 // with the service account controllerSA allowed to do anything in it.
 func newNamespace(t *testing.T) string {
 	t.Helper()
-	controlPlane(t)
-	base := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
-	base = strings.Trim(strings.TrimPrefix(base, "test"), "-")
-	if len(base) > 40 {
-		base = strings.Trim(base[:40], "-")
-	}
-	name := fmt.Sprintf("f-%s-%d", base, nsSeq.Add(1))
+	shared.Get(t)
+	name := testkit.Namespace(t, admin, "f")
 	ctx := context.Background()
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
 	_, err := admin.RbacV1().Roles(name).Create(ctx, &rbacv1.Role{
 		ObjectMeta: metav1.ObjectMeta{Name: "controller-all"},
 		Rules:      []rbacv1.PolicyRule{{APIGroups: []string{"*"}, Resources: []string{"*"}, Verbs: []string{"*"}}},
@@ -212,17 +200,5 @@ func wantAdmitted(t *testing.T, what string, err error) {
 	t.Helper()
 	if err != nil {
 		t.Errorf("%s: %v; want it admitted", what, err)
-	}
-}
-
-// eventually polls cond every 10ms until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
 	}
 }

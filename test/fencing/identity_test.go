@@ -14,6 +14,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold/fence"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // installIdentityPolicy installs fence.IdentityPolicy for ns/leaseName,
@@ -107,7 +108,7 @@ func TestIdentityPolicy(t *testing.T) {
 	b := startElector(t, electorOpts{ns: ns, id: bID, release: true})
 	a.stop(t)
 	b.leads(t, 20*time.Second)
-	eventually(t, 10*time.Second, "the new leader pod's write to be admitted", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the new leader pod's write to be admitted", func() bool {
 		_, err = podB.CoreV1().ConfigMaps(ns).Create(ctx, configMap(t, ns, "by-b", nil), metav1.CreateOptions{})
 		return err == nil
 	})
@@ -130,7 +131,7 @@ func TestIdentityPolicy(t *testing.T) {
 
 	// Released: nobody's pod may write.
 	b.stop(t)
-	eventually(t, 10*time.Second, "the released Lease to refuse the last holder", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the released Lease to refuse the last holder", func() bool {
 		_, err = podB.CoreV1().ConfigMaps(ns).Create(ctx, configMap(t, ns, "after-release", nil), metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
 		return err != nil
 	})
@@ -183,7 +184,7 @@ func TestIdentityPolicyWithBoundToken(t *testing.T) {
 	wantAdmitted(t, "the leader pod's create with its own token", err)
 
 	setLease(t, ns, leaseName, "pod-b", 1)
-	eventually(t, 10*time.Second, "the takeover to refuse the old pod", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the takeover to refuse the old pod", func() bool {
 		return c.CoreV1().ConfigMaps(ns).Delete(ctx, "x", metav1.DeleteOptions{DryRun: []string{metav1.DryRunAll}}) != nil
 	})
 	err = c.CoreV1().ConfigMaps(ns).Delete(ctx, "x", metav1.DeleteOptions{})

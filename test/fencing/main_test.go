@@ -13,64 +13,38 @@
 package fencing
 
 import (
-	"fmt"
 	"os"
-	"sync"
 	"testing"
-	"time"
 
-	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leasehold/leasehold/test/bench"
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 var (
-	cpOnce sync.Once
-	cpErr  error
-	cp     *controlplane.ControlPlane
-	admin  kubernetes.Interface
+	cp    *controlplane.ControlPlane
+	admin kubernetes.Interface
+	// shared is started by the first test that needs it. The watch cache
+	// is on, as in production (envtest turns it off): the API server's
+	// copy of the Lease comes through it.
+	shared = &testkit.Shared{
+		Options: bench.FenceControlPlane(),
+		Setup: func(c *controlplane.ControlPlane) error {
+			cp = c
+			admin = kubernetes.NewForConfigOrDie(adminConfig())
+			return nil
+		},
+	}
 )
 
 func TestMain(m *testing.M) {
 	if os.Getenv(helperEnv) != "" {
 		os.Exit(helperMain())
 	}
-	// envtest logs through controller-runtime's logger; without a logger
-	// it prints a warning with a stack trace after 30s.
-	ctrllog.SetLogger(logr.Discard())
-	code := m.Run()
-	if cp != nil {
-		if err := cp.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "fencing: stopping the control plane: %v\n", err)
-			if code == 0 {
-				code = 1
-			}
-		}
-	}
-	os.Exit(code)
-}
-
-// controlPlane starts the control plane on first use, and fails the test
-// (never skips it) if it cannot.
-func controlPlane(t *testing.T) {
-	t.Helper()
-	cpOnce.Do(func() {
-		// The watch cache is on, as in production (envtest turns it off):
-		// the API server's copy of the Lease comes through it.
-		cp, cpErr = controlplane.Start(bench.FenceControlPlane()...)
-		if cpErr != nil {
-			return
-		}
-		fmt.Fprintf(os.Stderr, "fencing: kube-apiserver and etcd from %s ready in %v\n", cp.BinDir(), cp.StartupTime.Round(time.Millisecond))
-		admin = kubernetes.NewForConfigOrDie(adminConfig())
-	})
-	if cpErr != nil {
-		t.Fatalf("fencing tests need a real control plane: %v", cpErr)
-	}
+	os.Exit(shared.Run(m))
 }
 
 // adminConfig is the admin (system:masters) config with room for the

@@ -23,7 +23,7 @@ const measureEnv = "LEASEHOLD_FENCE_MEASURE"
 // refused, no later write of it is admitted; the old term is refused and
 // the new term admitted in the end of every takeover.
 func TestMeasure(t *testing.T) {
-	controlPlane(t)
+	shared.Get(t)
 	o := bench.FenceSmokeOptions()
 	if os.Getenv(measureEnv) == "1" {
 		o = bench.FenceFullOptions()

@@ -25,6 +25,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/fence"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // helperEnv, set, makes the test binary run helperMain instead of the
@@ -224,7 +225,7 @@ func TestPausedLeaderEveryWriteRefused(t *testing.T) {
 	}
 	installStampPolicy(t, ns, false)
 	enforced := time.Now()
-	eventually(t, 10*time.Second, "the leader's writes to be admitted under the policy", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the leader's writes to be admitted under the policy", func() bool {
 		n := 0
 		for _, w := range h.snapshot() {
 			if w.start.After(enforced) && w.outcome == "ok" {

@@ -13,6 +13,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/fence"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // installStampPolicy installs fence.Policy for the Lease ns/leaseName,
@@ -38,7 +39,7 @@ func waitAdmits(t *testing.T, ns string, term leasehold.Term) {
 	t.Helper()
 	w := clientAs(writer(ns), "")
 	var err error
-	eventually(t, 10*time.Second, "the API server to admit term "+term.String(), func() bool {
+	testkit.Eventually(t, 10*time.Second, "the API server to admit term "+term.String(), func() bool {
 		cm := configMap(t, ns, "", &term)
 		cm.GenerateName = "wait-"
 		_, err = w.CoreV1().ConfigMaps(ns).Create(context.Background(), cm, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
@@ -120,7 +121,7 @@ func TestStampPolicyDecisions(t *testing.T) {
 
 	// A Lease with no holder admits no stamp.
 	setLease(t, ns, leaseName, "", 3)
-	eventually(t, 10*time.Second, "the released Lease to refuse the old term", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the released Lease to refuse the old term", func() bool {
 		err = update(ctx, w, ns, "current", &cur)
 		return err != nil
 	})
@@ -135,7 +136,7 @@ func TestStampPolicyDecisions(t *testing.T) {
 	if err := admin.CoordinationV1().Leases(ns).Delete(ctx, leaseName, metav1.DeleteOptions{}); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 10*time.Second, "writes to be refused without the Lease", func() bool {
+	testkit.Eventually(t, 10*time.Second, "writes to be refused without the Lease", func() bool {
 		err = update(ctx, w, ns, "current", &cur)
 		return apierrors.IsInvalid(err)
 	})

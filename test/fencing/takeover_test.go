@@ -11,6 +11,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/fence"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // The current leader's stamped writes are admitted; after another replica
@@ -74,7 +75,7 @@ func TestDeposedLeaderWritesRefused(t *testing.T) {
 	// milliseconds the API server's copy of the Lease lags the takeover;
 	// once admitted, the API server has seen b's term, and a's is over.
 	var err error
-	eventually(t, 10*time.Second, "the new leader's write to be admitted", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the new leader's write to be admitted", func() bool {
 		err = updateStamped(ctx, b.workCtx(), ns, "shared")
 		if err != nil && !fence.IsFenced(err) {
 			t.Fatalf("the new leader's write: %v", err)
@@ -130,7 +131,7 @@ func TestReleasedLeaderWritesRefused(t *testing.T) {
 	}
 	a.stop(t)
 	var err error
-	eventually(t, 10*time.Second, "the released term to be refused", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the released term to be refused", func() bool {
 		err = updateStamped(ctx, wctx, ns, "obj")
 		return err != nil
 	})

@@ -200,7 +200,7 @@ func decodeDeployFile(t *testing.T, f deployFile) (*admissionregistrationv1.Vali
 // The YAML files, applied as they are, fence the example's writes on the
 // real API server.
 func TestDeployYAMLEnforced(t *testing.T) {
-	controlPlane(t)
+	shared.Get(t)
 	ctx := context.Background()
 	stampVAP, stampBinding := decodeDeployFile(t, deployFiles[0])
 	idVAP, idBinding := decodeDeployFile(t, deployFiles[1])

@@ -5,6 +5,8 @@ import (
 	"sync/atomic"
 	"testing"
 	"time"
+
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // Run's ctx is cancelled while the leader's renewal is in flight, and the
@@ -37,8 +39,8 @@ func TestCancelDuringRenewalReturnsNil(t *testing.T) {
 		if err := c.wait(t, 10*time.Second); err != nil {
 			t.Errorf("round %d: Run returned %v after its ctx was cancelled during a renewal, want nil", i, err)
 		}
-		if l := getLease(t, ns, name); holder(l) != "" {
-			t.Errorf("round %d: Lease still held by %q after the step-down, want released", i, holder(l))
+		if l := testkit.GetLease(t, admin, ns, name); testkit.Holder(l) != "" {
+			t.Errorf("round %d: Lease still held by %q after the step-down, want released", i, testkit.Holder(l))
 		}
 	}
 }

@@ -8,6 +8,8 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/tools/clientcmd"
+
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // A kubeconfig written by WriteKubeconfig reaches the control plane as the
@@ -17,19 +19,19 @@ func TestWriteKubeconfig(t *testing.T) {
 	dir := t.TempDir()
 
 	adminPath := filepath.Join(dir, "admin.kubeconfig")
-	must(t, cp.WriteKubeconfig(adminPath, nil))
+	testkit.Must(t, cp.WriteKubeconfig(adminPath, nil))
 	cfg, err := clientcmd.BuildConfigFromFlags("", adminPath)
-	must(t, err)
+	testkit.Must(t, err)
 	if _, err := kubernetes.NewForConfigOrDie(cfg).CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{}); err != nil {
 		t.Fatalf("admin kubeconfig: %v", err)
 	}
 
 	user, err := cp.AddUser("kubeconfig-user", nil)
-	must(t, err)
+	testkit.Must(t, err)
 	userPath := filepath.Join(dir, "user.kubeconfig")
-	must(t, cp.WriteKubeconfig(userPath, user))
+	testkit.Must(t, cp.WriteKubeconfig(userPath, user))
 	cfg, err = clientcmd.BuildConfigFromFlags("", userPath)
-	must(t, err)
+	testkit.Must(t, err)
 	_, err = kubernetes.NewForConfigOrDie(cfg).CoreV1().Namespaces().Get(context.Background(), ns, metav1.GetOptions{})
 	if err == nil || !isForbidden(err) {
 		t.Fatalf("user kubeconfig: GET namespace answered %v, want 403 for an unbound user", err)

@@ -18,6 +18,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/controllerruntime"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // reconcileLog records every reconcile of the test's replicas.
@@ -73,7 +74,7 @@ type crReplica struct {
 	err    error // mgr.Start's result, valid once done is closed
 }
 
-func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *logBuffer) *crReplica {
+func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *testkit.Logs) *crReplica {
 	t.Helper()
 	cfg := cp.Config()
 	mgr, err := manager.New(cfg, manager.Options{
@@ -81,9 +82,9 @@ func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *
 		Metrics:                metricsserver.Options{BindAddress: "0"},
 		HealthProbeBindAddress: "0",
 		Cache:                  cache.Options{DefaultNamespaces: map[string]cache.Config{ns: {}}},
-		Logger:                 logs.logger(id + "/mgr"),
+		Logger:                 logs.Logger(id + "/mgr"),
 	})
-	must(t, err)
+	testkit.Must(t, err)
 	rec := &recorder{}
 	cs := clientFor(cfg, std.D, rec)
 	gate, err := controllerruntime.New(mgr, leasehold.Config{
@@ -93,16 +94,16 @@ func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *
 		RetryPeriod:     std.P,
 		ReleaseOnCancel: true,
 	})
-	must(t, err)
+	testkit.Must(t, err)
 	// Controller names are unique per process: one per replica.
 	err = ctrl.NewControllerManagedBy(gate.Manager()).
 		Named("configmaps-" + id).
 		For(&corev1.ConfigMap{}).
 		Complete(rl.reconciler(id))
-	must(t, err)
-	must(t, mgr.AddHealthzCheck("leader-election", controllerruntime.HealthzChecker(gate.Elector(), std.P)))
+	testkit.Must(t, err)
+	testkit.Must(t, mgr.AddHealthzCheck("leader-election", controllerruntime.HealthzChecker(gate.Elector(), std.P)))
 
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger(id)))
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger(id)))
 	r := &crReplica{id: id, rec: rec, gate: gate, cancel: cancel, done: make(chan struct{})}
 	go func() {
 		defer close(r.done)
@@ -135,7 +136,7 @@ func (r *crReplica) elected() bool {
 func TestCRLeader(t *testing.T) {
 	ctx := context.Background()
 	ns, lease := newNamespace(t), "cr-leader"
-	rl, logs := &reconcileLog{}, newLogBuffer(t)
+	rl, logs := &reconcileLog{}, testkit.NewLogs(t, 4)
 	a := startCRReplica(t, "replica-a", ns, lease, rl, logs)
 	b := startCRReplica(t, "replica-b", ns, lease, rl, logs)
 
@@ -151,7 +152,7 @@ func TestCRLeader(t *testing.T) {
 	if follower.elected() {
 		t.Fatal("both replicas elected")
 	}
-	if got := holder(getLease(t, ns, lease)); got != leader.id {
+	if got := testkit.Holder(testkit.GetLease(t, admin, ns, lease)); got != leader.id {
 		t.Fatalf("Lease held by %q; %s says it leads", got, leader.id)
 	}
 
@@ -160,9 +161,9 @@ func TestCRLeader(t *testing.T) {
 		_, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
 			ObjectMeta: metav1.ObjectMeta{Name: n}, Data: map[string]string{"k": n},
 		}, metav1.CreateOptions{})
-		must(t, err)
+		testkit.Must(t, err)
 	}
-	eventually(t, 10*time.Second, "the leader to reconcile every ConfigMap", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the leader to reconcile every ConfigMap", func() bool {
 		for _, n := range cms {
 			if !rl.reconciled(leader.id, n) {
 				return false
@@ -218,15 +219,15 @@ func TestCRLeader(t *testing.T) {
 	_, err := admin.CoreV1().ConfigMaps(ns).Create(ctx, &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Name: "cm-after"}, Data: map[string]string{"k": "after"},
 	}, metav1.CreateOptions{})
-	must(t, err)
-	eventually(t, 10*time.Second, "the new leader to reconcile cm-after", func() bool { return rl.reconciled(follower.id, "cm-after") })
+	testkit.Must(t, err)
+	testkit.Eventually(t, 10*time.Second, "the new leader to reconcile cm-after", func() bool { return rl.reconciled(follower.id, "cm-after") })
 	if rl.reconciled(leader.id, "cm-after") {
 		t.Errorf("the stopped leader %s reconciled cm-after", leader.id)
 	}
 
 	// The new leader reconciles the existing ConfigMaps too (its initial
 	// list), in no particular order relative to cm-after.
-	eventually(t, 10*time.Second, "the new leader to reconcile the existing ConfigMaps", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the new leader to reconcile the existing ConfigMaps", func() bool {
 		for _, n := range cms {
 			if !rl.reconciled(follower.id, n) {
 				return false
@@ -249,7 +250,7 @@ func TestCRLeader(t *testing.T) {
 				leader.id, e.name, e.end.Format("15:04:05.000"), follower.id, firstNew.Format("15:04:05.000"))
 		}
 	}
-	if l := holder(getLease(t, ns, lease)); l != follower.id {
+	if l := testkit.Holder(testkit.GetLease(t, admin, ns, lease)); l != follower.id {
 		t.Errorf("Lease held by %q after the takeover, want %s", l, follower.id)
 	}
 	t.Logf("old leader %s: %d reconciles; new leader %s: %d; takeover %v; gap between last old and first new reconcile %v; first new reconcile %v after cancel",

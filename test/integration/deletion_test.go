@@ -10,6 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // requestsSince counts every lease request the recorders saw since t.
@@ -32,7 +33,7 @@ func TestDeletedLeaseRealServer(t *testing.T) {
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ns, name := newNamespace(t), "deleted"
-			tr, logs := newTracker(), newLogBuffer(t)
+			tr, logs := newTracker(), testkit.NewLogs(t, 4)
 			var recs []*recorder
 			for i := 0; i < replicas; i++ {
 				c := startCandidate(t, candidateOpts{id: fmt.Sprintf("r%d", i), ns: ns, name: name, t: std, tr: tr, logs: logs, rejoin: true})
@@ -68,7 +69,7 @@ func TestDeletedLeaseRealServer(t *testing.T) {
 // of the old one's work ending.
 func TestTenYieldsKeepTheFleetRealServer(t *testing.T) {
 	ns, name := newNamespace(t), "yields"
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	cands := map[string]*candidate{}
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("m%d", i+1)
@@ -95,7 +96,7 @@ func TestTenYieldsKeepTheFleetRealServer(t *testing.T) {
 			t.Fatalf("yield %d: annotating: %v", i, err)
 		}
 		next := tr.nextStart(t, std.L)
-		eventually(t, 5*time.Second, leader+" stopped", func() bool { return old.stopCount() > stopsBefore })
+		testkit.Eventually(t, 5*time.Second, leader+" stopped", func() bool { return old.stopCount() > stopsBefore })
 		if next.id == leader || (to != "*" && next.id != to) {
 			t.Fatalf("yield %d by %s to %s: %s took it", i, leader, to, next.id)
 		}

@@ -14,6 +14,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/leasehold/leasehold/test/deployyaml"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // TestDeployRBAC applies examples/deploy/rbac.yaml as shipped (only the
@@ -45,8 +46,8 @@ func TestDeployRBAC(t *testing.T) {
 	if _, err := saClient.CoordinationV1().Leases(ns).Get(ctx, name, metav1.GetOptions{}); !apierrors.IsForbidden(err) {
 		t.Fatalf("unbound %s: GET lease answered %v, want 403 Forbidden", saUser, err)
 	}
-	must(t, m.Apply(ctx, admin, ns))
-	eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
+	testkit.Must(t, m.Apply(ctx, admin, ns))
+	testkit.Eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
 		r, err := saClient.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: ns, Verb: "update", Group: "coordination.k8s.io", Resource: "leases", Name: name,
@@ -59,7 +60,7 @@ func TestDeployRBAC(t *testing.T) {
 		t.Errorf("%s: GET of another lease answered %v, want 403 Forbidden", saUser, err)
 	}
 
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	a := startCandidate(t, candidateOpts{id: "pod-a", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: saCfg})
 	first := tr.nextStart(t, 10*time.Second)
 	if first.id != a.id {
@@ -69,8 +70,8 @@ func TestDeployRBAC(t *testing.T) {
 	leader, follower := a, b
 
 	renewed := func(c call) bool { return c.ok() && c.Holder == leader.id }
-	eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.count("update", time.Time{}, renewed) >= 3 })
-	eventually(t, 5*time.Second, "the follower's watch", func() bool {
+	testkit.Eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.count("update", time.Time{}, renewed) >= 3 })
+	testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool {
 		return follower.rec.count("watch", time.Time{}, func(c call) bool { return c.ok() }) >= 1
 	})
 	follower.waitSees(t, leader.id, 5*time.Second)
@@ -78,7 +79,7 @@ func TestDeployRBAC(t *testing.T) {
 	cancelled := time.Now()
 	leader.cancel()
 	next := tr.nextStart(t, 5*time.Second)
-	must(t, leader.wait(t, 5*time.Second))
+	testkit.Must(t, leader.wait(t, 5*time.Second))
 	if next.id != follower.id {
 		t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
 	}
@@ -95,9 +96,9 @@ func TestDeployRBAC(t *testing.T) {
 	// The follower took over from the release, which reached it on its
 	// watch: no read, and sooner than any expiry.
 	checkReleaseHandoff(t, follower.id, next.at.Sub(releases[0].Sent), std, follower.rec, cancelled)
-	must(t, follower.stop(t))
-	if l := getLease(t, ns, name); holder(l) != "" {
-		t.Errorf("after both released, Lease held by %q", holder(l))
+	testkit.Must(t, follower.stop(t))
+	if l := testkit.GetLease(t, admin, ns, name); testkit.Holder(l) != "" {
+		t.Errorf("after both released, Lease held by %q", testkit.Holder(l))
 	}
 	t.Logf("handoff %v after the leader was cancelled", handoff.Round(time.Millisecond))
 
@@ -109,13 +110,13 @@ func TestDeployRBAC(t *testing.T) {
 		}
 		t.Logf("%s: lease requests %v", c.id, c.rec.verbs(time.Time{}))
 	}
-	if w := logs.matching("falling back to polling"); len(w) > 0 {
+	if w := logs.Matching("falling back to polling"); len(w) > 0 {
 		t.Errorf("an elector fell back to polling: %v", w)
 	}
 	tr.check(t)
 
 	// No credential of any config in play may reach the logs.
-	all := logs.matching()
+	all := logs.Matching()
 	if len(all) == 0 {
 		t.Fatal("no log lines captured")
 	}

@@ -14,6 +14,7 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // Five candidates start at once against a Lease that does not exist: the
@@ -22,7 +23,7 @@ import (
 // at a time.
 func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 	ns, name := newNamespace(t), "race"
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	gate := make(chan struct{})
 	byID := map[string]*candidate{}
 	var cands []*candidate
@@ -55,7 +56,7 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 		t.Errorf("%d Creates of the missing Lease succeeded, want exactly 1 (of %d tried)", created, tried)
 	}
 	t.Logf("%d candidates tried to create the Lease, %d succeeded", tried, created)
-	if got := holder(getLease(t, ns, name)); got != first.id {
+	if got := testkit.Holder(testkit.GetLease(t, admin, ns, name)); got != first.id {
 		t.Fatalf("Lease holder is %q, want the winner %q", got, first.id)
 	}
 	// The others observe the winner through OnNewLeader, as their first
@@ -87,14 +88,14 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 		tr.noStart(t, 3*std.P, next.id+" holds the lease")
 		cur = next
 	}
-	must(t, byID[cur.id].stop(t))
+	testkit.Must(t, byID[cur.id].stop(t))
 	tr.check(t)
 	for _, c := range cands {
 		if c.startCount() != 1 || c.stopCount() != 1 {
 			t.Errorf("%s: %d terms started, %d stopped; want 1 and 1", c.id, c.startCount(), c.stopCount())
 		}
 	}
-	if n := getLease(t, ns, name).Spec.LeaseTransitions; n == nil || *n != 4 {
+	if n := testkit.GetLease(t, admin, ns, name).Spec.LeaseTransitions; n == nil || *n != 4 {
 		t.Errorf("leaseTransitions = %v, want 4 (5 terms)", n)
 	}
 }
@@ -105,7 +106,7 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 func TestConflictNeverOverwrites(t *testing.T) {
 	ns, name := newNamespace(t), "conflict"
 	tm := timing{L: 2 * time.Second, D: 1500 * time.Millisecond, P: 250 * time.Millisecond}
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	if _, err := rawClaim(ctx, ns, name, "other", 2); err != nil {
 		t.Fatal(err)
@@ -165,7 +166,7 @@ func TestConflictNeverOverwrites(t *testing.T) {
 		t.Errorf("takeover updates answered %v, want %v first", statuses, want)
 	}
 	// The server's own history: "other" for every version until ours won.
-	eventually(t, 2*time.Second, "the admin watch to see ours", func() bool { return slices.Contains(holders.holders(), "ours") })
+	testkit.Eventually(t, 2*time.Second, "the admin watch to see ours", func() bool { return slices.Contains(holders.holders(), "ours") })
 	h := holders.holders()
 	firstOurs := slices.Index(h, "ours")
 	for i, x := range h[:firstOurs] {
@@ -182,7 +183,7 @@ func TestConflictNeverOverwrites(t *testing.T) {
 	} else {
 		t.Logf("ours took over %v after other's last renewal (LeaseDuration %v); takeovers answered %v", waited.Round(time.Millisecond), tm.L, statuses)
 	}
-	must(t, ours.stop(t))
+	testkit.Must(t, ours.stop(t))
 	tr.check(t)
 }
 
@@ -196,7 +197,7 @@ func TestConflictNeverOverwrites(t *testing.T) {
 // 409 Conflict, once, and the other holder keeps the Lease.
 func TestReleaseIsConditional(t *testing.T) {
 	ns, name := newNamespace(t), "release"
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	var (
 		armed    atomic.Bool
 		mu       sync.Mutex
@@ -224,7 +225,7 @@ func TestReleaseIsConditional(t *testing.T) {
 	ours := startCandidate(t, candidateOpts{id: "ours", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, rec: rec})
 	tr.nextStart(t, 10*time.Second)
 	renewed := func(c call) bool { return c.ok() && c.Holder == "ours" }
-	eventually(t, 10*std.P, "two renewals", func() bool { return rec.count("update", time.Time{}, renewed) >= 2 })
+	testkit.Eventually(t, 10*std.P, "two renewals", func() bool { return rec.count("update", time.Time{}, renewed) >= 2 })
 
 	cancelled := time.Now()
 	armed.Store(true)
@@ -255,12 +256,12 @@ func TestReleaseIsConditional(t *testing.T) {
 	if releases[0].Status != http.StatusConflict {
 		t.Errorf("release answered %d (err %v), want 409 Conflict", releases[0].Status, releases[0].Err)
 	}
-	got := getLease(t, ns, name)
-	if holder(got) != "thief" || got.ResourceVersion != stolen.ResourceVersion {
+	got := testkit.GetLease(t, admin, ns, name)
+	if testkit.Holder(got) != "thief" || got.ResourceVersion != stolen.ResourceVersion {
 		t.Errorf("after the release, Lease held by %q at version %s; want the other writer's %q at %s",
-			holder(got), got.ResourceVersion, "thief", stolen.ResourceVersion)
+			testkit.Holder(got), got.ResourceVersion, "thief", stolen.ResourceVersion)
 	}
-	if len(logs.matching("Did not release the lease")) == 0 {
+	if len(logs.Matching("Did not release the lease")) == 0 {
 		t.Errorf("no log line says the release was not done")
 	}
 	if n := ours.stopCount(); n != 1 {
@@ -274,7 +275,7 @@ func TestReleaseIsConditional(t *testing.T) {
 // first keeps leading undisturbed.
 func TestIdentityClash(t *testing.T) {
 	ns, name := newNamespace(t), "clash"
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	first := startCandidate(t, candidateOpts{id: "dup", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
 	tr.nextStart(t, 10*time.Second)
 	firstWork := first.workCtx
@@ -294,7 +295,7 @@ func TestIdentityClash(t *testing.T) {
 	}
 
 	// The first keeps leading: same term, still renewing.
-	rv := getLease(t, ns, name).ResourceVersion
+	rv := testkit.GetLease(t, admin, ns, name).ResourceVersion
 	tr.noStart(t, 4*std.P, "the first process still leads")
 	select {
 	case <-first.done:
@@ -305,10 +306,10 @@ func TestIdentityClash(t *testing.T) {
 		t.Errorf("first process: IsLeader=%v, work ctx err=%v, terms=%d; want leading in its first term",
 			first.el.IsLeader(), firstWork.Err(), first.startCount())
 	}
-	if l := getLease(t, ns, name); holder(l) != "dup" || l.ResourceVersion == rv {
-		t.Errorf("Lease: holder %q version %s (was %s); want still renewed by dup", holder(l), l.ResourceVersion, rv)
+	if l := testkit.GetLease(t, admin, ns, name); testkit.Holder(l) != "dup" || l.ResourceVersion == rv {
+		t.Errorf("Lease: holder %q version %s (was %s); want still renewed by dup", testkit.Holder(l), l.ResourceVersion, rv)
 	}
-	must(t, first.stop(t))
+	testkit.Must(t, first.stop(t))
 	tr.check(t)
 }
 
@@ -316,7 +317,7 @@ func TestIdentityClash(t *testing.T) {
 // watch and one takes over within milliseconds.
 func TestWatchHandoffLatency(t *testing.T) {
 	ns, name := newNamespace(t), "handoff"
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	leader := startCandidate(t, candidateOpts{id: "leader-0", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
 	tr.nextStart(t, 10*time.Second)
 	// follower-1's client has the README's request timeout; follower-2's
@@ -380,7 +381,7 @@ func TestWatchHandoffLatency(t *testing.T) {
 		cur = nc
 		tr.noStart(t, 2*std.P, cur.id+" holds the lease")
 	}
-	must(t, cur.stop(t))
+	testkit.Must(t, cur.stop(t))
 	tr.check(t)
 	t.Logf("watch handoff latencies (release sent -> OnStartedLeading): %v", latencies)
 }
@@ -404,7 +405,7 @@ func TestWatchHandoffLatency(t *testing.T) {
 // after it (the GET, the new watch, the handoff) runs on the real server.
 func TestWatchResumeAfter410(t *testing.T) {
 	ns, name := newNamespace(t), "resume"
-	tr, logs := newTracker(), newLogBuffer(t)
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	holders := watchHolders(t, ns, name)
 	leader := startCandidate(t, candidateOpts{id: "leader", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
 	tr.nextStart(t, 10*time.Second)
@@ -413,14 +414,14 @@ func TestWatchResumeAfter410(t *testing.T) {
 	f := startCandidate(t, candidateOpts{id: "follower", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, noTimeout: true})
 	f.waitSees(t, leader.id, 5*time.Second)
 	isOK := func(c call) bool { return c.ok() }
-	eventually(t, 5*time.Second, "the follower's watch", func() bool { return f.rec.count("watch", time.Time{}, isOK) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool { return f.rec.count("watch", time.Time{}, isOK) >= 1 })
 
 	// 1. The watch is cut: resumed from the last version, no GET.
 	cut := time.Now()
 	if n := f.rec.cutWatches(); n != 1 {
 		t.Fatalf("cut %d watches, want 1", n)
 	}
-	eventually(t, 5*time.Second, "the watch to be re-opened", func() bool { return f.rec.count("watch", cut, isOK) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "the watch to be re-opened", func() bool { return f.rec.count("watch", cut, isOK) >= 1 })
 	var resumed call
 	for _, c := range f.rec.all() {
 		if c.Verb == "watch" && !c.Sent.Before(cut) {
@@ -439,7 +440,7 @@ func TestWatchResumeAfter410(t *testing.T) {
 	t.Logf("watch cut; re-opened %v later from resourceVersion %s", resumed.Sent.Sub(cut).Round(time.Microsecond), resumed.RV)
 	// It keeps receiving the leader's renewals on the resumed watch.
 	got := f.rec.watchBytes.Load()
-	eventually(t, 4*std.P, "renewals on the resumed watch", func() bool { return f.rec.watchBytes.Load() > got })
+	testkit.Eventually(t, 4*std.P, "renewals on the resumed watch", func() bool { return f.rec.watchBytes.Load() > got })
 
 	// 2. The next resumed watch answers 410 Gone, as an ERROR event the way
 	// kube-apiserver sends it: re-read through a watch without a
@@ -463,7 +464,7 @@ func TestWatchResumeAfter410(t *testing.T) {
 		t.Fatalf("cut %d watches, want 1", n)
 	}
 	var rewatch call
-	eventually(t, 10*time.Second, "a new watch from the current state after 410", func() bool {
+	testkit.Eventually(t, 10*time.Second, "a new watch from the current state after 410", func() bool {
 		for _, c := range f.rec.all() {
 			if !c.Sent.Before(cut) && c.Verb == "watch" && c.RV == "" && c.ok() {
 				rewatch = c
@@ -481,13 +482,13 @@ func TestWatchResumeAfter410(t *testing.T) {
 	if n := f.rec.count("get", cut, nil); n != 0 {
 		t.Errorf("follower made %d GETs after 410, want 0: the watch from the current state re-reads", n)
 	}
-	if len(logs.matching(`"identity"="follower"`, "from the current state")) == 0 {
+	if len(logs.Matching(`"identity"="follower"`, "from the current state")) == 0 {
 		t.Errorf("no log line about the 410")
 	}
 	t.Logf("after 410 on resourceVersion %s: new watch from the current state %v later",
 		goneRV, rewatch.Sent.Sub(cut).Round(time.Microsecond))
 	got = f.rec.watchBytes.Load()
-	eventually(t, 4*std.P, "renewals on the new watch", func() bool { return f.rec.watchBytes.Load() > got })
+	testkit.Eventually(t, 4*std.P, "renewals on the new watch", func() bool { return f.rec.watchBytes.Load() > got })
 
 	// 3. Through all this the follower never took over from the live
 	// leader, and it still hands over in milliseconds: its watch works.
@@ -497,7 +498,7 @@ func TestWatchResumeAfter410(t *testing.T) {
 	}
 	leader.cancel()
 	next := tr.nextStart(t, 5*time.Second)
-	must(t, leader.wait(t, 5*time.Second))
+	testkit.Must(t, leader.wait(t, 5*time.Second))
 	var rel call
 	for _, c := range leader.rec.all() {
 		if c.Verb == "update" && c.HasBody && c.Holder == "" {
@@ -510,6 +511,6 @@ func TestWatchResumeAfter410(t *testing.T) {
 	lat := next.at.Sub(rel.Sent)
 	t.Logf("follower took over %v after the release", lat.Round(time.Microsecond))
 	checkReleaseHandoff(t, "follower after the 410", lat, std, f.rec, cut)
-	must(t, f.stop(t))
+	testkit.Must(t, f.stop(t))
 	tr.check(t)
 }

@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // healthElector is an elector with Rejoin whose API requests can be made
@@ -27,7 +28,7 @@ type healthElector struct {
 	err    error
 }
 
-func startHealthElector(t *testing.T, id, ns, name string, tolerance time.Duration, logs *logBuffer) *healthElector {
+func startHealthElector(t *testing.T, id, ns, name string, tolerance time.Duration, logs *testkit.Logs) *healthElector {
 	t.Helper()
 	h := &healthElector{id: id, rec: &recorder{}, done: make(chan struct{})}
 	// While broken, every request is answered 503 without reaching the
@@ -57,10 +58,10 @@ func startHealthElector(t *testing.T, id, ns, name string, tolerance time.Durati
 			OnStartedLeading: func(ctx context.Context) { <-ctx.Done() },
 		},
 	})
-	must(t, err)
+	testkit.Must(t, err)
 	h.el = el
 	h.srv = httptest.NewServer(el.HealthHandler(tolerance))
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger(id)))
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger(id)))
 	go func() {
 		defer close(h.done)
 		h.err = el.Run(ctx)
@@ -104,12 +105,12 @@ func (h *healthElector) wantOK(t *testing.T, when string) {
 func TestHealth(t *testing.T) {
 	ns, name := newNamespace(t), "health"
 	tolerance := std.P
-	logs := newLogBuffer(t)
+	logs := testkit.NewLogs(t, 4)
 
 	a := startHealthElector(t, "a", ns, name, tolerance, logs)
-	eventually(t, 10*time.Second, "a to lead", a.el.IsLeader)
+	testkit.Eventually(t, 10*time.Second, "a to lead", a.el.IsLeader)
 	b := startHealthElector(t, "b", ns, name, tolerance, logs)
-	eventually(t, 5*time.Second, "b to follow a", func() bool { return b.el.Leader() == "a" })
+	testkit.Eventually(t, 5*time.Second, "b to follow a", func() bool { return b.el.Leader() == "a" })
 	// A few renewals and a while of following.
 	deadline := time.Now().Add(3 * std.P)
 	for time.Now().Before(deadline) {
@@ -157,7 +158,7 @@ func TestHealth(t *testing.T) {
 		t.Error("a still believes it leads after LeaseDuration with every request failing")
 	}
 	// Meanwhile b took over and is healthy as leader.
-	eventually(t, 2*std.L, "b to take over", b.el.IsLeader)
+	testkit.Eventually(t, 2*std.L, "b to take over", b.el.IsLeader)
 	b.wantOK(t, "leading after the takeover")
 	// 500 is stable while the outage lasts.
 	for range 5 {
@@ -175,9 +176,9 @@ func TestHealth(t *testing.T) {
 	// Heal: a's next request succeeds and it is healthy again, following b.
 	healed := time.Now()
 	a.broken.Store(false)
-	eventually(t, 3*std.L, "a's health to recover", func() bool { code, _ := a.probe(t); return code == http.StatusOK })
+	testkit.Eventually(t, 3*std.L, "a's health to recover", func() bool { code, _ := a.probe(t); return code == http.StatusOK })
 	recovered := time.Since(healed)
-	eventually(t, 3*std.L, "a to follow b", func() bool { return a.el.Leader() == "b" })
+	testkit.Eventually(t, 3*std.L, "a to follow b", func() bool { return a.el.Leader() == "b" })
 	a.wantOK(t, "following after the outage")
 	b.wantOK(t, "leading")
 	if a.el.IsLeader() {

@@ -3,18 +3,12 @@ package integration
 import (
 	"context"
 	"fmt"
-	"os"
-	"regexp"
-	"strings"
 	"sync"
-	"sync/atomic"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -23,6 +17,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // timing is one elector's three knobs.
@@ -33,26 +28,8 @@ type timing struct{ L, D, P time.Duration }
 // machine running the control plane under the race detector.
 var std = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
 
-var nsSeq atomic.Int32
-
 // newNamespace creates a namespace for one test, deleted when it ends.
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	base := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
-	base = strings.TrimPrefix(base, "test")
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	name := strings.Trim(fmt.Sprintf("lh-%s-%d", strings.Trim(base, "-"), nsSeq.Add(1)), "-")
-	ctx := context.Background()
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() {
-		_ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{})
-	})
-	return name
-}
+func newNamespace(t *testing.T) string { return testkit.Namespace(t, admin, "lh") }
 
 // clientFor builds a clientset as the README recommends (request timeout
 // from the renew deadline), recording its requests in rec if not nil.
@@ -62,53 +39,6 @@ func clientFor(cfg *rest.Config, d time.Duration, rec *recorder) kubernetes.Inte
 		cfg = rec.wrap(cfg)
 	}
 	return kubernetes.NewForConfigOrDie(cfg)
-}
-
-// logBuffer collects the log lines of a test's electors (funcr, verbosity
-// 4) and prints them if the test fails, or always with LEASEHOLD_TEST_LOGS=1.
-type logBuffer struct {
-	mu    sync.Mutex
-	start time.Time
-	lines []string
-}
-
-func newLogBuffer(t *testing.T) *logBuffer {
-	b := &logBuffer{start: time.Now()}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("LEASEHOLD_TEST_LOGS") != "" {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for _, l := range b.lines {
-				t.Log(l)
-			}
-		}
-	})
-	return b
-}
-
-func (b *logBuffer) logger(name string) logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.lines = append(b.lines, fmt.Sprintf("%8.3fs %s %s %s", time.Since(b.start).Seconds(), name, prefix, args))
-	}, funcr.Options{Verbosity: 4})
-}
-
-// matching returns the lines that contain every one of subs.
-func (b *logBuffer) matching(subs ...string) []string {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	var out []string
-next:
-	for _, l := range b.lines {
-		for _, s := range subs {
-			if !strings.Contains(l, s) {
-				continue next
-			}
-		}
-		out = append(out, l)
-	}
-	return out
 }
 
 // tracker checks that at most one process does the leader's work at a
@@ -228,7 +158,7 @@ type candidateOpts struct {
 	cfg          *rest.Config // default: admin
 	release      bool
 	tr           *tracker
-	logs         *logBuffer
+	logs         *testkit.Logs
 	// rec records the client's requests; a new one if nil.
 	rec *recorder
 	// noTimeout builds the client without leasehold.WithRequestTimeout.
@@ -300,7 +230,7 @@ func startCandidate(t *testing.T, o candidateOpts) *candidate {
 	c.el = el
 	ctx, cancel := context.WithCancel(context.Background())
 	if o.logs != nil {
-		ctx = klog.NewContext(ctx, o.logs.logger(o.id))
+		ctx = klog.NewContext(ctx, o.logs.Logger(o.id))
 	} else {
 		ctx = klog.NewContext(ctx, logr.Discard())
 	}
@@ -364,7 +294,7 @@ func (c *candidate) startCount() int {
 // waitSees waits until the candidate's OnNewLeader reported id.
 func (c *candidate) waitSees(t *testing.T, id string, within time.Duration) {
 	t.Helper()
-	eventually(t, within, fmt.Sprintf("%s to observe leader %s", c.id, id), func() bool {
+	testkit.Eventually(t, within, fmt.Sprintf("%s to observe leader %s", c.id, id), func() bool {
 		for _, l := range c.seenLeaders() {
 			if l == id {
 				return true
@@ -372,18 +302,6 @@ func (c *candidate) waitSees(t *testing.T, id string, within time.Duration) {
 		}
 		return false
 	})
-}
-
-// eventually polls cond every 10ms until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
 }
 
 // checkReleaseHandoff checks a takeover after a release without a
@@ -402,23 +320,6 @@ func checkReleaseHandoff(t *testing.T, what string, lat time.Duration, tm timing
 	if n := taker.count("get", since, nil) + taker.count("list", since, nil); n != 0 {
 		t.Errorf("%s: the new leader read the Lease %d times since %s; want none: the release reaches it on its watch", what, n, since.Format("15:04:05.000"))
 	}
-}
-
-// getLease reads the Lease as admin.
-func getLease(t *testing.T, ns, name string) *coordinationv1.Lease {
-	t.Helper()
-	l, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("get lease %s/%s: %v", ns, name, err)
-	}
-	return l
-}
-
-func holder(l *coordinationv1.Lease) string {
-	if l == nil || l.Spec.HolderIdentity == nil {
-		return ""
-	}
-	return *l.Spec.HolderIdentity
 }
 
 // rawClaim writes the Lease as holder id with a plain clientset, the way
@@ -444,7 +345,7 @@ func rawClaim(ctx context.Context, ns, name, id string, leaseSeconds int32) (*co
 		return nil, err
 	}
 	next := cur.DeepCopy()
-	if holder(cur) != id {
+	if testkit.Holder(cur) != id {
 		next.Spec.AcquireTime = &now
 		next.Spec.LeaseTransitions = ptr.To(ptr.Deref(cur.Spec.LeaseTransitions, 0) + 1)
 	}
@@ -480,7 +381,7 @@ func watchHolders(t *testing.T, ns, name string) *holderLog {
 		for ev := range w.ResultChan() {
 			if l, ok := ev.Object.(*coordinationv1.Lease); ok {
 				h.mu.Lock()
-				h.versions = append(h.versions, leaseVersion{rv: l.ResourceVersion, holder: holder(l), at: time.Now()})
+				h.versions = append(h.versions, leaseVersion{rv: l.ResourceVersion, holder: testkit.Holder(l), at: time.Now()})
 				h.mu.Unlock()
 			}
 		}
@@ -506,10 +407,3 @@ func (h *holderLog) holders() []string {
 }
 
 func isForbidden(err error) bool { return apierrors.IsForbidden(err) }
-
-func must(t *testing.T, err error) {
-	t.Helper()
-	if err != nil {
-		t.Fatal(err)
-	}
-}

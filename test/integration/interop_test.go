@@ -13,6 +13,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // clientGoCandidate is a k8s.io/client-go/tools/leaderelection elector on
@@ -27,7 +28,7 @@ type clientGoCandidate struct {
 	leaders []string
 }
 
-func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, tr *tracker, logs *logBuffer) *clientGoCandidate {
+func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, tr *tracker, logs *testkit.Logs) *clientGoCandidate {
 	t.Helper()
 	c := &clientGoCandidate{id: id, rec: &recorder{}, done: make(chan struct{})}
 	cs := kubernetes.NewForConfigOrDie(c.rec.wrap(jsonConfig(cp.Config())))
@@ -61,7 +62,7 @@ func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.logger(id)))
+	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger(id)))
 	c.cancel = cancel
 	go func() {
 		defer close(c.done)
@@ -90,7 +91,7 @@ func (c *clientGoCandidate) stop(t *testing.T) {
 
 func (c *clientGoCandidate) waitSees(t *testing.T, id string, within time.Duration) {
 	t.Helper()
-	eventually(t, within, c.id+" to observe "+id, func() bool {
+	testkit.Eventually(t, within, c.id+" to observe "+id, func() bool {
 		c.mu.Lock()
 		defer c.mu.Unlock()
 		for _, l := range c.leaders {
@@ -131,7 +132,7 @@ func TestInteropWithClientGo(t *testing.T) {
 
 	t.Run("ClientGoReleases", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		old := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
 		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
 			t.Fatalf("%s started first", s.id)
@@ -162,13 +163,13 @@ func TestInteropWithClientGo(t *testing.T) {
 			t.Errorf("leasehold sent its takeover %v after client-go's release; want sooner than the released record's claim (%v): it acts on a release at once", d, clientGoReleasedClaim)
 		}
 		tr.noStart(t, 2*interopT.P, "leasehold holds the lease")
-		must(t, ours.stop(t))
+		testkit.Must(t, ours.stop(t))
 		tr.check(t)
 	})
 
 	t.Run("LeaseholdReleases", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
 		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
 			t.Fatalf("%s started first", s.id)
@@ -177,7 +178,7 @@ func TestInteropWithClientGo(t *testing.T) {
 		other.waitSees(t, lh, 5*time.Second)
 		tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
 
-		must(t, ours.stop(t))
+		testkit.Must(t, ours.stop(t))
 		next := tr.nextStart(t, clientGoPoll(interopT)+3*time.Second)
 		rel, ok := lastWrite(ours.rec, "")
 		if next.id != cg || !ok {
@@ -195,7 +196,7 @@ func TestInteropWithClientGo(t *testing.T) {
 
 	t.Run("ClientGoExpires", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		old := startClientGo(t, cg, ns, name, interopT, false, tr, logs)
 		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
 			t.Fatalf("%s started first", s.id)
@@ -225,13 +226,13 @@ func TestInteropWithClientGo(t *testing.T) {
 		if late := interopT.L + interopT.P + leasehold.RequestTimeout(interopT.D); after > late {
 			t.Errorf("leasehold took over %v after client-go's last renewal, want soon after expiry (by L+P+RequestTimeout = %v)", after, late)
 		}
-		must(t, ours.stop(t))
+		testkit.Must(t, ours.stop(t))
 		tr.check(t)
 	})
 
 	t.Run("LeaseholdExpires", func(t *testing.T) {
 		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: false, tr: tr, logs: logs})
 		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
 			t.Fatalf("%s started first", s.id)
@@ -240,7 +241,7 @@ func TestInteropWithClientGo(t *testing.T) {
 		other.waitSees(t, lh, 5*time.Second)
 		tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
 
-		must(t, ours.stop(t)) // no ReleaseOnCancel: stops renewing
+		testkit.Must(t, ours.stop(t)) // no ReleaseOnCancel: stops renewing
 		if _, released := lastWrite(ours.rec, ""); released {
 			t.Fatal("leasehold released the Lease without ReleaseOnCancel")
 		}

@@ -9,17 +9,14 @@
 package integration
 
 import (
-	"fmt"
 	"os"
 	"testing"
-	"time"
 
-	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 var (
@@ -28,32 +25,10 @@ var (
 )
 
 func TestMain(m *testing.M) {
-	// envtest logs through controller-runtime's logger; without a logger
-	// it prints a warning with a stack trace after 30s.
-	ctrllog.SetLogger(logr.Discard())
-
-	var err error
-	cp, err = controlplane.Start()
-	if err != nil {
-		// Fail, never skip: a missing control plane must not look like a
-		// passing suite.
-		fmt.Fprintf(os.Stderr, "FAIL: integration tests need a real control plane: %v\n", err)
-		os.Exit(1)
-	}
-	fmt.Fprintf(os.Stderr, "integration: kube-apiserver and etcd from %s ready in %v\n", cp.BinDir(), cp.StartupTime.Round(time.Millisecond))
-	admin = kubernetes.NewForConfigOrDie(jsonConfig(cp.Config()))
-
-	code := m.Run()
-
-	stopped := time.Now()
-	if err := cp.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "integration: stopping the control plane: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	fmt.Fprintf(os.Stderr, "integration: control plane stopped in %v\n", time.Since(stopped).Round(time.Millisecond))
-	os.Exit(code)
+	os.Exit(testkit.RunWithControlPlane(m, func(c *controlplane.ControlPlane) error {
+		cp, admin = c, kubernetes.NewForConfigOrDie(jsonConfig(c.Config()))
+		return nil
+	}))
 }
 
 // jsonConfig makes clients send JSON, so the request recorder can read the

@@ -18,6 +18,7 @@ import (
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/controllerruntime"
 	leaseholdprom "github.com/leasehold/leasehold/metrics/prometheus"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // The metrics recipe of docs/operations.md, on a controller-runtime
@@ -64,7 +65,7 @@ func TestMetricsRecipeRealServer(t *testing.T) {
 	name := ns + "/recipe"
 	want := fmt.Sprintf(`leader_election_master_status{name=%q} 1`, name)
 	var body string
-	eventually(t, 30*time.Second, "the manager's /metrics shows leasehold leading", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the manager's /metrics shows leasehold leading", func() bool {
 		select {
 		case err := <-done:
 			t.Fatalf("manager.Start returned %v at start (the recipe must not stop controller-runtime)", err)

@@ -18,6 +18,7 @@ import (
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // electorRole is the Role the README documents: get, update and watch on
@@ -72,7 +73,7 @@ func rbacUser(t *testing.T, user string, role *rbacv1.Role) *rest.Config {
 	}
 	// The authorizer reads roles through an informer: wait until it
 	// grants the role's first verb.
-	eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
 		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: ns, Verb: role.Rules[0].Verbs[0], Group: "coordination.k8s.io", Resource: "leases", Name: lease,
@@ -89,7 +90,7 @@ func TestRBAC(t *testing.T) {
 	t.Run("DocumentedRole", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-documented", electorRole(ns, name))
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		a := startCandidate(t, candidateOpts{id: "a", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		b := startCandidate(t, candidateOpts{id: "b", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		byID := map[string]*candidate{"a": a, "b": b}
@@ -97,19 +98,19 @@ func TestRBAC(t *testing.T) {
 		leader, follower := byID[first.id], byID[map[string]string{"a": "b", "b": "a"}[first.id]]
 
 		renewed := func(c call) bool { return c.ok() && c.Holder == leader.id }
-		eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.count("update", time.Time{}, renewed) >= 3 })
-		eventually(t, 5*time.Second, "the follower's watch", func() bool {
+		testkit.Eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.count("update", time.Time{}, renewed) >= 3 })
+		testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool {
 			return follower.rec.count("watch", time.Time{}, func(c call) bool { return c.ok() }) >= 1
 		})
 		leader.cancel()
 		next := tr.nextStart(t, 5*time.Second)
-		must(t, leader.wait(t, 5*time.Second))
+		testkit.Must(t, leader.wait(t, 5*time.Second))
 		if next.id != follower.id {
 			t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
 		}
-		must(t, follower.stop(t))
-		if l := getLease(t, ns, name); holder(l) != "" {
-			t.Errorf("after both released, Lease held by %q", holder(l))
+		testkit.Must(t, follower.stop(t))
+		if l := testkit.GetLease(t, admin, ns, name); testkit.Holder(l) != "" {
+			t.Errorf("after both released, Lease held by %q", testkit.Holder(l))
 		}
 		for _, c := range []*candidate{a, b} {
 			for _, cl := range c.rec.all() {
@@ -127,7 +128,7 @@ func TestRBAC(t *testing.T) {
 	t.Run("WithoutWatch", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-nowatch", electorRole(ns, name, "watch"))
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		a := startCandidate(t, candidateOpts{id: "a", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		b := startCandidate(t, candidateOpts{id: "b", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		byID := map[string]*candidate{"a": a, "b": b}
@@ -135,9 +136,9 @@ func TestRBAC(t *testing.T) {
 		leader, follower := byID[first.id], byID[map[string]string{"a": "b", "b": "a"}[first.id]]
 
 		warned := func(id string) []string {
-			return logs.matching(`"identity"="`+id+`"`, "Watch on the lease is not allowed; falling back to polling")
+			return logs.Matching(`"identity"="`+id+`"`, "Watch on the lease is not allowed; falling back to polling")
 		}
-		eventually(t, 5*time.Second, "both electors to fall back to polling", func() bool {
+		testkit.Eventually(t, 5*time.Second, "both electors to fall back to polling", func() bool {
 			return len(warned("a")) > 0 && len(warned("b")) > 0
 		})
 		from := time.Now()
@@ -164,12 +165,12 @@ func TestRBAC(t *testing.T) {
 		cancelled := time.Now()
 		leader.cancel()
 		next := tr.nextStart(t, 2*std.P+3*time.Second)
-		must(t, leader.wait(t, 5*time.Second))
+		testkit.Must(t, leader.wait(t, 5*time.Second))
 		if next.id != follower.id {
 			t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
 		}
 		t.Logf("polling follower took over %v after the leader was cancelled", next.at.Sub(cancelled).Round(time.Millisecond))
-		must(t, follower.stop(t))
+		testkit.Must(t, follower.stop(t))
 		tr.check(t)
 	})
 
@@ -181,7 +182,7 @@ func TestRBAC(t *testing.T) {
 	t.Run("WithoutUpdate", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-noupdate", electorRole(ns, name, "update"))
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		// A released Lease: anyone may take it at once.
 		if _, err := admin.CoordinationV1().Leases(ns).Create(context.Background(), &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -195,7 +196,7 @@ func TestRBAC(t *testing.T) {
 		if forbidden < 2 {
 			t.Errorf("%d forbidden takeover attempts, want retries (at least 2)", forbidden)
 		}
-		lines := logs.matching(`"error"="`, `RBAC forbids \"update\"`)
+		lines := logs.Matching(`"error"="`, `RBAC forbids \"update\"`)
 		if len(lines) == 0 {
 			t.Errorf(`no error logged with "RBAC forbids \"update\""`)
 		} else {
@@ -216,7 +217,7 @@ func TestRBAC(t *testing.T) {
 		tolerance := std.P
 		var checkErr error
 		var checkedAt time.Time
-		eventually(t, std.L+tolerance+10*time.Second, "Check to report the forbidden writes", func() bool {
+		testkit.Eventually(t, std.L+tolerance+10*time.Second, "Check to report the forbidden writes", func() bool {
 			checkErr, checkedAt = c.el.Check(tolerance), time.Now()
 			return checkErr != nil
 		})
@@ -229,7 +230,7 @@ func TestRBAC(t *testing.T) {
 			t.Errorf("Check failed %v after the first forbidden write, before LeaseDuration+tolerance (%v)", since, std.L+tolerance)
 		}
 		t.Logf("Check: %v", checkErr)
-		must(t, c.stop(t))
+		testkit.Must(t, c.stop(t))
 		tr.check(t)
 	})
 
@@ -238,7 +239,7 @@ func TestRBAC(t *testing.T) {
 	t.Run("WithoutUpdateCreates", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-noupdate-create", electorRole(ns, name, "update"))
-		tr, logs := newTracker(), newLogBuffer(t)
+		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		c := startCandidate(t, candidateOpts{id: "c", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		start := tr.nextStart(t, 10*time.Second)
 		err := c.wait(t, std.D+std.L+5*time.Second)
@@ -249,7 +250,7 @@ func TestRBAC(t *testing.T) {
 		if lost < std.D-std.P || lost > std.D+std.L {
 			t.Errorf("term lasted %v, want about RenewDeadline %v", lost, std.D)
 		}
-		if len(logs.matching(`"error"="`, `RBAC forbids \"update\"`)) == 0 {
+		if len(logs.Matching(`"error"="`, `RBAC forbids \"update\"`)) == 0 {
 			t.Errorf(`no error logged with "RBAC forbids \"update\""`)
 		}
 		t.Logf("created the Lease, led %v, Run returned: %v", lost.Round(time.Millisecond), err)

@@ -7,10 +7,8 @@ import (
 	"fmt"
 	"os/exec"
 	"path/filepath"
-	"regexp"
 	"strings"
 	"sync"
-	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -18,7 +16,6 @@ import (
 	"github.com/go-logr/logr"
 	authorizationv1 "k8s.io/api/authorization/v1"
 	coordinationv1 "k8s.io/api/coordination/v1"
-	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
@@ -29,28 +26,15 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/shard"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // preferredHolderAnnotation is leasehold.PreferredHolderAnnotation, spelt
 // out: the tests check the plugin writes exactly this.
 const preferredHolderAnnotation = "leasehold.dev/preferred-holder"
 
-var nsSeq atomic.Int32
-
 // newNamespace creates a namespace for one test, deleted when it ends.
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	base := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(strings.TrimPrefix(t.Name(), "Test"), "-"))
-	if len(base) > 40 {
-		base = base[:40]
-	}
-	name := strings.Trim(fmt.Sprintf("kp-%s-%d", strings.Trim(base, "-"), nsSeq.Add(1)), "-")
-	if _, err := admin.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
-	return name
-}
+func newNamespace(t *testing.T) string { return testkit.Namespace(t, admin, "kp") }
 
 // syncBuffer collects a process's output while the test reads it.
 type syncBuffer struct {
@@ -135,7 +119,7 @@ func startKubectl(t *testing.T, args ...string) *process {
 // waitOutput waits until the process printed s.
 func (p *process) waitOutput(t *testing.T, s string, within time.Duration) {
 	t.Helper()
-	eventually(t, within, fmt.Sprintf("kubectl to print %q", s), func() bool { return strings.Contains(p.out.String(), s) })
+	testkit.Eventually(t, within, fmt.Sprintf("kubectl to print %q", s), func() bool { return strings.Contains(p.out.String(), s) })
 }
 
 // interrupt sends SIGINT, as Ctrl-C does, and waits for the exit.
@@ -153,40 +137,12 @@ func (p *process) interrupt(t *testing.T) error {
 	}
 }
 
-// eventually polls cond every 10ms until it holds or within passes.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) {
-	t.Helper()
-	deadline := time.Now().Add(within)
-	for !cond() {
-		if time.Now().After(deadline) {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(10 * time.Millisecond)
-	}
-}
-
-func getLease(t *testing.T, ns, name string) *coordinationv1.Lease {
-	t.Helper()
-	l, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
-	if err != nil {
-		t.Fatalf("get lease %s/%s: %v", ns, name, err)
-	}
-	return l
-}
-
-func holder(l *coordinationv1.Lease) string {
-	if l == nil || l.Spec.HolderIdentity == nil {
-		return ""
-	}
-	return *l.Spec.HolderIdentity
-}
-
 // waitHolder waits until the Lease is held by id.
 func waitHolder(t *testing.T, ns, name, id string, within time.Duration) {
 	t.Helper()
-	eventually(t, within, fmt.Sprintf("%s to hold %s/%s", id, ns, name), func() bool {
+	testkit.Eventually(t, within, fmt.Sprintf("%s to hold %s/%s", id, ns, name), func() bool {
 		l, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), name, metav1.GetOptions{})
-		return err == nil && holder(l) == id
+		return err == nil && testkit.Holder(l) == id
 	})
 }
 
@@ -330,7 +286,7 @@ func userKubeconfig(t *testing.T, ns, user string, verbs ...string) string {
 		t.Fatal(err)
 	}
 	cs := kubernetes.NewForConfigOrDie(cfg)
-	eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
+	testkit.Eventually(t, 10*time.Second, "the RoleBinding to take effect", func() bool {
 		r, err := cs.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, &authorizationv1.SelfSubjectAccessReview{
 			Spec: authorizationv1.SelfSubjectAccessReviewSpec{ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: ns, Verb: verbs[0], Group: "coordination.k8s.io", Resource: "leases",

@@ -18,11 +18,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // kubectlHint is what to do when kubectl has not been built.
@@ -41,13 +40,12 @@ var (
 
 func TestMain(m *testing.M) { os.Exit(run(m)) }
 
+// run checks for kubectl and builds the plugin into workDir, then runs the
+// tests on a control plane.
 func run(m *testing.M) int {
-	// envtest logs through controller-runtime's logger; without a logger
-	// it prints a warning with a stack trace after 30s.
-	ctrllog.SetLogger(logr.Discard())
 	fail := func(format string, args ...any) int {
-		// Fail, never skip: a missing kubectl or control plane must not
-		// look like a passing suite.
+		// Fail, never skip: a missing kubectl must not look like a
+		// passing suite.
 		fmt.Fprintf(os.Stderr, "FAIL: kubectlplugin: "+format+"\n", args...)
 		return 1
 	}
@@ -77,21 +75,16 @@ func run(m *testing.M) int {
 		return fail("building the plugin in %s: %v\n%s", src, err, out)
 	}
 	fmt.Fprintf(os.Stderr, "kubectlplugin: built kubectl-leasehold in %v\n", time.Since(started).Round(time.Millisecond))
+	return testkit.RunWithControlPlane(m, setup)
+}
 
-	cp, err = controlplane.Start()
-	if err != nil {
-		return fail("a real control plane is needed: %v", err)
-	}
-	defer func() {
-		if err := cp.Stop(); err != nil {
-			fmt.Fprintf(os.Stderr, "kubectlplugin: stopping the control plane: %v\n", err)
-		}
-	}()
-	fmt.Fprintf(os.Stderr, "kubectlplugin: control plane from %s ready in %v\n", cp.BinDir(), cp.StartupTime.Round(time.Millisecond))
-	admin = kubernetes.NewForConfigOrDie(cp.Config())
+// setup writes the admin's kubeconfig and the environment kubectl runs
+// with.
+func setup(c *controlplane.ControlPlane) error {
+	cp, admin = c, kubernetes.NewForConfigOrDie(c.Config())
 	adminKubeconfig = filepath.Join(workDir, "admin.kubeconfig")
 	if err := cp.WriteKubeconfig(adminKubeconfig, nil); err != nil {
-		return fail("%v", err)
+		return err
 	}
 	for _, kv := range os.Environ() {
 		if !strings.HasPrefix(kv, "PATH=") && !strings.HasPrefix(kv, "KUBECONFIG=") && !strings.HasPrefix(kv, "KUBECACHEDIR=") {
@@ -103,5 +96,5 @@ func run(m *testing.M) int {
 		"KUBECONFIG="+adminKubeconfig,
 		"KUBECACHEDIR="+filepath.Join(workDir, "cache"),
 	)
-	return m.Run()
+	return nil
 }

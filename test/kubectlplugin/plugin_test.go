@@ -17,6 +17,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/shard"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // renewedAgo parses the RENEWED cell of a status row ("412ms", "1.2s"
@@ -141,7 +142,7 @@ func standIn(t *testing.T, ns, name, successor string) {
 			if ok {
 				want = l.Annotations[preferredHolderAnnotation]
 			}
-			if want == "" || holder(l) == "" || holder(l) == want || (want == "*" && holder(l) == successor) {
+			if want == "" || testkit.Holder(l) == "" || testkit.Holder(l) == want || (want == "*" && testkit.Holder(l) == successor) {
 				continue
 			}
 			next, to := l.DeepCopy(), want
@@ -187,9 +188,9 @@ func TestYieldWithACooperatingHolder(t *testing.T) {
 	if r.stderr != "" {
 		t.Errorf("stderr: %q", r.stderr)
 	}
-	l := getLease(t, ns, "ctrl")
-	if holder(l) != "b" || *l.Spec.LeaseTransitions != 1 || l.Annotations[preferredHolderAnnotation] != "" {
-		t.Errorf("lease after yield --to b: holder %q, transitions %d, annotations %v", holder(l), *l.Spec.LeaseTransitions, l.Annotations)
+	l := testkit.GetLease(t, admin, ns, "ctrl")
+	if testkit.Holder(l) != "b" || *l.Spec.LeaseTransitions != 1 || l.Annotations[preferredHolderAnnotation] != "" {
+		t.Errorf("lease after yield --to b: holder %q, transitions %d, annotations %v", testkit.Holder(l), *l.Spec.LeaseTransitions, l.Annotations)
 	}
 
 	// Without --to: released, then c takes it; the annotation "*" is left
@@ -199,9 +200,9 @@ func TestYieldWithACooperatingHolder(t *testing.T) {
 		!strings.HasPrefix(r.stdout, ns+"/ctrl: asked b to hand over to any other candidate\n") {
 		t.Fatalf("yield: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	l = getLease(t, ns, "ctrl")
-	if _, ok := l.Annotations[preferredHolderAnnotation]; ok || holder(l) != "c" || *l.Spec.LeaseTransitions != 2 {
-		t.Errorf("lease after yield: holder %q, transitions %d, annotations %v", holder(l), *l.Spec.LeaseTransitions, l.Annotations)
+	l = testkit.GetLease(t, admin, ns, "ctrl")
+	if _, ok := l.Annotations[preferredHolderAnnotation]; ok || testkit.Holder(l) != "c" || *l.Spec.LeaseTransitions != 2 {
+		t.Errorf("lease after yield: holder %q, transitions %d, annotations %v", testkit.Holder(l), *l.Spec.LeaseTransitions, l.Annotations)
 	}
 }
 
@@ -217,14 +218,14 @@ func TestYieldToAClientGoHolderTimesOut(t *testing.T) {
 		!strings.Contains(r.stderr, "client-go's leaderelection ignores the annotation") {
 		t.Errorf("yield: exit %d\n%s%s", r.code, r.stdout, r.stderr)
 	}
-	l := getLease(t, ns, "legacy")
+	l := testkit.GetLease(t, admin, ns, "legacy")
 	if _, ok := l.Annotations[preferredHolderAnnotation]; ok {
 		t.Errorf("annotation left behind: %v", l.Annotations)
 	}
 	rv := l.ResourceVersion
-	eventually(t, 5*time.Second, "client-go to renew again", func() bool {
-		l := getLease(t, ns, "legacy")
-		return l.ResourceVersion != rv && holder(l) == "cg-1"
+	testkit.Eventually(t, 5*time.Second, "client-go to renew again", func() bool {
+		l := testkit.GetLease(t, admin, ns, "legacy")
+		return l.ResourceVersion != rv && testkit.Holder(l) == "cg-1"
 	})
 }
 
@@ -253,9 +254,9 @@ func TestYieldBetweenLeaseholdElectors(t *testing.T) {
 	if took, _ := time.ParseDuration(m[2]); took > time.Second {
 		t.Errorf("the handoff took %v, want well under a second", took)
 	}
-	l := getLease(t, ns, "ctrl")
-	if _, ok := l.Annotations[preferredHolderAnnotation]; ok || holder(l) != "replica-3" {
-		t.Errorf("after the handoff: holder %q, annotations %v", holder(l), l.Annotations)
+	l := testkit.GetLease(t, admin, ns, "ctrl")
+	if _, ok := l.Annotations[preferredHolderAnnotation]; ok || testkit.Holder(l) != "replica-3" {
+		t.Errorf("after the handoff: holder %q, annotations %v", testkit.Holder(l), l.Annotations)
 	}
 	r = kubectl(t, "leasehold", "yield", "ctrl", "-n", ns)
 	m = handoffRE.FindStringSubmatch(r.stdout)
@@ -265,7 +266,7 @@ func TestYieldBetweenLeaseholdElectors(t *testing.T) {
 	// The timeline shows both handoffs as they happened.
 	w.waitOutput(t, "handoff requested: replica-1 should hand over to replica-3\n", 5*time.Second)
 	w.waitOutput(t, "handoff requested: replica-3 should hand over to any other candidate\n", 5*time.Second)
-	eventually(t, 5*time.Second, "the watch to see "+m[1]+" take the Lease from replica-3", func() bool {
+	testkit.Eventually(t, 5*time.Second, "the watch to see "+m[1]+" take the Lease from replica-3", func() bool {
 		out := w.out.String()
 		return strings.Contains(out, m[1]+" acquired the Lease") || strings.Contains(out, m[1]+" took over from replica-3")
 	})
@@ -286,7 +287,7 @@ func TestStatusOfAShardGroup(t *testing.T) {
 	}
 	writeLease(t, ns, "solo", "x", nil)
 	var st shard.Status
-	eventually(t, 30*time.Second, "the group to settle: every shard owned by its target, 2-3 each", func() bool {
+	testkit.Eventually(t, 30*time.Second, "the group to settle: every shard owned by its target, 2-3 each", func() bool {
 		l, err := admin.CoordinationV1().Leases(ns).Get(context.Background(), "web", metav1.GetOptions{})
 		if err != nil {
 			return false
@@ -373,7 +374,7 @@ func TestErrorsNameTheFix(t *testing.T) {
 		!strings.Contains(r.stderr, `'kubectl auth can-i patch leases.coordination.k8s.io -n `+ns+`'`) {
 		t.Errorf("forbidden patch: exit %d, stderr %q", r.code, r.stderr)
 	}
-	if _, ok := getLease(t, ns, "ctrl").Annotations[preferredHolderAnnotation]; ok {
+	if _, ok := testkit.GetLease(t, admin, ns, "ctrl").Annotations[preferredHolderAnnotation]; ok {
 		t.Error("a forbidden yield changed the Lease")
 	}
 

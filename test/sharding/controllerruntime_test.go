@@ -166,7 +166,7 @@ func TestControllerRuntimeSharder(t *testing.T) {
 	// reconciler saw what it must not.
 	phase := func(what string, cond func() bool) time.Duration {
 		t.Helper()
-		took := eventually(t, 20*time.Second, what, func() bool {
+		took := poll.Eventually(t, 20*time.Second, what, func() bool {
 			mu.Lock()
 			n := len(bad)
 			mu.Unlock()

@@ -36,7 +36,7 @@ func TestRequestsPerMinuteFlatInK(t *testing.T) {
 		groups = append(groups, g)
 	}
 	for _, g := range groups {
-		eventually(t, 10*time.Second, fmt.Sprintf("K=%d balanced", g.shards), func() bool { return balancedOver(g.tr, g.shards, g.ids...) })
+		poll.Eventually(t, 10*time.Second, fmt.Sprintf("K=%d balanced", g.shards), func() bool { return balancedOver(g.tr, g.shards, g.ids...) })
 	}
 	// Let the joins' writes and the first renewals pass, then measure a
 	// minute.

@@ -71,7 +71,7 @@ func TestShardedControllerControllerRuntimeMode(t *testing.T) {
 		return out, true
 	}
 	var first map[string]string
-	took := eventually(t, 30*time.Second, "every ConfigMap annotated, both processes working", func() bool {
+	took := poll.Eventually(t, 30*time.Second, "every ConfigMap annotated, both processes working", func() bool {
 		m, ok := by()
 		if !ok {
 			return false
@@ -87,7 +87,7 @@ func TestShardedControllerControllerRuntimeMode(t *testing.T) {
 	if err := procs["b"].Process.Signal(syscall.SIGINT); err != nil {
 		t.Fatal(err)
 	}
-	took = eventually(t, 30*time.Second, "a annotated every ConfigMap after b's SIGINT", func() bool {
+	took = poll.Eventually(t, 30*time.Second, "a annotated every ConfigMap after b's SIGINT", func() bool {
 		m, ok := by()
 		if !ok {
 			return false

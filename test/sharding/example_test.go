@@ -235,7 +235,7 @@ func TestShardedControllerThreeProcesses(t *testing.T) {
 	for _, id := range []string{"a", "b", "c"} {
 		start(id)
 	}
-	took := eventually(t, 30*time.Second, "8 shards over 3 processes, every ConfigMap reconciled by its shard's process", func() bool {
+	took := poll.Eventually(t, 30*time.Second, "8 shards over 3 processes, every ConfigMap reconciled by its shard's process", func() bool {
 		return balancedOwners(tl.owners(), shards, "a", "b", "c") && reconciledBy()
 	})
 	tl.note("all 48 ConfigMaps reconciled, %v after start; shards %s", took.Round(time.Millisecond), counts())
@@ -243,7 +243,7 @@ func TestShardedControllerThreeProcesses(t *testing.T) {
 	// SIGINT b: its shards move at once.
 	tl.note("SIGINT -> b")
 	_ = procs["b"].cmd.Process.Signal(syscall.SIGINT)
-	took = eventually(t, 10*time.Second, "a and c run all shards and reconciled b's ConfigMaps", func() bool {
+	took = poll.Eventually(t, 10*time.Second, "a and c run all shards and reconciled b's ConfigMaps", func() bool {
 		return balancedOwners(tl.owners(), shards, "a", "c") && reconciledBy()
 	})
 	tl.note("b's shards run in a and c, their ConfigMaps reconciled again, %v after SIGINT; shards %s", took.Round(time.Millisecond), counts())
@@ -259,7 +259,7 @@ func TestShardedControllerThreeProcesses(t *testing.T) {
 	tl.killed["a"] = time.Now()
 	tl.mu.Unlock()
 	_ = procs["a"].cmd.Process.Kill()
-	took = eventually(t, 15*time.Second, "c runs all shards and reconciled every ConfigMap", func() bool {
+	took = poll.Eventually(t, 15*time.Second, "c runs all shards and reconciled every ConfigMap", func() bool {
 		return balancedOwners(tl.owners(), shards, "c") && reconciledBy()
 	})
 	tl.note("c runs all 8 shards, every ConfigMap reconciled by c, %v after SIGKILL", took.Round(time.Millisecond))

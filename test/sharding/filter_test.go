@@ -18,6 +18,7 @@ import (
 
 	"github.com/leasehold/leasehold/shard"
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // createConfigMaps creates n ConfigMaps in ns and returns them as created
@@ -132,7 +133,7 @@ func TestPerShardInformersSeeOnlyTheirShard(t *testing.T) {
 	const k = 4
 	ns := newNamespace(t)
 	tr := newTracker()
-	logs := newLogBuffer(t)
+	logs := testkit.NewLogs(t, 2)
 	initial := createConfigMaps(t, admin, ns, "early", 120)
 
 	var mu sync.Mutex
@@ -174,7 +175,7 @@ func TestPerShardInformersSeeOnlyTheirShard(t *testing.T) {
 	}
 	a := startMember(t, opts("a"))
 	b := startMember(t, opts("b"))
-	eventually(t, 10*time.Second, "balanced", func() bool { return balancedOver(tr, k, "a", "b") })
+	poll.Eventually(t, 10*time.Second, "balanced", func() bool { return balancedOver(tr, k, "a", "b") })
 	later := createConfigMaps(t, admin, ns, "late", 80)
 	all := append(slices.Clone(initial), later...)
 
@@ -189,7 +190,7 @@ func TestPerShardInformersSeeOnlyTheirShard(t *testing.T) {
 		}
 		return true
 	}
-	eventually(t, 20*time.Second, "every ConfigMap received by its shard's informer", complete)
+	poll.Eventually(t, 20*time.Second, "every ConfigMap received by its shard's informer", complete)
 
 	// b leaves: its informers stop before its shards move, and a's new
 	// informers receive b's shards' objects.
@@ -200,8 +201,8 @@ func TestPerShardInformersSeeOnlyTheirShard(t *testing.T) {
 	if err := b.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "a owns all shards", func() bool { return balancedOver(tr, k, "a") })
-	eventually(t, 20*time.Second, "a's informers received every ConfigMap of b's shards", func() bool {
+	poll.Eventually(t, 5*time.Second, "a owns all shards", func() bool { return balancedOver(tr, k, "a") })
+	poll.Eventually(t, 20*time.Second, "a's informers received every ConfigMap of b's shards", func() bool {
 		mu.Lock()
 		defer mu.Unlock()
 		for i := range all {

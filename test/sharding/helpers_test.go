@@ -6,8 +6,6 @@ import (
 	"fmt"
 	"io"
 	"net/http"
-	"os"
-	"regexp"
 	"slices"
 	"sort"
 	"strings"
@@ -17,15 +15,13 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	"github.com/go-logr/logr/funcr"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/shard"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 type timing struct{ L, D, P time.Duration }
@@ -34,22 +30,7 @@ type timing struct{ L, D, P time.Duration }
 // four renewals per deadline, as the integration tests use.
 var fast = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
 
-var nsSeq atomic.Int32
-
-func newNamespace(t *testing.T) string {
-	t.Helper()
-	base := strings.ToLower(regexp.MustCompile(`[^a-zA-Z0-9]+`).ReplaceAllString(t.Name(), "-"))
-	base = strings.Trim(strings.TrimPrefix(base, "test"), "-")
-	if len(base) > 40 {
-		base = strings.Trim(base[:40], "-")
-	}
-	name := fmt.Sprintf("sh-%s-%d", base, nsSeq.Add(1))
-	if _, err := admin.CoreV1().Namespaces().Create(context.Background(), &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name}}, metav1.CreateOptions{}); err != nil {
-		t.Fatalf("create namespace %s: %v", name, err)
-	}
-	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), name, metav1.DeleteOptions{}) })
-	return name
-}
+func newNamespace(t *testing.T) string { return testkit.Namespace(t, admin, "sh") }
 
 // netSwitch is a client's network: it counts the client's requests by
 // verb, and can be cut (every request fails, open watches end) to play a
@@ -234,7 +215,7 @@ type memberOpts struct {
 	t             timing
 	release       bool
 	tr            *tracker
-	logs          *logBuffer
+	logs          *testkit.Logs
 	// work, if set, runs as the shard's work instead of waiting for ctx.
 	work func(ctx context.Context, shard int)
 }
@@ -265,7 +246,7 @@ func startMember(t *testing.T, o memberOpts) *member {
 	mb.m = m
 	ctx, cancel := context.WithCancel(context.Background())
 	if o.logs != nil {
-		ctx = klog.NewContext(ctx, o.logs.logger(o.id))
+		ctx = klog.NewContext(ctx, o.logs.Logger(o.id))
 	} else {
 		ctx = klog.NewContext(ctx, logr.Discard())
 	}
@@ -298,19 +279,8 @@ func (mb *member) stop(t *testing.T) error {
 	}
 }
 
-// eventually polls cond every 5ms until it holds or within passes, and
-// returns how long it took.
-func eventually(t *testing.T, within time.Duration, what string, cond func() bool) time.Duration {
-	t.Helper()
-	start := time.Now()
-	for !cond() {
-		if time.Since(start) > within {
-			t.Fatalf("timed out after %v waiting for %s", within, what)
-		}
-		time.Sleep(5 * time.Millisecond)
-	}
-	return time.Since(start)
-}
+// poll polls every 5ms: its Eventually times a rebalance to 5ms.
+var poll = testkit.Poller{Every: 5 * time.Millisecond}
 
 // balancedOver: every shard runs in exactly one of ids (per the tracker),
 // and their counts differ by at most one.
@@ -328,36 +298,6 @@ func balancedOver(tr *tracker, shards int, ids ...string) bool {
 		mn, mx = min(mn, n), max(mx, n)
 	}
 	return total == shards && mx-mn <= 1
-}
-
-// logBuffer collects the members' logs and prints them if the test fails,
-// or always with LEASEHOLD_TEST_LOGS=1.
-type logBuffer struct {
-	mu    sync.Mutex
-	start time.Time
-	lines []string
-}
-
-func newLogBuffer(t *testing.T) *logBuffer {
-	b := &logBuffer{start: time.Now()}
-	t.Cleanup(func() {
-		if t.Failed() || os.Getenv("LEASEHOLD_TEST_LOGS") != "" {
-			b.mu.Lock()
-			defer b.mu.Unlock()
-			for _, l := range b.lines {
-				t.Log(l)
-			}
-		}
-	})
-	return b
-}
-
-func (b *logBuffer) logger(name string) logr.Logger {
-	return funcr.New(func(prefix, args string) {
-		b.mu.Lock()
-		defer b.mu.Unlock()
-		b.lines = append(b.lines, fmt.Sprintf("%8.3fs %s %s %s", time.Since(b.start).Seconds(), name, prefix, args))
-	}, funcr.Options{Verbosity: 2})
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {

@@ -8,16 +8,13 @@
 package sharding
 
 import (
-	"fmt"
 	"os"
 	"testing"
-	"time"
 
-	"github.com/go-logr/logr"
 	"k8s.io/client-go/kubernetes"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 var (
@@ -30,21 +27,8 @@ var (
 var gate = controlplane.WithAPIServerFlag("feature-gates", "ShardedListAndWatch=true")
 
 func TestMain(m *testing.M) {
-	ctrllog.SetLogger(logr.Discard())
-	var err error
-	cp, err = controlplane.Start(gate)
-	if err != nil {
-		fmt.Fprintf(os.Stderr, "FAIL: sharding tests need a real control plane: %v\n", err)
-		os.Exit(1)
-	}
-	fmt.Fprintf(os.Stderr, "sharding: kube-apiserver (ShardedListAndWatch=true) and etcd ready in %v\n", cp.StartupTime.Round(time.Millisecond))
-	admin = kubernetes.NewForConfigOrDie(cp.Config())
-	code := m.Run()
-	if err := cp.Stop(); err != nil {
-		fmt.Fprintf(os.Stderr, "sharding: stopping the control plane: %v\n", err)
-		if code == 0 {
-			code = 1
-		}
-	}
-	os.Exit(code)
+	os.Exit(testkit.RunWithControlPlane(m, func(c *controlplane.ControlPlane) error {
+		cp, admin = c, kubernetes.NewForConfigOrDie(c.Config())
+		return nil
+	}, gate))
 }

@@ -5,6 +5,8 @@ import (
 	"slices"
 	"testing"
 	"time"
+
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // Three members share 32 shards within ±1; no shard ever runs in two
@@ -16,7 +18,7 @@ func TestThreeMembersThirtyTwoShardsRebalance(t *testing.T) {
 	const shards = 32
 	ns := newNamespace(t)
 	tr := newTracker()
-	logs := newLogBuffer(t)
+	logs := testkit.NewLogs(t, 2)
 	opts := func(id string) memberOpts {
 		return memberOpts{id: id, ns: ns, group: "g", shards: shards, t: fast, release: true, tr: tr, logs: logs}
 	}
@@ -25,7 +27,7 @@ func TestThreeMembersThirtyTwoShardsRebalance(t *testing.T) {
 	a := startMember(t, opts("a"))
 	b := startMember(t, opts("b"))
 	c := startMember(t, opts("c"))
-	took := eventually(t, 10*time.Second, "32 shards balanced over a, b, c", func() bool { return balancedOver(tr, shards, "a", "b", "c") })
+	took := poll.Eventually(t, 10*time.Second, "32 shards balanced over a, b, c", func() bool { return balancedOver(tr, shards, "a", "b", "c") })
 	own := tr.owners()
 	t.Logf("started: balanced in %v: a %d, b %d, c %d shards", took.Round(time.Millisecond), len(own["a"]), len(own["b"]), len(own["c"]))
 
@@ -40,7 +42,7 @@ func TestThreeMembersThirtyTwoShardsRebalance(t *testing.T) {
 	if err := c.stop(t); err != nil {
 		t.Fatalf("c.Run = %v", err)
 	}
-	eventually(t, 2*time.Second, "balanced over a, b after c left", func() bool { return balancedOver(tr, shards, "a", "b") })
+	poll.Eventually(t, 2*time.Second, "balanced over a, b after c left", func() bool { return balancedOver(tr, shards, "a", "b") })
 	after := tr.owners()
 	for _, id := range []string{"a", "b"} {
 		for _, s := range own[id] {
@@ -73,7 +75,7 @@ func TestThreeMembersThirtyTwoShardsRebalance(t *testing.T) {
 	before := tr.owners()
 	join := time.Now()
 	d := startMember(t, opts("d"))
-	took = eventually(t, 2*time.Second, "d runs its fair share (balanced over a, b, d)", func() bool { return balancedOver(tr, shards, "a", "b", "d") })
+	took = poll.Eventually(t, 2*time.Second, "d runs its fair share (balanced over a, b, d)", func() bool { return balancedOver(tr, shards, "a", "b", "d") })
 	now := tr.owners()
 	t.Logf("join: d runs its fair share (%d shards) %v after it started (target 2s)", len(now["d"]), took.Round(time.Millisecond))
 	moved := 0
@@ -96,7 +98,7 @@ func TestThreeMembersThirtyTwoShardsRebalance(t *testing.T) {
 	dShards := now["d"]
 	cut := time.Now()
 	d.net.setCut(true)
-	took = eventually(t, fast.L+2*time.Second, "a and b run all shards after d was cut off", func() bool { return balancedOver(tr, shards, "a", "b") })
+	took = poll.Eventually(t, fast.L+2*time.Second, "a and b run all shards after d was cut off", func() bool { return balancedOver(tr, shards, "a", "b") })
 	runs = tr.allRuns()
 	var lastStart, lastStop time.Time
 	for _, s := range dShards {
@@ -160,7 +162,7 @@ func TestGracefulLeaveHandoffAtK256(t *testing.T) {
 	const shards = 256
 	ns := newNamespace(t)
 	tr := newTracker()
-	logs := newLogBuffer(t)
+	logs := testkit.NewLogs(t, 2)
 	defer tr.check(t)
 	opts := func(id string) memberOpts {
 		return memberOpts{id: id, ns: ns, group: "g", shards: shards, t: fast, release: true, tr: tr, logs: logs}
@@ -168,14 +170,14 @@ func TestGracefulLeaveHandoffAtK256(t *testing.T) {
 	startMember(t, opts("a"))
 	startMember(t, opts("b"))
 	c := startMember(t, opts("c"))
-	eventually(t, 10*time.Second, "balanced", func() bool { return balancedOver(tr, shards, "a", "b", "c") })
+	poll.Eventually(t, 10*time.Second, "balanced", func() bool { return balancedOver(tr, shards, "a", "b", "c") })
 	time.Sleep(time.Second)
 	own := tr.owners()
 	leave := time.Now()
 	if err := c.stop(t); err != nil {
 		t.Fatal(err)
 	}
-	eventually(t, 5*time.Second, "balanced over a, b", func() bool { return balancedOver(tr, shards, "a", "b") })
+	poll.Eventually(t, 5*time.Second, "balanced over a, b", func() bool { return balancedOver(tr, shards, "a", "b") })
 	runs := tr.allRuns()
 	var handoffs []time.Duration
 	for _, s := range own["c"] {

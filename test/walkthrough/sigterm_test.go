@@ -8,8 +8,7 @@ import (
 	"testing"
 	"time"
 
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // client-go's leader-election example, migrated (examples/leader-election),
@@ -27,12 +26,8 @@ func TestSIGTERM(t *testing.T) {
 	)
 	for _, stuck := range []bool{false, true} {
 		t.Run(fmt.Sprintf("stuck-work=%v", stuck), func(t *testing.T) {
-			ns := fmt.Sprintf("sigterm-%d", time.Now().UnixNano()%1e6)
+			ns := testkit.Namespace(t, admin, "wt")
 			ctx := context.Background()
-			if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 			tl := NewTimeline()
 			stderr := map[string]*bytes.Buffer{}
 			start := func(id string, extra ...string) *Process {

@@ -8,13 +8,10 @@ import (
 	"testing"
 	"time"
 
-	"github.com/go-logr/logr"
-	corev1 "k8s.io/api/core/v1"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
-	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 var (
@@ -24,11 +21,10 @@ var (
 	binary     string
 )
 
-func TestMain(m *testing.M) {
-	ctrllog.SetLogger(logr.Discard())
-	os.Exit(testMain(m))
-}
+func TestMain(m *testing.M) { os.Exit(testMain(m)) }
 
+// testMain builds examples/leader-election, then runs the tests on a
+// control plane, with a kubeconfig for the example's processes.
 func testMain(m *testing.M) int {
 	dir, err := os.MkdirTemp("", "leasehold-walkthrough-")
 	if err != nil {
@@ -44,21 +40,11 @@ func testMain(m *testing.M) int {
 	}
 	fmt.Fprintf(os.Stderr, "walkthrough: built examples/leader-election in %v\n", time.Since(t0).Round(time.Millisecond))
 
-	cp, err = controlplane.Start()
-	if err != nil {
-		// Fail, never skip: a missing control plane must not pass.
-		fmt.Fprintf(os.Stderr, "FAIL: the walk-through needs a real control plane: %v\n", err)
-		return 1
-	}
-	defer cp.Stop()
-	fmt.Fprintf(os.Stderr, "walkthrough: control plane ready in %v\n", cp.StartupTime.Round(time.Millisecond))
-	admin = kubernetes.NewForConfigOrDie(cp.Config())
-	kubeconfig = filepath.Join(dir, "kubeconfig")
-	if err := cp.WriteKubeconfig(kubeconfig, nil); err != nil {
-		fmt.Fprintln(os.Stderr, "FAIL:", err)
-		return 1
-	}
-	return m.Run()
+	return testkit.RunWithControlPlane(m, func(c *controlplane.ControlPlane) error {
+		cp, admin = c, kubernetes.NewForConfigOrDie(c.Config())
+		kubeconfig = filepath.Join(dir, "kubeconfig")
+		return cp.WriteKubeconfig(kubeconfig, nil)
+	})
 }
 
 // TestWalkthrough is the README walk-through with the README's timings
@@ -74,12 +60,8 @@ func TestWalkthrough(t *testing.T) {
 		D = 10 * time.Second
 		P = 2 * time.Second
 	)
-	ns := fmt.Sprintf("walkthrough-%d", time.Now().UnixNano()%1e6)
+	ns := testkit.Namespace(t, admin, "wt")
 	ctx := context.Background()
-	if _, err := admin.CoreV1().Namespaces().Create(ctx, &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: ns}}, metav1.CreateOptions{}); err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() { _ = admin.CoreV1().Namespaces().Delete(context.Background(), ns, metav1.DeleteOptions{}) })
 
 	logDir := t.TempDir()
 	res, err := Run(ctx, Options{
