@@ -86,7 +86,7 @@ func (tr *tracker) noStart(t *testing.T) {
 // elector is one leasehold elector in this process, its client on a wire.
 type elector struct {
 	id   string
-	wire *wire
+	wire *testkit.Wire
 	el   *leasehold.Elector
 
 	cancel context.CancelFunc
@@ -101,8 +101,8 @@ type elector struct {
 
 func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
 	t.Helper()
-	e := &elector{id: id, wire: &wire{}, done: make(chan struct{})}
-	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.wrap(cp.Config()), tm.D))
+	e := &elector{id: id, wire: &testkit.Wire{}, done: make(chan struct{})}
+	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.Wrap(cp.Config()), tm.D))
 	cfg := leasehold.Config{
 		Lock:          &leasehold.LeaseLock{Namespace: ns, Name: name, Identity: id, Client: cs.CoordinationV1()},
 		LeaseDuration: tm.L, RenewDeadline: tm.D, RetryPeriod: tm.P,
@@ -175,8 +175,6 @@ func (e *elector) stop(t *testing.T) {
 		t.Fatalf("%s: Run did not return within 20s", e.id)
 	}
 }
-
-func isOK(c call) bool { return c.ok() }
 
 // rejoin sets Config.Rejoin.
 func rejoin(c *leasehold.Config) { c.Rejoin = true }

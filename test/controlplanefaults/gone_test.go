@@ -27,21 +27,21 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 	fl := startElector(t, "follower", ns, "gone", std, tr, lg)
 	testkit.Eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
 	for _, e := range []*elector{ld, fl} {
-		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
+		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.Count("watch", time.Time{}, testkit.IsOK) >= 1 })
 	}
 
 	// 1. Cut both watches; hold their resumptions.
 	resume := map[*elector]int64{}
 	for _, e := range []*elector{ld, fl} {
-		e.wire.holdWatches()
-		if n := e.wire.cutWatches(); n != 1 {
+		e.wire.HoldWatches()
+		if n := e.wire.CutWatches(); n != 1 {
 			t.Fatalf("%s: cut %d watches, want 1", e.id, n)
 		}
 	}
 	cut := time.Now()
 	for _, e := range []*elector{ld, fl} {
-		testkit.Eventually(t, 10*time.Second, e.id+"'s resumed watch", func() bool { return len(e.wire.heldRVs()) >= 1 })
-		rv := e.wire.heldRVs()[0]
+		testkit.Eventually(t, 10*time.Second, e.id+"'s resumed watch", func() bool { return len(e.wire.HeldRVs()) >= 1 })
+		rv := e.wire.HeldRVs()[0]
 		v, err := strconv.ParseInt(rv, 10, 64)
 		if err != nil {
 			t.Fatalf("%s resumed its watch from %q, want the resourceVersion it last saw", e.id, rv)
@@ -51,7 +51,7 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 
 	// 2. The leader renews twice meanwhile; then etcd is compacted to its
 	// current revision, past both resume points.
-	testkit.Eventually(t, 5*time.Second, "two renewals", func() bool { return ld.wire.count("update", cut, isOK) >= 2 })
+	testkit.Eventually(t, 5*time.Second, "two renewals", func() bool { return ld.wire.Count("update", cut, testkit.IsOK) >= 2 })
 	rev, err := cp.CompactEtcd(ctx)
 	testkit.Must(t, err)
 	for e, v := range resume {
@@ -61,7 +61,7 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 	}
 	released := time.Now()
 	for _, e := range []*elector{ld, fl} {
-		e.wire.releaseWatches()
+		e.wire.ReleaseWatches()
 	}
 	t.Logf("etcd compacted at revision %d; resumptions from leader %d, follower %d released", rev, resume[ld], resume[fl])
 
@@ -75,10 +75,10 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 	if starts, stops := ld.counts(); starts != 1 || stops != 0 {
 		t.Errorf("leader: %d terms started, %d stopped; want 1 and 0 (its term survives its watch's 410)", starts, stops)
 	}
-	n := ld.wire.count("update", time.Now(), isOK)
-	testkit.Eventually(t, 4*std.P, "renewals after the 410", func() bool { return ld.wire.count("update", time.Time{}, isOK) > n })
+	n := ld.wire.Count("update", time.Now(), testkit.IsOK)
+	testkit.Eventually(t, 4*std.P, "renewals after the 410", func() bool { return ld.wire.Count("update", time.Time{}, testkit.IsOK) > n })
 	tr.noStart(t)
-	if n := fl.wire.count("update", time.Time{}, nil) + fl.wire.count("create", time.Time{}, nil); n != 0 {
+	if n := fl.wire.Count("update", time.Time{}, nil) + fl.wire.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
 	}
 
@@ -105,7 +105,7 @@ func TestGoneAfterAPIServerRestart(t *testing.T) {
 	fl := startElector(t, "follower", ns, "restart", tm, tr, lg)
 	testkit.Eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
 	for _, e := range []*elector{ld, fl} {
-		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.count("watch", time.Time{}, isOK) >= 1 })
+		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.Count("watch", time.Time{}, testkit.IsOK) >= 1 })
 	}
 	api, err := cp.APIServer()
 	testkit.Must(t, err)
@@ -132,9 +132,9 @@ func TestGoneAfterAPIServerRestart(t *testing.T) {
 	if starts, stops := ld.counts(); starts != 1 || stops != 0 {
 		t.Errorf("leader: %d terms started, %d stopped; want 1 and 0 (its term outlives a %v outage with RenewDeadline %v)", starts, stops, up.Sub(killed).Round(time.Millisecond), tm.D)
 	}
-	testkit.Eventually(t, 4*tm.P, "a renewal after the restart", func() bool { return ld.wire.count("update", up, isOK) >= 1 })
+	testkit.Eventually(t, 4*tm.P, "a renewal after the restart", func() bool { return ld.wire.Count("update", up, testkit.IsOK) >= 1 })
 	tr.noStart(t)
-	if n := fl.wire.count("update", time.Time{}, nil) + fl.wire.count("create", time.Time{}, nil); n != 0 {
+	if n := fl.wire.Count("update", time.Time{}, nil) + fl.wire.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader held it", n)
 	}
 	handoff(t, ld, fl, tr, tm)
@@ -145,11 +145,11 @@ func TestGoneAfterAPIServerRestart(t *testing.T) {
 // a watch from rv, if rv is set), then for e to watch from the current
 // state (resourceVersion "") and receive events on that watch, without a
 // GET. It returns the 410.
-func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *testkit.Logs) gone {
+func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *testkit.Logs) testkit.Gone {
 	t.Helper()
-	var g gone
+	var g testkit.Gone
 	testkit.Eventually(t, 30*time.Second, e.id+" to get a 410 Gone from the server", func() bool {
-		for _, x := range e.wire.goneSeen() {
+		for _, x := range e.wire.Gones() {
 			if !x.At.Before(since) && (rv == "" || x.RV == rv) {
 				g = x
 				return true
@@ -157,19 +157,19 @@ func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *testkit
 		}
 		return false
 	})
-	var fresh call
+	var fresh testkit.Call
 	testkit.Eventually(t, 10*time.Second, e.id+" to watch from the current state after the 410", func() bool {
-		for _, c := range e.wire.all() {
-			if c.Verb == "watch" && c.RV == "" && c.ok() && !c.Sent.Before(g.At) {
+		for _, c := range e.wire.All() {
+			if c.Verb == "watch" && c.RV == "" && c.OK() && !c.Sent.Before(g.At) {
 				fresh = c
 				return true
 			}
 		}
 		return false
 	})
-	events := e.wire.eventCount()
-	testkit.Eventually(t, 10*time.Second, e.id+" to receive events on its new watch", func() bool { return e.wire.eventCount() > events })
-	if n := e.wire.count("get", g.At, nil) + e.wire.count("list", g.At, nil); n != 0 {
+	events := e.wire.Events()
+	testkit.Eventually(t, 10*time.Second, e.id+" to receive events on its new watch", func() bool { return e.wire.Events() > events })
+	if n := e.wire.Count("get", g.At, nil) + e.wire.Count("list", g.At, nil); n != 0 {
 		t.Errorf("%s read the Lease %d times after the 410; want 0 (the watch from the current state re-reads)", e.id, n)
 	}
 	if len(lg.Matching(`"`+e.id+`"`, "410")) == 0 && len(lg.Matching(e.id, "re-reading through a watch")) == 0 {
@@ -200,7 +200,7 @@ func handoff(t *testing.T, ld, fl *elector, tr *tracker, tm timing) {
 	} else {
 		t.Logf("follower took over %v after the leader's release", lat.Round(time.Microsecond))
 	}
-	if n := fl.wire.count("get", rel, nil) + fl.wire.count("list", rel, nil); n != 0 {
+	if n := fl.wire.Count("get", rel, nil) + fl.wire.Count("list", rel, nil); n != 0 {
 		t.Errorf("follower read the Lease %d times to take over; want 0: the release reaches it on its watch", n)
 	}
 	ld.stop(t)

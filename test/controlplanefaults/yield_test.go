@@ -3,11 +3,11 @@ package controlplanefaults
 import (
 	"context"
 	"encoding/json"
+	"net/http"
 	"sync"
 	"testing"
 	"time"
 
-	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -47,12 +47,12 @@ func TestYieldReleaseRacesAnnotation(t *testing.T) {
 	// Just before a's release goes out, the operator names c.
 	var once sync.Once
 	raced := make(chan struct{})
-	a.wire.setBeforeWrite(func(cl call, body []byte) {
-		var l coordinationv1.Lease
-		if json.Unmarshal(body, &l) != nil || (l.Spec.HolderIdentity != nil && *l.Spec.HolderIdentity != "") {
-			return // not a release
+	a.wire.SetBefore(func(cl testkit.Call, _ *http.Request) *http.Response {
+		if (cl.Verb != "update" && cl.Verb != "create") || !cl.HasBody || cl.Holder != "" {
+			return nil // not a release
 		}
 		once.Do(func() { annotate("c"); close(raced) })
+		return nil
 	})
 	annotate("*")
 	select {

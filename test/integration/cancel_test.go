@@ -22,8 +22,8 @@ func TestCancelDuringRenewalReturnsNil(t *testing.T) {
 		tr := newTracker()
 		var self atomic.Pointer[candidate]
 		var renewals atomic.Int32
-		rec := &recorder{}
-		rec.setBefore(func(c call, _ *http.Request) *http.Response {
+		rec := &testkit.Wire{}
+		rec.SetBefore(func(c testkit.Call, _ *http.Request) *http.Response {
 			// Cancel Run while its first renewal is in flight.
 			if c.Verb == "update" && c.Holder == "leader" && renewals.Add(1) == 1 {
 				if s := self.Load(); s != nil {

@@ -67,7 +67,7 @@ func (l *reconcileLog) reconciled(replica, name string) bool {
 // crReplica is one controller-runtime manager with a controllerruntime Gate.
 type crReplica struct {
 	id     string
-	rec    *recorder // the elector's Lease requests
+	rec    *testkit.Wire // the elector's Lease requests
 	gate   *controllerruntime.Gate
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -85,7 +85,7 @@ func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *
 		Logger:                 logs.Logger(id + "/mgr"),
 	})
 	testkit.Must(t, err)
-	rec := &recorder{}
+	rec := &testkit.Wire{}
 	cs := clientFor(cfg, std.D, rec)
 	gate, err := controllerruntime.New(mgr, leasehold.Config{
 		Lock:            &leasehold.LeaseLock{Namespace: ns, Name: lease, Identity: id, Client: cs.CoordinationV1()},
@@ -205,9 +205,9 @@ func TestCRLeader(t *testing.T) {
 		t.Fatalf("%s: manager did not stop within 30s", leader.id)
 	}
 	// At once: through the release, seen on the follower's watch.
-	var releases []call
-	for _, c := range leader.rec.all() {
-		if c.ok() && c.Verb == "update" && c.HasBody && c.Holder == "" {
+	var releases []testkit.Call
+	for _, c := range leader.rec.All() {
+		if c.OK() && c.Verb == "update" && c.HasBody && c.Holder == "" {
 			releases = append(releases, c)
 		}
 	}

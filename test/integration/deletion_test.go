@@ -14,10 +14,10 @@ import (
 )
 
 // requestsSince counts every lease request the recorders saw since t.
-func requestsSince(recs []*recorder, t time.Time) int {
+func requestsSince(recs []*testkit.Wire, t time.Time) int {
 	n := 0
 	for _, r := range recs {
-		for _, c := range r.verbs(t) {
+		for _, c := range r.Verbs(t) {
 			n += c
 		}
 	}
@@ -34,7 +34,7 @@ func TestDeletedLeaseRealServer(t *testing.T) {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ns, name := newNamespace(t), "deleted"
 			tr, logs := newTracker(), testkit.NewLogs(t, 4)
-			var recs []*recorder
+			var recs []*testkit.Wire
 			for i := 0; i < replicas; i++ {
 				c := startCandidate(t, candidateOpts{id: fmt.Sprintf("r%d", i), ns: ns, name: name, t: std, tr: tr, logs: logs, rejoin: true})
 				recs = append(recs, c.rec)

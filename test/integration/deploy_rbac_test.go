@@ -69,10 +69,10 @@ func TestDeployRBAC(t *testing.T) {
 	b := startCandidate(t, candidateOpts{id: "pod-b", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: saCfg})
 	leader, follower := a, b
 
-	renewed := func(c call) bool { return c.ok() && c.Holder == leader.id }
-	testkit.Eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.count("update", time.Time{}, renewed) >= 3 })
+	renewed := func(c testkit.Call) bool { return c.OK() && c.Holder == leader.id }
+	testkit.Eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.Count("update", time.Time{}, renewed) >= 3 })
 	testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool {
-		return follower.rec.count("watch", time.Time{}, func(c call) bool { return c.ok() }) >= 1
+		return follower.rec.Count("watch", time.Time{}, func(c testkit.Call) bool { return c.OK() }) >= 1
 	})
 	follower.waitSees(t, leader.id, 5*time.Second)
 
@@ -84,9 +84,9 @@ func TestDeployRBAC(t *testing.T) {
 		t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
 	}
 	handoff := next.at.Sub(cancelled)
-	var releases []call
-	for _, c := range leader.rec.all() {
-		if !c.Sent.Before(cancelled) && c.ok() && c.Verb == "update" && c.HasBody && c.Holder == "" {
+	var releases []testkit.Call
+	for _, c := range leader.rec.All() {
+		if !c.Sent.Before(cancelled) && c.OK() && c.Verb == "update" && c.HasBody && c.Holder == "" {
 			releases = append(releases, c)
 		}
 	}
@@ -103,12 +103,12 @@ func TestDeployRBAC(t *testing.T) {
 	t.Logf("handoff %v after the leader was cancelled", handoff.Round(time.Millisecond))
 
 	for _, c := range []*candidate{a, b} {
-		for _, cl := range c.rec.all() {
+		for _, cl := range c.rec.All() {
 			if cl.Status == http.StatusForbidden {
 				t.Errorf("%s: %s %s/%s forbidden with examples/deploy/rbac.yaml", c.id, cl.Verb, cl.Resource, cl.Name)
 			}
 		}
-		t.Logf("%s: lease requests %v", c.id, c.rec.verbs(time.Time{}))
+		t.Logf("%s: lease requests %v", c.id, c.rec.Verbs(time.Time{}))
 	}
 	if w := logs.Matching("falling back to polling"); len(w) > 0 {
 		t.Errorf("an elector fell back to polling: %v", w)

@@ -46,9 +46,9 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 	// got 409 AlreadyExists (no one overwrote the winner).
 	created, tried := 0, 0
 	for _, c := range cands {
-		tried += c.rec.count("create", time.Time{}, nil)
-		created += c.rec.count("create", time.Time{}, func(c call) bool { return c.ok() })
-		if n := c.rec.count("update", time.Time{}, func(cl call) bool { return cl.ok() && cl.Holder != first.id }); n > 0 {
+		tried += c.rec.Count("create", time.Time{}, nil)
+		created += c.rec.Count("create", time.Time{}, func(c testkit.Call) bool { return c.OK() })
+		if n := c.rec.Count("update", time.Time{}, func(cl testkit.Call) bool { return cl.OK() && cl.Holder != first.id }); n > 0 {
 			t.Errorf("%s wrote itself as holder %d times while %s held the lease", c.id, n, first.id)
 		}
 	}
@@ -120,8 +120,8 @@ func TestConflictNeverOverwrites(t *testing.T) {
 		lastOther time.Time
 		otherErrs []error
 	)
-	rec := &recorder{}
-	rec.setBefore(func(c call, _ *http.Request) *http.Response {
+	rec := &testkit.Wire{}
+	rec.SetBefore(func(c testkit.Call, _ *http.Request) *http.Response {
 		if c.Verb != "update" || c.Holder != "ours" {
 			return nil
 		}
@@ -154,7 +154,7 @@ func TestConflictNeverOverwrites(t *testing.T) {
 		t.Fatalf("raced %d takeovers, want %d", nRaced, races)
 	}
 	var statuses []int
-	for _, c := range rec.all() {
+	for _, c := range rec.All() {
 		if c.Verb == "update" && c.Holder == "ours" {
 			statuses = append(statuses, c.Status)
 		}
@@ -205,8 +205,8 @@ func TestReleaseIsConditional(t *testing.T) {
 		thief    *coordinationv1.Lease
 		thiefErr error
 	)
-	rec := &recorder{}
-	rec.setBefore(func(c call, _ *http.Request) *http.Response {
+	rec := &testkit.Wire{}
+	rec.SetBefore(func(c testkit.Call, _ *http.Request) *http.Response {
 		release := c.Verb == "update" && c.HasBody && c.Holder == ""
 		read := c.Verb == "get" || c.Verb == "list"
 		if !armed.Load() || (!release && !read) {
@@ -224,8 +224,8 @@ func TestReleaseIsConditional(t *testing.T) {
 	})
 	ours := startCandidate(t, candidateOpts{id: "ours", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, rec: rec})
 	tr.nextStart(t, 10*time.Second)
-	renewed := func(c call) bool { return c.ok() && c.Holder == "ours" }
-	testkit.Eventually(t, 10*std.P, "two renewals", func() bool { return rec.count("update", time.Time{}, renewed) >= 2 })
+	renewed := func(c testkit.Call) bool { return c.OK() && c.Holder == "ours" }
+	testkit.Eventually(t, 10*std.P, "two renewals", func() bool { return rec.Count("update", time.Time{}, renewed) >= 2 })
 
 	cancelled := time.Now()
 	armed.Store(true)
@@ -239,13 +239,13 @@ func TestReleaseIsConditional(t *testing.T) {
 		t.Fatalf("the other writer failed: %v", stealErr)
 	}
 	if verb == "" {
-		t.Fatalf("ours made no release and no read after its cancel; requests: %v", rec.verbs(cancelled))
+		t.Fatalf("ours made no release and no read after its cancel; requests: %v", rec.Verbs(cancelled))
 	}
-	if n := rec.count("get", cancelled, nil) + rec.count("list", cancelled, nil); n != 0 {
+	if n := rec.Count("get", cancelled, nil) + rec.Count("list", cancelled, nil); n != 0 {
 		t.Errorf("ours read the Lease %d times to release it (the other writer landed before its %s); want no read: the release is conditioned on our own last write", n, verb)
 	}
-	var releases []call
-	for _, c := range rec.all() {
+	var releases []testkit.Call
+	for _, c := range rec.All() {
 		if c.Verb == "update" && c.HasBody && c.Holder == "" {
 			releases = append(releases, c)
 		}
@@ -290,7 +290,7 @@ func TestIdentityClash(t *testing.T) {
 	if n := second.startCount(); n != 0 {
 		t.Errorf("second process led %d times, want never", n)
 	}
-	if n := second.rec.count("update", time.Time{}, nil) + second.rec.count("create", time.Time{}, nil); n != 0 {
+	if n := second.rec.Count("update", time.Time{}, nil) + second.rec.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("second process wrote the Lease %d times, want never", n)
 	}
 
@@ -335,13 +335,13 @@ func TestWatchHandoffLatency(t *testing.T) {
 	steady := 6 * std.P
 	tr.noStart(t, steady, leader.id+" holds the lease")
 	for _, f := range []*candidate{f1, f2} {
-		v := f.rec.verbs(steadyFrom)
+		v := f.rec.Verbs(steadyFrom)
 		if v["get"] != 0 || v["update"] != 0 || v["create"] != 0 || v["list"] != 0 {
 			t.Errorf("%s made requests other than its watch while following for %v: %v", f.id, steady, v)
 		}
 		t.Logf("%s, steady %v as follower: GET=%d, watch requests=%d", f.id, steady, v["get"], v["watch"])
 	}
-	if w := f2.rec.count("watch", steadyFrom, nil); w != 0 {
+	if w := f2.rec.Count("watch", steadyFrom, nil); w != 0 {
 		t.Errorf("follower-2 (no client timeout) re-opened its watch %d times while steady, want 0", w)
 	}
 
@@ -355,13 +355,13 @@ func TestWatchHandoffLatency(t *testing.T) {
 		if err := cur.wait(t, 5*time.Second); err != nil {
 			t.Fatalf("%s: Run after cancel: %v", cur.id, err)
 		}
-		var rel call
-		for _, c := range cur.rec.all() {
+		var rel testkit.Call
+		for _, c := range cur.rec.All() {
 			if c.Verb == "update" && c.HasBody && c.Holder == "" {
 				rel = c
 			}
 		}
-		if !rel.ok() {
+		if !rel.OK() {
 			t.Fatalf("%s: release %+v did not succeed", cur.id, rel)
 		}
 		lat := next.at.Sub(rel.Sent)
@@ -413,17 +413,16 @@ func TestWatchResumeAfter410(t *testing.T) {
 	// every RequestTimeout, and only this test's cuts should.
 	f := startCandidate(t, candidateOpts{id: "follower", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, noTimeout: true})
 	f.waitSees(t, leader.id, 5*time.Second)
-	isOK := func(c call) bool { return c.ok() }
-	testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool { return f.rec.count("watch", time.Time{}, isOK) >= 1 })
+	testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool { return f.rec.Count("watch", time.Time{}, testkit.IsOK) >= 1 })
 
 	// 1. The watch is cut: resumed from the last version, no GET.
 	cut := time.Now()
-	if n := f.rec.cutWatches(); n != 1 {
+	if n := f.rec.CutWatches(); n != 1 {
 		t.Fatalf("cut %d watches, want 1", n)
 	}
-	testkit.Eventually(t, 5*time.Second, "the watch to be re-opened", func() bool { return f.rec.count("watch", cut, isOK) >= 1 })
-	var resumed call
-	for _, c := range f.rec.all() {
+	testkit.Eventually(t, 5*time.Second, "the watch to be re-opened", func() bool { return f.rec.Count("watch", cut, testkit.IsOK) >= 1 })
+	var resumed testkit.Call
+	for _, c := range f.rec.All() {
 		if c.Verb == "watch" && !c.Sent.Before(cut) {
 			resumed = c
 			break
@@ -434,22 +433,22 @@ func TestWatchResumeAfter410(t *testing.T) {
 	} else if !slices.ContainsFunc(holders.snapshot(), func(v leaseVersion) bool { return v.rv == resumed.RV && v.holder == leader.id }) {
 		t.Errorf("watch resumed from version %s, which is not a version of the Lease held by %s", resumed.RV, leader.id)
 	}
-	if n := f.rec.count("get", cut, nil); n != 0 {
+	if n := f.rec.Count("get", cut, nil); n != 0 {
 		t.Errorf("follower made %d GETs to resume its watch, want 0", n)
 	}
 	t.Logf("watch cut; re-opened %v later from resourceVersion %s", resumed.Sent.Sub(cut).Round(time.Microsecond), resumed.RV)
 	// It keeps receiving the leader's renewals on the resumed watch.
-	got := f.rec.watchBytes.Load()
-	testkit.Eventually(t, 4*std.P, "renewals on the resumed watch", func() bool { return f.rec.watchBytes.Load() > got })
+	got := f.rec.WatchBytes()
+	testkit.Eventually(t, 4*std.P, "renewals on the resumed watch", func() bool { return f.rec.WatchBytes() > got })
 
 	// 2. The next resumed watch answers 410 Gone, as an ERROR event the way
 	// kube-apiserver sends it: re-read through a watch without a
 	// resourceVersion (its first event is the current state), no GET.
 	var (
 		goneMu sync.Mutex
-		gone   call
+		gone   testkit.Call
 	)
-	f.rec.setBefore(func(c call, req *http.Request) *http.Response {
+	f.rec.SetBefore(func(c testkit.Call, req *http.Request) *http.Response {
 		goneMu.Lock()
 		defer goneMu.Unlock()
 		if c.Verb != "watch" || !gone.Sent.IsZero() {
@@ -460,13 +459,13 @@ func TestWatchResumeAfter410(t *testing.T) {
 		return errorEventResponse(req, http.StatusGone, "Expired", fmt.Sprintf("too old resource version: %s (%s)", c.RV, c.RV+"0"))
 	})
 	cut = time.Now()
-	if n := f.rec.cutWatches(); n != 1 {
+	if n := f.rec.CutWatches(); n != 1 {
 		t.Fatalf("cut %d watches, want 1", n)
 	}
-	var rewatch call
+	var rewatch testkit.Call
 	testkit.Eventually(t, 10*time.Second, "a new watch from the current state after 410", func() bool {
-		for _, c := range f.rec.all() {
-			if !c.Sent.Before(cut) && c.Verb == "watch" && c.RV == "" && c.ok() {
+		for _, c := range f.rec.All() {
+			if !c.Sent.Before(cut) && c.Verb == "watch" && c.RV == "" && c.OK() {
 				rewatch = c
 				return true
 			}
@@ -479,7 +478,7 @@ func TestWatchResumeAfter410(t *testing.T) {
 	if goneRV == "" {
 		t.Errorf("the watch answered with 410 had no resourceVersion")
 	}
-	if n := f.rec.count("get", cut, nil); n != 0 {
+	if n := f.rec.Count("get", cut, nil); n != 0 {
 		t.Errorf("follower made %d GETs after 410, want 0: the watch from the current state re-reads", n)
 	}
 	if len(logs.Matching(`"identity"="follower"`, "from the current state")) == 0 {
@@ -487,25 +486,25 @@ func TestWatchResumeAfter410(t *testing.T) {
 	}
 	t.Logf("after 410 on resourceVersion %s: new watch from the current state %v later",
 		goneRV, rewatch.Sent.Sub(cut).Round(time.Microsecond))
-	got = f.rec.watchBytes.Load()
-	testkit.Eventually(t, 4*std.P, "renewals on the new watch", func() bool { return f.rec.watchBytes.Load() > got })
+	got = f.rec.WatchBytes()
+	testkit.Eventually(t, 4*std.P, "renewals on the new watch", func() bool { return f.rec.WatchBytes() > got })
 
 	// 3. Through all this the follower never took over from the live
 	// leader, and it still hands over in milliseconds: its watch works.
 	tr.noStart(t, 2*std.P, "the leader is renewing")
-	if n := f.rec.count("update", time.Time{}, nil) + f.rec.count("create", time.Time{}, nil); n != 0 {
+	if n := f.rec.Count("update", time.Time{}, nil) + f.rec.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
 	}
 	leader.cancel()
 	next := tr.nextStart(t, 5*time.Second)
 	testkit.Must(t, leader.wait(t, 5*time.Second))
-	var rel call
-	for _, c := range leader.rec.all() {
+	var rel testkit.Call
+	for _, c := range leader.rec.All() {
 		if c.Verb == "update" && c.HasBody && c.Holder == "" {
 			rel = c
 		}
 	}
-	if next.id != f.id || !rel.ok() {
+	if next.id != f.id || !rel.OK() {
 		t.Fatalf("after the release (%+v), %s started; want the follower", rel, next.id)
 	}
 	lat := next.at.Sub(rel.Sent)

@@ -21,7 +21,7 @@ import (
 type healthElector struct {
 	id     string
 	el     *leasehold.Elector
-	rec    *recorder
+	rec    *testkit.Wire
 	srv    *httptest.Server
 	broken atomic.Bool
 	done   chan struct{}
@@ -30,10 +30,10 @@ type healthElector struct {
 
 func startHealthElector(t *testing.T, id, ns, name string, tolerance time.Duration, logs *testkit.Logs) *healthElector {
 	t.Helper()
-	h := &healthElector{id: id, rec: &recorder{}, done: make(chan struct{})}
+	h := &healthElector{id: id, rec: &testkit.Wire{}, done: make(chan struct{})}
 	// While broken, every request is answered 503 without reaching the
 	// API server, as when it is down behind a load balancer.
-	h.rec.setBefore(func(c call, req *http.Request) *http.Response {
+	h.rec.SetBefore(func(c testkit.Call, req *http.Request) *http.Response {
 		if !h.broken.Load() {
 			return nil
 		}
@@ -125,7 +125,7 @@ func TestHealth(t *testing.T) {
 	// Cut a off from the API server.
 	broke := time.Now()
 	a.broken.Store(true)
-	a.rec.cutWatches()
+	a.rec.CutWatches()
 	type sample struct {
 		at   time.Duration
 		code int
@@ -167,9 +167,9 @@ func TestHealth(t *testing.T) {
 		}
 		time.Sleep(50 * time.Millisecond)
 	}
-	if failed := a.rec.count("update", broke, func(c call) bool { return c.Status == http.StatusServiceUnavailable }) +
-		a.rec.count("get", broke, func(c call) bool { return c.Status == http.StatusServiceUnavailable }) +
-		a.rec.count("watch", broke, func(c call) bool { return c.Status == http.StatusServiceUnavailable }); failed == 0 {
+	if failed := a.rec.Count("update", broke, func(c testkit.Call) bool { return c.Status == http.StatusServiceUnavailable }) +
+		a.rec.Count("get", broke, func(c testkit.Call) bool { return c.Status == http.StatusServiceUnavailable }) +
+		a.rec.Count("watch", broke, func(c testkit.Call) bool { return c.Status == http.StatusServiceUnavailable }); failed == 0 {
 		t.Error("a made no request during the outage")
 	}
 

@@ -33,10 +33,10 @@ func newNamespace(t *testing.T) string { return testkit.Namespace(t, admin, "lh"
 
 // clientFor builds a clientset as the README recommends (request timeout
 // from the renew deadline), recording its requests in rec if not nil.
-func clientFor(cfg *rest.Config, d time.Duration, rec *recorder) kubernetes.Interface {
-	cfg = leasehold.WithRequestTimeout(jsonConfig(cfg), d)
+func clientFor(cfg *rest.Config, d time.Duration, rec *testkit.Wire) kubernetes.Interface {
+	cfg = leasehold.WithRequestTimeout(testkit.JSON(cfg), d)
 	if rec != nil {
-		cfg = rec.wrap(cfg)
+		cfg = rec.Wrap(cfg)
 	}
 	return kubernetes.NewForConfigOrDie(cfg)
 }
@@ -138,7 +138,7 @@ func (tr *tracker) noStart(t *testing.T, d time.Duration, why string) {
 type candidate struct {
 	id  string
 	el  *leasehold.Elector
-	rec *recorder
+	rec *testkit.Wire
 
 	cancel context.CancelFunc
 	done   chan struct{}
@@ -160,7 +160,7 @@ type candidateOpts struct {
 	tr           *tracker
 	logs         *testkit.Logs
 	// rec records the client's requests; a new one if nil.
-	rec *recorder
+	rec *testkit.Wire
 	// noTimeout builds the client without leasehold.WithRequestTimeout.
 	noTimeout bool
 	// gate, if set, delays Run until it is closed.
@@ -183,11 +183,11 @@ func startCandidate(t *testing.T, o candidateOpts) *candidate {
 	}
 	c := &candidate{id: o.id, done: make(chan struct{}), rec: o.rec}
 	if c.rec == nil {
-		c.rec = &recorder{}
+		c.rec = &testkit.Wire{}
 	}
 	var cs kubernetes.Interface
 	if o.noTimeout {
-		cs = kubernetes.NewForConfigOrDie(c.rec.wrap(jsonConfig(cfg)))
+		cs = kubernetes.NewForConfigOrDie(c.rec.Wrap(cfg))
 	} else {
 		cs = clientFor(cfg, o.t.D, c.rec)
 	}
@@ -312,12 +312,12 @@ func (c *candidate) waitSees(t *testing.T, id string, within time.Duration) {
 // renewal it saw); and the new leader's client (taker) made no GET or LIST
 // since `since`: it learned of the release on its watch, not by polling.
 // The handoff's actual milliseconds are measured by make bench.
-func checkReleaseHandoff(t *testing.T, what string, lat time.Duration, tm timing, taker *recorder, since time.Time) {
+func checkReleaseHandoff(t *testing.T, what string, lat time.Duration, tm timing, taker *testkit.Wire, since time.Time) {
 	t.Helper()
 	if lat < 0 || lat >= tm.L-tm.P {
 		t.Errorf("%s: took over %v after the release was sent, want [0, L-P = %v): a takeover by expiry, not by the release", what, lat, tm.L-tm.P)
 	}
-	if n := taker.count("get", since, nil) + taker.count("list", since, nil); n != 0 {
+	if n := taker.Count("get", since, nil) + taker.Count("list", since, nil); n != 0 {
 		t.Errorf("%s: the new leader read the Lease %d times since %s; want none: the release reaches it on its watch", what, n, since.Format("15:04:05.000"))
 	}
 }

@@ -20,7 +20,7 @@ import (
 // a resourcelock.LeaseLock, running in a goroutine.
 type clientGoCandidate struct {
 	id     string
-	rec    *recorder
+	rec    *testkit.Wire
 	cancel context.CancelFunc
 	done   chan struct{}
 
@@ -30,8 +30,8 @@ type clientGoCandidate struct {
 
 func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, tr *tracker, logs *testkit.Logs) *clientGoCandidate {
 	t.Helper()
-	c := &clientGoCandidate{id: id, rec: &recorder{}, done: make(chan struct{})}
-	cs := kubernetes.NewForConfigOrDie(c.rec.wrap(jsonConfig(cp.Config())))
+	c := &clientGoCandidate{id: id, rec: &testkit.Wire{}, done: make(chan struct{})}
+	cs := kubernetes.NewForConfigOrDie(c.rec.Wrap(cp.Config()))
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
 			LeaseMeta:  metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -105,11 +105,11 @@ func (c *clientGoCandidate) waitSees(t *testing.T, id string, within time.Durati
 
 // lastWrite returns the last successful write of the Lease by rec's client
 // naming holder ("" for a release).
-func lastWrite(rec *recorder, holder string) (call, bool) {
-	var last call
+func lastWrite(rec *testkit.Wire, holder string) (testkit.Call, bool) {
+	var last testkit.Call
 	found := false
-	for _, c := range rec.all() {
-		if (c.Verb == "update" || c.Verb == "create") && c.HasBody && c.Holder == holder && c.ok() {
+	for _, c := range rec.All() {
+		if (c.Verb == "update" || c.Verb == "create") && c.HasBody && c.Holder == holder && c.OK() {
 			last, found = c, true
 		}
 	}

@@ -13,7 +13,6 @@ import (
 	"testing"
 
 	"k8s.io/client-go/kubernetes"
-	"k8s.io/client-go/rest"
 
 	"github.com/leasehold/leasehold/test/controlplane"
 	"github.com/leasehold/leasehold/test/testkit"
@@ -26,16 +25,8 @@ var (
 
 func TestMain(m *testing.M) {
 	os.Exit(testkit.RunWithControlPlane(m, func(c *controlplane.ControlPlane) error {
-		cp, admin = c, kubernetes.NewForConfigOrDie(jsonConfig(c.Config()))
+		// JSON, so that a Wire can read the Lease in a request body.
+		cp, admin = c, kubernetes.NewForConfigOrDie(testkit.JSON(c.Config()))
 		return nil
 	}))
-}
-
-// jsonConfig makes clients send JSON, so the request recorder can read the
-// Lease in a request body.
-func jsonConfig(cfg *rest.Config) *rest.Config {
-	cfg = rest.CopyConfig(cfg)
-	cfg.ContentType = "application/json"
-	cfg.AcceptContentTypes = "application/json"
-	return cfg
 }

@@ -97,10 +97,10 @@ func TestRBAC(t *testing.T) {
 		first := tr.nextStart(t, 10*time.Second)
 		leader, follower := byID[first.id], byID[map[string]string{"a": "b", "b": "a"}[first.id]]
 
-		renewed := func(c call) bool { return c.ok() && c.Holder == leader.id }
-		testkit.Eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.count("update", time.Time{}, renewed) >= 3 })
+		renewed := func(c testkit.Call) bool { return c.OK() && c.Holder == leader.id }
+		testkit.Eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.Count("update", time.Time{}, renewed) >= 3 })
 		testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool {
-			return follower.rec.count("watch", time.Time{}, func(c call) bool { return c.ok() }) >= 1
+			return follower.rec.Count("watch", time.Time{}, func(c testkit.Call) bool { return c.OK() }) >= 1
 		})
 		leader.cancel()
 		next := tr.nextStart(t, 5*time.Second)
@@ -113,12 +113,12 @@ func TestRBAC(t *testing.T) {
 			t.Errorf("after both released, Lease held by %q", testkit.Holder(l))
 		}
 		for _, c := range []*candidate{a, b} {
-			for _, cl := range c.rec.all() {
+			for _, cl := range c.rec.All() {
 				if cl.Status == http.StatusForbidden {
 					t.Errorf("%s: %s %s forbidden with the documented Role", c.id, cl.Verb, cl.Name)
 				}
 			}
-			t.Logf("%s: lease requests %v", c.id, c.rec.verbs(time.Time{}))
+			t.Logf("%s: lease requests %v", c.id, c.rec.Verbs(time.Time{}))
 		}
 		tr.check(t)
 	})
@@ -144,19 +144,19 @@ func TestRBAC(t *testing.T) {
 		from := time.Now()
 		tr.noStart(t, 6*std.P, leader.id+" holds the lease")
 		for _, c := range []*candidate{a, b} {
-			tried := c.rec.count("watch", time.Time{}, nil)
-			opened := c.rec.count("watch", time.Time{}, func(c call) bool { return c.Status != http.StatusForbidden })
+			tried := c.rec.Count("watch", time.Time{}, nil)
+			opened := c.rec.Count("watch", time.Time{}, func(c testkit.Call) bool { return c.Status != http.StatusForbidden })
 			if tried == 0 || opened != 0 {
 				t.Errorf("%s: %d watch requests, %d not forbidden; want at least 1, all forbidden", c.id, tried, opened)
 			}
-			if w := c.rec.count("watch", from, nil); w != 0 {
+			if w := c.rec.Count("watch", from, nil); w != 0 {
 				t.Errorf("%s: tried to watch again %d times after falling back to polling", c.id, w)
 			}
 			if warnings := warned(c.id); len(warnings) != 1 {
 				t.Errorf("%s: the polling warning was logged %d times, want exactly once: %v", c.id, len(warnings), warnings)
 			}
 		}
-		gets := follower.rec.count("get", from, func(c call) bool { return c.ok() })
+		gets := follower.rec.Count("get", from, func(c testkit.Call) bool { return c.OK() })
 		if gets < 3 {
 			t.Errorf("polling follower made %d GETs in %v, want about one per RetryPeriod (%v)", gets, 6*std.P, std.P)
 		}
@@ -192,7 +192,7 @@ func TestRBAC(t *testing.T) {
 		}
 		c := startCandidate(t, candidateOpts{id: "c", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		tr.noStart(t, 6*std.P, "RBAC forbids update")
-		forbidden := c.rec.count("update", time.Time{}, func(c call) bool { return c.Status == http.StatusForbidden })
+		forbidden := c.rec.Count("update", time.Time{}, func(c testkit.Call) bool { return c.Status == http.StatusForbidden })
 		if forbidden < 2 {
 			t.Errorf("%d forbidden takeover attempts, want retries (at least 2)", forbidden)
 		}
@@ -207,8 +207,8 @@ func TestRBAC(t *testing.T) {
 			t.Errorf("Run returned %v; the elector should keep retrying", c.err)
 		default:
 		}
-		var firstDenied call
-		for _, cl := range c.rec.all() {
+		var firstDenied testkit.Call
+		for _, cl := range c.rec.All() {
 			if cl.Verb == "update" && cl.Status == http.StatusForbidden {
 				firstDenied = cl
 				break
