@@ -85,6 +85,7 @@ func (l *leases) write(ctx context.Context, verb string, lease *coordinationv1.L
 		w.violateLocked(VReleaseRetry, c.client, fmt.Sprintf("a release refused with %d, which retrying cannot fix, was sent again", c.refusedRel))
 	}
 	w.mu.Unlock()
+	sentAt := time.Now()
 	got, err := send()
 	w.recordRequest(c.client, what, got, err)
 	if err == nil && w.answerLost(c) {
@@ -97,6 +98,9 @@ func (l *leases) write(ctx context.Context, verb string, lease *coordinationv1.L
 	c.refusedRel = 0
 	if err == nil && holderOf(got) == c.id {
 		c.blindWin = !seen
+		if sentAt.After(c.lastWinSent) {
+			c.lastWinSent = sentAt
+		}
 	}
 	if err == nil {
 		c.saw(got)

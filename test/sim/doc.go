@@ -27,7 +27,13 @@
 //     named running successor in a quiet world makes it lead within
 //     2 x RetryPeriod;
 //   - run-return: Run returns within StepDownTimeout (plus one request in
-//     flight) of its ctx's cancellation;
+//     flight) of its ctx's cancellation; run-ended: Run returns nil only
+//     after its ctx was cancelled, and with Rejoin only for a step-down
+//     timeout or an identity conflict (a yield or a lost term keeps it
+//     campaigning);
+//   - deadline: a work's ctx is cancelled no later than the send time of
+//     the last write naming its process holder whose success the process
+//     was told of, plus RenewDeadline;
 //   - callback: OnStoppedLeading once per term, after the work returned
 //     (or after the safety margin);
 //   - leaked-goroutines: nothing left when the world ends (synctest);

@@ -64,6 +64,8 @@ const (
 	VYield         = "yield"          // a Yield not answered in time
 	VHandoff       = "handoff"        // a Yield's named successor did not take over
 	VRunReturn     = "run-return"     // Run did not return in time after cancel
+	VRunEnded      = "run-ended"      // Run returned although nothing asked it to
+	VDeadline      = "deadline"       // a work outlived its last renewal's send + RenewDeadline
 	VCallback      = "callback"       // the callback contract broken
 	VLeak          = "leaked-goroutines"
 	VStuck         = "no-virtual-progress"
@@ -134,6 +136,10 @@ type inc struct {
 	done        chan struct{} // closed when Run returned
 	returned    bool
 	returnedAt  time.Time
+	// lastWinSent is the send time of the last write naming this
+	// incarnation holder whose success it was told of: its term's
+	// deadline runs RenewDeadline from there (VDeadline).
+	lastWinSent time.Time
 	watches     map[*fwdWatch]struct{}
 	instant     time.Time
 	instantN    int
@@ -546,6 +552,16 @@ func (w *world) runReturned(c *inc, err error) {
 		if d := now.Sub(c.cancelledAt); d > w.t.RunBound() {
 			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run returned %v after its ctx was cancelled (bound %v)", d, w.t.RunBound()))
 		}
+	} else if !c.crashed {
+		// Run returns nil only when its ctx is cancelled, and with Rejoin
+		// only for a step-down timeout or an identity conflict: a yield
+		// or a lost term keeps the process campaigning.
+		switch {
+		case err == nil:
+			w.violateLocked(VRunEnded, c.client, "Run returned nil although its ctx was not cancelled")
+		case w.p.Rejoin[c.s.i] && !errors.Is(err, leasehold.ErrStepDownTimeout) && !errors.Is(err, leasehold.ErrIdentityConflict):
+			w.violateLocked(VRunEnded, c.client, fmt.Sprintf("Run returned %v although Rejoin is set", err))
+		}
 	}
 	if c.stops != c.terms && !c.crashed {
 		w.violateLocked(VCallback, c.client, fmt.Sprintf("Run returned after %d OnStartedLeading calls but %d OnStoppedLeading calls", c.terms, c.stops))
@@ -582,6 +598,10 @@ func (c *inc) runWork(ctx context.Context) {
 	}
 	w.mu.Lock()
 	wk.cancelledAt = time.Now()
+	w.res.Checks++
+	if dl := c.lastWinSent.Add(w.t.RenewDeadline); !c.lastWinSent.IsZero() && wk.cancelledAt.After(dl) {
+		w.violateLocked(VDeadline, c.client, fmt.Sprintf("the work of term %d was cancelled %v after its last successful renewal's send + RenewDeadline", wk.term, wk.cancelledAt.Sub(dl)))
+	}
 	d := wk.stopDelay
 	if wk.hang > d {
 		d = wk.hang
