@@ -88,10 +88,7 @@ type elector struct {
 	id   string
 	wire *testkit.Wire
 	el   *leasehold.Elector
-
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
+	*testkit.Background
 
 	mu      sync.Mutex
 	starts  int
@@ -101,7 +98,7 @@ type elector struct {
 
 func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
 	t.Helper()
-	e := &elector{id: id, wire: &testkit.Wire{}, done: make(chan struct{})}
+	e := &elector{id: id, wire: &testkit.Wire{}}
 	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.Wrap(cp.Config()), tm.D))
 	cfg := leasehold.Config{
 		Lock:          &leasehold.LeaseLock{Namespace: ns, Name: name, Identity: id, Client: cs.CoordinationV1()},
@@ -133,21 +130,7 @@ func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg 
 	el, err := leasehold.New(cfg)
 	testkit.Must(t, err)
 	e.el = el
-	ctx, cancel := context.WithCancel(context.Background())
-	e.cancel = cancel
-	ctx = klog.NewContext(ctx, lg.Logger(id))
-	go func() {
-		defer close(e.done)
-		e.err = el.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-e.done:
-		case <-time.After(20 * time.Second):
-			t.Errorf("%s: Run did not return within 20s of its ctx being cancelled", id)
-		}
-	})
+	e.Background = testkit.Go(t, klog.NewContext(context.Background(), lg.Logger(id)), id, 20*time.Second, el.Run)
 	return e
 }
 
@@ -165,14 +148,8 @@ func (e *elector) sees(id string) bool {
 
 func (e *elector) stop(t *testing.T) {
 	t.Helper()
-	e.cancel()
-	select {
-	case <-e.done:
-		if e.err != nil {
-			t.Errorf("%s: Run returned %v", e.id, e.err)
-		}
-	case <-time.After(20 * time.Second):
-		t.Fatalf("%s: Run did not return within 20s", e.id)
+	if err := e.Stop(t, 20*time.Second); err != nil {
+		t.Errorf("%s: Run returned %v", e.id, err)
 	}
 }
 

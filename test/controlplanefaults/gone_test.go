@@ -190,7 +190,7 @@ func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *testkit
 func handoff(t *testing.T, ld, fl *elector, tr *tracker, tm timing) {
 	t.Helper()
 	rel := time.Now()
-	ld.cancel()
+	ld.Cancel()
 	s := tr.nextStart(t, tm.L+5*time.Second)
 	if s.id != fl.id {
 		t.Fatalf("%s started after the release, want %s", s.id, fl.id)

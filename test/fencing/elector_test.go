@@ -14,6 +14,7 @@ import (
 	"k8s.io/klog/v2"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // timings of the electors: a 500ms safety margin (L-D-P) and four
@@ -29,9 +30,8 @@ type elector struct {
 	id string
 	// cut, when set, makes every request of the elector's client fail, as
 	// if the process were partitioned from the API server.
-	cut    atomic.Bool
-	cancel context.CancelFunc
-	done   chan struct{}
+	cut atomic.Bool
+	*testkit.Background
 
 	mu     sync.Mutex
 	ctxs   []context.Context // the work's ctx of each term
@@ -50,7 +50,7 @@ type electorOpts struct {
 // Run is cancelled and awaited when the test ends.
 func startElector(t *testing.T, o electorOpts) *elector {
 	t.Helper()
-	e := &elector{id: o.id, done: make(chan struct{}), termCh: make(chan leasehold.Term, 8)}
+	e := &elector{id: o.id, termCh: make(chan leasehold.Term, 8)}
 	cfg := leasehold.WithRequestTimeout(adminConfig(), renewDeadline)
 	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper { return &cutTransport{next: rt, cut: &e.cut} })
 	work := o.work
@@ -80,20 +80,7 @@ func startElector(t *testing.T, o electorOpts) *elector {
 	if err != nil {
 		t.Fatalf("leasehold.New(%s): %v", o.id, err)
 	}
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logr.Discard()))
-	e.cancel = cancel
-	go func() {
-		defer close(e.done)
-		_ = el.Run(ctx) // how the term ended is not what these tests check
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-e.done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s: Run did not return within 15s of its ctx being cancelled", e.id)
-		}
-	})
+	e.Background = testkit.Go(t, klog.NewContext(context.Background(), logr.Discard()), e.id, 15*time.Second, el.Run)
 	return e
 }
 
@@ -120,12 +107,7 @@ func (e *elector) workCtx() context.Context {
 // stop cancels Run and waits for it to return.
 func (e *elector) stop(t *testing.T) {
 	t.Helper()
-	e.cancel()
-	select {
-	case <-e.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("%s: Run did not return within 15s", e.id)
-	}
+	_ = e.Stop(t, 15*time.Second) // how the term ended is not what these tests check
 }
 
 var errCut = errors.New("cut off from the API server (test)")

@@ -27,7 +27,7 @@ func TestCancelDuringRenewalReturnsNil(t *testing.T) {
 			// Cancel Run while its first renewal is in flight.
 			if c.Verb == "update" && c.Holder == "leader" && renewals.Add(1) == 1 {
 				if s := self.Load(); s != nil {
-					s.cancel()
+					s.Cancel()
 				}
 			}
 			return nil
@@ -36,7 +36,7 @@ func TestCancelDuringRenewalReturnsNil(t *testing.T) {
 		c := startCandidate(t, candidateOpts{id: "leader", ns: ns, name: name, t: std, release: true, tr: tr, rec: rec})
 		self.Store(c)
 		tr.nextStart(t, 10*time.Second)
-		if err := c.wait(t, 10*time.Second); err != nil {
+		if err := c.Wait(t, 10*time.Second); err != nil {
 			t.Errorf("round %d: Run returned %v after its ctx was cancelled during a renewal, want nil", i, err)
 		}
 		if l := testkit.GetLease(t, admin, ns, name); testkit.Holder(l) != "" {

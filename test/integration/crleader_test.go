@@ -66,12 +66,10 @@ func (l *reconcileLog) reconciled(replica, name string) bool {
 
 // crReplica is one controller-runtime manager with a controllerruntime Gate.
 type crReplica struct {
-	id     string
-	rec    *testkit.Wire // the elector's Lease requests
-	gate   *controllerruntime.Gate
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // mgr.Start's result, valid once done is closed
+	id                  string
+	rec                 *testkit.Wire // the elector's Lease requests
+	gate                *controllerruntime.Gate
+	*testkit.Background // mgr.Start
 }
 
 func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *testkit.Logs) *crReplica {
@@ -103,21 +101,8 @@ func startCRReplica(t *testing.T, id, ns, lease string, rl *reconcileLog, logs *
 	testkit.Must(t, err)
 	testkit.Must(t, mgr.AddHealthzCheck("leader-election", controllerruntime.HealthzChecker(gate.Elector(), std.P)))
 
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger(id)))
-	r := &crReplica{id: id, rec: rec, gate: gate, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(r.done)
-		r.err = mgr.Start(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-r.done:
-		case <-time.After(40 * time.Second):
-			t.Errorf("%s: manager did not stop within 40s", id)
-		}
-	})
-	return r
+	return &crReplica{id: id, rec: rec, gate: gate,
+		Background: testkit.Go(t, klog.NewContext(context.Background(), logs.Logger(id)), id+"'s manager", 40*time.Second, mgr.Start)}
 }
 
 func (r *crReplica) elected() bool {
@@ -188,7 +173,7 @@ func TestCRLeader(t *testing.T) {
 
 	// Stop the leader's manager: ReleaseOnCancel hands the Lease over.
 	cancelled := time.Now()
-	leader.cancel()
+	leader.Cancel()
 	select {
 	case <-follower.gate.Elected():
 	case <-time.After(5 * time.Second):
@@ -196,13 +181,8 @@ func TestCRLeader(t *testing.T) {
 	}
 	elected := time.Now()
 	takeover := elected.Sub(cancelled)
-	select {
-	case <-leader.done:
-		if leader.err != nil {
-			t.Errorf("%s: manager.Start returned %v after its ctx was cancelled, want nil", leader.id, leader.err)
-		}
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s: manager did not stop within 30s", leader.id)
+	if err := leader.Wait(t, 30*time.Second); err != nil {
+		t.Errorf("%s: manager.Start returned %v after its ctx was cancelled, want nil", leader.id, err)
 	}
 	// At once: through the release, seen on the follower's watch.
 	var releases []testkit.Call

@@ -106,8 +106,8 @@ func TestTenYieldsKeepTheFleetRealServer(t *testing.T) {
 		leader = next.id
 		for id, c := range cands {
 			select {
-			case <-c.done:
-				t.Fatalf("yield %d: %s's Run returned %v: a yield must keep the process", i, id, c.err)
+			case <-c.Done():
+				t.Fatalf("yield %d: %s's Run returned %v: a yield must keep the process", i, id, c.Err())
 			default:
 			}
 		}

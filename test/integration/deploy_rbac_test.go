@@ -77,9 +77,9 @@ func TestDeployRBAC(t *testing.T) {
 	follower.waitSees(t, leader.id, 5*time.Second)
 
 	cancelled := time.Now()
-	leader.cancel()
+	leader.Cancel()
 	next := tr.nextStart(t, 5*time.Second)
-	testkit.Must(t, leader.wait(t, 5*time.Second))
+	testkit.Must(t, leader.Wait(t, 5*time.Second))
 	if next.id != follower.id {
 		t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
 	}

@@ -74,9 +74,9 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 	cur := first
 	for len(led) < len(cands) {
 		cancelledAt := time.Now()
-		byID[cur.id].cancel()
+		byID[cur.id].Cancel()
 		next := tr.nextStart(t, 5*time.Second)
-		if err := byID[cur.id].wait(t, 5*time.Second); err != nil {
+		if err := byID[cur.id].Wait(t, 5*time.Second); err != nil {
 			t.Fatalf("%s: Run after cancel: %v", cur.id, err)
 		}
 		if led[next.id] {
@@ -282,7 +282,7 @@ func TestIdentityClash(t *testing.T) {
 
 	second := startCandidate(t, candidateOpts{id: "dup", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
 	started := time.Now()
-	err := second.wait(t, 3*std.L)
+	err := second.Wait(t, 3*std.L)
 	if !errors.Is(err, leasehold.ErrIdentityConflict) {
 		t.Fatalf("second process: Run returned %v, want an error wrapping ErrIdentityConflict", err)
 	}
@@ -298,8 +298,8 @@ func TestIdentityClash(t *testing.T) {
 	rv := testkit.GetLease(t, admin, ns, name).ResourceVersion
 	tr.noStart(t, 4*std.P, "the first process still leads")
 	select {
-	case <-first.done:
-		t.Fatalf("first process: Run returned %v", first.err)
+	case <-first.Done():
+		t.Fatalf("first process: Run returned %v", first.Err())
 	default:
 	}
 	if !first.el.IsLeader() || firstWork.Err() != nil || first.startCount() != 1 {
@@ -350,9 +350,9 @@ func TestWatchHandoffLatency(t *testing.T) {
 	var latencies []time.Duration
 	for round := 1; round <= 2; round++ {
 		roundFrom := time.Now()
-		cur.cancel()
+		cur.Cancel()
 		next := tr.nextStart(t, 5*time.Second)
-		if err := cur.wait(t, 5*time.Second); err != nil {
+		if err := cur.Wait(t, 5*time.Second); err != nil {
 			t.Fatalf("%s: Run after cancel: %v", cur.id, err)
 		}
 		var rel testkit.Call
@@ -368,7 +368,7 @@ func TestWatchHandoffLatency(t *testing.T) {
 		latencies = append(latencies, lat)
 		t.Logf("handoff %d: %s released (request took %v); %s started %v after the release was sent, %v after Run returned",
 			round, cur.id, rel.Done.Sub(rel.Sent).Round(time.Microsecond), next.id,
-			lat.Round(time.Microsecond), next.at.Sub(cur.ended).Round(time.Microsecond))
+			lat.Round(time.Microsecond), next.at.Sub(cur.Ended()).Round(time.Microsecond))
 		nc, ok := byID[next.id]
 		if !ok {
 			t.Fatalf("%s started leading; want a follower", next.id)
@@ -495,9 +495,9 @@ func TestWatchResumeAfter410(t *testing.T) {
 	if n := f.rec.Count("update", time.Time{}, nil) + f.rec.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
 	}
-	leader.cancel()
+	leader.Cancel()
 	next := tr.nextStart(t, 5*time.Second)
-	testkit.Must(t, leader.wait(t, 5*time.Second))
+	testkit.Must(t, leader.Wait(t, 5*time.Second))
 	var rel testkit.Call
 	for _, c := range leader.rec.All() {
 		if c.Verb == "update" && c.HasBody && c.Holder == "" {

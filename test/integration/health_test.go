@@ -24,13 +24,12 @@ type healthElector struct {
 	rec    *testkit.Wire
 	srv    *httptest.Server
 	broken atomic.Bool
-	done   chan struct{}
-	err    error
+	*testkit.Background
 }
 
 func startHealthElector(t *testing.T, id, ns, name string, tolerance time.Duration, logs *testkit.Logs) *healthElector {
 	t.Helper()
-	h := &healthElector{id: id, rec: &testkit.Wire{}, done: make(chan struct{})}
+	h := &healthElector{id: id, rec: &testkit.Wire{}}
 	// While broken, every request is answered 503 without reaching the
 	// API server, as when it is down behind a load balancer.
 	h.rec.SetBefore(func(c testkit.Call, req *http.Request) *http.Response {
@@ -61,20 +60,9 @@ func startHealthElector(t *testing.T, id, ns, name string, tolerance time.Durati
 	testkit.Must(t, err)
 	h.el = el
 	h.srv = httptest.NewServer(el.HealthHandler(tolerance))
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger(id)))
-	go func() {
-		defer close(h.done)
-		h.err = el.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-h.done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s: Run did not return within 15s", id)
-		}
-		h.srv.Close()
-	})
+	// Cleanups run last first: the server closes once Run has returned.
+	t.Cleanup(h.srv.Close)
+	h.Background = testkit.Go(t, klog.NewContext(context.Background(), logs.Logger(id)), id, 15*time.Second, el.Run)
 	return h
 }
 

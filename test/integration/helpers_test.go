@@ -140,10 +140,7 @@ type candidate struct {
 	el  *leasehold.Elector
 	rec *testkit.Wire
 
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error // Run's result, valid once done is closed
-	ended  time.Time
+	*testkit.Background // Run
 
 	mu      sync.Mutex
 	leaders []string // OnNewLeader calls, in order
@@ -181,7 +178,7 @@ func startCandidate(t *testing.T, o candidateOpts) *candidate {
 	if cfg == nil {
 		cfg = cp.Config()
 	}
-	c := &candidate{id: o.id, done: make(chan struct{}), rec: o.rec}
+	c := &candidate{id: o.id, rec: o.rec}
 	if c.rec == nil {
 		c.rec = &testkit.Wire{}
 	}
@@ -228,28 +225,15 @@ func startCandidate(t *testing.T, o candidateOpts) *candidate {
 		t.Fatalf("leasehold.New(%s): %v", o.id, err)
 	}
 	c.el = el
-	ctx, cancel := context.WithCancel(context.Background())
+	log := logr.Discard()
 	if o.logs != nil {
-		ctx = klog.NewContext(ctx, o.logs.Logger(o.id))
-	} else {
-		ctx = klog.NewContext(ctx, logr.Discard())
+		log = o.logs.Logger(o.id)
 	}
-	c.cancel = cancel
-	go func() {
-		defer close(c.done)
+	c.Background = testkit.Go(t, klog.NewContext(context.Background(), log), o.id, 15*time.Second, func(ctx context.Context) error {
 		if o.gate != nil {
 			<-o.gate
 		}
-		c.err = el.Run(ctx)
-		c.ended = time.Now()
-	}()
-	t.Cleanup(func() {
-		c.cancel()
-		select {
-		case <-c.done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s: Run did not return within 15s of its ctx being cancelled", c.id)
-		}
+		return el.Run(ctx)
 	})
 	return c
 }
@@ -257,20 +241,7 @@ func startCandidate(t *testing.T, o candidateOpts) *candidate {
 // stop cancels Run and waits for it to return.
 func (c *candidate) stop(t *testing.T) error {
 	t.Helper()
-	c.cancel()
-	return c.wait(t, 10*time.Second)
-}
-
-// wait waits for Run to return and returns its error.
-func (c *candidate) wait(t *testing.T, within time.Duration) error {
-	t.Helper()
-	select {
-	case <-c.done:
-		return c.err
-	case <-time.After(within):
-		t.Fatalf("%s: Run did not return within %v", c.id, within)
-		return nil
-	}
+	return c.Stop(t, 10*time.Second)
 }
 
 func (c *candidate) seenLeaders() []string {

@@ -19,10 +19,9 @@ import (
 // clientGoCandidate is a k8s.io/client-go/tools/leaderelection elector on
 // a resourcelock.LeaseLock, running in a goroutine.
 type clientGoCandidate struct {
-	id     string
-	rec    *testkit.Wire
-	cancel context.CancelFunc
-	done   chan struct{}
+	id  string
+	rec *testkit.Wire
+	*testkit.Background
 
 	mu      sync.Mutex
 	leaders []string
@@ -30,7 +29,7 @@ type clientGoCandidate struct {
 
 func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, tr *tracker, logs *testkit.Logs) *clientGoCandidate {
 	t.Helper()
-	c := &clientGoCandidate{id: id, rec: &testkit.Wire{}, done: make(chan struct{})}
+	c := &clientGoCandidate{id: id, rec: &testkit.Wire{}}
 	cs := kubernetes.NewForConfigOrDie(c.rec.Wrap(cp.Config()))
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: &resourcelock.LeaseLock{
@@ -62,31 +61,16 @@ func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, t
 	if err != nil {
 		t.Fatal(err)
 	}
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logs.Logger(id)))
-	c.cancel = cancel
-	go func() {
-		defer close(c.done)
+	c.Background = testkit.Go(t, klog.NewContext(context.Background(), logs.Logger(id)), "client-go "+id, 15*time.Second, func(ctx context.Context) error {
 		le.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		select {
-		case <-c.done:
-		case <-time.After(15 * time.Second):
-			t.Errorf("%s: client-go Run did not return", id)
-		}
+		return nil
 	})
 	return c
 }
 
 func (c *clientGoCandidate) stop(t *testing.T) {
 	t.Helper()
-	c.cancel()
-	select {
-	case <-c.done:
-	case <-time.After(10 * time.Second):
-		t.Fatalf("%s: client-go Run did not return", c.id)
-	}
+	_ = c.Stop(t, 10*time.Second) // client-go's Run returns nothing
 }
 
 func (c *clientGoCandidate) waitSees(t *testing.T, id string, within time.Duration) {

@@ -102,9 +102,9 @@ func TestRBAC(t *testing.T) {
 		testkit.Eventually(t, 5*time.Second, "the follower's watch", func() bool {
 			return follower.rec.Count("watch", time.Time{}, func(c testkit.Call) bool { return c.OK() }) >= 1
 		})
-		leader.cancel()
+		leader.Cancel()
 		next := tr.nextStart(t, 5*time.Second)
-		testkit.Must(t, leader.wait(t, 5*time.Second))
+		testkit.Must(t, leader.Wait(t, 5*time.Second))
 		if next.id != follower.id {
 			t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
 		}
@@ -163,9 +163,9 @@ func TestRBAC(t *testing.T) {
 		t.Logf("polling follower: %d GETs in %v (RetryPeriod %v)", gets, 6*std.P, std.P)
 
 		cancelled := time.Now()
-		leader.cancel()
+		leader.Cancel()
 		next := tr.nextStart(t, 2*std.P+3*time.Second)
-		testkit.Must(t, leader.wait(t, 5*time.Second))
+		testkit.Must(t, leader.Wait(t, 5*time.Second))
 		if next.id != follower.id {
 			t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
 		}
@@ -203,8 +203,8 @@ func TestRBAC(t *testing.T) {
 			t.Logf("%d forbidden attempts; logged once at error level: %s", forbidden, lines[0])
 		}
 		select {
-		case <-c.done:
-			t.Errorf("Run returned %v; the elector should keep retrying", c.err)
+		case <-c.Done():
+			t.Errorf("Run returned %v; the elector should keep retrying", c.Err())
 		default:
 		}
 		var firstDenied testkit.Call
@@ -242,8 +242,8 @@ func TestRBAC(t *testing.T) {
 		tr, logs := newTracker(), testkit.NewLogs(t, 4)
 		c := startCandidate(t, candidateOpts{id: "c", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		start := tr.nextStart(t, 10*time.Second)
-		err := c.wait(t, std.D+std.L+5*time.Second)
-		lost := c.ended.Sub(start.at)
+		err := c.Wait(t, std.D+std.L+5*time.Second)
+		lost := c.Ended().Sub(start.at)
 		if !errors.Is(err, leasehold.ErrLeaderLost) {
 			t.Fatalf("Run returned %v, want an error wrapping ErrLeaderLost", err)
 		}

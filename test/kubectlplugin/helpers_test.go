@@ -148,35 +148,19 @@ func waitHolder(t *testing.T, ns, name, id string, within time.Duration) {
 
 // elector is a leasehold or client-go elector running in this process
 // until stopped or the test ends.
-type elector struct {
-	id     string
-	cancel context.CancelFunc
-	done   chan struct{}
-}
+type elector struct{ *testkit.Background }
 
 func (e *elector) stop(t *testing.T) {
 	t.Helper()
-	e.cancel()
-	select {
-	case <-e.done:
-	case <-time.After(15 * time.Second):
-		t.Fatalf("%s did not stop within 15s", e.id)
-	}
+	_ = e.Stop(t, 15*time.Second)
 }
 
 func newElector(t *testing.T, id string, run func(ctx context.Context)) *elector {
 	t.Helper()
-	ctx, cancel := context.WithCancel(klog.NewContext(context.Background(), logr.Discard()))
-	e := &elector{id: id, cancel: cancel, done: make(chan struct{})}
-	go func() {
-		defer close(e.done)
+	return &elector{testkit.Go(t, klog.NewContext(context.Background(), logr.Discard()), id, 15*time.Second, func(ctx context.Context) error {
 		run(ctx)
-	}()
-	t.Cleanup(func() {
-		cancel()
-		<-e.done
-	})
-	return e
+		return nil
+	})}
 }
 
 // startLeasehold runs a leasehold elector (LeaseDuration 3s, RenewDeadline

@@ -201,12 +201,10 @@ func (tr *tracker) allRuns() []run {
 
 // member is one shard.Member running in a goroutine.
 type member struct {
-	id     string
-	m      *shard.Member
-	net    *netSwitch
-	cancel context.CancelFunc
-	done   chan struct{}
-	err    error
+	id  string
+	m   *shard.Member
+	net *netSwitch
+	*testkit.Background
 }
 
 type memberOpts struct {
@@ -222,7 +220,7 @@ type memberOpts struct {
 
 func startMember(t *testing.T, o memberOpts) *member {
 	t.Helper()
-	mb := &member{id: o.id, net: newNetSwitch(), done: make(chan struct{})}
+	mb := &member{id: o.id, net: newNetSwitch()}
 	cs := kubernetes.NewForConfigOrDie(mb.net.wrap(leasehold.WithRequestTimeout(cp.Config(), o.t.D)))
 	m, err := shard.New(shard.Config{
 		Namespace: o.ns, Group: o.group, Identity: o.id, Client: cs.CoordinationV1(),
@@ -244,39 +242,19 @@ func startMember(t *testing.T, o memberOpts) *member {
 		t.Fatalf("shard.New(%s): %v", o.id, err)
 	}
 	mb.m = m
-	ctx, cancel := context.WithCancel(context.Background())
+	log := logr.Discard()
 	if o.logs != nil {
-		ctx = klog.NewContext(ctx, o.logs.Logger(o.id))
-	} else {
-		ctx = klog.NewContext(ctx, logr.Discard())
+		log = o.logs.Logger(o.id)
 	}
-	mb.cancel = cancel
-	go func() {
-		defer close(mb.done)
-		mb.err = m.Run(ctx)
-	}()
-	t.Cleanup(func() {
-		mb.net.setCut(false)
-		cancel()
-		select {
-		case <-mb.done:
-		case <-time.After(30 * time.Second):
-			t.Errorf("%s: Run did not return within 30s of its ctx being cancelled", o.id)
-		}
-	})
+	mb.Background = testkit.Go(t, klog.NewContext(context.Background(), log), o.id, 30*time.Second, m.Run)
+	// Cleanups run last first: the network heals before Run is stopped.
+	t.Cleanup(func() { mb.net.setCut(false) })
 	return mb
 }
 
 func (mb *member) stop(t *testing.T) error {
 	t.Helper()
-	mb.cancel()
-	select {
-	case <-mb.done:
-		return mb.err
-	case <-time.After(30 * time.Second):
-		t.Fatalf("%s: Run did not return", mb.id)
-		return nil
-	}
+	return mb.Stop(t, 30*time.Second)
 }
 
 // poll polls every 5ms: its Eventually times a rebalance to 5ms.
