@@ -281,6 +281,8 @@ func TestShardedControllerThreeProcesses(t *testing.T) {
 	}
 }
 
+// balancedOwners: every shard of own is owned by exactly one of ids, and
+// their counts differ by at most one.
 func balancedOwners(own map[string][]int, shards int, ids ...string) bool {
 	total, mn, mx := 0, shards, 0
 	for id, ss := range own {

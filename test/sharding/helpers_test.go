@@ -263,19 +263,7 @@ var poll = testkit.Poller{Every: 5 * time.Millisecond}
 // balancedOver: every shard runs in exactly one of ids (per the tracker),
 // and their counts differ by at most one.
 func balancedOver(tr *tracker, shards int, ids ...string) bool {
-	own := tr.owners()
-	total, mn, mx := 0, shards, 0
-	for id, ss := range own {
-		if !slices.Contains(ids, id) {
-			return false
-		}
-		total += len(ss)
-	}
-	for _, id := range ids {
-		n := len(own[id])
-		mn, mx = min(mn, n), max(mx, n)
-	}
-	return total == shards && mx-mn <= 1
+	return balancedOwners(tr.owners(), shards, ids...)
 }
 
 func percentile(ds []time.Duration, p float64) time.Duration {
