@@ -651,8 +651,9 @@ func (r *Report) Print(w io.Writer) {
 	fmt.Fprintf(w, "    pause windows (a SIGSTOPped leader's work still 'running' when the next leader started): %d, longest %v; resumed leader's work ran at most %v after SIGCONT\n",
 		len(r.PauseOverlaps), pw.Round(time.Millisecond), pr.Round(time.Millisecond))
 	if len(r.PauseOverlaps) > 0 {
+		pause, start := r.pauseMin()
 		fmt.Fprintf(w, "    excused only if paused >= L-D-P = %v and the next START >= SIGSTOP + L-D = %v: shortest such pause %v, earliest such START %v after SIGSTOP\n",
-			r.Pause.MinPause, r.Pause.EarliestAt, r.pauseMin().Round(time.Millisecond), r.startMin().Round(time.Millisecond))
+			r.Pause.MinPause, r.Pause.EarliestAt, pause.Round(time.Millisecond), start.Round(time.Millisecond))
 	}
 	fmt.Fprintf(w, "    times are the harness's, on receipt of each event line; longest delivery lag %v; lost or unreadable event lines: %d\n",
 		r.MaxLag.Round(time.Microsecond), len(r.Lost))
@@ -805,24 +806,18 @@ func (r *Report) handoffSummary() string {
 	return s
 }
 
-func (r *Report) pauseMin() time.Duration {
-	var m time.Duration
+// pauseMin returns the shortest pause and the shortest SIGSTOP to next
+// START of the pause windows (0 for none).
+func (r *Report) pauseMin() (pause, start time.Duration) {
 	for i, p := range r.PauseOverlaps {
-		if i == 0 || p.Pause < m {
-			m = p.Pause
+		if i == 0 || p.Pause < pause {
+			pause = p.Pause
+		}
+		if i == 0 || p.StopToStart < start {
+			start = p.StopToStart
 		}
 	}
-	return m
-}
-
-func (r *Report) startMin() time.Duration {
-	var m time.Duration
-	for i, p := range r.PauseOverlaps {
-		if i == 0 || p.StopToStart < m {
-			m = p.StopToStart
-		}
-	}
-	return m
+	return pause, start
 }
 
 func (r *Report) pauseMax() (window, resume time.Duration) {

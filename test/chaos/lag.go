@@ -79,18 +79,7 @@ func (d *driver) injectLag(ctx context.Context, f Fault, inj Injected, leader st
 
 	switch f.Kind {
 	case KindLagCrash:
-		d.mu.Lock()
-		d.expected[fmt.Sprintf("%s#%d", leader, p.Inc)] = true
-		d.dead[leader] = true
-		at, err := p.Kill()
-		delete(d.open, leader)
-		d.rec.Kills = append(d.rec.Kills, Kill{Proc: leader, Inc: p.Inc, At: at})
-		d.mu.Unlock()
-		if err != nil {
-			d.problem("kill %s: %v", leader, err)
-		}
-		inj.Start = at
-		<-p.Done()
+		inj.Start = d.kill(p, leader)
 	case KindLagYield:
 		if err := d.yield(p, leader, ""); err != nil {
 			d.problem("fault %d: %v", f.Index, err)

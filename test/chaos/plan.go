@@ -160,14 +160,7 @@ func Plan(seed uint64, n int, t Timings) []Fault {
 	}
 	faults := make([]Fault, n)
 	for i := range faults {
-		x := r.IntN(total)
-		var k Kind
-		for _, k = range CandidateKinds {
-			if x < DefaultWeights[k] {
-				break
-			}
-			x -= DefaultWeights[k]
-		}
+		k := pick(r.IntN(total), CandidateKinds, DefaultWeights)
 		faults[i] = draw(r, i+1, k, t)
 	}
 	return faults
@@ -197,17 +190,23 @@ func PlanMix(seed uint64, n int, t Timings, weights map[Kind]int) []Fault {
 	}
 	faults := make([]Fault, n)
 	for i := range faults {
-		x := mix.IntN(total)
-		var k Kind
-		for _, k = range kinds {
-			if x < weights[k] {
-				break
-			}
-			x -= weights[k]
-		}
+		k := pick(mix.IntN(total), kinds, weights)
 		faults[i] = draw(streams[k], i+1, k, t)
 	}
 	return faults
+}
+
+// pick returns the kind that x, in [0, the sum of the weights of kinds),
+// falls on when each kind in turn takes up its weight.
+func pick(x int, kinds []Kind, weights map[Kind]int) Kind {
+	var k Kind
+	for _, k = range kinds {
+		if x < weights[k] {
+			break
+		}
+		x -= weights[k]
+	}
+	return k
 }
 
 // draw draws the parameters of fault number i, of kind k, from r.

@@ -775,18 +775,7 @@ func (d *driver) inject(ctx context.Context, f Fault) Injected {
 		wait(f.Window)
 		px.Heal()
 	case KindKill:
-		d.mu.Lock()
-		d.expected[fmt.Sprintf("%s#%d", target, p.Inc)] = true
-		d.dead[target] = true
-		at, err := p.Kill()
-		delete(d.open, target)
-		d.rec.Kills = append(d.rec.Kills, Kill{Proc: target, Inc: p.Inc, At: at})
-		d.mu.Unlock()
-		if err != nil {
-			d.problem("kill %s: %v", target, err)
-		}
-		inj.Heal = at
-		<-p.Done()
+		inj.Heal = d.kill(p, target)
 		wait(f.RestartAfter)
 		if err := d.start(target); err != nil {
 			d.problem("restart %s: %v", target, err)
@@ -818,6 +807,23 @@ func (d *driver) inject(ctx context.Context, f Fault) Injected {
 // after since.
 // (from term started at term; a term of from that starts later counts,
 // for a request that found from's term ending another way.)
+// kill SIGKILLs the process id (incarnation p), records the kill as
+// expected, waits for the process to exit and returns when it was killed.
+func (d *driver) kill(p *walkthrough.Process, id string) time.Time {
+	d.mu.Lock()
+	d.expected[fmt.Sprintf("%s#%d", id, p.Inc)] = true
+	d.dead[id] = true
+	at, err := p.Kill()
+	delete(d.open, id)
+	d.rec.Kills = append(d.rec.Kills, Kill{Proc: id, Inc: p.Inc, At: at})
+	d.mu.Unlock()
+	if err != nil {
+		d.problem("kill %s: %v", id, err)
+	}
+	<-p.Done()
+	return at
+}
+
 func (d *driver) waitHandoff(ctx context.Context, from string, term, since time.Time) bool {
 	deadline := time.Now().Add(d.recoveryTimeout())
 	for time.Now().Before(deadline) {
