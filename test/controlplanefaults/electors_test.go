@@ -14,9 +14,7 @@ import (
 	"github.com/leasehold/leasehold/test/testkit"
 )
 
-type timing struct{ L, D, P time.Duration }
-
-var std = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
+var std = testkit.Fast
 
 // tracker records every term's work, to check that no two overlap.
 type tracker struct {
@@ -96,7 +94,7 @@ type elector struct {
 	leaders []string
 }
 
-func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
+func startElector(t *testing.T, id, ns, name string, tm testkit.Timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
 	t.Helper()
 	e := &elector{id: id, wire: &testkit.Wire{}}
 	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.Wrap(cp.Config()), tm.D))
@@ -131,6 +129,17 @@ func startElector(t *testing.T, id, ns, name string, tm timing, tr *tracker, lg 
 	testkit.Must(t, err)
 	e.el = el
 	e.Background = testkit.Go(t, klog.NewContext(context.Background(), lg.Logger(id)), id, 20*time.Second, el.Run)
+	return e
+}
+
+// startLeading starts an elector as startElector does and waits for it to
+// lead, failing the test if another elector starts leading first.
+func startLeading(t *testing.T, id, ns, name string, tm testkit.Timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
+	t.Helper()
+	e := startElector(t, id, ns, name, tm, tr, lg, opts...)
+	if s := tr.nextStart(t, 15*time.Second); s.id != id {
+		t.Fatalf("%s started first", s.id)
+	}
 	return e
 }
 

@@ -20,15 +20,9 @@ import (
 func TestGoneOnResumeAfterCompaction(t *testing.T) {
 	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
-	ld := startElector(t, "leader", ns, "gone", std, tr, lg)
-	if s := tr.nextStart(t, 15*time.Second); s.id != "leader" {
-		t.Fatalf("%s started first", s.id)
-	}
+	ld := startLeading(t, "leader", ns, "gone", std, tr, lg)
 	fl := startElector(t, "follower", ns, "gone", std, tr, lg)
-	testkit.Eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
-	for _, e := range []*elector{ld, fl} {
-		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.Count("watch", time.Time{}, testkit.IsOK) >= 1 })
-	}
+	watching(t, ld, fl)
 
 	// 1. Cut both watches; hold their resumptions.
 	resume := map[*elector]int64{}
@@ -95,18 +89,12 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 // has and get a real 410 Gone; both recover, and the leader's term
 // survives the outage (RenewDeadline 15s, longer than the restart).
 func TestGoneAfterAPIServerRestart(t *testing.T) {
-	tm := timing{L: 20 * time.Second, D: 15 * time.Second, P: time.Second}
+	tm := testkit.Timing{L: 20 * time.Second, D: 15 * time.Second, P: time.Second}
 	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
-	ld := startElector(t, "leader", ns, "restart", tm, tr, lg)
-	if s := tr.nextStart(t, 15*time.Second); s.id != "leader" {
-		t.Fatalf("%s started first", s.id)
-	}
+	ld := startLeading(t, "leader", ns, "restart", tm, tr, lg)
 	fl := startElector(t, "follower", ns, "restart", tm, tr, lg)
-	testkit.Eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees("leader") })
-	for _, e := range []*elector{ld, fl} {
-		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.Count("watch", time.Time{}, testkit.IsOK) >= 1 })
-	}
+	watching(t, ld, fl)
 	api, err := cp.APIServer()
 	testkit.Must(t, err)
 
@@ -187,7 +175,7 @@ func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *testkit
 // handoff cancels the leader and checks that the follower takes over in
 // less than L - P after the release was sent (so on its watch, not by
 // expiry), without reading the Lease.
-func handoff(t *testing.T, ld, fl *elector, tr *tracker, tm timing) {
+func handoff(t *testing.T, ld, fl *elector, tr *tracker, tm testkit.Timing) {
 	t.Helper()
 	rel := time.Now()
 	ld.Cancel()
@@ -205,4 +193,14 @@ func handoff(t *testing.T, ld, fl *elector, tr *tracker, tm timing) {
 	}
 	ld.stop(t)
 	fl.stop(t)
+}
+
+// watching waits for the follower to see the leader lead, and for both to
+// have a watch open.
+func watching(t *testing.T, ld, fl *elector) {
+	t.Helper()
+	testkit.Eventually(t, 10*time.Second, "the follower to see the leader", func() bool { return fl.sees(ld.id) })
+	for _, e := range []*elector{ld, fl} {
+		testkit.Eventually(t, 10*time.Second, e.id+"'s watch", func() bool { return e.wire.Count("watch", time.Time{}, testkit.IsOK) >= 1 })
+	}
 }

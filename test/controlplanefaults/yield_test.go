@@ -31,10 +31,7 @@ import (
 func TestYieldReleaseRacesAnnotation(t *testing.T) {
 	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
-	a := startElector(t, "a", ns, "race", std, tr, lg, rejoin)
-	if s := tr.nextStart(t, 15*time.Second); s.id != "a" {
-		t.Fatalf("%s started first", s.id)
-	}
+	a := startLeading(t, "a", ns, "race", std, tr, lg, rejoin)
 	startElector(t, "b", ns, "race", std, tr, lg, rejoin)
 	c := startElector(t, "c", ns, "race", std, tr, lg, rejoin)
 	testkit.Eventually(t, 10*time.Second, "c to see a", func() bool { return c.sees("a") })
@@ -81,10 +78,7 @@ func TestYieldReleaseRacesAnnotation(t *testing.T) {
 func TestYieldToRecentYielder(t *testing.T) {
 	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
-	a := startElector(t, "a", ns, "again", std, tr, lg, rejoin)
-	if s := tr.nextStart(t, 15*time.Second); s.id != "a" {
-		t.Fatalf("%s started first", s.id)
-	}
+	a := startLeading(t, "a", ns, "again", std, tr, lg, rejoin)
 	b := startElector(t, "b", ns, "again", std, tr, lg, rejoin)
 	testkit.Eventually(t, 10*time.Second, "b to see a", func() bool { return b.sees("a") })
 

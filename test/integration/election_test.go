@@ -105,7 +105,7 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 // off and waits a full lease again; it never overwrites the other holder.
 func TestConflictNeverOverwrites(t *testing.T) {
 	ns, name := newNamespace(t), "conflict"
-	tm := timing{L: 2 * time.Second, D: 1500 * time.Millisecond, P: 250 * time.Millisecond}
+	tm := testkit.Timing{L: 2 * time.Second, D: 1500 * time.Millisecond, P: 250 * time.Millisecond}
 	tr, logs := newTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	if _, err := rawClaim(ctx, ns, name, "other", 2); err != nil {

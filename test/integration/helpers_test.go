@@ -20,13 +20,8 @@ import (
 	"github.com/leasehold/leasehold/test/testkit"
 )
 
-// timing is one elector's three knobs.
-type timing struct{ L, D, P time.Duration }
-
-// std is the default for these tests: a 500ms safety margin (L-D-P), and
-// four renewal attempts per deadline, which survives a loaded 2-core
-// machine running the control plane under the race detector.
-var std = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
+// std is the timing of most of these tests.
+var std = testkit.Fast
 
 // newNamespace creates a namespace for one test, deleted when it ends.
 func newNamespace(t *testing.T) string { return testkit.Namespace(t, admin, "lh") }
@@ -151,7 +146,7 @@ type candidate struct {
 
 type candidateOpts struct {
 	id, ns, name string
-	t            timing
+	t            testkit.Timing
 	cfg          *rest.Config // default: admin
 	release      bool
 	tr           *tracker
@@ -283,7 +278,7 @@ func (c *candidate) waitSees(t *testing.T, id string, within time.Duration) {
 // renewal it saw); and the new leader's client (taker) made no GET or LIST
 // since `since`: it learned of the release on its watch, not by polling.
 // The handoff's actual milliseconds are measured by make bench.
-func checkReleaseHandoff(t *testing.T, what string, lat time.Duration, tm timing, taker *testkit.Wire, since time.Time) {
+func checkReleaseHandoff(t *testing.T, what string, lat time.Duration, tm testkit.Timing, taker *testkit.Wire, since time.Time) {
 	t.Helper()
 	if lat < 0 || lat >= tm.L-tm.P {
 		t.Errorf("%s: took over %v after the release was sent, want [0, L-P = %v): a takeover by expiry, not by the release", what, lat, tm.L-tm.P)

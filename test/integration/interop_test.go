@@ -27,7 +27,7 @@ type clientGoCandidate struct {
 	leaders []string
 }
 
-func startClientGo(t *testing.T, id, ns, name string, tm timing, release bool, tr *tracker, logs *testkit.Logs) *clientGoCandidate {
+func startClientGo(t *testing.T, id, ns, name string, tm testkit.Timing, release bool, tr *tracker, logs *testkit.Logs) *clientGoCandidate {
 	t.Helper()
 	c := &clientGoCandidate{id: id, rec: &testkit.Wire{}}
 	cs := kubernetes.NewForConfigOrDie(c.rec.Wrap(cp.Config()))
@@ -106,24 +106,52 @@ const clientGoReleasedClaim = time.Second
 
 // clientGoPoll is the longest interval between two polls of a client-go
 // candidate: wait.JitterUntil(RetryPeriod, JitterFactor 1.2).
-func clientGoPoll(tm timing) time.Duration { return tm.P + tm.P*12/10 }
+func clientGoPoll(tm testkit.Timing) time.Duration { return tm.P + tm.P*12/10 }
+
+// The identities of the two electors of TestInteropWithClientGo.
+const cg, lh = "client-go", "leasehold"
+
+// clientGoFirst starts client-go (ReleaseOnCancel as release), waits for it
+// to lead, then starts leasehold (ReleaseOnCancel), which sees client-go
+// lead and does not start itself.
+func clientGoFirst(t *testing.T, release bool) (*tracker, *clientGoCandidate, *candidate) {
+	t.Helper()
+	ns, name := newNamespace(t), "interop"
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	old := startClientGo(t, cg, ns, name, interopT, release, tr, logs)
+	if s := tr.nextStart(t, 10*time.Second); s.id != cg {
+		t.Fatalf("%s started first", s.id)
+	}
+	ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
+	ours.waitSees(t, cg, 5*time.Second)
+	tr.noStart(t, 3*interopT.P, "client-go holds the lease")
+	return tr, old, ours
+}
+
+// leaseholdFirst starts leasehold (ReleaseOnCancel as release), waits for
+// it to lead, then starts client-go (ReleaseOnCancel), which sees
+// leasehold lead and does not start itself.
+func leaseholdFirst(t *testing.T, release bool) (*tracker, *candidate, *clientGoCandidate) {
+	t.Helper()
+	ns, name := newNamespace(t), "interop"
+	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: release, tr: tr, logs: logs})
+	if s := tr.nextStart(t, 10*time.Second); s.id != lh {
+		t.Fatalf("%s started first", s.id)
+	}
+	other := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
+	other.waitSees(t, lh, 5*time.Second)
+	tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
+	return tr, ours, other
+}
 
 // leasehold and client-go electors share one Lease during a migration:
 // each hands over to the other on release and on expiry, and their work
 // never overlaps.
 func TestInteropWithClientGo(t *testing.T) {
-	const cg, lh = "client-go", "leasehold"
 
 	t.Run("ClientGoReleases", func(t *testing.T) {
-		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
-		old := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
-		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
-			t.Fatalf("%s started first", s.id)
-		}
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
-		ours.waitSees(t, cg, 5*time.Second)
-		tr.noStart(t, 3*interopT.P, "client-go holds the lease")
+		tr, old, ours := clientGoFirst(t, true)
 
 		old.stop(t)
 		next := tr.nextStart(t, 5*time.Second)
@@ -152,15 +180,7 @@ func TestInteropWithClientGo(t *testing.T) {
 	})
 
 	t.Run("LeaseholdReleases", func(t *testing.T) {
-		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
-		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
-			t.Fatalf("%s started first", s.id)
-		}
-		other := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
-		other.waitSees(t, lh, 5*time.Second)
-		tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
+		tr, ours, other := leaseholdFirst(t, true)
 
 		testkit.Must(t, ours.stop(t))
 		next := tr.nextStart(t, clientGoPoll(interopT)+3*time.Second)
@@ -179,15 +199,7 @@ func TestInteropWithClientGo(t *testing.T) {
 	})
 
 	t.Run("ClientGoExpires", func(t *testing.T) {
-		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
-		old := startClientGo(t, cg, ns, name, interopT, false, tr, logs)
-		if s := tr.nextStart(t, 10*time.Second); s.id != cg {
-			t.Fatalf("%s started first", s.id)
-		}
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
-		ours.waitSees(t, cg, 5*time.Second)
-		tr.noStart(t, 3*interopT.P, "client-go holds the lease")
+		tr, old, ours := clientGoFirst(t, false)
 
 		old.stop(t) // stops renewing, does not release
 		renewal, ok := lastWrite(old.rec, cg)
@@ -215,15 +227,7 @@ func TestInteropWithClientGo(t *testing.T) {
 	})
 
 	t.Run("LeaseholdExpires", func(t *testing.T) {
-		ns, name := newNamespace(t), "interop"
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
-		ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: false, tr: tr, logs: logs})
-		if s := tr.nextStart(t, 10*time.Second); s.id != lh {
-			t.Fatalf("%s started first", s.id)
-		}
-		other := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
-		other.waitSees(t, lh, 5*time.Second)
-		tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
+		tr, ours, other := leaseholdFirst(t, false)
 
 		testkit.Must(t, ours.stop(t)) // no ReleaseOnCancel: stops renewing
 		if _, released := lastWrite(ours.rec, ""); released {
@@ -258,4 +262,4 @@ func TestInteropWithClientGo(t *testing.T) {
 // can look identical to it, and it takes over before the lease expired
 // (seen with 500ms: a takeover 2.8s after the last renewal of a 3s lease).
 // Mixed fleets need RetryPeriod >= 1s; the README says so.
-var interopT = timing{L: 4 * time.Second, D: 2 * time.Second, P: time.Second}
+var interopT = testkit.Timing{L: 4 * time.Second, D: 2 * time.Second, P: time.Second}

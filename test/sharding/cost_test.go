@@ -7,6 +7,8 @@ import (
 	"sync"
 	"testing"
 	"time"
+
+	"github.com/leasehold/leasehold/test/testkit"
 )
 
 // The API cost of a group at the default timings (15s/10s/2s), N = 3:
@@ -17,7 +19,7 @@ func TestRequestsPerMinuteFlatInK(t *testing.T) {
 		t.Skip("a minute of steady state")
 	}
 	const n = 3
-	def := timing{L: 15 * time.Second, D: 10 * time.Second, P: 2 * time.Second}
+	def := testkit.Timing{L: 15 * time.Second, D: 10 * time.Second, P: 2 * time.Second}
 	type group struct {
 		shards  int
 		tr      *tracker

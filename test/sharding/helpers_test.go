@@ -24,11 +24,8 @@ import (
 	"github.com/leasehold/leasehold/test/testkit"
 )
 
-type timing struct{ L, D, P time.Duration }
-
-// fast is short enough for crash tests, with a 500ms safety margin and
-// four renewals per deadline, as the integration tests use.
-var fast = timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
+// fast is the timing of the crash tests.
+var fast = testkit.Fast
 
 func newNamespace(t *testing.T) string { return testkit.Namespace(t, admin, "sh") }
 
@@ -210,7 +207,7 @@ type member struct {
 type memberOpts struct {
 	id, ns, group string
 	shards        int
-	t             timing
+	t             testkit.Timing
 	release       bool
 	tr            *tracker
 	logs          *testkit.Logs

@@ -50,3 +50,13 @@ func Must(t testing.TB, err error) {
 		t.Fatal(err)
 	}
 }
+
+// Timing is an elector's three knobs: LeaseDuration, RenewDeadline and
+// RetryPeriod.
+type Timing struct{ L, D, P time.Duration }
+
+// Fast is the timing of most tests on a real control plane: a 500ms
+// safety margin (L-D-P), and four renewal attempts per deadline, which
+// survives a loaded 2-core machine running the control plane under the
+// race detector.
+var Fast = Timing{L: 3 * time.Second, D: 2 * time.Second, P: 500 * time.Millisecond}
