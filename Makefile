@@ -16,6 +16,8 @@
 #   make rules    promtool (built from source, cached) checks the alert rules
 #                 and runs their unit tests (deploy/monitoring); part of make test
 #   make monitoring  regenerates deploy/monitoring's rules and dashboard from Go
+#   make demo-metrics  a real Prometheus scrapes the examples on the real control
+#                 plane and evaluates the alert rules -> docs/metrics-scenario.png
 # The control plane is built from source through the Go module proxy the
 # first time (about 12 minutes on 2 cores) into bin/controlplane/.
 SHELL := /bin/bash
@@ -25,7 +27,7 @@ SUBMODULES := metrics/prometheus examples test kubectl-leasehold controllerrunti
 # Modules with unit tests of their own (test/ holds the real-control-plane suites).
 UNITMODULES := metrics/prometheus examples kubectl-leasehold controllerruntime monitoring
 
-.PHONY: test lint unit rules gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim slowapi mutate fuzz promtool monitoring
+.PHONY: test lint unit rules gotoolchain integration controlplane kubectl plugin demo demo-shards bench chaos soak sim slowapi mutate fuzz promtool prometheus monitoring demo-metrics
 
 test: lint unit rules gotoolchain integration
 
@@ -68,6 +70,19 @@ rules: promtool
 # Regenerate deploy/monitoring (rules, PrometheusRule, dashboard) from Go.
 monitoring:
 	cd monitoring && $(GO) run ./cmd/generate
+
+# The Prometheus server, built from source like promtool (without its web
+# UI's assets: the HTTP API is all the scenario needs).
+prometheus:
+	hack/prometheus/build.sh --prometheus
+
+# A real Prometheus scrapes three examples/leader-election and three
+# examples/sharded-controller processes (-metrics-addr) on the real control
+# plane, with the alert rules generated for 1s scrapes: SIGKILL of the
+# leader makes LeaseholdNoLeader pending, then resolved; LeaseholdSplitBrain
+# never fires; prints the alert timeline and renders docs/metrics-scenario.png.
+demo-metrics: controlplane prometheus
+	cd test && $(GO) run ./cmd/demometrics
 
 # kubectl from the same pinned Kubernetes, with its own stamp.
 kubectl: controlplane
