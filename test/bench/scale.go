@@ -24,6 +24,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/internal/sleep"
 )
 
 // Content types the scale phase's clientset sends and accepts.
@@ -238,7 +239,7 @@ func (b *runner) scale(ctx context.Context, run *ScaleRun, lib Lib) error {
 		b.logf("scale %s: only %d of %d leading 2 min after start; measuring anyway", lib, leading(), n)
 	}
 	res.Startup = time.Since(started)
-	if err := sleepCtx(ctx, b.opts.ScaleWarmup); err != nil {
+	if err := sleep.For(ctx, b.opts.ScaleWarmup); err != nil {
 		return err
 	}
 
@@ -253,7 +254,7 @@ func (b *runner) scale(ctx context.Context, run *ScaleRun, lib Lib) error {
 	res.Leading = leading()
 	renewals := startRenewSampler(rec)
 	w0 := time.Now()
-	windowErr := sleepCtx(ctx, b.opts.ScaleWindow)
+	windowErr := sleep.For(ctx, b.opts.ScaleWindow)
 	res.Window = time.Since(w0)
 	res.RenewP50, res.RenewP99 = renewals.stop()
 	c1, cpu1, srv1 := rec.Snapshot(), processCPU(), serverCPU()
@@ -275,18 +276,6 @@ func (b *runner) scale(ctx context.Context, run *ScaleRun, lib Lib) error {
 		lib, res.Startup.Round(time.Millisecond), res.HeapPerElection/1024, res.GoroutinesPerEl,
 		100*res.CPU, 100*res.ServerCPU, res.PerMin(), res.Counts.Verbs, res.Counts.WatchesOpen)
 	return windowErr
-}
-
-// sleepCtx sleeps for d or until ctx is done.
-func sleepCtx(ctx context.Context, d time.Duration) error {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
 }
 
 // renewSampler samples the latency of writes during the scale window

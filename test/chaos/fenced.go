@@ -17,6 +17,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/fence"
+	"github.com/leasehold/leasehold/test/internal/sleep"
 )
 
 // In ModeFenced, the candidates write as one service account, the fenced
@@ -104,7 +105,7 @@ func (d *driver) waitFenceEnforced(ctx context.Context) error {
 		if fence.IsFenced(last) {
 			return nil
 		}
-		if !sleepCtx(ctx, 100*time.Millisecond) {
+		if sleep.For(ctx, 100*time.Millisecond) != nil {
 			return ctx.Err()
 		}
 	}
@@ -122,7 +123,7 @@ func (d *driver) watchFenced(ctx context.Context) {
 				d.leaseNote("fenced object watch from %s: %v; versions may be missed", rv, err)
 				rv = ""
 			}
-			sleepCtx(ctx, 100*time.Millisecond)
+			sleep.For(ctx, 100*time.Millisecond)
 			continue
 		}
 		for ev := range w.ResultChan() {

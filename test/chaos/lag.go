@@ -7,6 +7,8 @@ import (
 	"slices"
 	"strings"
 	"time"
+
+	"github.com/leasehold/leasehold/test/internal/sleep"
 )
 
 // The measurement kinds of a lagging kube-apiserver (Config.APIServers =
@@ -70,7 +72,7 @@ func (d *driver) injectLag(ctx context.Context, f Fault, inj Injected, leader st
 	}
 	lagging.SetWatchLag(f.Lag)
 	// Steady: every event the followers see is Lag old.
-	sleepCtx(ctx, 2*f.Lag+d.cfg.Timings.RetryPeriod)
+	sleep.For(ctx, 2*f.Lag+d.cfg.Timings.RetryPeriod)
 	d.mu.Lock()
 	p := d.procs[leader]
 	inj.TargetInc = d.inc[leader]
@@ -101,7 +103,7 @@ func (d *driver) injectLag(ctx context.Context, f Fault, inj Injected, leader st
 	lagging.SetWatchLag(0)
 	inj.Heal = time.Now()
 	if f.Kind == KindLagCrash {
-		sleepCtx(ctx, f.RestartAfter)
+		sleep.For(ctx, f.RestartAfter)
 		if err := d.start(leader); err != nil {
 			d.problem("restart %s: %v", leader, err)
 		}

@@ -17,6 +17,8 @@ import (
 	"time"
 
 	"k8s.io/client-go/rest"
+
+	"github.com/leasehold/leasehold/test/internal/sleep"
 )
 
 // ProxyMode is the fault a Proxy injects while it is set.
@@ -329,7 +331,7 @@ func (p *Proxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case Latency:
 		if f.reqDelay > 0 {
 			p.Stats.Held.Add(1)
-			if !sleepCtx(r.Context(), f.reqDelay) {
+			if sleep.For(r.Context(), f.reqDelay) != nil {
 				return
 			}
 		}
@@ -371,7 +373,7 @@ func (p *Proxy) modifyResponse(resp *http.Response) error {
 	}
 	f, _ := p.current()
 	if f.mode == Latency && f.respDelay > 0 {
-		if !sleepCtx(resp.Request.Context(), f.respDelay) {
+		if sleep.For(resp.Request.Context(), f.respDelay) != nil {
 			return errors.New("chaos: client gave up during response latency")
 		}
 	}
@@ -437,17 +439,6 @@ func (g *gatedWriter) Flush() {
 	}
 }
 
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
-}
-
 // lagWriter carries a watch stream to the client through a delay line:
 // each chunk goes out the upstream's current lag after it came in, in
 // order, and flushed. With no lag it goes at once. It also reads the JSON
@@ -496,7 +487,7 @@ func (l *lagWriter) Flush() {}
 func (l *lagWriter) deliver() {
 	defer close(l.done)
 	for c := range l.ch {
-		if d := time.Until(c.at.Add(l.up.WatchLag())); d > 0 && !sleepCtx(l.ctx, d) {
+		if d := time.Until(c.at.Add(l.up.WatchLag())); d > 0 && sleep.For(l.ctx, d) != nil {
 			continue // the client is gone: drop the rest
 		}
 		if l.ctx.Err() != nil {

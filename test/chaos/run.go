@@ -49,6 +49,7 @@ import (
 
 	"github.com/leasehold/leasehold"
 	"github.com/leasehold/leasehold/test/controlplane"
+	"github.com/leasehold/leasehold/test/internal/sleep"
 	"github.com/leasehold/leasehold/test/walkthrough"
 )
 
@@ -642,7 +643,7 @@ func (d *driver) waitStable(ctx context.Context, settle, timeout time.Duration) 
 		if time.Now().After(deadline) {
 			return "", fmt.Errorf("no stable leader within %v", timeout)
 		}
-		if !sleepCtx(ctx, 20*time.Millisecond) {
+		if sleep.For(ctx, 20*time.Millisecond) != nil {
 			return "", ctx.Err()
 		}
 	}
@@ -714,7 +715,7 @@ func (d *driver) inject(ctx context.Context, f Fault) Injected {
 	d.mu.Unlock()
 	px := d.proxies[target]
 	// The window runs out even if ctx ends: a fault is always healed.
-	wait := func(w time.Duration) { sleepCtx(ctx, w) }
+	wait := func(w time.Duration) { sleep.For(ctx, w) }
 
 	inj.Start = time.Now()
 	switch f.Kind {
@@ -834,7 +835,7 @@ func (d *driver) waitHandoff(ctx context.Context, from string, term, since time.
 		if (!still || !cur.Equal(term)) && leader != "" && at.After(since) {
 			return true
 		}
-		if !sleepCtx(ctx, 10*time.Millisecond) {
+		if sleep.For(ctx, 10*time.Millisecond) != nil {
 			return false
 		}
 	}
@@ -871,7 +872,7 @@ func (d *driver) annotate(ctx context.Context, to string) error {
 // A kill or pause heals when every kube-apiserver answers again.
 func (d *driver) injectServer(ctx context.Context, f Fault, inj Injected) Injected {
 	cp := d.cfg.ControlPlane
-	wait := func(w time.Duration) { sleepCtx(ctx, w) }
+	wait := func(w time.Duration) { sleep.For(ctx, w) }
 	var srv *controlplane.Server
 	switch f.Kind {
 	case KindAPIKill, KindAPIPause:
@@ -939,7 +940,7 @@ func (d *driver) injectServer(ctx context.Context, f Fault, inj Injected) Inject
 		// the first 410 (a watch resumes at once, but kube-apiserver may
 		// take a moment to open its etcd watch).
 		for deadline := time.Now().Add(d.cfg.Timings.LeaseDuration + 5*time.Second); d.goneTotal() == inj.goneAtStart && time.Now().Before(deadline); {
-			sleepCtx(ctx, 20*time.Millisecond)
+			sleep.For(ctx, 20*time.Millisecond)
 		}
 		return inj
 	case KindLag:
@@ -971,7 +972,7 @@ func (d *driver) waitServing(ctx context.Context) error {
 			if time.Now().After(deadline) {
 				return fmt.Errorf("the control plane did not answer within %v: %v", d.recoveryTimeout(), err)
 			}
-			sleepCtx(ctx, 50*time.Millisecond)
+			sleep.For(ctx, 50*time.Millisecond)
 		}
 	}
 	return nil
@@ -1035,13 +1036,13 @@ func (d *driver) watchLease(ctx context.Context) {
 				list, err := leases.List(ctx, metav1.ListOptions{})
 				if err != nil {
 					next()
-					sleepCtx(ctx, 100*time.Millisecond)
+					sleep.For(ctx, 100*time.Millisecond)
 					continue
 				}
 				rv = list.ResourceVersion
 			default:
 				next()
-				sleepCtx(ctx, 100*time.Millisecond)
+				sleep.For(ctx, 100*time.Millisecond)
 				continue
 			}
 		}
@@ -1054,7 +1055,7 @@ func (d *driver) watchLease(ctx context.Context) {
 				} else {
 					next()
 				}
-				sleepCtx(ctx, 100*time.Millisecond)
+				sleep.For(ctx, 100*time.Millisecond)
 			}
 			continue
 		}

@@ -11,6 +11,7 @@ import (
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
 	"github.com/leasehold/leasehold/leaseholdtest"
+	"github.com/leasehold/leasehold/test/internal/sleep"
 )
 
 // client is one process's LeasesGetter: leaseholdtest's, with the world's
@@ -146,14 +147,7 @@ func waitUntil(ctx context.Context, at time.Time) error {
 	if d <= 0 {
 		return nil
 	}
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return nil
-	case <-ctx.Done():
-		return ctx.Err()
-	}
+	return sleep.For(ctx, d)
 }
 
 // heldWatch forwards a watch's events at once, except during a server

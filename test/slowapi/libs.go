@@ -11,6 +11,7 @@ import (
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 
 	"github.com/leasehold/leasehold"
+	"github.com/leasehold/leasehold/test/internal/sleep"
 )
 
 // Library is one of the three elections compared.
@@ -63,7 +64,7 @@ func runLeasehold(ctx context.Context, w *world, s *slot) {
 			// With Rejoin, Run returns only on ctx, an identity
 			// conflict or a step-down timeout: none should happen.
 			w.runError(s, err)
-			sleepCtx(ctx, RetryPeriod)
+			sleep.For(ctx, RetryPeriod)
 		}
 	}
 }
@@ -138,7 +139,7 @@ func runControllerRuntime(ctx context.Context, w *world, s *slot) {
 		if time.Since(started) >= restartBackoffReset {
 			backoff = restartBackoffInitial
 		}
-		if !sleepCtx(ctx, backoff) {
+		if sleep.For(ctx, backoff) != nil {
 			return
 		}
 		backoff = min(2*backoff, restartBackoffMax)
@@ -226,18 +227,6 @@ func runManager(ctx context.Context, w *world, s *slot, id string) bool {
 		mu.Unlock()
 		cancelLeader()
 		<-done
-		return false
-	}
-}
-
-// sleepCtx sleeps d; false if ctx ended first.
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
 		return false
 	}
 }

@@ -15,6 +15,8 @@ import (
 	coordinationv1 "k8s.io/api/coordination/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+
+	"github.com/leasehold/leasehold/test/internal/sleep"
 )
 
 // Options configure the walk-through.
@@ -257,7 +259,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	}
 	logInOrder(logf, follows...)
 	step("start " + fmt.Sprint(len(o.IDs)) + " processes and elect a leader")
-	if !sleepCtx(ctx, o.Settle) {
+	if sleep.For(ctx, o.Settle) != nil {
 		return res, ctx.Err()
 	}
 
@@ -291,7 +293,7 @@ func Run(ctx context.Context, o Options) (*Result, error) {
 	res.InterruptExit = procs[res.Interrupted].Wait(15 * time.Second)
 	logInOrder(logf, leading, timedLine{exit.At, fmt.Sprintf("%s %s exited (status: %s)", at(exit.At), res.Interrupted, status(res.InterruptExit))})
 	step("SIGINT to the leader; handoff")
-	if !sleepCtx(ctx, o.Settle) {
+	if sleep.For(ctx, o.Settle) != nil {
 		return res, ctx.Err()
 	}
 
@@ -342,17 +344,6 @@ func status(err error) string {
 		return "0"
 	}
 	return err.Error()
-}
-
-func sleepCtx(ctx context.Context, d time.Duration) bool {
-	t := time.NewTimer(d)
-	defer t.Stop()
-	select {
-	case <-t.C:
-		return true
-	case <-ctx.Done():
-		return false
-	}
 }
 
 // timedLine is a narration line and the time it tells of.
