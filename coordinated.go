@@ -132,7 +132,7 @@ func NewCoordinated(cfg Config, cc CandidateConfig) (*Elector, error) {
 	case len(problems) > 0:
 		return nil, invalidConfig(problems)
 	}
-	e.coord = &coordination{cc: cc, lock: e.lock, clock: e.clock, t: e.t}
+	e.coord = &coordination{cc: cc, lock: e.lock, clock: e.clock, t: e.t, report: e.candidacyReporter()}
 	return e, nil
 }
 
@@ -189,6 +189,8 @@ type coordination struct {
 	clock clock.WithTicker
 	t     timings
 
+	// report tells Config.Metrics the candidacy's state (CandidacyMetrics).
+	report func(state string)
 	// fallback is set when the LeaseCandidate API is not served: the
 	// election is the plain one.
 	fallback bool
@@ -232,7 +234,7 @@ func (c *coordination) start(ctx context.Context) (context.Context, func()) {
 	if c == nil {
 		return ctx, func() {}
 	}
-	*c = coordination{cc: c.cc, lock: c.lock, clock: c.clock, t: c.t}
+	*c = coordination{cc: c.cc, lock: c.lock, clock: c.clock, t: c.t, report: c.report}
 	log := klog.FromContext(ctx)
 	k := &candidacy{cc: c.cc, lock: c.lock, clock: c.clock, t: c.t, log: log,
 		client: c.cc.Client.LeaseCandidates(c.lock.Namespace)}
@@ -240,6 +242,7 @@ func (c *coordination) start(ctx context.Context) (context.Context, func()) {
 	switch {
 	case errors.Is(err, errCandidateAPIMissing):
 		c.fallback = true
+		c.report(CandidacyUnsupported)
 		log.Info("The LeaseCandidate API (coordination.k8s.io/v1beta1) is not served; campaigning without coordinated leader election")
 		return ctx, func() {}
 	case err != nil:
@@ -248,6 +251,7 @@ func (c *coordination) start(ctx context.Context) (context.Context, func()) {
 		log.Info("Registered as a LeaseCandidate; the election controller picks the leader",
 			"binaryVersion", c.cc.BinaryVersion, "emulationVersion", c.cc.EmulationVersion, "strategy", c.cc.Strategy)
 	}
+	c.report(CandidacyCandidate)
 	electorCtx, stopElector := context.WithCancel(context.WithoutCancel(ctx))
 	serveCtx, stopServing := context.WithCancel(ctx)
 	done := make(chan struct{})
@@ -256,6 +260,7 @@ func (c *coordination) start(ctx context.Context) (context.Context, func()) {
 		defer stopElector()
 		k.serve(serveCtx)
 		k.withdraw(ctx)
+		c.report(CandidacyWithdrawn)
 	}()
 	return electorCtx, func() {
 		stopServing()
@@ -309,6 +314,7 @@ func (c *coordination) decide(r *run, now time.Time, act campaignAction, at time
 		}
 		if !c.takingUp {
 			c.takingUp = true
+			c.report(CandidacyCandidate)
 			r.log.Info("Taking up the term the election controller assigned to this process")
 		}
 		return actAcquire, now
@@ -325,6 +331,7 @@ func (c *coordination) decide(r *run, now time.Time, act campaignAction, at time
 		return actWait, until
 	}
 	c.campaigning = true
+	c.report(CandidacyNoController)
 	r.log.Info("No election controller named a holder of the free lease; campaigning for it directly (is kube-apiserver's CoordinatedLeaderElection feature gate on?)",
 		"waited", controllerGrace)
 	return act, at
