@@ -133,6 +133,10 @@ func Dashboard(p Params) (dashboard.Dashboard, error) {
 		"none",
 		q(fmt.Sprintf("sum by (name) (increase(%s[%s]))", p.sel("leasehold_step_down_timeouts_total", n), rateWindow), "step-down timeout {{name}}"),
 		q(fmt.Sprintf("sum by (name) (increase(%s[%s]))", p.sel("leasehold_work_outlived_total", n), rateWindow), "work outlived {{name}}")))
+	b.WithPanel(statetimeline.NewPanelBuilder().Title("Candidacy (coordinated elections)").
+		Description("The state of each process's candidacy in a coordinated election (leasehold_candidacy_state == 1): candidate, unsupported (no LeaseCandidate API), no-controller (campaigned for a free Lease nobody assigned), withdrawn.").
+		Datasource(ds()).Height(6).Span(12).
+		WithTarget(q(fmt.Sprintf("%s == 1", p.sel("leasehold_candidacy_state", n)), "{{name}} {{instance}} {{state}}")))
 	b.WithPanel(ts("Slow path",
 		"Writes that lost a race and re-read (leader_election_slowpath_total).",
 		"none", q(fmt.Sprintf("sum by (name) (increase(%s[%s]))", p.sel("leader_election_slowpath_total", n), rateWindow), "{{name}}")))

@@ -264,6 +264,7 @@ func exportedNames(t *testing.T) map[string]bool {
 		t.Fatal(err)
 	}
 	m.LeaderChanged("ns/e", false)
+	m.Candidacy("ns/e", "candidate")
 	m.ShardGroup("ns/g", 2)
 	m.ShardOwned("ns/g", 0, true)
 	fams, err := reg.Gather()

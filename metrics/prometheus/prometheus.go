@@ -22,6 +22,12 @@
 //	leasehold_work_outlived_total{name}      lost terms whose work outlived the safety margin
 //	leasehold_renew_headroom_seconds{name}   histogram: RenewDeadline left at each successful renewal
 //
+// With leasehold.CandidacyMetrics, for coordinated elections
+// (leasehold.NewCoordinated), from their first report on:
+//
+//	leasehold_candidacy_state{name,state}    1 for the current state, 0 for the others: candidate,
+//	                                         unsupported, no-controller, withdrawn
+//
 // name is leasehold.Config.Name. Every series of an election appears, at
 // zero, as soon as its elector is built (leasehold.New), before its first
 // event, so that rate() and increase() see the first increment.
@@ -138,6 +144,7 @@ type Metrics struct {
 	stepDownTimeout *prometheus.CounterVec
 	workOutlived    *prometheus.CounterVec
 	renewHeadroom   *prometheus.HistogramVec
+	candidacy       *prometheus.GaugeVec
 
 	shards      *prometheus.GaugeVec
 	shardsOwned *prometheus.GaugeVec
@@ -151,9 +158,10 @@ type Metrics struct {
 }
 
 var (
-	_ leasehold.Metrics     = (*Metrics)(nil)
-	_ leasehold.TermMetrics = (*Metrics)(nil)
-	_ shard.Metrics         = (*Metrics)(nil)
+	_ leasehold.Metrics          = (*Metrics)(nil)
+	_ leasehold.TermMetrics      = (*Metrics)(nil)
+	_ leasehold.CandidacyMetrics = (*Metrics)(nil)
+	_ shard.Metrics              = (*Metrics)(nil)
 )
 
 // Option configures New.
@@ -243,6 +251,10 @@ func New(reg prometheus.Registerer, opts ...Option) (*Metrics, error) {
 		func() error {
 			return histogram(&m.renewHeadroom, "leasehold_renew_headroom_seconds",
 				"What was left of RenewDeadline at each successful renewal: RenewDeadline minus the time from the previous successful write's send to this renewal's answer. 'name' is leasehold.Config.Name.", renewHeadroomBuckets, "name")
+		},
+		func() error {
+			return gauge(&m.candidacy, "leasehold_candidacy_state",
+				"1 for the current state of this process's candidacy in a coordinated election (leasehold.NewCoordinated), 0 for the others: candidate, unsupported, no-controller or withdrawn. 'name' is leasehold.Config.Name.", "name", "state")
 		},
 		func() error {
 			return gauge(&m.shards, "leasehold_shards",
@@ -381,6 +393,20 @@ func (m *Metrics) WorkOutlived(name string) {
 func (m *Metrics) RenewHeadroom(name string, headroom time.Duration) {
 	m.init(name)
 	m.renewHeadroom.WithLabelValues(name).Observe(headroom.Seconds())
+}
+
+// Candidacy implements leasehold.CandidacyMetrics: the state's series is
+// 1, the other states' 0. The series of an election appear at its first
+// report, since only coordinated elections have a candidacy.
+func (m *Metrics) Candidacy(name, state string) {
+	m.init(name)
+	for _, s := range leasehold.CandidacyStates() {
+		v := 0.0
+		if s == state {
+			v = 1
+		}
+		m.candidacy.WithLabelValues(name, s).Set(v)
+	}
 }
 
 // initGroup creates every series of the shard group, at zero, the first

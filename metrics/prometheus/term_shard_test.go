@@ -380,3 +380,29 @@ func count(t *testing.T, reg prometheus.Gatherer, name string) int {
 	}
 	return 0
 }
+
+// The candidacy of a coordinated election: one series per state, 1 for
+// the current one; none before the first report.
+func TestCandidacyState(t *testing.T) {
+	reg := prometheus.NewRegistry()
+	m, err := leaseholdprom.New(reg)
+	if err != nil {
+		t.Fatal(err)
+	}
+	m.LeaderChanged("ns/lock", false)
+	if n := count(t, reg, "leasehold_candidacy_state"); n != 0 {
+		t.Errorf("%d candidacy series before any report, want none", n)
+	}
+	m.Candidacy("ns/lock", leasehold.CandidacyCandidate)
+	m.Candidacy("ns/lock", leasehold.CandidacyNoController)
+	if err := testutil.GatherAndCompare(reg, strings.NewReader(`
+# HELP leasehold_candidacy_state 1 for the current state of this process's candidacy in a coordinated election (leasehold.NewCoordinated), 0 for the others: candidate, unsupported, no-controller or withdrawn. 'name' is leasehold.Config.Name.
+# TYPE leasehold_candidacy_state gauge
+leasehold_candidacy_state{name="ns/lock",state="candidate"} 0
+leasehold_candidacy_state{name="ns/lock",state="no-controller"} 1
+leasehold_candidacy_state{name="ns/lock",state="unsupported"} 0
+leasehold_candidacy_state{name="ns/lock",state="withdrawn"} 0
+`), "leasehold_candidacy_state"); err != nil {
+		t.Error(err)
+	}
+}
