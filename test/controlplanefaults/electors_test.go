@@ -2,7 +2,6 @@ package controlplanefaults
 
 import (
 	"context"
-	"fmt"
 	"sync"
 	"testing"
 	"time"
@@ -15,71 +14,6 @@ import (
 )
 
 var std = testkit.Fast
-
-// tracker records every term's work, to check that no two overlap.
-type tracker struct {
-	mu       sync.Mutex
-	running  map[string]bool
-	overlaps []string
-	starts   chan start
-}
-
-type start struct {
-	id string
-	at time.Time
-}
-
-func newTracker() *tracker {
-	return &tracker{running: map[string]bool{}, starts: make(chan start, 64)}
-}
-
-func (tr *tracker) enter(id string) func() {
-	tr.mu.Lock()
-	var others []string
-	for o := range tr.running {
-		others = append(others, o)
-	}
-	if len(others) > 0 {
-		tr.overlaps = append(tr.overlaps, fmt.Sprintf("%s started while %v worked", id, others))
-	}
-	tr.running[id] = true
-	tr.mu.Unlock()
-	tr.starts <- start{id: id, at: time.Now()}
-	return func() {
-		tr.mu.Lock()
-		delete(tr.running, id)
-		tr.mu.Unlock()
-	}
-}
-
-func (tr *tracker) check(t *testing.T) {
-	t.Helper()
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	for _, o := range tr.overlaps {
-		t.Errorf("two leaders: %s", o)
-	}
-}
-
-func (tr *tracker) nextStart(t *testing.T, within time.Duration) start {
-	t.Helper()
-	select {
-	case s := <-tr.starts:
-		return s
-	case <-time.After(within):
-		t.Fatalf("no leader started within %v", within)
-		return start{}
-	}
-}
-
-func (tr *tracker) noStart(t *testing.T) {
-	t.Helper()
-	select {
-	case s := <-tr.starts:
-		t.Fatalf("%s started leading at %s while the leader held the Lease", s.id, s.at.Format("15:04:05.000"))
-	default:
-	}
-}
 
 // elector is one leasehold elector in this process, its client on a wire.
 type elector struct {
@@ -94,7 +28,7 @@ type elector struct {
 	leaders []string
 }
 
-func startElector(t *testing.T, id, ns, name string, tm testkit.Timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
+func startElector(t *testing.T, id, ns, name string, tm testkit.Timing, tr *testkit.Tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
 	t.Helper()
 	e := &elector{id: id, wire: &testkit.Wire{}}
 	cs := kubernetes.NewForConfigOrDie(leasehold.WithRequestTimeout(e.wire.Wrap(cp.Config()), tm.D))
@@ -107,7 +41,7 @@ func startElector(t *testing.T, id, ns, name string, tm testkit.Timing, tr *trac
 				e.mu.Lock()
 				e.starts++
 				e.mu.Unlock()
-				defer tr.enter(id)()
+				defer tr.Enter(id, nil)()
 				<-ctx.Done()
 			},
 			OnStoppedLeading: func() {
@@ -134,11 +68,11 @@ func startElector(t *testing.T, id, ns, name string, tm testkit.Timing, tr *trac
 
 // startLeading starts an elector as startElector does and waits for it to
 // lead, failing the test if another elector starts leading first.
-func startLeading(t *testing.T, id, ns, name string, tm testkit.Timing, tr *tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
+func startLeading(t *testing.T, id, ns, name string, tm testkit.Timing, tr *testkit.Tracker, lg *testkit.Logs, opts ...func(*leasehold.Config)) *elector {
 	t.Helper()
 	e := startElector(t, id, ns, name, tm, tr, lg, opts...)
-	if s := tr.nextStart(t, 15*time.Second); s.id != id {
-		t.Fatalf("%s started first", s.id)
+	if s := tr.NextStart(t, 15*time.Second); s.ID != id {
+		t.Fatalf("%s started first", s.ID)
 	}
 	return e
 }

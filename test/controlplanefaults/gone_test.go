@@ -18,7 +18,7 @@ import (
 // follower never writes, and a release still reaches the follower on its
 // new watch in less than L - P (so not by expiry).
 func TestGoneOnResumeAfterCompaction(t *testing.T) {
-	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
+	ns, tr, lg := newNamespace(t), testkit.NewTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	ld := startLeading(t, "leader", ns, "gone", std, tr, lg)
 	fl := startElector(t, "follower", ns, "gone", std, tr, lg)
@@ -71,14 +71,14 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 	}
 	n := ld.wire.Count("update", time.Now(), testkit.IsOK)
 	testkit.Eventually(t, 4*std.P, "renewals after the 410", func() bool { return ld.wire.Count("update", time.Time{}, testkit.IsOK) > n })
-	tr.noStart(t)
+	tr.NoStart(t, 0, "the leader held the Lease")
 	if n := fl.wire.Count("update", time.Time{}, nil) + fl.wire.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
 	}
 
 	// 5. A release reaches the follower on the watch it opened after the 410.
 	handoff(t, ld, fl, tr, std)
-	tr.check(t)
+	tr.Check(t)
 }
 
 // TestGoneAfterAPIServerRestart: kube-apiserver is killed under a leader
@@ -90,7 +90,7 @@ func TestGoneOnResumeAfterCompaction(t *testing.T) {
 // survives the outage (RenewDeadline 15s, longer than the restart).
 func TestGoneAfterAPIServerRestart(t *testing.T) {
 	tm := testkit.Timing{L: 20 * time.Second, D: 15 * time.Second, P: time.Second}
-	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
+	ns, tr, lg := newNamespace(t), testkit.NewTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	ld := startLeading(t, "leader", ns, "restart", tm, tr, lg)
 	fl := startElector(t, "follower", ns, "restart", tm, tr, lg)
@@ -121,12 +121,12 @@ func TestGoneAfterAPIServerRestart(t *testing.T) {
 		t.Errorf("leader: %d terms started, %d stopped; want 1 and 0 (its term outlives a %v outage with RenewDeadline %v)", starts, stops, up.Sub(killed).Round(time.Millisecond), tm.D)
 	}
 	testkit.Eventually(t, 4*tm.P, "a renewal after the restart", func() bool { return ld.wire.Count("update", up, testkit.IsOK) >= 1 })
-	tr.noStart(t)
+	tr.NoStart(t, 0, "the leader held the Lease")
 	if n := fl.wire.Count("update", time.Time{}, nil) + fl.wire.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader held it", n)
 	}
 	handoff(t, ld, fl, tr, tm)
-	tr.check(t)
+	tr.Check(t)
 }
 
 // checkGone waits for e's wire to carry a real 410 Gone after since (for
@@ -175,15 +175,15 @@ func checkGone(t *testing.T, e *elector, rv string, since time.Time, lg *testkit
 // handoff cancels the leader and checks that the follower takes over in
 // less than L - P after the release was sent (so on its watch, not by
 // expiry), without reading the Lease.
-func handoff(t *testing.T, ld, fl *elector, tr *tracker, tm testkit.Timing) {
+func handoff(t *testing.T, ld, fl *elector, tr *testkit.Tracker, tm testkit.Timing) {
 	t.Helper()
 	rel := time.Now()
 	ld.Cancel()
-	s := tr.nextStart(t, tm.L+5*time.Second)
-	if s.id != fl.id {
-		t.Fatalf("%s started after the release, want %s", s.id, fl.id)
+	s := tr.NextStart(t, tm.L+5*time.Second)
+	if s.ID != fl.id {
+		t.Fatalf("%s started after the release, want %s", s.ID, fl.id)
 	}
-	if lat := s.at.Sub(rel); lat >= tm.L-tm.P {
+	if lat := s.At.Sub(rel); lat >= tm.L-tm.P {
 		t.Errorf("follower took over %v after the release, want < L-P = %v: by expiry, not on its watch", lat, tm.L-tm.P)
 	} else {
 		t.Logf("follower took over %v after the leader's release", lat.Round(time.Microsecond))

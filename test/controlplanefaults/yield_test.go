@@ -29,7 +29,7 @@ import (
 // the holder (a metadata change) is retried on the newer version, or the
 // newer preference is honoured; either way c, named last, leads next.
 func TestYieldReleaseRacesAnnotation(t *testing.T) {
-	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
+	ns, tr, lg := newNamespace(t), testkit.NewTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	a := startLeading(t, "a", ns, "race", std, tr, lg, rejoin)
 	startElector(t, "b", ns, "race", std, tr, lg, rejoin)
@@ -57,12 +57,12 @@ func TestYieldReleaseRacesAnnotation(t *testing.T) {
 	case <-time.After(10 * time.Second):
 		t.Fatal("a never released the Lease after the annotation asked it to")
 	}
-	s := tr.nextStart(t, std.L+std.P+5*time.Second)
-	if s.id != "c" {
+	s := tr.NextStart(t, std.L+std.P+5*time.Second)
+	if s.ID != "c" {
 		l, _ := admin.CoordinationV1().Leases(ns).Get(ctx, "race", metav1.GetOptions{})
-		t.Errorf("%s led next, want c (named by the newest annotation); the Lease's annotations now: %v", s.id, l.Annotations)
+		t.Errorf("%s led next, want c (named by the newest annotation); the Lease's annotations now: %v", s.ID, l.Annotations)
 	}
-	tr.check(t)
+	tr.Check(t)
 }
 
 // Found by the chaos harness (-mode yield): a yields to anyone; b takes
@@ -76,28 +76,28 @@ func TestYieldReleaseRacesAnnotation(t *testing.T) {
 // Lease within milliseconds; the sit-out should not hold back a process
 // that a release names.
 func TestYieldToRecentYielder(t *testing.T) {
-	ns, tr, lg := newNamespace(t), newTracker(), testkit.NewLogs(t, 4)
+	ns, tr, lg := newNamespace(t), testkit.NewTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	a := startLeading(t, "a", ns, "again", std, tr, lg, rejoin)
 	b := startElector(t, "b", ns, "again", std, tr, lg, rejoin)
 	testkit.Eventually(t, 10*time.Second, "b to see a", func() bool { return b.sees("a") })
 
 	testkit.Must(t, a.el.Yield(ctx, ""))
-	if s := tr.nextStart(t, 5*time.Second); s.id != "b" {
-		t.Fatalf("%s took the Lease after a's yield to anyone, want b", s.id)
+	if s := tr.NextStart(t, 5*time.Second); s.ID != "b" {
+		t.Fatalf("%s took the Lease after a's yield to anyone, want b", s.ID)
 	}
 	testkit.Eventually(t, 5*time.Second, "b to lead", b.el.IsLeader)
 	sent := time.Now()
 	testkit.Must(t, b.el.Yield(ctx, "a"))
-	s := tr.nextStart(t, std.L+std.P+5*time.Second)
-	lat := s.at.Sub(sent)
-	if s.id != "a" {
-		t.Fatalf("%s led after b's yield to a", s.id)
+	s := tr.NextStart(t, std.L+std.P+5*time.Second)
+	lat := s.At.Sub(sent)
+	if s.ID != "a" {
+		t.Fatalf("%s led after b's yield to a", s.ID)
 	}
 	if lat > std.L/2 {
 		t.Errorf("a, named successor, took the Lease %v after b's yield; want milliseconds (the handoff of a yield), at least under L/2 = %v", lat.Round(time.Millisecond), std.L/2)
 	} else {
 		t.Logf("a took the Lease %v after b's yield to it", lat.Round(time.Millisecond))
 	}
-	tr.check(t)
+	tr.Check(t)
 }

@@ -19,7 +19,7 @@ func TestCancelDuringRenewalReturnsNil(t *testing.T) {
 	ns := newNamespace(t)
 	const rounds = 10
 	for i := range rounds {
-		tr := newTracker()
+		tr := testkit.NewTracker()
 		var self atomic.Pointer[candidate]
 		var renewals atomic.Int32
 		rec := &testkit.Wire{}
@@ -35,7 +35,7 @@ func TestCancelDuringRenewalReturnsNil(t *testing.T) {
 		name := "cancel-" + string(rune('a'+i))
 		c := startCandidate(t, candidateOpts{id: "leader", ns: ns, name: name, t: std, release: true, tr: tr, rec: rec})
 		self.Store(c)
-		tr.nextStart(t, 10*time.Second)
+		tr.NextStart(t, 10*time.Second)
 		if err := c.Wait(t, 10*time.Second); err != nil {
 			t.Errorf("round %d: Run returned %v after its ctx was cancelled during a renewal, want nil", i, err)
 		}

@@ -33,13 +33,13 @@ func TestDeletedLeaseRealServer(t *testing.T) {
 	for _, replicas := range []int{1, 3} {
 		t.Run(fmt.Sprintf("replicas=%d", replicas), func(t *testing.T) {
 			ns, name := newNamespace(t), "deleted"
-			tr, logs := newTracker(), testkit.NewLogs(t, 4)
+			tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 			var recs []*testkit.Wire
 			for i := 0; i < replicas; i++ {
 				c := startCandidate(t, candidateOpts{id: fmt.Sprintf("r%d", i), ns: ns, name: name, t: std, tr: tr, logs: logs, rejoin: true})
 				recs = append(recs, c.rec)
 			}
-			first := tr.nextStart(t, 2*std.L)
+			first := tr.NextStart(t, 2*std.L)
 			// The steady rate, measured over 10s with a leader.
 			steadyFrom := time.Now()
 			time.Sleep(10 * time.Second)
@@ -49,15 +49,15 @@ func TestDeletedLeaseRealServer(t *testing.T) {
 			if err := admin.CoordinationV1().Leases(ns).Delete(context.Background(), name, metav1.DeleteOptions{}); err != nil {
 				t.Fatalf("deleting the Lease: %v", err)
 			}
-			next := tr.nextStart(t, 2*std.L)
-			t.Logf("%d replica(s): %s led; after the delete %s led again %v later", replicas, first.id, next.id, next.at.Sub(deletedAt).Round(time.Millisecond))
+			next := tr.NextStart(t, 2*std.L)
+			t.Logf("%d replica(s): %s led; after the delete %s led again %v later", replicas, first.ID, next.ID, next.At.Sub(deletedAt).Round(time.Millisecond))
 			time.Sleep(time.Until(deletedAt.Add(10 * time.Second)))
 			after := requestsSince(recs, deletedAt)
 			t.Logf("requests: %d in the 10s before the delete, %d in the 10s after", steady, after)
 			if limit := 2*steady + 10*replicas; after > limit {
 				t.Fatalf("%d requests in the 10s after the delete, %d before: want near the steady rate (at most %d)", after, steady, limit)
 			}
-			tr.check(t)
+			tr.Check(t)
 		})
 	}
 }
@@ -69,13 +69,13 @@ func TestDeletedLeaseRealServer(t *testing.T) {
 // of the old one's work ending.
 func TestTenYieldsKeepTheFleetRealServer(t *testing.T) {
 	ns, name := newNamespace(t), "yields"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	cands := map[string]*candidate{}
 	for i := 0; i < 3; i++ {
 		id := fmt.Sprintf("m%d", i+1)
 		cands[id] = startCandidate(t, candidateOpts{id: id, ns: ns, name: name, t: std, tr: tr, logs: logs})
 	}
-	leader := tr.nextStart(t, 2*std.L).id
+	leader := tr.NextStart(t, 2*std.L).ID
 	ctx := context.Background()
 	for i := 0; i < 10; i++ {
 		to := "*"
@@ -95,15 +95,15 @@ func TestTenYieldsKeepTheFleetRealServer(t *testing.T) {
 		if _, err := admin.CoordinationV1().Leases(ns).Patch(ctx, name, types.MergePatchType, []byte(patch), metav1.PatchOptions{}); err != nil {
 			t.Fatalf("yield %d: annotating: %v", i, err)
 		}
-		next := tr.nextStart(t, std.L)
+		next := tr.NextStart(t, std.L)
 		testkit.Eventually(t, 5*time.Second, leader+" stopped", func() bool { return old.stopCount() > stopsBefore })
-		if next.id == leader || (to != "*" && next.id != to) {
-			t.Fatalf("yield %d by %s to %s: %s took it", i, leader, to, next.id)
+		if next.ID == leader || (to != "*" && next.ID != to) {
+			t.Fatalf("yield %d by %s to %s: %s took it", i, leader, to, next.ID)
 		}
-		if gap := next.at.Sub(annotated); gap > std.P {
-			t.Errorf("yield %d by %s to %s: %s started %v after the annotation; want within one RetryPeriod (%v)", i, leader, to, next.id, gap.Round(time.Millisecond), std.P)
+		if gap := next.At.Sub(annotated); gap > std.P {
+			t.Errorf("yield %d by %s to %s: %s started %v after the annotation; want within one RetryPeriod (%v)", i, leader, to, next.ID, gap.Round(time.Millisecond), std.P)
 		}
-		leader = next.id
+		leader = next.ID
 		for id, c := range cands {
 			select {
 			case <-c.Done():
@@ -113,5 +113,5 @@ func TestTenYieldsKeepTheFleetRealServer(t *testing.T) {
 		}
 		time.Sleep(time.Second) // the next yield a second later
 	}
-	tr.check(t)
+	tr.Check(t)
 }

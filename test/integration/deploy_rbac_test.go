@@ -60,11 +60,11 @@ func TestDeployRBAC(t *testing.T) {
 		t.Errorf("%s: GET of another lease answered %v, want 403 Forbidden", saUser, err)
 	}
 
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	a := startCandidate(t, candidateOpts{id: "pod-a", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: saCfg})
-	first := tr.nextStart(t, 10*time.Second)
-	if first.id != a.id {
-		t.Fatalf("%s led; want %s", first.id, a.id)
+	first := tr.NextStart(t, 10*time.Second)
+	if first.ID != a.id {
+		t.Fatalf("%s led; want %s", first.ID, a.id)
 	}
 	b := startCandidate(t, candidateOpts{id: "pod-b", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: saCfg})
 	leader, follower := a, b
@@ -78,12 +78,12 @@ func TestDeployRBAC(t *testing.T) {
 
 	cancelled := time.Now()
 	leader.Cancel()
-	next := tr.nextStart(t, 5*time.Second)
+	next := tr.NextStart(t, 5*time.Second)
 	testkit.Must(t, leader.Wait(t, 5*time.Second))
-	if next.id != follower.id {
-		t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
+	if next.ID != follower.id {
+		t.Fatalf("%s started after %s released; want %s", next.ID, leader.id, follower.id)
 	}
-	handoff := next.at.Sub(cancelled)
+	handoff := next.At.Sub(cancelled)
 	var releases []testkit.Call
 	for _, c := range leader.rec.All() {
 		if !c.Sent.Before(cancelled) && c.OK() && c.Verb == "update" && c.HasBody && c.Holder == "" {
@@ -95,7 +95,7 @@ func TestDeployRBAC(t *testing.T) {
 	}
 	// The follower took over from the release, which reached it on its
 	// watch: no read, and sooner than any expiry.
-	checkReleaseHandoff(t, follower.id, next.at.Sub(releases[0].Sent), std, follower.rec, cancelled)
+	checkReleaseHandoff(t, follower.id, next.At.Sub(releases[0].Sent), std, follower.rec, cancelled)
 	testkit.Must(t, follower.stop(t))
 	if l := testkit.GetLease(t, admin, ns, name); testkit.Holder(l) != "" {
 		t.Errorf("after both released, Lease held by %q", testkit.Holder(l))
@@ -113,7 +113,7 @@ func TestDeployRBAC(t *testing.T) {
 	if w := logs.Matching("falling back to polling"); len(w) > 0 {
 		t.Errorf("an elector fell back to polling: %v", w)
 	}
-	tr.check(t)
+	tr.Check(t)
 
 	// No credential of any config in play may reach the logs.
 	all := logs.Matching()

@@ -23,7 +23,7 @@ import (
 // at a time.
 func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 	ns, name := newNamespace(t), "race"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	gate := make(chan struct{})
 	byID := map[string]*candidate{}
 	var cands []*candidate
@@ -37,10 +37,10 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 	}
 	close(gate)
 
-	first := tr.nextStart(t, 10*time.Second)
-	t.Logf("%s won the race", first.id)
+	first := tr.NextStart(t, 10*time.Second)
+	t.Logf("%s won the race", first.ID)
 	// Exactly one won first: nobody else starts while it holds the lease.
-	tr.noStart(t, 3*std.P, first.id+" holds the lease")
+	tr.NoStart(t, 3*std.P, first.ID+" holds the lease")
 
 	// The real server let exactly one Create through; the losers' Creates
 	// got 409 AlreadyExists (no one overwrote the winner).
@@ -48,48 +48,48 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 	for _, c := range cands {
 		tried += c.rec.Count("create", time.Time{}, nil)
 		created += c.rec.Count("create", time.Time{}, func(c testkit.Call) bool { return c.OK() })
-		if n := c.rec.Count("update", time.Time{}, func(cl testkit.Call) bool { return cl.OK() && cl.Holder != first.id }); n > 0 {
-			t.Errorf("%s wrote itself as holder %d times while %s held the lease", c.id, n, first.id)
+		if n := c.rec.Count("update", time.Time{}, func(cl testkit.Call) bool { return cl.OK() && cl.Holder != first.ID }); n > 0 {
+			t.Errorf("%s wrote itself as holder %d times while %s held the lease", c.id, n, first.ID)
 		}
 	}
 	if created != 1 {
 		t.Errorf("%d Creates of the missing Lease succeeded, want exactly 1 (of %d tried)", created, tried)
 	}
 	t.Logf("%d candidates tried to create the Lease, %d succeeded", tried, created)
-	if got := testkit.Holder(testkit.GetLease(t, admin, ns, name)); got != first.id {
-		t.Fatalf("Lease holder is %q, want the winner %q", got, first.id)
+	if got := testkit.Holder(testkit.GetLease(t, admin, ns, name)); got != first.ID {
+		t.Fatalf("Lease holder is %q, want the winner %q", got, first.ID)
 	}
 	// The others observe the winner through OnNewLeader, as their first
 	// report.
 	for _, c := range cands {
-		c.waitSees(t, first.id, 5*time.Second)
-		if l := c.seenLeaders(); l[0] != first.id {
-			t.Errorf("%s: OnNewLeader reported %v, want %s first", c.id, l, first.id)
+		c.waitSees(t, first.ID, 5*time.Second)
+		if l := c.seenLeaders(); l[0] != first.ID {
+			t.Errorf("%s: OnNewLeader reported %v, want %s first", c.id, l, first.ID)
 		}
 	}
 
 	// Each leader steps down in turn (ReleaseOnCancel); one of the rest
 	// takes over through the released Lease.
-	led := map[string]bool{first.id: true}
+	led := map[string]bool{first.ID: true}
 	cur := first
 	for len(led) < len(cands) {
 		cancelledAt := time.Now()
-		byID[cur.id].Cancel()
-		next := tr.nextStart(t, 5*time.Second)
-		if err := byID[cur.id].Wait(t, 5*time.Second); err != nil {
-			t.Fatalf("%s: Run after cancel: %v", cur.id, err)
+		byID[cur.ID].Cancel()
+		next := tr.NextStart(t, 5*time.Second)
+		if err := byID[cur.ID].Wait(t, 5*time.Second); err != nil {
+			t.Fatalf("%s: Run after cancel: %v", cur.ID, err)
 		}
-		if led[next.id] {
-			t.Fatalf("%s led twice", next.id)
+		if led[next.ID] {
+			t.Fatalf("%s led twice", next.ID)
 		}
-		led[next.id] = true
-		t.Logf("handoff %s -> %s: %v after cancel", cur.id, next.id, next.at.Sub(cancelledAt).Round(time.Millisecond))
+		led[next.ID] = true
+		t.Logf("handoff %s -> %s: %v after cancel", cur.ID, next.ID, next.At.Sub(cancelledAt).Round(time.Millisecond))
 		// Let it renew a few times, alone.
-		tr.noStart(t, 3*std.P, next.id+" holds the lease")
+		tr.NoStart(t, 3*std.P, next.ID+" holds the lease")
 		cur = next
 	}
-	testkit.Must(t, byID[cur.id].stop(t))
-	tr.check(t)
+	testkit.Must(t, byID[cur.ID].stop(t))
+	tr.Check(t)
 	for _, c := range cands {
 		if c.startCount() != 1 || c.stopCount() != 1 {
 			t.Errorf("%s: %d terms started, %d stopped; want 1 and 1", c.id, c.startCount(), c.stopCount())
@@ -106,7 +106,7 @@ func TestFiveCandidatesRaceForMissingLease(t *testing.T) {
 func TestConflictNeverOverwrites(t *testing.T) {
 	ns, name := newNamespace(t), "conflict"
 	tm := testkit.Timing{L: 2 * time.Second, D: 1500 * time.Millisecond, P: 250 * time.Millisecond}
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	ctx := context.Background()
 	if _, err := rawClaim(ctx, ns, name, "other", 2); err != nil {
 		t.Fatal(err)
@@ -143,7 +143,7 @@ func TestConflictNeverOverwrites(t *testing.T) {
 	ours := startCandidate(t, candidateOpts{id: "ours", ns: ns, name: name, t: tm, tr: tr, logs: logs, rec: rec})
 
 	// Two takeovers lose (each after a full L of silence), the third wins.
-	start := tr.nextStart(t, (races+1)*tm.L+10*time.Second)
+	start := tr.NextStart(t, (races+1)*tm.L+10*time.Second)
 	mu.Lock()
 	nRaced, lastOtherAt, errs := raced, lastOther, otherErrs
 	mu.Unlock()
@@ -178,13 +178,13 @@ func TestConflictNeverOverwrites(t *testing.T) {
 		t.Errorf("want the initial claim and %d renewals by other before ours, got %v", races, h)
 	}
 	// Ours waited a whole lease after the last renewal it lost to.
-	if waited := start.at.Sub(lastOtherAt); waited < tm.L {
+	if waited := start.At.Sub(lastOtherAt); waited < tm.L {
 		t.Errorf("ours started %v after other's last renewal, want at least LeaseDuration %v", waited, tm.L)
 	} else {
 		t.Logf("ours took over %v after other's last renewal (LeaseDuration %v); takeovers answered %v", waited.Round(time.Millisecond), tm.L, statuses)
 	}
 	testkit.Must(t, ours.stop(t))
-	tr.check(t)
+	tr.Check(t)
 }
 
 // A leader with ReleaseOnCancel releases with an update conditioned on its
@@ -197,7 +197,7 @@ func TestConflictNeverOverwrites(t *testing.T) {
 // 409 Conflict, once, and the other holder keeps the Lease.
 func TestReleaseIsConditional(t *testing.T) {
 	ns, name := newNamespace(t), "release"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	var (
 		armed    atomic.Bool
 		mu       sync.Mutex
@@ -223,7 +223,7 @@ func TestReleaseIsConditional(t *testing.T) {
 		return nil
 	})
 	ours := startCandidate(t, candidateOpts{id: "ours", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, rec: rec})
-	tr.nextStart(t, 10*time.Second)
+	tr.NextStart(t, 10*time.Second)
 	renewed := func(c testkit.Call) bool { return c.OK() && c.Holder == "ours" }
 	testkit.Eventually(t, 10*std.P, "two renewals", func() bool { return rec.Count("update", time.Time{}, renewed) >= 2 })
 
@@ -267,7 +267,7 @@ func TestReleaseIsConditional(t *testing.T) {
 	if n := ours.stopCount(); n != 1 {
 		t.Errorf("OnStoppedLeading called %d times, want 1", n)
 	}
-	tr.check(t)
+	tr.Check(t)
 }
 
 // Two processes share one identity. The second sees the first renew under
@@ -275,9 +275,9 @@ func TestReleaseIsConditional(t *testing.T) {
 // first keeps leading undisturbed.
 func TestIdentityClash(t *testing.T) {
 	ns, name := newNamespace(t), "clash"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	first := startCandidate(t, candidateOpts{id: "dup", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
-	tr.nextStart(t, 10*time.Second)
+	tr.NextStart(t, 10*time.Second)
 	firstWork := first.workCtx
 
 	second := startCandidate(t, candidateOpts{id: "dup", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
@@ -296,7 +296,7 @@ func TestIdentityClash(t *testing.T) {
 
 	// The first keeps leading: same term, still renewing.
 	rv := testkit.GetLease(t, admin, ns, name).ResourceVersion
-	tr.noStart(t, 4*std.P, "the first process still leads")
+	tr.NoStart(t, 4*std.P, "the first process still leads")
 	select {
 	case <-first.Done():
 		t.Fatalf("first process: Run returned %v", first.Err())
@@ -310,16 +310,16 @@ func TestIdentityClash(t *testing.T) {
 		t.Errorf("Lease: holder %q version %s (was %s); want still renewed by dup", testkit.Holder(l), l.ResourceVersion, rv)
 	}
 	testkit.Must(t, first.stop(t))
-	tr.check(t)
+	tr.Check(t)
 }
 
 // Followers watch; they do not poll. A release reaches them over the
 // watch and one takes over within milliseconds.
 func TestWatchHandoffLatency(t *testing.T) {
 	ns, name := newNamespace(t), "handoff"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	leader := startCandidate(t, candidateOpts{id: "leader-0", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
-	tr.nextStart(t, 10*time.Second)
+	tr.NextStart(t, 10*time.Second)
 	// follower-1's client has the README's request timeout; follower-2's
 	// has none (see the watch-reopen figures logged below).
 	f1 := startCandidate(t, candidateOpts{id: "follower-1", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
@@ -333,7 +333,7 @@ func TestWatchHandoffLatency(t *testing.T) {
 	time.Sleep(std.P)
 	steadyFrom := time.Now()
 	steady := 6 * std.P
-	tr.noStart(t, steady, leader.id+" holds the lease")
+	tr.NoStart(t, steady, leader.id+" holds the lease")
 	for _, f := range []*candidate{f1, f2} {
 		v := f.rec.Verbs(steadyFrom)
 		if v["get"] != 0 || v["update"] != 0 || v["create"] != 0 || v["list"] != 0 {
@@ -351,7 +351,7 @@ func TestWatchHandoffLatency(t *testing.T) {
 	for round := 1; round <= 2; round++ {
 		roundFrom := time.Now()
 		cur.Cancel()
-		next := tr.nextStart(t, 5*time.Second)
+		next := tr.NextStart(t, 5*time.Second)
 		if err := cur.Wait(t, 5*time.Second); err != nil {
 			t.Fatalf("%s: Run after cancel: %v", cur.id, err)
 		}
@@ -364,25 +364,25 @@ func TestWatchHandoffLatency(t *testing.T) {
 		if !rel.OK() {
 			t.Fatalf("%s: release %+v did not succeed", cur.id, rel)
 		}
-		lat := next.at.Sub(rel.Sent)
+		lat := next.At.Sub(rel.Sent)
 		latencies = append(latencies, lat)
 		t.Logf("handoff %d: %s released (request took %v); %s started %v after the release was sent, %v after Run returned",
-			round, cur.id, rel.Done.Sub(rel.Sent).Round(time.Microsecond), next.id,
-			lat.Round(time.Microsecond), next.at.Sub(cur.Ended()).Round(time.Microsecond))
-		nc, ok := byID[next.id]
+			round, cur.id, rel.Done.Sub(rel.Sent).Round(time.Microsecond), next.ID,
+			lat.Round(time.Microsecond), next.At.Sub(cur.Ended()).Round(time.Microsecond))
+		nc, ok := byID[next.ID]
 		if !ok {
-			t.Fatalf("%s started leading; want a follower", next.id)
+			t.Fatalf("%s started leading; want a follower", next.ID)
 		}
-		checkReleaseHandoff(t, fmt.Sprintf("handoff %d to %s", round, next.id), lat, std, nc.rec, roundFrom)
-		delete(byID, next.id)
+		checkReleaseHandoff(t, fmt.Sprintf("handoff %d to %s", round, next.ID), lat, std, nc.rec, roundFrom)
+		delete(byID, next.ID)
 		for _, other := range byID {
-			other.waitSees(t, next.id, 2*time.Second)
+			other.waitSees(t, next.ID, 2*time.Second)
 		}
 		cur = nc
-		tr.noStart(t, 2*std.P, cur.id+" holds the lease")
+		tr.NoStart(t, 2*std.P, cur.id+" holds the lease")
 	}
 	testkit.Must(t, cur.stop(t))
-	tr.check(t)
+	tr.Check(t)
 	t.Logf("watch handoff latencies (release sent -> OnStartedLeading): %v", latencies)
 }
 
@@ -405,10 +405,10 @@ func TestWatchHandoffLatency(t *testing.T) {
 // after it (the GET, the new watch, the handoff) runs on the real server.
 func TestWatchResumeAfter410(t *testing.T) {
 	ns, name := newNamespace(t), "resume"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	holders := watchHolders(t, ns, name)
 	leader := startCandidate(t, candidateOpts{id: "leader", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs})
-	tr.nextStart(t, 10*time.Second)
+	tr.NextStart(t, 10*time.Second)
 	// No client timeout: the client would otherwise end the watch itself
 	// every RequestTimeout, and only this test's cuts should.
 	f := startCandidate(t, candidateOpts{id: "follower", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, noTimeout: true})
@@ -491,12 +491,12 @@ func TestWatchResumeAfter410(t *testing.T) {
 
 	// 3. Through all this the follower never took over from the live
 	// leader, and it still hands over in milliseconds: its watch works.
-	tr.noStart(t, 2*std.P, "the leader is renewing")
+	tr.NoStart(t, 2*std.P, "the leader is renewing")
 	if n := f.rec.Count("update", time.Time{}, nil) + f.rec.Count("create", time.Time{}, nil); n != 0 {
 		t.Errorf("follower wrote the Lease %d times while the leader renewed", n)
 	}
 	leader.Cancel()
-	next := tr.nextStart(t, 5*time.Second)
+	next := tr.NextStart(t, 5*time.Second)
 	testkit.Must(t, leader.Wait(t, 5*time.Second))
 	var rel testkit.Call
 	for _, c := range leader.rec.All() {
@@ -504,12 +504,12 @@ func TestWatchResumeAfter410(t *testing.T) {
 			rel = c
 		}
 	}
-	if next.id != f.id || !rel.OK() {
-		t.Fatalf("after the release (%+v), %s started; want the follower", rel, next.id)
+	if next.ID != f.id || !rel.OK() {
+		t.Fatalf("after the release (%+v), %s started; want the follower", rel, next.ID)
 	}
-	lat := next.at.Sub(rel.Sent)
+	lat := next.At.Sub(rel.Sent)
 	t.Logf("follower took over %v after the release", lat.Round(time.Microsecond))
 	checkReleaseHandoff(t, "follower after the 410", lat, std, f.rec, cut)
 	testkit.Must(t, f.stop(t))
-	tr.check(t)
+	tr.Check(t)
 }

@@ -36,99 +36,6 @@ func clientFor(cfg *rest.Config, d time.Duration, rec *testkit.Wire) kubernetes.
 	return kubernetes.NewForConfigOrDie(cfg)
 }
 
-// tracker checks that at most one process does the leader's work at a
-// time, across leasehold and client-go electors in this test process.
-type tracker struct {
-	mu       sync.Mutex
-	seq      int
-	active   map[int]*workEntry
-	max      int
-	overlaps []string
-	starts   chan workStart
-}
-
-type workEntry struct {
-	id string
-	// ctx, if set, ends the entry when cancelled: client-go does not wait
-	// for OnStartedLeading to return before it releases the lease, so a
-	// client-go leader's work counts only until its ctx is cancelled.
-	ctx    context.Context
-	exited bool
-}
-
-type workStart struct {
-	id string
-	at time.Time
-}
-
-func newTracker() *tracker {
-	return &tracker{active: map[int]*workEntry{}, starts: make(chan workStart, 64)}
-}
-
-// enter records that id started the leader's work; the returned func
-// records that it stopped. ctx may be nil (see workEntry).
-func (tr *tracker) enter(id string, ctx context.Context) (exit func()) {
-	at := time.Now()
-	tr.mu.Lock()
-	tr.seq++
-	key := tr.seq
-	e := &workEntry{id: id, ctx: ctx}
-	tr.active[key] = e
-	var running []string
-	for k, o := range tr.active {
-		if o.exited || (o.ctx != nil && o.ctx.Err() != nil) {
-			delete(tr.active, k)
-			continue
-		}
-		running = append(running, o.id)
-	}
-	if len(running) > tr.max {
-		tr.max = len(running)
-	}
-	if len(running) > 1 {
-		tr.overlaps = append(tr.overlaps, fmt.Sprintf("%s started while %v were leading", id, running))
-	}
-	tr.mu.Unlock()
-	tr.starts <- workStart{id: id, at: at}
-	return func() {
-		tr.mu.Lock()
-		e.exited = true
-		delete(tr.active, key)
-		tr.mu.Unlock()
-	}
-}
-
-func (tr *tracker) check(t *testing.T) {
-	t.Helper()
-	tr.mu.Lock()
-	defer tr.mu.Unlock()
-	if tr.max > 1 || len(tr.overlaps) > 0 {
-		t.Errorf("two leaders worked at once (max concurrency %d): %v", tr.max, tr.overlaps)
-	}
-}
-
-// nextStart waits for the next OnStartedLeading.
-func (tr *tracker) nextStart(t *testing.T, within time.Duration) workStart {
-	t.Helper()
-	select {
-	case s := <-tr.starts:
-		return s
-	case <-time.After(within):
-		t.Fatalf("no leader started within %v", within)
-		return workStart{}
-	}
-}
-
-// noStart fails if anyone starts leading within d.
-func (tr *tracker) noStart(t *testing.T, d time.Duration, why string) {
-	t.Helper()
-	select {
-	case s := <-tr.starts:
-		t.Fatalf("%s started leading at %s, but %s", s.id, s.at.Format("15:04:05.000"), why)
-	case <-time.After(d):
-	}
-}
-
 // candidate is one leasehold elector running in a goroutine.
 type candidate struct {
 	id  string
@@ -149,7 +56,7 @@ type candidateOpts struct {
 	t            testkit.Timing
 	cfg          *rest.Config // default: admin
 	release      bool
-	tr           *tracker
+	tr           *testkit.Tracker
 	logs         *testkit.Logs
 	// rec records the client's requests; a new one if nil.
 	rec *testkit.Wire
@@ -199,7 +106,7 @@ func startCandidate(t *testing.T, o candidateOpts) *candidate {
 				c.starts++
 				c.workCtx = ctx
 				c.mu.Unlock()
-				exit := o.tr.enter(o.id, nil)
+				exit := o.tr.Enter(o.id, nil)
 				defer exit()
 				<-ctx.Done()
 				time.Sleep(o.windDown)

@@ -27,7 +27,7 @@ type clientGoCandidate struct {
 	leaders []string
 }
 
-func startClientGo(t *testing.T, id, ns, name string, tm testkit.Timing, release bool, tr *tracker, logs *testkit.Logs) *clientGoCandidate {
+func startClientGo(t *testing.T, id, ns, name string, tm testkit.Timing, release bool, tr *testkit.Tracker, logs *testkit.Logs) *clientGoCandidate {
 	t.Helper()
 	c := &clientGoCandidate{id: id, rec: &testkit.Wire{}}
 	cs := kubernetes.NewForConfigOrDie(c.rec.Wrap(cp.Config()))
@@ -46,7 +46,7 @@ func startClientGo(t *testing.T, id, ns, name string, tm testkit.Timing, release
 			OnStartedLeading: func(ctx context.Context) {
 				// client-go releases without waiting for this function
 				// to return, so its term counts until ctx is cancelled.
-				exit := tr.enter(id, ctx)
+				exit := tr.Enter(id, ctx)
 				defer exit()
 				<-ctx.Done()
 			},
@@ -114,34 +114,34 @@ const cg, lh = "client-go", "leasehold"
 // clientGoFirst starts client-go (ReleaseOnCancel as release), waits for it
 // to lead, then starts leasehold (ReleaseOnCancel), which sees client-go
 // lead and does not start itself.
-func clientGoFirst(t *testing.T, release bool) (*tracker, *clientGoCandidate, *candidate) {
+func clientGoFirst(t *testing.T, release bool) (*testkit.Tracker, *clientGoCandidate, *candidate) {
 	t.Helper()
 	ns, name := newNamespace(t), "interop"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	old := startClientGo(t, cg, ns, name, interopT, release, tr, logs)
-	if s := tr.nextStart(t, 10*time.Second); s.id != cg {
-		t.Fatalf("%s started first", s.id)
+	if s := tr.NextStart(t, 10*time.Second); s.ID != cg {
+		t.Fatalf("%s started first", s.ID)
 	}
 	ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: true, tr: tr, logs: logs})
 	ours.waitSees(t, cg, 5*time.Second)
-	tr.noStart(t, 3*interopT.P, "client-go holds the lease")
+	tr.NoStart(t, 3*interopT.P, "client-go holds the lease")
 	return tr, old, ours
 }
 
 // leaseholdFirst starts leasehold (ReleaseOnCancel as release), waits for
 // it to lead, then starts client-go (ReleaseOnCancel), which sees
 // leasehold lead and does not start itself.
-func leaseholdFirst(t *testing.T, release bool) (*tracker, *candidate, *clientGoCandidate) {
+func leaseholdFirst(t *testing.T, release bool) (*testkit.Tracker, *candidate, *clientGoCandidate) {
 	t.Helper()
 	ns, name := newNamespace(t), "interop"
-	tr, logs := newTracker(), testkit.NewLogs(t, 4)
+	tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 	ours := startCandidate(t, candidateOpts{id: lh, ns: ns, name: name, t: interopT, release: release, tr: tr, logs: logs})
-	if s := tr.nextStart(t, 10*time.Second); s.id != lh {
-		t.Fatalf("%s started first", s.id)
+	if s := tr.NextStart(t, 10*time.Second); s.ID != lh {
+		t.Fatalf("%s started first", s.ID)
 	}
 	other := startClientGo(t, cg, ns, name, interopT, true, tr, logs)
 	other.waitSees(t, lh, 5*time.Second)
-	tr.noStart(t, 3*interopT.P, "leasehold holds the lease")
+	tr.NoStart(t, 3*interopT.P, "leasehold holds the lease")
 	return tr, ours, other
 }
 
@@ -154,12 +154,12 @@ func TestInteropWithClientGo(t *testing.T) {
 		tr, old, ours := clientGoFirst(t, true)
 
 		old.stop(t)
-		next := tr.nextStart(t, 5*time.Second)
+		next := tr.NextStart(t, 5*time.Second)
 		rel, ok := lastWrite(old.rec, "")
-		if next.id != lh || !ok {
-			t.Fatalf("after client-go's release (found: %v), %s started; want leasehold", ok, next.id)
+		if next.ID != lh || !ok {
+			t.Fatalf("after client-go's release (found: %v), %s started; want leasehold", ok, next.ID)
 		}
-		lat := next.at.Sub(rel.Sent)
+		lat := next.At.Sub(rel.Sent)
 		t.Logf("leasehold took over %v after client-go's release was sent", lat.Round(time.Microsecond))
 		checkReleaseHandoff(t, "leasehold after client-go's release", lat, interopT, ours.rec, rel.Sent)
 		// client-go's release writes leaseDurationSeconds 1, so a follower
@@ -174,28 +174,28 @@ func TestInteropWithClientGo(t *testing.T) {
 		if d := acquire.Sent.Sub(rel.Sent); d >= clientGoReleasedClaim {
 			t.Errorf("leasehold sent its takeover %v after client-go's release; want sooner than the released record's claim (%v): it acts on a release at once", d, clientGoReleasedClaim)
 		}
-		tr.noStart(t, 2*interopT.P, "leasehold holds the lease")
+		tr.NoStart(t, 2*interopT.P, "leasehold holds the lease")
 		testkit.Must(t, ours.stop(t))
-		tr.check(t)
+		tr.Check(t)
 	})
 
 	t.Run("LeaseholdReleases", func(t *testing.T) {
 		tr, ours, other := leaseholdFirst(t, true)
 
 		testkit.Must(t, ours.stop(t))
-		next := tr.nextStart(t, clientGoPoll(interopT)+3*time.Second)
+		next := tr.NextStart(t, clientGoPoll(interopT)+3*time.Second)
 		rel, ok := lastWrite(ours.rec, "")
-		if next.id != cg || !ok {
-			t.Fatalf("after leasehold's release (found: %v), %s started; want client-go", ok, next.id)
+		if next.ID != cg || !ok {
+			t.Fatalf("after leasehold's release (found: %v), %s started; want client-go", ok, next.ID)
 		}
-		lat := next.at.Sub(rel.Sent)
+		lat := next.At.Sub(rel.Sent)
 		t.Logf("client-go took over %v after leasehold's release was sent (it polls every %v)", lat.Round(time.Millisecond), interopT.P)
 		if lat > clientGoPoll(interopT)+time.Second {
 			t.Errorf("client-go took over %v after the release, want within its poll interval (%v)", lat, clientGoPoll(interopT))
 		}
-		tr.noStart(t, 2*interopT.P, "client-go holds the lease")
+		tr.NoStart(t, 2*interopT.P, "client-go holds the lease")
 		other.stop(t)
-		tr.check(t)
+		tr.Check(t)
 	})
 
 	t.Run("ClientGoExpires", func(t *testing.T) {
@@ -206,11 +206,11 @@ func TestInteropWithClientGo(t *testing.T) {
 		if !ok {
 			t.Fatal("no successful client-go write recorded")
 		}
-		next := tr.nextStart(t, interopT.L+5*time.Second)
-		if next.id != lh {
-			t.Fatalf("%s started; want leasehold", next.id)
+		next := tr.NextStart(t, interopT.L+5*time.Second)
+		if next.ID != lh {
+			t.Fatalf("%s started; want leasehold", next.ID)
 		}
-		after := next.at.Sub(renewal.Sent)
+		after := next.At.Sub(renewal.Sent)
 		t.Logf("leasehold took over %v after client-go's last renewal (LeaseDuration %v)", after.Round(time.Millisecond), interopT.L)
 		if after < interopT.L {
 			t.Errorf("leasehold took over %v after client-go's last renewal, before the lease expired (%v)", after, interopT.L)
@@ -223,7 +223,7 @@ func TestInteropWithClientGo(t *testing.T) {
 			t.Errorf("leasehold took over %v after client-go's last renewal, want soon after expiry (by L+P+RequestTimeout = %v)", after, late)
 		}
 		testkit.Must(t, ours.stop(t))
-		tr.check(t)
+		tr.Check(t)
 	})
 
 	t.Run("LeaseholdExpires", func(t *testing.T) {
@@ -237,11 +237,11 @@ func TestInteropWithClientGo(t *testing.T) {
 		if !ok {
 			t.Fatal("no successful leasehold write recorded")
 		}
-		next := tr.nextStart(t, interopT.L+2*clientGoPoll(interopT)+5*time.Second)
-		if next.id != cg {
-			t.Fatalf("%s started; want client-go", next.id)
+		next := tr.NextStart(t, interopT.L+2*clientGoPoll(interopT)+5*time.Second)
+		if next.ID != cg {
+			t.Fatalf("%s started; want client-go", next.ID)
 		}
-		after := next.at.Sub(renewal.Sent)
+		after := next.At.Sub(renewal.Sent)
 		t.Logf("client-go took over %v after leasehold's last renewal (LeaseDuration %v, client-go polls every %v)", after.Round(time.Millisecond), interopT.L, interopT.P)
 		if after < interopT.L {
 			t.Errorf("client-go took over %v after leasehold's last renewal, before the lease expired (%v)", after, interopT.L)
@@ -252,7 +252,7 @@ func TestInteropWithClientGo(t *testing.T) {
 			t.Errorf("client-go took over %v after leasehold's last renewal, want soon after expiry (by %v)", after, late)
 		}
 		other.stop(t)
-		tr.check(t)
+		tr.Check(t)
 	})
 }
 

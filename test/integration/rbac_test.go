@@ -90,12 +90,12 @@ func TestRBAC(t *testing.T) {
 	t.Run("DocumentedRole", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-documented", electorRole(ns, name))
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
+		tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 		a := startCandidate(t, candidateOpts{id: "a", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		b := startCandidate(t, candidateOpts{id: "b", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		byID := map[string]*candidate{"a": a, "b": b}
-		first := tr.nextStart(t, 10*time.Second)
-		leader, follower := byID[first.id], byID[map[string]string{"a": "b", "b": "a"}[first.id]]
+		first := tr.NextStart(t, 10*time.Second)
+		leader, follower := byID[first.ID], byID[map[string]string{"a": "b", "b": "a"}[first.ID]]
 
 		renewed := func(c testkit.Call) bool { return c.OK() && c.Holder == leader.id }
 		testkit.Eventually(t, 10*std.P, "three renewals", func() bool { return leader.rec.Count("update", time.Time{}, renewed) >= 3 })
@@ -103,10 +103,10 @@ func TestRBAC(t *testing.T) {
 			return follower.rec.Count("watch", time.Time{}, func(c testkit.Call) bool { return c.OK() }) >= 1
 		})
 		leader.Cancel()
-		next := tr.nextStart(t, 5*time.Second)
+		next := tr.NextStart(t, 5*time.Second)
 		testkit.Must(t, leader.Wait(t, 5*time.Second))
-		if next.id != follower.id {
-			t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
+		if next.ID != follower.id {
+			t.Fatalf("%s started after %s released; want %s", next.ID, leader.id, follower.id)
 		}
 		testkit.Must(t, follower.stop(t))
 		if l := testkit.GetLease(t, admin, ns, name); testkit.Holder(l) != "" {
@@ -120,7 +120,7 @@ func TestRBAC(t *testing.T) {
 			}
 			t.Logf("%s: lease requests %v", c.id, c.rec.Verbs(time.Time{}))
 		}
-		tr.check(t)
+		tr.Check(t)
 	})
 
 	// Without watch: one warning, then polling; the election still works
@@ -128,12 +128,12 @@ func TestRBAC(t *testing.T) {
 	t.Run("WithoutWatch", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-nowatch", electorRole(ns, name, "watch"))
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
+		tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 		a := startCandidate(t, candidateOpts{id: "a", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		b := startCandidate(t, candidateOpts{id: "b", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
 		byID := map[string]*candidate{"a": a, "b": b}
-		first := tr.nextStart(t, 10*time.Second)
-		leader, follower := byID[first.id], byID[map[string]string{"a": "b", "b": "a"}[first.id]]
+		first := tr.NextStart(t, 10*time.Second)
+		leader, follower := byID[first.ID], byID[map[string]string{"a": "b", "b": "a"}[first.ID]]
 
 		warned := func(id string) []string {
 			return logs.Matching(`"identity"="`+id+`"`, "Watch on the lease is not allowed; falling back to polling")
@@ -142,7 +142,7 @@ func TestRBAC(t *testing.T) {
 			return len(warned("a")) > 0 && len(warned("b")) > 0
 		})
 		from := time.Now()
-		tr.noStart(t, 6*std.P, leader.id+" holds the lease")
+		tr.NoStart(t, 6*std.P, leader.id+" holds the lease")
 		for _, c := range []*candidate{a, b} {
 			tried := c.rec.Count("watch", time.Time{}, nil)
 			opened := c.rec.Count("watch", time.Time{}, func(c testkit.Call) bool { return c.Status != http.StatusForbidden })
@@ -164,14 +164,14 @@ func TestRBAC(t *testing.T) {
 
 		cancelled := time.Now()
 		leader.Cancel()
-		next := tr.nextStart(t, 2*std.P+3*time.Second)
+		next := tr.NextStart(t, 2*std.P+3*time.Second)
 		testkit.Must(t, leader.Wait(t, 5*time.Second))
-		if next.id != follower.id {
-			t.Fatalf("%s started after %s released; want %s", next.id, leader.id, follower.id)
+		if next.ID != follower.id {
+			t.Fatalf("%s started after %s released; want %s", next.ID, leader.id, follower.id)
 		}
-		t.Logf("polling follower took over %v after the leader was cancelled", next.at.Sub(cancelled).Round(time.Millisecond))
+		t.Logf("polling follower took over %v after the leader was cancelled", next.At.Sub(cancelled).Round(time.Millisecond))
 		testkit.Must(t, follower.stop(t))
-		tr.check(t)
+		tr.Check(t)
 	})
 
 	// Without update, on a Lease that exists: every takeover is forbidden.
@@ -182,7 +182,7 @@ func TestRBAC(t *testing.T) {
 	t.Run("WithoutUpdate", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-noupdate", electorRole(ns, name, "update"))
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
+		tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 		// A released Lease: anyone may take it at once.
 		if _, err := admin.CoordinationV1().Leases(ns).Create(context.Background(), &coordinationv1.Lease{
 			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name},
@@ -191,7 +191,7 @@ func TestRBAC(t *testing.T) {
 			t.Fatal(err)
 		}
 		c := startCandidate(t, candidateOpts{id: "c", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
-		tr.noStart(t, 6*std.P, "RBAC forbids update")
+		tr.NoStart(t, 6*std.P, "RBAC forbids update")
 		forbidden := c.rec.Count("update", time.Time{}, func(c testkit.Call) bool { return c.Status == http.StatusForbidden })
 		if forbidden < 2 {
 			t.Errorf("%d forbidden takeover attempts, want retries (at least 2)", forbidden)
@@ -231,7 +231,7 @@ func TestRBAC(t *testing.T) {
 		}
 		t.Logf("Check: %v", checkErr)
 		testkit.Must(t, c.stop(t))
-		tr.check(t)
+		tr.Check(t)
 	})
 
 	// Without update, on a missing Lease: create is allowed, so it leads,
@@ -239,11 +239,11 @@ func TestRBAC(t *testing.T) {
 	t.Run("WithoutUpdateCreates", func(t *testing.T) {
 		ns, name := newNamespace(t), "elector"
 		cfg := rbacUser(t, "elector-noupdate-create", electorRole(ns, name, "update"))
-		tr, logs := newTracker(), testkit.NewLogs(t, 4)
+		tr, logs := testkit.NewTracker(), testkit.NewLogs(t, 4)
 		c := startCandidate(t, candidateOpts{id: "c", ns: ns, name: name, t: std, release: true, tr: tr, logs: logs, cfg: cfg})
-		start := tr.nextStart(t, 10*time.Second)
+		start := tr.NextStart(t, 10*time.Second)
 		err := c.Wait(t, std.D+std.L+5*time.Second)
-		lost := c.Ended().Sub(start.at)
+		lost := c.Ended().Sub(start.At)
 		if !errors.Is(err, leasehold.ErrLeaderLost) {
 			t.Fatalf("Run returned %v, want an error wrapping ErrLeaderLost", err)
 		}
@@ -254,6 +254,6 @@ func TestRBAC(t *testing.T) {
 			t.Errorf(`no error logged with "RBAC forbids \"update\""`)
 		}
 		t.Logf("created the Lease, led %v, Run returned: %v", lost.Round(time.Millisecond), err)
-		tr.check(t)
+		tr.Check(t)
 	})
 }
