@@ -406,13 +406,13 @@ func fenceTakeover(ctx context.Context, admin, w kubernetes.Interface, ns string
 		}
 	}
 	var wg sync.WaitGroup
-	for g := 0; g < 2; g++ {
-		u, err := newFenceUpdater(ctx, admin, w, ns, fmt.Sprintf("stale-%d-%d", old.Transitions, g), old)
-		if err != nil {
-			close(stop)
-			wg.Wait()
-			return r, err
-		}
+	finish := func() {
+		close(stop)
+		wg.Wait()
+	}
+	// writeUntilStop writes in a goroutine, over and over until stop,
+	// recording each write (and the resourceVersion it stored) in list.
+	writeUntilStop := func(list *[]timedWrite, write func() (rv string, err error)) {
 		wg.Go(func() {
 			for {
 				select {
@@ -421,33 +421,31 @@ func fenceTakeover(ctx context.Context, admin, w kubernetes.Interface, ns string
 				default:
 				}
 				start := time.Now()
-				_, err := u.update(ctx)
-				record(&oldW, start, u.cm.ResourceVersion, err)
+				rv, err := write()
+				record(list, start, rv, err)
 			}
+		})
+	}
+	for g := 0; g < 2; g++ {
+		u, err := newFenceUpdater(ctx, admin, w, ns, fmt.Sprintf("stale-%d-%d", old.Transitions, g), old)
+		if err != nil {
+			finish()
+			return r, err
+		}
+		writeUntilStop(&oldW, func() (string, error) {
+			_, err := u.update(ctx)
+			return u.cm.ResourceVersion, err
 		})
 	}
 	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, GenerateName: "new-"}, Data: map[string]string{"v": "0"}}
 	if err := fence.StampTerm(next, cm); err != nil {
-		close(stop)
-		wg.Wait()
+		finish()
 		return r, err
 	}
-	wg.Go(func() {
-		for {
-			select {
-			case <-stop:
-				return
-			default:
-			}
-			start := time.Now()
-			_, err := w.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
-			record(&newW, start, "", err)
-		}
+	writeUntilStop(&newW, func() (string, error) {
+		_, err := w.CoreV1().ConfigMaps(ns).Create(ctx, cm, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+		return "", err
 	})
-	finish := func() {
-		close(stop)
-		wg.Wait()
-	}
 
 	time.Sleep(100 * time.Millisecond) // writers under way
 	l, err := admin.CoordinationV1().Leases(ns).Get(ctx, fenceLease, metav1.GetOptions{})
