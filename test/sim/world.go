@@ -6,6 +6,7 @@ import (
 	"errors"
 	"fmt"
 	"slices"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -136,6 +137,8 @@ type inc struct {
 	done        chan struct{} // closed when Run returned
 	returned    bool
 	returnedAt  time.Time
+	// newLeaderCalls counts OnNewLeader calls in progress.
+	newLeaderCalls atomic.Int32
 	// lastWinSent is the send time of the last write naming this
 	// incarnation holder whose success it was told of: its term's
 	// deadline runs RenewDeadline from there (VDeadline).
@@ -486,6 +489,7 @@ func (w *world) startSlot(s *slot) {
 		Callbacks: leasehold.Callbacks{
 			OnStartedLeading: c.runWork,
 			OnStoppedLeading: c.stopped,
+			OnNewLeader:      c.newLeader,
 		},
 	})
 	if err != nil {
@@ -559,6 +563,8 @@ func (w *world) runReturned(c *inc, err error) {
 		switch {
 		case err == nil:
 			w.violateLocked(VRunEnded, c.client, "Run returned nil although its ctx was not cancelled")
+		case strings.Contains(err.Error(), "leasehold: yielded"):
+			w.violateLocked(VRunEnded, c.client, fmt.Sprintf("a yield ended Run (%v): a yield moves leadership, not the process", err))
 		case w.p.Rejoin[c.s.i] && !errors.Is(err, leasehold.ErrStepDownTimeout) && !errors.Is(err, leasehold.ErrIdentityConflict):
 			w.violateLocked(VRunEnded, c.client, fmt.Sprintf("Run returned %v although Rejoin is set", err))
 		}
@@ -682,6 +688,16 @@ func (w *world) workEnded(wk *work, how string) {
 	if len(w.works) == 0 && w.quietLocked() && w.aliveLocked() && !w.stopNow {
 		w.violateLocked(VNoLeader, wk.c.client, fmt.Sprintf("the only work ended with no disturbance for %v and no fault active", time.Since(w.lastDisturb)))
 	}
+}
+
+// newLeader is OnNewLeader: calls come one at a time (callback). Each
+// takes a few virtual milliseconds, so that overlapping calls would show.
+func (c *inc) newLeader(string) {
+	if c.newLeaderCalls.Add(1) > 1 {
+		c.w.violate(VCallback, c.client, "OnNewLeader called while another call of it still ran")
+	}
+	time.Sleep(5 * time.Millisecond)
+	c.newLeaderCalls.Add(-1)
 }
 
 // stopped is OnStoppedLeading: once per term, after the work returned
