@@ -23,6 +23,7 @@ import (
 // process using its identity.
 func (r *run) campaign(ctx context.Context) (bool, error) {
 	e := r.e
+	r.log.Info("Campaigning for the lease")
 	timer := e.clock.NewTimer(time.Hour)
 	timer.Stop()
 	defer timer.Stop()

@@ -112,54 +112,52 @@ func (e *Elector) Run(ctx context.Context) error {
 		return ErrAlreadyRunning
 	}
 	defer e.running.Store(false)
-
 	log := klog.FromContext(ctx).WithName("leasehold").WithValues("lease", e.cfg.Name, "identity", e.lock.Identity)
 	ctx = klog.NewContext(ctx, log)
 	ctx, stopCandidate := e.coord.start(ctx) // coordinated election (coordinated.go); no-op when nil
 	defer stopCandidate()
 	r := e.startRun(ctx, log)
 	defer r.close()
-
 	for {
-		log.Info("Campaigning for the lease")
-		acquired, err := r.campaign(ctx)
-		if err != nil || !acquired {
+		won, err := r.campaign(ctx) // follower, then candidate
+		if err != nil || !won {
 			return err
 		}
-		if ctx.Err() != nil {
-			// Won the lease just as we were told to stop: no work ran.
-			if e.cfg.ReleaseOnCancel {
-				_ = r.release(ctx, r.acquiredAt, "", time.Time{})
-			}
-			return nil
-		}
-		err = r.lead(ctx)
-		if errors.Is(err, errYielded) {
-			// A yield moves leadership, not the process: follow again,
-			// whatever Rejoin says (the term sat us out, see sitOut).
-			if ctx.Err() != nil {
-				return nil
-			}
-			log.Info("Yielded the lease; following again")
-			continue
-		}
-		if err == nil || !e.cfg.Rejoin || errors.Is(err, ErrIdentityConflict) || errors.Is(err, ErrStepDownTimeout) {
+		if again, err := r.again(ctx, r.lead(ctx)); !again { // leader, then stopping
 			return err
-		}
-		if r.overdueWork != nil {
-			log.Info("Waiting for the previous term's work to return before campaigning again")
-			select {
-			case <-r.overdueWork:
-				r.overdueWork = nil
-			case <-ctx.Done():
-				return err
-			}
-		}
-		log.Info("Term ended; campaigning again", "reason", err.Error())
-		if !retry.Sleep(ctx, e.clock, e.t.retryPeriod) {
-			return nil
 		}
 	}
+}
+
+// again decides, after a term that ended with err, whether Run campaigns
+// again: after a yield always (a yield moves leadership, not the process;
+// the term sat us out, see sitOut), after an error only with Rejoin and
+// never after an identity conflict or a step-down timeout, and never once
+// ctx has ended. It waits for a lost term's overdue work first, and one
+// RetryPeriod.
+func (r *run) again(ctx context.Context, err error) (bool, error) {
+	e, log := r.e, r.log
+	if errors.Is(err, errYielded) {
+		if ctx.Err() != nil {
+			return false, nil
+		}
+		log.Info("Yielded the lease; following again")
+		return true, nil
+	}
+	if err == nil || !e.cfg.Rejoin || errors.Is(err, ErrIdentityConflict) || errors.Is(err, ErrStepDownTimeout) {
+		return false, err
+	}
+	if r.overdueWork != nil {
+		log.Info("Waiting for the previous term's work to return before campaigning again")
+		select {
+		case <-r.overdueWork:
+			r.overdueWork = nil
+		case <-ctx.Done():
+			return false, err
+		}
+	}
+	log.Info("Term ended; campaigning again", "reason", err.Error())
+	return retry.Sleep(ctx, e.clock, e.t.retryPeriod), nil
 }
 
 // run is the state of one Run call, owned by Run's goroutine.

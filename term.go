@@ -103,6 +103,13 @@ type term struct {
 // lost, the work returns, Run's ctx is cancelled or a yield is asked for.
 func (r *run) lead(ctx context.Context) error {
 	e := r.e
+	if ctx.Err() != nil {
+		// Won the lease just as we were told to stop: no work runs.
+		if e.cfg.ReleaseOnCancel {
+			_ = r.release(ctx, r.acquiredAt, "", time.Time{})
+		}
+		return nil
+	}
 	if !leaderValid(r.acquiredAt, e.now(), e.t.renewDeadline) {
 		// Paused between the winning write and here: the term may
 		// already be another's. Start nothing.

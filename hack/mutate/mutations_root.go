@@ -341,10 +341,10 @@ var mutations = []mutation{
 		Name:  "yield-ends-run",
 		Point: "a yield keeps the process: Run follows again whatever Rejoin says",
 		File:  "elector.go",
-		Original: `		if errors.Is(err, errYielded) {
-			// A yield moves leadership`,
-		Mutated: `		if errors.Is(err, errYielded) && e.cfg.Rejoin {
-			// A yield moves leadership`,
+		Original: `	if errors.Is(err, errYielded) {
+		if ctx.Err() != nil {`,
+		Mutated: `	if errors.Is(err, errYielded) && e.cfg.Rejoin {
+		if ctx.Err() != nil {`,
 		Tests:    []string{"TestYieldToNamedSuccessor", "TestBackToBackYieldsKeepAFleetLed"},
 		Contract: true,
 	},
