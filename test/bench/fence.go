@@ -553,7 +553,7 @@ func sumTakeovers(runs []FenceTakeover) fenceTakeovers {
 	return s
 }
 
-// ChaosStaleWritesLink is where the README reports the chaos run's stale
+// ChaosStaleWritesLink is where the reliability page reports the chaos run's stale
 // writes admitted under the fence (make chaos / make soak, -mode fenced).
 const ChaosStaleWritesLink = "docs/reliability.md#the-control-planes-own-failures"
 
@@ -619,7 +619,7 @@ func (r *FenceResult) Markdown() string {
 		line("new term admitted by (first admission's answer), p50 / p99 / max", func(s fenceTakeovers, _ int) string { return dist(s.newBy) })
 	}
 	fmt.Fprintf(&b, "\nStale writes admitted by the fence while leaders are paused, partitioned and deposed (issue 12's target: 0) "+
-		"are counted by the chaos harness (`make chaos`, `make soak`, `-mode fenced`), not by this bench: see the README's "+
+		"are counted by the chaos harness (`make chaos`, `make soak`, `-mode fenced`), not by this bench: see the reliability page's "+
 		"[control-plane failures](%s) section.\n", ChaosStaleWritesLink)
 	for _, e := range r.Errors {
 		fmt.Fprintf(&b, "\n- error: %s", e)
