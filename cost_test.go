@@ -16,9 +16,10 @@ import (
 	"github.com/leasehold/leasehold/leaseholdtest"
 )
 
-// An election costs at most two goroutines, leader or follower, not
-// counting the user's work: Run's own and the observer's. None per request,
-// none for an idle OnNewLeader, none extra with a SharedWatch.
+// An election costs at most two goroutines between requests, leader or
+// follower, not counting the user's work: Run's own and the observer's.
+// (A renewal in flight runs in one more, and its hedge in another.) None
+// for an idle OnNewLeader, none extra with a SharedWatch.
 func TestAtMostTwoGoroutinesPerElection(t *testing.T) {
 	for _, shared := range []bool{false, true} {
 		t.Run(fmt.Sprintf("shared=%v", shared), func(t *testing.T) {
