@@ -175,6 +175,11 @@ type run struct {
 	// with one of them is ours even if the write's answer was lost.
 	stamps [8]time.Time
 	next   int
+	// ownStamp is the renewTime of our last write whose success we were
+	// told of. It stays ours however many failed writes push it out of
+	// stamps: a hand edit of that version (a label, an annotation) keeps
+	// it, and must not look like another process using our identity.
+	ownStamp time.Time
 	// sitOutUntil and sitOutVersion are set by a yield: while the Lease
 	// is still at sitOutVersion (nobody wrote since the release, or since
 	// our last renewal if the release failed), this process writes nothing

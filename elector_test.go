@@ -1214,3 +1214,39 @@ func TestWatchEndedAtOnceIsReopenedWithBackoff(t *testing.T) {
 		}
 	})
 }
+
+// Found by the simulator (run-ended, seeds 11 and 2228) and by make chaos:
+// a leader's renewals fail until its term ends, then more than eight of
+// its acquire attempts fail too, and then the Lease, still naming it with
+// the renewTime of its last successful write, is edited by hand. Those
+// failed attempts pushed that renewTime out of the recent stamps: the
+// version must still count as its own, not as another process using its
+// identity (ErrIdentityConflict would end Run).
+func TestHandEditAfterManyFailedWritesIsNoIdentityConflict(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true })
+		a.start()
+		a.waitLeader()
+		failing := h.failWhile("a", "update")
+		failing.Store(true)
+		h.advance(40 * time.Second) // the term ends at 10s; then many acquire attempts fail
+		if n := h.srv.Requests("a", "update"); n < 12 {
+			t.Fatalf("only %d updates by a while failing; the test needs more than 8 failed writes", n)
+		}
+		edited := h.lease().DeepCopy()
+		edited.Labels = map[string]string{"edited": "by-hand"}
+		h.srv.Put(edited)
+		failing.Store(false)
+		h.advance(5 * time.Second)
+		select {
+		case err := <-a.done:
+			a.done <- err
+			t.Fatalf("Run returned %v after a hand edit of its own last write", err)
+		default:
+		}
+		if !a.e.IsLeader() {
+			t.Fatalf("a does not lead again once writes succeed: lease %v\n%s", h.lease(), a.logs)
+		}
+	})
+}

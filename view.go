@@ -59,6 +59,9 @@ func (r *run) observe(obs observation) error {
 		r.foreignSelf = false
 	case r.isOurs(obs.lease):
 		v.ownVersion = versionOf(obs.lease)
+		if rt := obs.lease.Spec.RenewTime; rt != nil {
+			r.ownStamp = rt.Time.Truncate(time.Microsecond) // ours, though its answer was lost
+		}
 		r.foreignSelf = false
 	case prev != nil && leaserecord.Holder(prev) == self:
 		return fmt.Errorf("%w: identity %q: another live process renewed the lease under this identity; give each process a unique Lock.Identity",
@@ -113,6 +116,9 @@ func (r *run) markGone(final *coordinationv1.Lease, ours bool) {
 // wrote records the answer to one of our successful writes.
 func (r *run) wrote(lease *coordinationv1.Lease) {
 	r.noteVersionless(lease)
+	if lease.Spec.RenewTime != nil {
+		r.ownStamp = lease.Spec.RenewTime.Time.Truncate(time.Microsecond)
+	}
 	r.view = leaseView{lease: lease, observedAt: r.e.clock.Now(), ownVersion: versionOf(lease)}
 	r.seen, r.foreignSelf = true, false
 	r.setSeen(lease)
@@ -144,6 +150,9 @@ func (r *run) isOurs(lease *coordinationv1.Lease) bool {
 		return false
 	}
 	t := lease.Spec.RenewTime.Time.Truncate(time.Microsecond)
+	if !r.ownStamp.IsZero() && t.Equal(r.ownStamp) {
+		return true
+	}
 	for _, s := range r.stamps {
 		if !s.IsZero() && s.Equal(t) {
 			return true

@@ -440,4 +440,13 @@ var mutations = []mutation{
 		Tests:    []string{"TestHungRenewalIsHedgedThenRetriedAtOnce"},
 		Contract: true,
 	},
+	{
+		Name:     "own-stamp-forgotten",
+		Point:    "a hand edit of this process's own last write is not another process using its identity, however many failed writes came since",
+		File:     "view.go",
+		Original: "\tif !r.ownStamp.IsZero() && t.Equal(r.ownStamp) {\n\t\treturn true\n\t}",
+		Mutated:  "\t_ = t",
+		Tests:    []string{"TestHandEditAfterManyFailedWritesIsNoIdentityConflict"},
+		Contract: true,
+	},
 }

@@ -563,6 +563,8 @@ func (w *world) runReturned(c *inc, err error) {
 		switch {
 		case err == nil:
 			w.violateLocked(VRunEnded, c.client, "Run returned nil although its ctx was not cancelled")
+		case errors.Is(err, leasehold.ErrIdentityConflict) && !w.p.SameIdentity:
+			w.violateLocked(VRunEnded, c.client, fmt.Sprintf("Run returned %v although every incarnation has an identity of its own", err))
 		case strings.Contains(err.Error(), "leasehold: yielded"):
 			w.violateLocked(VRunEnded, c.client, fmt.Sprintf("a yield ended Run (%v): a yield moves leadership, not the process", err))
 		case w.p.Rejoin[c.s.i] && !errors.Is(err, leasehold.ErrStepDownTimeout) && !errors.Is(err, leasehold.ErrIdentityConflict):
