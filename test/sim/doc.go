@@ -30,7 +30,8 @@
 //     flight) of its ctx's cancellation; run-ended: Run returns nil only
 //     after its ctx was cancelled, and with Rejoin only for a step-down
 //     timeout or an identity conflict (a yield or a lost term keeps it
-//     campaigning);
+//     campaigning), and never with an identity conflict when every
+//     incarnation has an identity of its own;
 //   - deadline: a work's ctx is cancelled no later than the send time of
 //     the last write naming its process holder whose success the process
 //     was told of, plus RenewDeadline;

@@ -21,7 +21,11 @@ watch showed in flight; a deleted holder's claim forgotten once another
 process created and released the Lease) and three ways §Run§ overran
 StepDownTimeout (a term lost while stepping down, a release retried past
 it, the bound counted from when a hung renewal let the loop notice the
-cancellation). Each has a unit test, is fixed, and is in §make mutate§;
+cancellation); with its run-ended invariant it then found a false
+identity conflict (a hand edit of a process's own last write, after
+failed writes had pushed its stamp out of the recent ones), which
+§make chaos§ had hit too. Each has a unit test, is fixed, and is in
+§make mutate§;
 [sim-mutations.md](sim-mutations.md) lists which of the root package's
 mutations the simulation catches on its own.
 
