@@ -269,25 +269,6 @@ func (s *Sharder) shardOf(key types.NamespacedName) (int, error) {
 	return ShardOf(key, s.field, s.shards)
 }
 
-// ShardOf returns the shard, among shards, that a Sharder sharding by
-// field (FieldNamespacedName or shard.FieldNamespace) gives the object
-// named key: what every replica computes for a request of key. With
-// shard.ReadStatus, which names each shard's owner, it tells which replica
-// reconciles an object.
-func ShardOf(key types.NamespacedName, field string, shards int) (int, error) {
-	if shards < 1 || shards > shard.MaxShards {
-		return 0, fmt.Errorf("leasehold/controllerruntime: ShardOf: %d shards: want 1..%d, the group's shard.Config.Shards", shards, shard.MaxShards)
-	}
-	switch field {
-	case FieldNamespacedName:
-		return nameShard(key.String(), shards), nil
-	case shard.FieldNamespace:
-		return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace}}, shard.FieldNamespace, shards)
-	}
-	return 0, fmt.Errorf("leasehold/controllerruntime: ShardOf: field %q: a Sharder shards by controllerruntime.FieldNamespacedName (%q) or shard.FieldNamespace (%q)",
-		field, FieldNamespacedName, shard.FieldNamespace)
-}
-
 // nameShard is FieldNamespacedName's shard of key among shards (> 0): the
 // 64-bit FNV-1a hash of key, through MurmurHash3's fmix64 (FNV-1a alone
 // barely moves its high bits for keys that differ in their last bytes, so

@@ -8,7 +8,9 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/klog/v2"
 	crcache "sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -18,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
 	"github.com/leasehold/leasehold/internal/retry"
+	"github.com/leasehold/leasehold/shard"
 )
 
 // Running one shard of a Sharder: its cache-less source of events and
@@ -182,4 +185,23 @@ func listFailure(err error) (fix string, permanent bool) {
 		return "the request for this type is malformed: check the object passed to NewSharder", true
 	}
 	return "", false
+}
+
+// ShardOf returns the shard, among shards, that a Sharder sharding by
+// field (FieldNamespacedName or shard.FieldNamespace) gives the object
+// named key: what every replica computes for a request of key. With
+// shard.ReadStatus, which names each shard's owner, it tells which replica
+// reconciles an object.
+func ShardOf(key types.NamespacedName, field string, shards int) (int, error) {
+	if shards < 1 || shards > shard.MaxShards {
+		return 0, fmt.Errorf("leasehold/controllerruntime: ShardOf: %d shards: want 1..%d, the group's shard.Config.Shards", shards, shard.MaxShards)
+	}
+	switch field {
+	case FieldNamespacedName:
+		return nameShard(key.String(), shards), nil
+	case shard.FieldNamespace:
+		return shard.Of(&metav1.PartialObjectMetadata{ObjectMeta: metav1.ObjectMeta{Namespace: key.Namespace}}, shard.FieldNamespace, shards)
+	}
+	return 0, fmt.Errorf("leasehold/controllerruntime: ShardOf: field %q: a Sharder shards by controllerruntime.FieldNamespacedName (%q) or shard.FieldNamespace (%q)",
+		field, FieldNamespacedName, shard.FieldNamespace)
 }

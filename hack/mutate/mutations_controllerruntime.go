@@ -190,7 +190,7 @@ var sharderMutations = []mutation{
 		Point:    "when a shard starts here, every object of it is enqueued",
 		File:     "controllerruntime/sharder_run.go",
 		Original: `		case s.events <- event.GenericEvent{Object: obj}:`,
-		Mutated:  `		case <-make(chan struct{}):`,
+		Mutated:  `		case <-make(chan event.GenericEvent):`,
 		Pkg:      "controllerruntime",
 		Tests:    []string{"TestSharderConfinesTheReconcilerAndEnqueuesAcquiredShards"},
 		Contract: true,
@@ -233,7 +233,7 @@ var sharderMutations = []mutation{
 	{
 		Name:     "name-shard-ignores-namespace",
 		Point:    "FieldNamespacedName hashes namespace and name",
-		File:     "controllerruntime/sharder.go",
+		File:     "controllerruntime/sharder_run.go",
 		Original: `		return nameShard(key.String(), shards), nil`,
 		Mutated:  `		return nameShard(key.Name, shards), nil`,
 		Pkg:      "controllerruntime",
