@@ -201,7 +201,15 @@ func decideCampaign(v leaseView, self string, foreignSelf bool, now time.Time, f
 // sent at lastRenewSent still leads at now: strictly within RenewDeadline,
 // by the clock and by the time since boot (a suspend counts; instant.go).
 func leaderValid(lastRenewSent, now instant, renewDeadline time.Duration) bool {
-	return !lastRenewSent.IsZero() && elapsed(lastRenewSent, now) < renewDeadline
+	return !lastRenewSent.IsZero() && deadlineLeft(lastRenewSent, now, renewDeadline) > 0
+}
+
+// deadlineLeft is how much of renewDeadline is left at now for a term
+// whose last successful write was sent at lastSent (the rule of
+// leaderValid, as a duration): every request and wait of a leader is
+// bounded by it.
+func deadlineLeft(lastSent, now instant, renewDeadline time.Duration) time.Duration {
+	return renewDeadline - elapsed(lastSent, now)
 }
 
 // writesSpecPreference reports whether a release naming successor writes

@@ -54,7 +54,7 @@ func (r *run) renew(ctx context.Context, lastSent instant, by time.Time) (instan
 			return sent, err
 		}
 		// Conflict: somebody wrote. Re-read and decide.
-		left := e.t.renewDeadline - elapsed(lastSent, e.now())
+		left := deadlineLeft(lastSent, e.now(), e.t.renewDeadline)
 		if left <= 0 {
 			return sent, fmt.Errorf("renew conflicted at the renew deadline: %w", err)
 		}
@@ -132,7 +132,7 @@ func (r *run) sendRenewal(ctx context.Context, lastSent instant, results chan<- 
 	desired := e.lock.claim(r.view.lease, sent.at, e.t.leaseDuration, false)
 	r.remember(sent.at)
 	// A hung request must fail before the deadline, with time to retry.
-	timeout := min(e.t.requestTimeout(), e.t.renewDeadline-elapsed(lastSent, sent))
+	timeout := min(e.t.requestTimeout(), deadlineLeft(lastSent, sent, e.t.renewDeadline))
 	go func() {
 		rctx, cancel := retry.WithTimeout(context.WithoutCancel(ctx), e.clock, timeout)
 		defer cancel()
@@ -170,7 +170,7 @@ func (r *run) release(ctx context.Context, lastSent instant, successor string, b
 	for {
 		sent := e.now()
 		now := sent.at
-		remaining := e.t.renewDeadline - elapsed(lastSent, sent)
+		remaining := deadlineLeft(lastSent, sent, e.t.renewDeadline)
 		if remaining <= 0 {
 			r.log.Info("Did not release the lease: renew deadline passed; it expires on its own")
 			return fmt.Errorf("%w: renew deadline passed before the release", ErrLeaderLost)

@@ -299,7 +299,7 @@ func (t *term) renew(ctx context.Context) (<-chan time.Time, error) {
 	case err == nil:
 		t.failures.Succeeded()
 		t.lastErr = nil
-		t.noteHeadroom(e.t.renewDeadline - elapsed(t.lastSent, e.now()))
+		t.noteHeadroom(deadlineLeft(t.lastSent, e.now(), e.t.renewDeadline))
 		t.lastSent = sent
 		e.setRenewed(sent)
 		t.deadline.Reset(sent.at.Add(e.t.renewDeadline).Sub(now))

@@ -114,7 +114,7 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			left := t.e.t.renewDeadline - elapsed(t.lastSent, t.e.now())
+			left := deadlineLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline)
 			if by := t.stepDownBy(); !by.IsZero() {
 				left = min(left, by.Sub(t.clock.Now()))
 			}

@@ -142,7 +142,7 @@ var mutations = []mutation{
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			left := t.e.t.renewDeadline - elapsed(t.lastSent, t.e.now())
+			left := deadlineLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline)
 			if by := t.stepDownBy(); !by.IsZero() {
 				left = min(left, by.Sub(t.clock.Now()))
 			}
@@ -170,7 +170,7 @@ var mutations = []mutation{
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			left := t.e.t.renewDeadline - elapsed(t.lastSent, t.e.now())
+			left := deadlineLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline)
 			if by := t.stepDownBy(); !by.IsZero() {
 				left = min(left, by.Sub(t.clock.Now()))
 			}
@@ -260,7 +260,7 @@ var mutations = []mutation{
 		Name:     "renew-timeout-not-capped",
 		Point:    "the work is cancelled at the renew deadline even while a renewal hangs: its request timeout is capped at the deadline",
 		File:     "renew.go",
-		Original: `timeout := min(e.t.requestTimeout(), e.t.renewDeadline-elapsed(lastSent, sent))`,
+		Original: `timeout := min(e.t.requestTimeout(), deadlineLeft(lastSent, sent, e.t.renewDeadline))`,
 		Mutated:  `timeout := e.t.requestTimeout()`,
 		Tests:    []string{"TestRenewDeadlineFromSendTime"},
 		Contract: true,
