@@ -143,12 +143,12 @@ func (r *run) heldBack(act campaignAction, decidedOn leaseView) error {
 	return r.observe(obs)
 }
 
-// sitOut makes this process write nothing before until while the Lease
+// sitOut makes this process write nothing before s.until while the Lease
 // stays at its current version, and says so.
-func (r *run) sitOut(successor string, until time.Time, why string) {
-	r.sitOutUntil, r.sitOutVersion = until, versionOf(r.view.lease)
+func (r *run) sitOut(s sitOut) {
+	r.sitOutUntil, r.sitOutVersion = s.until, versionOf(r.view.lease)
 	r.log.Info("Sitting out so that another candidate takes the Lease; any write by another ends it",
-		"successor", printable(successor), "why", why, "until", until.Sub(r.e.clock.Now()).Round(time.Millisecond))
+		"successor", printable(s.successor), "why", s.why, "until", s.until.Sub(r.e.clock.Now()).Round(time.Millisecond))
 }
 
 // sittingOut reports whether a yield's sit-out still holds at now.

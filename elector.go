@@ -129,14 +129,17 @@ func (e *Elector) Run(ctx context.Context) error {
 	}
 }
 
-// again decides, after a term that ended with err, whether Run campaigns
-// again: after a yield always (a yield moves leadership, not the process;
-// the term sat us out, see sitOut), after an error only with Rejoin and
-// never after an identity conflict or a step-down timeout, and never once
-// ctx has ended. It waits for a lost term's overdue work first, and one
-// RetryPeriod.
-func (r *run) again(ctx context.Context, err error) (bool, error) {
-	e, log := r.e, r.log
+// again decides, after a term that ended as end says, whether Run
+// campaigns again: after a yield always (a yield moves leadership, not the
+// process; it sits out as the term asked, see sitOut), after an error only
+// with Rejoin and never after an identity conflict or a step-down timeout,
+// and never once ctx has ended. It waits for a lost term's overdue work
+// first, and one RetryPeriod.
+func (r *run) again(ctx context.Context, end ending) (bool, error) {
+	e, log, err := r.e, r.log, end.err
+	if end.sitOut != nil {
+		r.sitOut(*end.sitOut)
+	}
 	if errors.Is(err, errYielded) {
 		if ctx.Err() != nil {
 			return false, nil
@@ -147,11 +150,10 @@ func (r *run) again(ctx context.Context, err error) (bool, error) {
 	if err == nil || !e.cfg.Rejoin || errors.Is(err, ErrIdentityConflict) || errors.Is(err, ErrStepDownTimeout) {
 		return false, err
 	}
-	if r.overdueWork != nil {
+	if end.overdue != nil {
 		log.Info("Waiting for the previous term's work to return before campaigning again")
 		select {
-		case <-r.overdueWork:
-			r.overdueWork = nil
+		case <-end.overdue:
 		case <-ctx.Done():
 			return false, err
 		}
@@ -216,10 +218,6 @@ type run struct {
 	// renewals that start no term; holdSaid is set once that was logged.
 	holdUntil time.Time
 	holdSaid  bool
-	// overdueWork, if set, closes when the work of a lost term that
-	// outlived the safety margin finally returns. No new term starts
-	// before that: one process never runs two works.
-	overdueWork <-chan struct{}
 
 	observations mailbox
 	notifier     *leaderNotifier

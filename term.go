@@ -101,20 +101,21 @@ type term struct {
 // lead is the leader and stopping states. It starts the work, renews from
 // the cached Lease every RetryPeriod, and ends the term when the lease is
 // lost, the work returns, Run's ctx is cancelled or a yield is asked for.
-func (r *run) lead(ctx context.Context) error {
+// It returns how the term ended; it writes none of Run's state.
+func (r *run) lead(ctx context.Context) ending {
 	e := r.e
 	if ctx.Err() != nil {
 		// Won the lease just as we were told to stop: no work runs.
 		if e.cfg.ReleaseOnCancel {
 			_ = r.release(ctx, r.acquiredAt, "", time.Time{})
 		}
-		return nil
+		return ending{}
 	}
 	if !leaderValid(r.acquiredAt, e.now(), e.t.renewDeadline) {
 		// Paused between the winning write and here: the term may
 		// already be another's. Start nothing.
 		r.log.Info("Won the lease but the renew deadline passed before the work could start; not starting it")
-		return r.deadlinePassed(nil)
+		return ending{err: r.deadlinePassed(nil)}
 	}
 	t := &term{
 		r: r, e: e, clock: e.clock,
@@ -133,7 +134,7 @@ func (r *run) lead(ctx context.Context) error {
 	return t.run(ctx)
 }
 
-func (t *term) run(ctx context.Context) error {
+func (t *term) run(ctx context.Context) ending {
 	e, r := t.e, t.r
 	yields, ended := make(chan *yieldRequest), make(chan struct{})
 	defer close(ended)

@@ -13,13 +13,37 @@ import (
 // gone: cancel, wait at most the safety margin, never release), giveUp
 // (the work outlived StepDownTimeout: stop renewing without releasing)
 // and stepDown (the work returned while the Lease was ours: release), and
-// what every ending does (answerYield, stopped).
+// what every ending does (answerYield, stopped). Each returns an ending to
+// Run, which acts on it (again).
+
+// ending is how a term ended, as Run needs to know it.
+type ending struct {
+	// err is what Run reports: nil after a clean step-down on cancel,
+	// errYielded (wrapped) after a yield.
+	err error
+	// overdue, if set, closes when the work of a term that outlived it
+	// finally returns. No new term starts before that: one process never
+	// runs two works.
+	overdue <-chan struct{}
+	// sitOut, if set, is the sit-out a yield asks of this process (see
+	// run.sitOut).
+	sitOut *sitOut
+}
+
+// sitOut is a yield's request that this process write nothing before
+// until while the Lease stays at the version it has now, so that
+// successor, or another candidate, takes it.
+type sitOut struct {
+	successor string
+	until     time.Time
+	why       string
+}
 
 // lose ends a term whose lease is lost: the work's ctx is cancelled at
 // once, the work gets at most the safety margin to return, and the lease is
 // never released (it may already be another's).
-func (t *term) lose(cause error) error {
-	e, r := t.e, t.r
+func (t *term) lose(cause error) ending {
+	e := t.e
 	t.cancelWork()
 	e.setLeading(false, instant{}, nil)
 	t.log.Info("Lost the lease; cancelled the work", "reason", cause.Error(), "safetyMargin", e.t.safetyMargin())
@@ -35,12 +59,13 @@ func (t *term) lose(cause error) error {
 		}
 	}
 	var err error
+	var overdue <-chan struct{}
 	grace := t.clock.NewTimer(wait)
 	defer grace.Stop()
 	select {
 	case <-t.work:
 	case <-grace.C():
-		r.overdueWork = e.workOutlived(t.work)
+		overdue = e.workOutlived(t.work)
 		if stepDownEnds {
 			e.termMetrics().StepDownTimeout(e.cfg.Name)
 			err = fmt.Errorf("%w: OnStartedLeading still running %v after its context was cancelled", ErrStepDownTimeout, e.cfg.StepDownTimeout)
@@ -55,11 +80,11 @@ func (t *term) lose(cause error) error {
 	t.answerYield(cause)
 	switch {
 	case err != nil:
-		return fmt.Errorf("%w; %w", cause, err)
+		return ending{err: fmt.Errorf("%w; %w", cause, err), overdue: overdue}
 	case t.stepping && t.yield == nil:
-		return nil
+		return ending{overdue: overdue}
 	default:
-		return cause
+		return ending{err: cause, overdue: overdue}
 	}
 }
 
@@ -68,17 +93,17 @@ func (t *term) lose(cause error) error {
 // nobody may start before it expires. The elector stops renewing, and Run
 // returns ErrStepDownTimeout so that the process exits, taking the work
 // with it, before the lease expires.
-func (t *term) giveUp() error {
-	e, r := t.e, t.r
+func (t *term) giveUp() ending {
+	e := t.e
 	err := fmt.Errorf("%w: OnStartedLeading still running %v after its context was cancelled; stopped renewing without releasing, so the lease expires %v after the last renewal",
 		ErrStepDownTimeout, e.cfg.StepDownTimeout, e.t.leaseDuration)
 	t.log.Error(err, "Giving up the lease; exit the process now so the work stops before another leader starts")
 	e.termMetrics().StepDownTimeout(e.cfg.Name)
 	e.setLeading(false, instant{}, nil)
-	r.overdueWork = e.workOutlived(t.work)
+	overdue := e.workOutlived(t.work)
 	t.stopped()
 	t.answerYield(err)
-	return err
+	return ending{err: err, overdue: overdue}
 }
 
 // stepDown ends a term whose work returned while the lease was still ours.
@@ -86,7 +111,7 @@ func (t *term) giveUp() error {
 // releases if ReleaseOnCancel is set or a yield asked for it, and always
 // when the work ended on its own, so the lease is never left held with no
 // one working.
-func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) error {
+func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) ending {
 	var err error
 	if !stepping {
 		err = res.err()
@@ -131,22 +156,22 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) erro
 	t.stopped()
 	if t.yield != nil {
 		t.answerYield(released)
-		r, e := t.r, t.e
+		e := t.e
 		switch {
 		case released == nil:
 			// Sit out the successor's chance: the others defer to a
 			// named successor for one claim duration.
-			r.sitOut(t.yield.to, e.clock.Now().Add(e.t.leaseDuration), "released")
-			return errYielded
-		case r.view.ours():
+			return ending{err: errYielded, sitOut: &sitOut{t.yield.to, e.clock.Now().Add(e.t.leaseDuration), "released"}}
+		case t.r.view.ours():
 			// The release failed and the Lease still names us: sit out
 			// until it has expired for the others and the successor had
 			// one lease duration to take it.
-			r.sitOut(t.yield.to, t.lastSent.at.Add(2*e.t.leaseDuration), "the release failed; the Lease expires on its own")
+			return ending{err: fmt.Errorf("%w: the release failed: %w", errYielded, released),
+				sitOut: &sitOut{t.yield.to, t.lastSent.at.Add(2 * e.t.leaseDuration), "the release failed; the Lease expires on its own"}}
 		}
-		return fmt.Errorf("%w: the release failed: %w", errYielded, released)
+		return ending{err: fmt.Errorf("%w: the release failed: %w", errYielded, released)}
 	}
-	return err
+	return ending{err: err}
 }
 
 // answerYield tells a Yield caller, if any, and TermMetrics how the

@@ -275,13 +275,11 @@ var mutations = []mutation{
 		Contract: true,
 	},
 	{
-		Name:  "give-up-not-recording-overdue-work",
-		Point: "Check fails while a work outlives StepDownTimeout",
-		File:  "term_end.go",
-		Original: `	e.setLeading(false, instant{}, nil)
-	r.overdueWork = e.workOutlived(t.work)`,
-		Mutated: `	e.setLeading(false, instant{}, nil)
-	_ = r`,
+		Name:     "give-up-not-recording-overdue-work",
+		Point:    "Check fails while a work outlives StepDownTimeout",
+		File:     "term_end.go",
+		Original: `	overdue := e.workOutlived(t.work)`,
+		Mutated:  `	var overdue <-chan struct{}`,
 		Tests:    []string{"TestStepDownTimeoutEndsRunWithRejoinAndFailsCheck"},
 		Contract: true,
 	},
@@ -330,7 +328,7 @@ var mutations = []mutation{
 		Name:  "refused-yield-retakes-own-lease",
 		Point: "a yielder whose release was refused sits out until the successor had its chance",
 		File:  "term_end.go",
-		Original: `		case r.view.ours():
+		Original: `		case t.r.view.ours():
 			// The release failed`,
 		Mutated: `		case false:
 			// The release failed`,
