@@ -48,6 +48,7 @@ func (l *leases) Get(ctx context.Context, name string, opts metav1.GetOptions) (
 	if got != nil {
 		l.c.w.mu.Lock()
 		l.c.saw(got)
+		l.c.conflictRel = "" // a re-read: a release may be sent from it
 		l.c.w.mu.Unlock()
 	}
 	return got, err
@@ -84,6 +85,12 @@ func (l *leases) write(ctx context.Context, verb string, lease *coordinationv1.L
 	if release && c.refusedRel != 0 {
 		w.violateLocked(VReleaseRetry, c.client, fmt.Sprintf("a release refused with %d, which retrying cannot fix, was sent again", c.refusedRel))
 	}
+	if release && c.conflictRel != "" && c.conflictRel == lease.ResourceVersion {
+		w.violateLocked(VRelease, c.client, fmt.Sprintf("a release from rv=%s answered 409 was sent again from the same version without a read", lease.ResourceVersion))
+	}
+	if release && c.stoppedLast {
+		w.violateLocked(VRelease, c.client, "a release was sent after OnStoppedLeading: the Lease is released before OnStoppedLeading is called")
+	}
 	w.mu.Unlock()
 	sentAt := time.Now()
 	got, err := send()
@@ -96,7 +103,14 @@ func (l *leases) write(ctx context.Context, verb string, lease *coordinationv1.L
 	}
 	w.mu.Lock()
 	c.refusedRel = 0
+	switch {
+	case release && apierrors.IsConflict(err):
+		c.conflictRel = lease.ResourceVersion
+	case release:
+		c.conflictRel = ""
+	}
 	if err == nil && holderOf(got) == c.id {
+		c.stoppedLast = false
 		c.blindWin = !seen
 		if sentAt.After(c.lastWinSent) {
 			c.lastWinSent = sentAt

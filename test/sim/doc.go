@@ -22,7 +22,9 @@
 //     instant; request-budget: at most 8 x (1m / RetryPeriod) + 60 in a
 //     virtual minute;
 //   - release-retry: a release refused with 400, 403, 405 or 422 is not
-//     sent again;
+//     sent again; release: no release is sent after OnStoppedLeading (the
+//     Lease is released first), nor again from a version it met 409 on
+//     without a read in between;
 //   - yield: every Yield answered within YieldBound; handoff: a Yield to a
 //     named running successor in a quiet world makes it lead within
 //     2 x RetryPeriod;
@@ -36,7 +38,10 @@
 //     the last write naming its process holder whose success the process
 //     was told of, plus RenewDeadline;
 //   - callback: OnStoppedLeading once per term, after the work returned
-//     (or after the safety margin);
+//     (or after the safety margin), and, for a term lost with no step-down
+//     asked for, no later than the safety margin after the work's ctx was
+//     cancelled; check: while a work outlives its term (OnStoppedLeading
+//     called before it returned), Check fails;
 //   - leaked-goroutines: nothing left when the world ends (synctest);
 //     no-virtual-progress: virtual time never stands still for a minute of
 //     real time.

@@ -213,6 +213,27 @@ func TestEveryCheckCanFail(t *testing.T) {
 			// OnStoppedLeading without a term.
 			followerOf(w).stopped()
 		})},
+		{VRelease, afterMinute(func(w *world) {
+			// A release after OnStoppedLeading.
+			c := followerOf(w)
+			w.mu.Lock()
+			c.stoppedLast = true
+			w.mu.Unlock()
+			l := simClient{c: c, inner: w.srv.Client(c.client)}.Leases(namespace)
+			rel := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Name: leaseName, ResourceVersion: "1"},
+				Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("")}}
+			_, _ = l.Update(context.Background(), rel, metav1.UpdateOptions{})
+		})},
+		{VCheck, afterMinute(func(w *world) {
+			// OnStoppedLeading while a work runs that the elector does
+			// not know of: its Check passes.
+			c := followerOf(w)
+			w.mu.Lock()
+			c.terms++
+			c.work = &work{c: c, term: c.terms, started: time.Now(), cancelledAt: time.Now().Add(-w.t.Margin()), mayStepDown: true}
+			w.mu.Unlock()
+			c.stopped()
+		})},
 		{VLeak, func(w *world) {
 			go func() { <-make(chan struct{}) }()
 		}},

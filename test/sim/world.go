@@ -68,6 +68,8 @@ const (
 	VRunEnded      = "run-ended"      // Run returned although nothing asked it to
 	VDeadline      = "deadline"       // a work outlived its last renewal's send + RenewDeadline
 	VCallback      = "callback"       // the callback contract broken
+	VCheck         = "check"          // Check passed while a work outlived its term
+	VRelease       = "release"        // a release sent after OnStoppedLeading, or again after a 409 without a read
 	VLeak          = "leaked-goroutines"
 	VStuck         = "no-virtual-progress"
 )
@@ -151,6 +153,14 @@ type inc struct {
 	looped      bool
 	overBudget  bool
 	refusedRel  int // status of the last write if it was a release refused for good
+	// conflictRel is the resourceVersion a release was sent from and
+	// answered 409, until the next read: the Lease changed since, and
+	// the same release cannot succeed.
+	conflictRel string
+	// stoppedLast is set by OnStoppedLeading and cleared by the next
+	// winning write: no release may be sent meanwhile, as the Lease is
+	// released before OnStoppedLeading is called.
+	stoppedLast bool
 	reqN        uint64
 	terms       int
 	stops       int
@@ -201,6 +211,11 @@ type work struct {
 	stopDelay   time.Duration
 	hang        time.Duration
 	ended       bool
+	// mayStepDown is set once something may have asked the term to step
+	// down (a Yield, a preferred-holder annotation); a term lost without
+	// one calls OnStoppedLeading within the safety margin of the work's
+	// cancellation.
+	mayStepDown bool
 }
 
 type activeFault struct {
@@ -716,6 +731,7 @@ func (c *inc) stopped() {
 		}
 	}()
 	c.stops++
+	c.stoppedLast = true
 	w.res.Checks++
 	if c.stops > c.terms {
 		w.violateLocked(VCallback, c.client, fmt.Sprintf("OnStoppedLeading called %d times for %d terms", c.stops, c.terms))
@@ -725,9 +741,27 @@ func (c *inc) stopped() {
 			w.violateLocked(VCallback, c.client, fmt.Sprintf("OnStoppedLeading called while OnStartedLeading of term %d still runs, %v after its ctx was cancelled (safety margin %v)",
 				wk.term, time.Since(wk.cancelledAt), w.t.Margin()))
 		}
+		// A term lost (not stepping down: Run not cancelled, no yield
+		// asked for) gives its work the safety margin, no more.
+		w.res.Checks++
+		if late := time.Since(wk.cancelledAt) - w.t.Margin(); !c.cancelled && !wk.mayStepDown && !wk.cancelledAt.IsZero() && late > graceSlack {
+			w.violateLocked(VCallback, c.client, fmt.Sprintf("the work of lost term %d still runs and OnStoppedLeading was called %v after the safety margin %v ran out",
+				wk.term, late, w.t.Margin()))
+		}
+		// The work outlived its term: Check must fail until it returns.
+		w.res.Checks++
+		if err := c.e.Check(0); err == nil {
+			w.violateLocked(VCheck, c.client, fmt.Sprintf("Check passed at OnStoppedLeading while the work of term %d, cancelled %v ago, still runs",
+				wk.term, time.Since(wk.cancelledAt)))
+		}
 	}
 	w.hist.add(entry{kind: evWork, who: c.client, what: "OnStoppedLeading"})
 }
+
+// graceSlack is how far past the safety margin a lost term's
+// OnStoppedLeading may come: virtual time is exact, so only the same
+// instant's goroutine order.
+const graceSlack = time.Millisecond
 
 // leaderLocked returns the incarnation whose work runs and is not
 // cancelled, if any.
@@ -788,6 +822,9 @@ func (w *world) op(f Fault) {
 		return
 	case KindYield:
 		c := target()
+		if c != nil && c.work != nil {
+			c.work.mayStepDown = true
+		}
 		to := ""
 		if f.To >= 0 && f.To != f.Target && (c == nil || f.To != c.s.i) {
 			if sc := w.slots[f.To].cur; sc != nil {
@@ -827,6 +864,11 @@ func (w *world) op(f Fault) {
 	ctx := context.Background()
 	switch f.Kind {
 	case KindAnnotate:
+		w.mu.Lock()
+		for wk := range w.works {
+			wk.mayStepDown = true // the holder hands over
+		}
+		w.mu.Unlock()
 		to := "*"
 		if f.To >= 0 {
 			w.mu.Lock()
