@@ -529,10 +529,11 @@ type watchGate struct {
 	coordinationv1client.LeasesGetter
 	mu   sync.Mutex
 	open chan struct{} // closed while events flow
+	one  chan struct{} // while paused, lets one event through
 }
 
 func newWatchGate(c coordinationv1client.LeasesGetter) *watchGate {
-	g := &watchGate{LeasesGetter: c, open: make(chan struct{})}
+	g := &watchGate{LeasesGetter: c, open: make(chan struct{}), one: make(chan struct{})}
 	close(g.open)
 	return g
 }
@@ -542,6 +543,28 @@ func (g *watchGate) pause() {
 	g.mu.Lock()
 	defer g.mu.Unlock()
 	g.open = make(chan struct{})
+}
+
+// deliverOne lets one held-back event through, and reports whether one
+// was waiting.
+func (g *watchGate) deliverOne() bool {
+	select {
+	case g.one <- struct{}{}:
+		return true
+	default:
+		return false
+	}
+}
+
+// resume lets the held-back events flow again, in order.
+func (g *watchGate) resume() {
+	g.mu.Lock()
+	defer g.mu.Unlock()
+	select {
+	case <-g.open:
+	default:
+		close(g.open)
+	}
 }
 
 func (g *watchGate) opened() <-chan struct{} {
@@ -581,6 +604,7 @@ func (w *gatedWatch) forward(g *watchGate) {
 	for ev := range w.inner.ResultChan() {
 		select {
 		case <-g.opened():
+		case <-g.one:
 		case <-w.stop:
 			return
 		}

@@ -212,6 +212,17 @@ func deadlineLeft(lastSent, now instant, renewDeadline time.Duration) time.Durat
 	return renewDeadline - elapsed(lastSent, now)
 }
 
+// leaderTimeLeft is deadlineLeft, capped, during a step-down, by its
+// bound by (zero when not stepping down): what a leader's re-read or
+// retry may still take, so that the term ends on time either way.
+func leaderTimeLeft(lastSent, now instant, renewDeadline time.Duration, by time.Time) time.Duration {
+	left := deadlineLeft(lastSent, now, renewDeadline)
+	if !by.IsZero() {
+		left = min(left, by.Sub(now.at))
+	}
+	return left
+}
+
 // writesSpecPreference reports whether a release naming successor writes
 // it in spec.preferredHolder as well as in PreferredHolderAnnotation.
 // kube-apiserver accepts the field only on a Lease that has a strategy:

@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"strconv"
 	"strings"
 	"sync/atomic"
 	"testing"
@@ -16,7 +17,9 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/tools/record"
+	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
@@ -1249,4 +1252,93 @@ func TestHandEditAfterManyFailedWritesIsNoIdentityConflict(t *testing.T) {
 			t.Fatalf("a does not lead again once writes succeed: lease %v\n%s", h.lease(), a.logs)
 		}
 	})
+}
+
+// Found by the simulator (run-ended, seed 516 once watch-drop and clock
+// skew were added): a leader's renewal lands but its answer is lost while
+// its watch is down; more than eight writes fail after it, until its term
+// ends and another process takes the Lease. When the watch comes back it
+// delivers that renewal, naming this process with a stamp the failed
+// writes pushed out of the recent ones, then the other holder's version.
+// One unrecognised version after our own is our lost answer as likely as
+// another process: it is treated as another's, and only a second one
+// shows a live process using our identity. Run must not end.
+func TestOwnLostAnswerAfterManyFailedWritesIsNoIdentityConflict(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		gate := newWatchGate(h.srv.Client("a"))
+		a := h.candidate("a", func(c *Config) { c.Rejoin = true; c.Lock.Client = gate })
+		a.start()
+		a.waitLeader()
+		gate.pause()
+		var landed, failing atomic.Bool
+		h.srv.AddHook(func(_ context.Context, r leaseholdtest.Request) error {
+			switch {
+			case r.Client != "a" || r.Verb != "update" || !failing.Load():
+			case landed.CompareAndSwap(false, true):
+				cur := h.lease().DeepCopy()
+				cur.Spec = *r.Lease.Spec.DeepCopy()
+				h.srv.Put(cur) // the renewal lands; its answer is lost
+				return apierrors.NewServerTimeout(leasesGR, "update", 1)
+			default:
+				return apierrors.NewInternalError(errors.New("etcd is down"))
+			}
+			return nil
+		})
+		failing.Store(true)
+		h.advance(40 * time.Second) // the term ends at 10s; then many acquire attempts fail
+		if n := h.srv.Requests("a", "update"); n < 12 {
+			t.Fatalf("only %d updates by a while failing; the test needs more than 8 failed writes", n)
+		}
+		taken := h.lease().DeepCopy()
+		x := "x"
+		taken.Spec.HolderIdentity = &x
+		h.srv.Put(taken)
+		gate.resume()
+		h.advance(5 * time.Second)
+		select {
+		case err := <-a.done:
+			a.done <- err
+			t.Fatalf("Run returned %v after its own renewal, whose answer was lost, came back on the watch:\n%s", err, a.logs)
+		default:
+		}
+	})
+}
+
+// Found by the simulator (run-ended, seed 216): a leader's watch lags.
+// Its Lease is deleted by hand; it learns so from its renewal's 404,
+// creates the Lease again and leads on the new object, renewing it more
+// than eight times, and that object is deleted by hand too. Only then
+// does the lagging watch deliver the first deletion, then the creation.
+// That deletion is older than what the leader knows: it is stale, and
+// must not make its own creation look like another process using its
+// identity.
+func TestLaggingWatchDeliversOldDeletionAfterOurRecreate(t *testing.T) {
+	r := benchRun(t, "a", &stubLeases{})
+	at := t0
+	write := func(uid, rv string) *coordinationv1.Lease {
+		at = at.Add(2 * time.Second)
+		stamp := metav1.NewMicroTime(at)
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: testName, UID: types.UID(uid), ResourceVersion: rv},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To("a"), AcquireTime: &stamp, RenewTime: &stamp}}
+		r.remember(at)
+		r.wrote(l)
+		return l
+	}
+	first := write("u1", "5")
+	r.markGone(nil, true) // its renewal met 404
+	created := write("u2", "8")
+	for rv := 9; rv < 20; rv++ {
+		write("u2", strconv.Itoa(rv))
+	}
+	r.markGone(nil, true) // deleted again
+	if err := r.observe(observation{deleted: true, deletedRV: "6", final: first}); err != nil {
+		t.Fatal(err)
+	}
+	if err := r.observe(observation{lease: created.DeepCopy()}); err != nil {
+		t.Fatalf("the lagging watch's delivery of our own create, after a stale deletion: %v", err)
+	}
+	if !r.view.gone {
+		t.Fatalf("stale deliveries replaced the deletion in the view: %+v", r.view)
+	}
 }

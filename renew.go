@@ -53,10 +53,11 @@ func (r *run) renew(ctx context.Context, lastSent instant, by time.Time) (instan
 		case !apierrors.IsConflict(err):
 			return sent, err
 		}
-		// Conflict: somebody wrote. Re-read and decide.
-		left := deadlineLeft(lastSent, e.now(), e.t.renewDeadline)
+		// Conflict: somebody wrote. Re-read and decide, within the
+		// deadline and a step-down's bound.
+		left := leaderTimeLeft(lastSent, e.now(), e.t.renewDeadline, by)
 		if left <= 0 {
-			return sent, fmt.Errorf("renew conflicted at the renew deadline: %w", err)
+			return sent, fmt.Errorf("renew conflicted at the renew deadline or the end of the step-down: %w", err)
 		}
 		if err := r.reread(ctx, min(e.t.requestTimeout(), left)); err != nil {
 			if errors.Is(err, ErrIdentityConflict) {

@@ -139,10 +139,7 @@ func (t *term) stepDown(ctx context.Context, res workResult, stepping bool) endi
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			left := deadlineLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline)
-			if by := t.stepDownBy(); !by.IsZero() {
-				left = min(left, by.Sub(t.clock.Now()))
-			}
+			left := leaderTimeLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline, t.stepDownBy())
 			// (With no time left, the Lease expires on its own.)
 			if left > 0 && t.r.reread(ctx, min(t.e.t.requestTimeout(), left)) == nil && t.r.stillOurs() == nil {
 				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {

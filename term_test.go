@@ -460,3 +460,51 @@ func TestRenewalsReReadEndsByTheDeadline(t *testing.T) {
 		}
 	})
 }
+
+// Found by the simulator (test/sim, seed 704 of the run that added clock
+// skew and dropped watches): Run's ctx is cancelled while the work
+// ignores it, and just before StepDownTimeout runs out a renewal is
+// answered late with a conflict (a hand edit landed first). The re-read
+// that follows must not carry the step-down past its bound: Run returns
+// within StepDownTimeout plus the one request in flight at the bound.
+func TestRenewalConflictDuringStepDownEndsByTheBound(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		a := h.candidate("a", func(c *Config) { c.StepDownTimeout = 8 * time.Second })
+		a.hold = make(chan struct{}) // the work ignores ctx until closed
+		a.start()
+		a.waitLeader()
+		var armed, rereadsHang atomic.Bool
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			switch {
+			case r.Client != "a":
+			case r.Verb == "update" && armed.CompareAndSwap(true, false):
+				// Answered late, after a hand edit moved the version.
+				select {
+				case <-h.clock.After(4 * time.Second):
+				case <-ctx.Done():
+					return ctx.Err()
+				}
+				edited := h.lease().DeepCopy()
+				edited.Labels = map[string]string{"edited": "by-hand"}
+				h.srv.Put(edited)
+				rereadsHang.Store(true)
+			case r.Verb == "get" && rereadsHang.Load():
+				<-ctx.Done()
+				return ctx.Err()
+			}
+			return nil
+		})
+		a.cancel()
+		h.settle()
+		cancelledAt := h.clock.Now()
+		h.advance(5900 * time.Millisecond)
+		armed.Store(true) // the next renewal, sent before the bound (8s)
+		err := a.returnsWithin(30 * time.Second)
+		bound := 8*time.Second + RequestTimeout(10*time.Second)
+		if took := h.clock.Since(cancelledAt); took > bound || !errors.Is(err, ErrStepDownTimeout) {
+			t.Fatalf("Run returned %v %v after its ctx was cancelled; want ErrStepDownTimeout within StepDownTimeout plus one request (%v):\n%s", err, took, bound, a.logs)
+		}
+		close(a.hold)
+	})
+}

@@ -24,17 +24,19 @@ func (r *run) observe(obs observation) error {
 	v := &r.view
 	r.seen = true
 	if obs.lease == nil {
+		// A watched deletion newer than what we have (or from a server
+		// without resourceVersions, whose watch is ordered); a lagging
+		// watch may deliver an older one, which is stale.
+		newer := v.lease == nil || obs.deletedRV == "" || v.lease.ResourceVersion == "" || leaserecord.NewerVersion(obs.deletedRV, v.lease.ResourceVersion)
 		switch {
 		case v.lease == nil:
-		case v.gone && obs.deleted && obs.final != nil && recordOf(obs.final) != recordOf(v.lease):
+		case v.gone && obs.deleted && newer && obs.final != nil && recordOf(obs.final) != recordOf(v.lease):
 			// Another version was deleted since the deletion we knew of:
 			// a Lease re-created and deleted again, its creation lost to
 			// the newest-wins mailbox. Its holder's claim runs from now.
 			r.markGone(obs.final, false)
 		case v.gone:
-		case obs.deleted && (obs.deletedRV == "" || v.lease.ResourceVersion == "" || leaserecord.NewerVersion(obs.deletedRV, v.lease.ResourceVersion)):
-			// A watched deletion, newer than what we have (or from a
-			// server without resourceVersions, whose watch is ordered).
+		case obs.deleted && newer:
 			r.markGone(obs.final, false)
 		case !obs.deleted && (obs.fresh || !v.ours()):
 			// A GET found nothing. A poll may have been sent before our
@@ -63,6 +65,15 @@ func (r *run) observe(obs observation) error {
 			r.ownStamp = rt.Time.Truncate(time.Microsecond) // ours, though its answer was lost
 		}
 		r.foreignSelf = false
+	case prev != nil && leaserecord.Holder(prev) == self && !r.foreignSelf && prev.UID == obs.lease.UID:
+		// The version after our own names us, but we do not recognise
+		// it: as likely our own write whose answer was lost, its stamp
+		// since pushed out of the recent ones by failed writes, as
+		// another process. It is another's until it expires; a second
+		// such version shows a live process using our identity.
+		r.foreignSelf = true
+		r.log.Info("The lease names this identity with a renewal this process does not recognise (perhaps its own write whose answer was lost); treating it as held by another process until it expires",
+			"holder", holder)
 	case prev != nil && leaserecord.Holder(prev) == self:
 		return fmt.Errorf("%w: identity %q: another live process renewed the lease under this identity; give each process a unique Lock.Identity",
 			ErrIdentityConflict, self)

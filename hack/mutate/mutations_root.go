@@ -142,10 +142,7 @@ var mutations = []mutation{
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			left := deadlineLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline)
-			if by := t.stepDownBy(); !by.IsZero() {
-				left = min(left, by.Sub(t.clock.Now()))
-			}
+			left := leaderTimeLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline, t.stepDownBy())
 			// (With no time left, the Lease expires on its own.)
 			if left > 0 && t.r.reread(ctx, min(t.e.t.requestTimeout(), left)) == nil && t.r.stillOurs() == nil {
 				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
@@ -170,10 +167,7 @@ var mutations = []mutation{
 			// annotation that asked for this handoff, which leaves the
 			// Lease ours. Re-read once; if it is still ours, release from
 			// the fresh copy, so the successor gets it in milliseconds.
-			left := deadlineLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline)
-			if by := t.stepDownBy(); !by.IsZero() {
-				left = min(left, by.Sub(t.clock.Now()))
-			}
+			left := leaderTimeLeft(t.lastSent, t.e.now(), t.e.t.renewDeadline, t.stepDownBy())
 			// (With no time left, the Lease expires on its own.)
 			if left > 0 && t.r.reread(ctx, min(t.e.t.requestTimeout(), left)) == nil && t.r.stillOurs() == nil {
 				if to, ok := preferredSuccessor(t.r.view.lease, t.e.lock.Identity); ok {
@@ -418,6 +412,33 @@ var mutations = []mutation{
 		Original: `			if at := cancelledAt.Load(); at != nil && at.Before(t.steppingSince) {`,
 		Mutated:  `			if at := cancelledAt.Load(); false && at != nil {`,
 		Tests:    []string{"TestStepDownTimeoutCountsFromTheCancellation"},
+		Contract: true,
+	},
+	{
+		Name:     "renew-conflict-past-step-down",
+		Point:    "Run returns within StepDownTimeout of its ctx's cancellation: a renewal's re-read after a conflict is bounded by the step-down too",
+		File:     "renew.go",
+		Original: `left := leaderTimeLeft(lastSent, e.now(), e.t.renewDeadline, by)`,
+		Mutated:  `left := leaderTimeLeft(lastSent, e.now(), e.t.renewDeadline, time.Time{})`,
+		Tests:    []string{"TestRenewalConflictDuringStepDownEndsByTheBound"},
+		Contract: true,
+	},
+	{
+		Name:     "own-lost-answer-is-identity-conflict",
+		Point:    "one unrecognised version naming us after our own (our write whose answer was lost) is no identity conflict; a second one is",
+		File:     "view.go",
+		Original: `case prev != nil && leaserecord.Holder(prev) == self && !r.foreignSelf && prev.UID == obs.lease.UID:`,
+		Mutated:  `case false:`,
+		Tests:    []string{"TestOwnLostAnswerAfterManyFailedWritesIsNoIdentityConflict"},
+		Contract: true,
+	},
+	{
+		Name:     "stale-deletion-taken-as-new",
+		Point:    "a deletion older than the view, delivered by a lagging watch, is stale: it neither replaces the view nor makes our own creation look like another process",
+		File:     "view.go",
+		Original: `case v.gone && obs.deleted && newer && obs.final != nil`,
+		Mutated:  `case v.gone && obs.deleted && obs.final != nil`,
+		Tests:    []string{"TestLaggingWatchDeliversOldDeletionAfterOurRecreate"},
 		Contract: true,
 	},
 	{

@@ -161,9 +161,22 @@ func (l *leases) Watch(ctx context.Context, opts metav1.ListOptions) (watch.Inte
 		return nil, errConnRefused
 	}
 	c.watches[f] = struct{}{}
+	if w.watchDroppedLocked(c.s.i) {
+		f.Stop() // accepted, and ended at once
+	}
 	w.mu.Unlock()
 	go f.run()
 	return f, nil
+}
+
+// watchDroppedLocked reports whether a watch-drop fault applies to slot i.
+func (w *world) watchDroppedLocked(i int) bool {
+	for _, a := range w.active {
+		if a.f.Kind == KindWatchDrop && (a.f.Target < 0 || a.f.Target == i) {
+			return true
+		}
+	}
+	return false
 }
 
 // fwdWatch forwards a watch's events to its reader, late under a

@@ -63,19 +63,22 @@ const (
 	// probability Prob, for Dur: the write lands, and the client sees its
 	// request time out.
 	KindLoseAnswer Kind = "lose-answer"
+	// KindWatchDrop accepts a client's watches and ends each at once, for
+	// Dur (a proxy or load balancer that cuts long requests).
+	KindWatchDrop Kind = "watch-drop"
 )
 
 // Kinds lists every kind, in report order.
 var Kinds = []Kind{KindCancel, KindCrash, KindYield, KindAnnotate, KindDelete, KindRecreate,
 	KindRefuse, KindLatency, KindStall, KindCloseWatches, KindExpireWatches, KindCompact,
-	KindWatchOutage, KindWatchLag, KindPartition, KindHangWork, KindLoseAnswer}
+	KindWatchOutage, KindWatchLag, KindPartition, KindHangWork, KindLoseAnswer, KindWatchDrop}
 
 // weights are each kind's relative frequency in a plan.
 var weights = map[Kind]int{
 	KindCancel: 6, KindCrash: 6, KindYield: 6, KindAnnotate: 3, KindDelete: 6, KindRecreate: 3,
 	KindRefuse: 10, KindLatency: 5, KindStall: 4, KindCloseWatches: 3, KindExpireWatches: 2,
 	KindCompact: 2, KindWatchOutage: 5, KindWatchLag: 5, KindPartition: 5, KindHangWork: 2,
-	KindLoseAnswer: 4,
+	KindLoseAnswer: 4, KindWatchDrop: 3,
 }
 
 // Verbs is a set of request verbs a fault applies to.
@@ -176,7 +179,7 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, " up to %v for %s for %v", f.Max, who(f.Target, "everyone"), f.Dur)
 	case KindWatchLag:
 		fmt.Fprintf(&b, " %v for %s for %v", f.Max, who(f.Target, "everyone"), f.Dur)
-	case KindStall, KindWatchOutage:
+	case KindStall, KindWatchOutage, KindWatchDrop:
 		fmt.Fprintf(&b, " %s for %v", who(f.Target, "everyone"), f.Dur)
 	case KindPartition:
 		mode := "hang"
@@ -258,6 +261,11 @@ type Plan struct {
 	// RestartAfter is how long a candidate whose Run returned on its own
 	// stays down before its next incarnation starts (a kubelet restart).
 	RestartAfter time.Duration
+	// Skew is, per candidate slot, how far its clock is set from true
+	// time. The contract says absolute skew does not matter at all: a
+	// Lease's renewTime, written by another clock, is never compared with
+	// this one's.
+	Skew []time.Duration
 	// Faults is the schedule, in order of At.
 	Faults []Fault
 }
@@ -271,9 +279,15 @@ func NewPlan(seed uint64, n int, duration time.Duration) Plan {
 		SameIdentity: rng.IntN(3) == 0,
 		RestartAfter: time.Duration(rng.Int64N(int64(2 * t.LeaseDuration))),
 	}
+	skewed := rng.IntN(2) == 0
 	for range n {
 		p.Rejoin = append(p.Rejoin, rng.IntN(10) < 7)
 		p.ReleaseOnCancel = append(p.ReleaseOnCancel, rng.IntN(10) < 7)
+		var off time.Duration
+		if skewed {
+			off = time.Duration(rng.Int64N(int64(8*t.LeaseDuration))) - 4*t.LeaseDuration
+		}
+		p.Skew = append(p.Skew, off.Truncate(time.Millisecond))
 	}
 	var total int
 	for _, k := range Kinds {
@@ -334,7 +348,7 @@ func NewPlan(seed uint64, n int, duration time.Duration) Plan {
 			f.Target = slot(true)
 			f.Max = []time.Duration{P / 10, P / 2, P, 3 * P}[rng.IntN(4)]
 			f.Dur = durn(P, 3*L)
-		case KindStall, KindWatchOutage:
+		case KindStall, KindWatchOutage, KindWatchDrop:
 			f.Target = slot(true)
 			f.Dur = durn(P/2, 2*L)
 		case KindPartition:

@@ -269,8 +269,8 @@ func Shrink(t *testing.T, full Plan, res *Result, tries int, logf func(string, .
 // and the history around the first violation.
 func (r *Result) Report(w io.Writer) {
 	p := r.Plan
-	fmt.Fprintf(w, "seed %d: %d candidates, %v, %s; Rejoin %v, ReleaseOnCancel %v, same identity on restart %v, restart after %v\n",
-		p.Seed, p.Candidates, p.Duration, p.Timings, p.Rejoin, p.ReleaseOnCancel, p.SameIdentity, p.RestartAfter)
+	fmt.Fprintf(w, "seed %d: %d candidates, %v, %s; Rejoin %v, ReleaseOnCancel %v, same identity on restart %v, restart after %v, clock skew %v\n",
+		p.Seed, p.Candidates, p.Duration, p.Timings, p.Rejoin, p.ReleaseOnCancel, p.SameIdentity, p.RestartAfter, p.Skew)
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  VIOLATION %s\n", v)
 	}

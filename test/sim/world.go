@@ -18,6 +18,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/klog/v2"
+	"k8s.io/utils/clock"
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold"
@@ -499,6 +500,7 @@ func (w *world) startSlot(s *slot) {
 		RenewDeadline:   w.t.RenewDeadline,
 		RetryPeriod:     w.t.RetryPeriod,
 		StepDownTimeout: w.t.StepDownTimeout,
+		Clock:           skewedClock{off: w.skew(s.i)},
 		ReleaseOnCancel: w.p.ReleaseOnCancel[s.i],
 		Rejoin:          w.p.Rejoin[s.i],
 		Callbacks: leasehold.Callbacks{
@@ -520,6 +522,24 @@ func (w *world) startSlot(s *slot) {
 		w.runReturned(c, err)
 	}()
 }
+
+// skew is slot i's clock offset (none in plans from before skew).
+func (w *world) skew(i int) time.Duration {
+	if i < len(w.p.Skew) {
+		return w.p.Skew[i]
+	}
+	return 0
+}
+
+// skewedClock is the real (in the bubble, virtual) clock set off by off:
+// its readings are skewed, its durations and timers are not.
+type skewedClock struct {
+	clock.RealClock
+	off time.Duration
+}
+
+func (c skewedClock) Now() time.Time                  { return time.Now().Add(c.off) }
+func (c skewedClock) Since(t time.Time) time.Duration { return c.Now().Sub(t) }
 
 // stop cancels c's Run; crash also kills its process first: the client
 // refuses everything and the work dies at once, so nothing is released.
@@ -852,9 +872,9 @@ func (w *world) op(f Fault) {
 		w.addFaultLocked(f)
 		w.mu.Unlock()
 		return
-	case KindWatchOutage, KindPartition:
+	case KindWatchOutage, KindPartition, KindWatchDrop:
 		w.addFaultLocked(f)
-		if f.Kind == KindWatchOutage {
+		if f.Kind != KindPartition {
 			w.closeWatchesLocked(f.Target)
 		}
 		w.mu.Unlock()
