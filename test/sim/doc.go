@@ -6,8 +6,9 @@
 // operations and faults: candidates started, cancelled and crashed,
 // yields, hand edits and deletions of the Lease, refused, slow, stalled
 // and partitioned requests, writes whose answers are lost, closed,
-// expired, lagging and unavailable watches, works that ignore their
-// context.
+// expired, lagging and unavailable watches, watches ended as soon as
+// they open, works that ignore their context; in half the plans the
+// candidates' clocks are set apart by up to four lease durations.
 //
 // Invariants are checked as the world runs, on virtual time:
 //

@@ -24,8 +24,18 @@ it, the bound counted from when a hung renewal let the loop notice the
 cancellation); with its run-ended invariant it then found a false
 identity conflict (a hand edit of a process's own last write, after
 failed writes had pushed its stamp out of the recent ones), which
-§make chaos§ had hit too. Each has a unit test, is fixed, and is in
-§make mutate§;
+§make chaos§ had hit too. Once plans drew clock skew (up to four lease
+durations either way) and watches ended at once, and four more invariants
+came from the contract (no release after OnStoppedLeading, none again
+after a 409 without a read, a lost term's OnStoppedLeading within the
+safety margin, Check failing while a work outlives its term), 1,000 seeds
+found three more: a renewal's re-read after a conflict carried a
+step-down 61 ms past its bound (seed 704), a process's own renewal whose
+answer was lost came back on its watch as a false identity conflict
+(seed 516), and a lagging watch's old deletion made a process's own
+re-creation look like another process (seed 216). Each has a unit test,
+is fixed, and is in §make mutate§; one plan in three now draws focused
+weights (deletions, hung works, lost answers, late watches);
 [sim-mutations.md](sim-mutations.md) lists which of the root package's
 mutations the simulation catches on its own.
 
