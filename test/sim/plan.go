@@ -279,6 +279,10 @@ type Plan struct {
 	Skew []time.Duration
 	// Faults is the schedule, in order of At.
 	Faults []Fault
+	// World is "" for an election, WorldShard for a shard group
+	// (NewShardPlan); Shards is then its number of shards, K.
+	World  string
+	Shards int
 }
 
 // NewPlan draws the plan of a seed for n candidates and a world of the

@@ -37,6 +37,8 @@ type Options struct {
 	// onOp, set by tests, runs inside the bubble as each fault of the
 	// plan is carried out.
 	onOp func(w *world, f Fault)
+	// shardInject is inject for a shard world.
+	shardInject func(w *shardWorld)
 }
 
 // Result is the outcome of one world.
@@ -56,7 +58,10 @@ type Result struct {
 	// Lease deleted by hand, then created by a candidate that never saw
 	// it.
 	ExcusedOverdue, ExcusedBlind int
-	Requests                     int
+	// ExcusedCrashed counts, in a shard world, overlaps with a work
+	// whose process had crashed (the work dies with it).
+	ExcusedCrashed int
+	Requests       int
 	// BusiestMinute is the most requests one incarnation not caught
 	// looping sent in one virtual minute; Budget the most allowed.
 	BusiestMinute, Budget int
@@ -96,6 +101,10 @@ func Run(t *testing.T, p Plan, o Options) *Result {
 			}
 		}()
 		synctest.Test(t, func(*testing.T) {
+			if p.World == WorldShard {
+				newShardWorld(p, o, res, hist).run()
+				return
+			}
 			w := newWorld(p, o, res, hist)
 			w.run()
 		})
@@ -173,6 +182,9 @@ func bubbleStacks() string {
 // instant (and the library's jitter) vary from run to run.
 func ReplayCommand(p Plan, kept []int, kind string) string {
 	cmd := fmt.Sprintf("cd test && go run ./cmd/sim -start %d -seeds 1 -candidates %d -duration %v", p.Seed, p.Candidates, p.Horizon)
+	if p.World != "" {
+		cmd = strings.Replace(cmd, " -candidates ", " -world "+p.World+" -candidates ", 1)
+	}
 	if p.Duration < p.Horizon {
 		cmd += fmt.Sprintf(" -until %v", p.Duration)
 	}
@@ -271,6 +283,9 @@ func (r *Result) Report(w io.Writer) {
 	p := r.Plan
 	fmt.Fprintf(w, "seed %d: %d candidates, %v, %s; Rejoin %v, ReleaseOnCancel %v, same identity on restart %v, restart after %v, clock skew %v\n",
 		p.Seed, p.Candidates, p.Duration, p.Timings, p.Rejoin, p.ReleaseOnCancel, p.SameIdentity, p.RestartAfter, p.Skew)
+	if p.World == WorldShard {
+		fmt.Fprintf(w, "shard world: %d members of one group, K=%d shards\n", p.Candidates, p.Shards)
+	}
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  VIOLATION %s\n", v)
 	}

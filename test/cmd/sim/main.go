@@ -5,7 +5,10 @@
 // failed; a failing seed is shrunk to a shorter schedule that still fails
 // and printed with the command that replays it.
 //
-//	cd test && go run ./cmd/sim [-seeds 100] [-start 1] [-duration 10m] [-candidates 3]
+// With -world shard it runs shard groups instead (package shard): M
+// members (-candidates) of one group with K shards drawn per seed.
+//
+//	cd test && go run ./cmd/sim [-world elector|shard] [-seeds 100] [-start 1] [-duration 10m] [-candidates 3]
 //	    [-keep 0,3,7|none] [-shrink=true] [-history] [-stop-at-first]
 //
 // It exits 1 if any invariant failed.
@@ -37,11 +40,16 @@ var (
 	stopAtFirst = flag.Bool("stop-at-first", false, "stop at the first failing seed")
 	repeat      = flag.Int("repeat", 1, "run each seed up to this many times until it fails (interleavings at one virtual instant vary between runs)")
 	report      = flag.String("report", "", "rewrite the figures between <!-- sim:begin --> and <!-- sim:end --> in this Markdown file (make sim: docs/reliability.md)")
+	world       = flag.String("world", "elector", "what to simulate: elector (leasehold electors of one Lease) or shard (shard.Members of one group)")
 	want        = flag.String("want", "", "count only violations of these kinds or signatures (comma-separated) as failures, e.g. overlap or 'request-loop[get:404 update:404]'")
 )
 
 func main() {
 	flag.Parse()
+	if *world != "elector" && *world != sim.WorldShard {
+		fmt.Fprintf(os.Stderr, "sim: -world %q: want elector or shard\n", *world)
+		os.Exit(2)
+	}
 	kept, err := parseKeep(*keep)
 	if err != nil {
 		fmt.Fprintln(os.Stderr, "sim:", err)
@@ -83,6 +91,7 @@ func run(t *testing.T, kept []int) {
 		checks, requests    int
 		busiest             int
 		overdue, blind      int
+		crashed             int
 		busiestShare        float64
 		faults              = map[sim.Kind]int{}
 		violations          = map[string]int{}
@@ -94,6 +103,9 @@ func run(t *testing.T, kept []int) {
 	)
 	for seed := *start; seed < *start+uint64(*seeds); seed++ {
 		full := sim.NewPlan(seed, *candidates, *duration)
+		if *world == sim.WorldShard {
+			full = sim.NewShardPlan(seed, *candidates, *duration)
+		}
 		p := full
 		if kept != nil {
 			p = full.Keep(kept)
@@ -112,6 +124,7 @@ func run(t *testing.T, kept []int) {
 			requests += res.Requests
 			overdue += res.ExcusedOverdue
 			blind += res.ExcusedBlind
+			crashed += res.ExcusedCrashed
 			if share := float64(res.BusiestMinute) / float64(res.Budget); share > busiestShare {
 				busiest, busiestShare = res.BusiestMinute, share
 			}
@@ -172,28 +185,37 @@ func run(t *testing.T, kept []int) {
 	}
 	el := time.Since(wall)
 	var sum strings.Builder
-	fmt.Fprintf(&sum, "seeds run: %d (from %d; %d worlds), %d candidates, %v virtual each\n", *seeds, *start, ran, *candidates, *duration)
-	fmt.Fprintf(&sum, "simulated: %.0f candidate-minutes, %v of world time, in %v of wall time (%v in the worlds themselves)\n",
+	unit, kinds := "candidate", sim.Kinds
+	if *world == sim.WorldShard {
+		unit, kinds = "member", sim.ShardKinds
+	}
+	fmt.Fprintf(&sum, "seeds run: %d (from %d; %d worlds), %d %ss, %v virtual each\n", *seeds, *start, ran, *candidates, unit, *duration)
+	fmt.Fprintf(&sum, "simulated: %.0f "+unit+"-minutes, %v of world time, in %v of wall time (%v in the worlds themselves)\n",
 		candTime.Minutes(), simulated.Round(time.Second), el.Round(time.Millisecond), worldWall.Round(time.Millisecond))
 	if s := worldWall.Seconds(); s > 0 {
-		fmt.Fprintf(&sum, "rate: %.0f s of simulated time per wall second, %.0f simulated candidate-minutes per wall minute\n",
+		fmt.Fprintf(&sum, "rate: %.0f s of simulated time per wall second, %.0f simulated "+unit+"-minutes per wall minute\n",
 			simulated.Seconds()/s, candTime.Minutes()/(s/60))
 	}
-	fmt.Fprintf(&sum, "requests: %d; busiest candidate-minute: %d requests (%.0f%% of its budget)\n", requests, busiest, 100*busiestShare)
-	fmt.Fprintf(&sum, "invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d after a hand deletion with a leader that never saw the Lease\n",
-		checks, overdue, blind)
+	fmt.Fprintf(&sum, "requests: %d; busiest "+unit+"-minute: %d requests (%.0f%% of its budget)\n", requests, busiest, 100*busiestShare)
+	if *world == sim.WorldShard {
+		fmt.Fprintf(&sum, "invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d with a work of a crashed process\n",
+			checks, overdue, crashed)
+	} else {
+		fmt.Fprintf(&sum, "invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d after a hand deletion with a leader that never saw the Lease\n",
+			checks, overdue, blind)
+	}
 	fmt.Fprintf(&sum, "faults per kind:")
-	for _, k := range sim.Kinds {
+	for _, k := range kinds {
 		fmt.Fprintf(&sum, " %s=%d", k, faults[k])
 	}
 	fmt.Fprintln(&sum)
-	kinds := make([]string, 0, len(violations))
+	vkinds := make([]string, 0, len(violations))
 	for k := range violations {
-		kinds = append(kinds, k)
+		vkinds = append(vkinds, k)
 	}
-	slices.Sort(kinds)
+	slices.Sort(vkinds)
 	fmt.Fprintf(&sum, "violations: %d", len(failing))
-	for _, k := range kinds {
+	for _, k := range vkinds {
 		fmt.Fprintf(&sum, " %s=%d", k, violations[k])
 	}
 	fmt.Fprintln(&sum)
