@@ -92,7 +92,7 @@ func (s *state) ownerGone(o, epoch string, now time.Time) (ok bool, fence string
 // ownership decision does.
 func (s *state) live(now time.Time) []string {
 	var out []string
-	if s.term.live && !s.term.leaving {
+	if s.term.live && !s.term.leaving && s.selfSeen() {
 		out = append(out, s.self)
 	}
 	for name, mv := range s.members {
@@ -111,6 +111,18 @@ func (s *state) live(now time.Time) []string {
 	}
 	slices.Sort(out)
 	return out
+}
+
+// selfSeen reports whether the others can see this member live: its own
+// member Lease, as the group watch last showed it, is present and names
+// it holder (or has not been seen yet: a term that just began). A member
+// whose Lease was deleted by hand, or fenced, keeps a live term until its
+// next renewal fails; meanwhile the others see it gone and move its
+// targets away, and it must not write its share back, or the two views
+// undo each other's writes without end.
+func (s *state) selfSeen() bool {
+	mv := s.members[s.leaseName(s.self)]
+	return mv == nil || (!mv.absent && leaserecord.Holder(mv.lease) == s.self)
 }
 
 // liveExpiry is the earliest instant a live member's claim runs out: the

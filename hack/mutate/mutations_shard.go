@@ -272,4 +272,14 @@ var shardMutations = []mutation{
 		Tests:    []string{"TestGroupWatchThatEndsAtOnceIsReopenedWithBackoff"},
 		Contract: true,
 	},
+	{
+		Name:     "shard-self-live-while-its-lease-is-gone",
+		Point:    "members write the assignment only when something changes: a member whose own Lease is gone (deleted by hand, fenced) does not target itself against the proposer, which sees it gone",
+		File:     "shard/liveness.go",
+		Original: `	if s.term.live && !s.term.leaving && s.selfSeen() {`,
+		Mutated:  `	if s.term.live && !s.term.leaving {`,
+		Pkg:      "shard",
+		Tests:    []string{"TestMemberWhoseLeaseIsGoneDoesNotTargetItself"},
+		Contract: true,
+	},
 }
