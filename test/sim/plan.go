@@ -200,6 +200,8 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, " %s (%s) for %v", who(f.Target, "everyone"), mode, f.Dur)
 	case KindHangWork:
 		fmt.Fprintf(&b, " %s for %v", who(f.Target, "leader"), f.Dur)
+	case KindDeleteMember:
+		fmt.Fprintf(&b, " %s's Lease", who(f.Target, "everyone"))
 	case KindLoseAnswer:
 		fmt.Fprintf(&b, " of writes of %s p=%.1f for %v", who(f.Target, "everyone"), f.Prob, f.Dur)
 	}

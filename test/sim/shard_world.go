@@ -558,16 +558,34 @@ func (w *shardWorld) workEnded(wk *swork, how string) {
 	w.hist.add(entry{kind: evWork, who: wk.c.client, what: fmt.Sprintf("WORK ENDS (shard %d): %s", wk.shard, how)})
 }
 
-// watchesHealthyLocked reports whether every member's watch has been
-// left alone for a LeaseDuration: no fault that touches requests or
-// watches active, and none closed or held meanwhile.
+// watchesHealthyLocked reports whether every member's watch is healthy:
+// no fault that touches requests or watches active, none closed, held
+// or healed for a LeaseDuration, and every running member's group watch
+// open.
 func (w *shardWorld) watchesHealthyLocked() bool {
 	for _, a := range w.active {
 		if a.f.Kind != KindHangWork {
 			return false
 		}
 	}
-	return w.watchCut.IsZero() || time.Since(w.watchCut) >= w.t.LeaseDuration
+	if !w.watchCut.IsZero() && time.Since(w.watchCut) < w.t.LeaseDuration {
+		return false
+	}
+	// Every member running has its group watch open.
+	for _, s := range w.slots {
+		c := s.cur
+		if c == nil || c.cancelled || c.returned {
+			continue
+		}
+		open := false
+		for f := range c.watches {
+			open = open || f.group
+		}
+		if !open {
+			return false
+		}
+	}
+	return true
 }
 
 // op runs one entry of the plan.
@@ -648,8 +666,11 @@ func (w *shardWorld) addFaultLocked(f Fault) {
 		w.active = slices.DeleteFunc(w.active, func(x *activeFault) bool { return x == a })
 		close(a.healed)
 		w.hist.add(entry{kind: evOp, who: "sim", what: "healed: " + f.String()})
-		if f.Kind == KindPartition {
+		if f.Kind != KindHangWork {
+			// Watches may have broken meanwhile, and reopen from now.
 			w.watchCut = time.Now()
+		}
+		if f.Kind == KindPartition {
 			w.closeWatchesLocked(f.Target)
 		}
 		w.disturbLocked()
@@ -862,7 +883,7 @@ func (l *shardLeases) Watch(ctx context.Context, opts metav1.ListOptions) (watch
 	if err != nil {
 		return nil, err
 	}
-	f := &shardWatch{c: c, inner: inner, out: make(chan watch.Event), stop: make(chan struct{})}
+	f := &shardWatch{c: c, inner: inner, out: make(chan watch.Event), stop: make(chan struct{}), group: opts.LabelSelector != ""}
 	w.mu.Lock()
 	if c.dead.Load() {
 		w.mu.Unlock()
@@ -883,6 +904,9 @@ type shardWatch struct {
 	out   chan watch.Event
 	stop  chan struct{}
 	once  sync.Once
+	// group: the group's watch (by label), not an elector's of its own
+	// Lease.
+	group bool
 }
 
 func (f *shardWatch) ResultChan() <-chan watch.Event { return f.out }
