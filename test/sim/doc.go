@@ -53,6 +53,29 @@
 // (requests and their answers, watch events, works, the electors' log,
 // the operations) around it, and Shrink drops faults to find a shorter
 // schedule that still fails the same way.
+// The shard world (NewShardPlan, go run ./cmd/sim -world shard) runs M
+// shard.Members of one group, K shards drawn from {1, 4, 8, 16}, each
+// incarnation with its own client and identity, under starts, cancels
+// (ReleaseOnCancel drawn per member), crashes with restarts, hand
+// deletions of the assignment Lease and of member Leases, refusals,
+// latency, stalls, partitions, closed, expired and unavailable watches,
+// compaction, and works that ignore their ctx until a fault heals. Its
+// invariants: overlap, at most one running work per shard (from
+// OnShardStarted's call until it returns), excusing only a work whose
+// process crashed (it dies with it) and one cancelled more than the
+// safety margin ago (shard/doc.go: a work that outlives the margin keeps
+// its term running, and the election reports it); shard-idle,
+// ShardLiveBound (2 x LeaseDuration + 2 x RetryPeriod + the margin)
+// after the last disturbance, with no fault active and a member
+// running, every shard runs somewhere; request-loop and request-budget
+// as above; run-return, Run returns within StepDownTimeout plus two
+// requests of its cancellation or of its last work's return, whichever
+// is later (Run returns only after every work returned); run-ended;
+// leaked-goroutines. As shard/doc.go requires, the assignment Lease is
+// deleted by hand only while every running member's group watch is open
+// and no fault has touched requests for a LeaseDuration; otherwise the
+// deletion is skipped and logged.
+//
 // Interleavings of goroutines at one virtual instant, and the library's
 // own jitter, are not drawn from the seed: a replay runs the same
 // schedule at the same virtual instants, and usually, not always, the

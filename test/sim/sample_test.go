@@ -28,6 +28,14 @@ var sample = []struct {
 	{3001, 6, 3, time.Hour},
 }
 
+// shardSample is the fixed set of shard worlds TestSample runs after
+// sample: 3 members, K drawn per seed.
+var shardSample = struct {
+	first, seeds uint64
+	members      int
+	duration     time.Duration
+}{1, 30, 3, 10 * time.Minute}
+
 // TestSample runs a fixed sample of seeds, as make test does, and fails
 // on any violation, with the history around the first ones and the
 // command that replays each. go run ./cmd/sim runs many more, and
@@ -64,4 +72,32 @@ func TestSample(t *testing.T) {
 	}
 	t.Logf("%d worlds, %d failed: %v of virtual time, %.0f candidate-minutes, in %v of wall time",
 		worlds, failed, simulated.Round(time.Second), cand.Minutes(), wall.Round(time.Millisecond))
+	testShardSample(t)
+}
+
+// testShardSample runs shardSample as TestSample runs sample.
+func testShardSample(t *testing.T) {
+	var worlds, failed int
+	var simulated, members, wall time.Duration
+	b := shardSample
+	n := b.seeds
+	if testing.Short() {
+		n = max(1, n/10)
+	}
+	for seed := b.first; seed < b.first+n; seed++ {
+		r := Run(t, NewShardPlan(seed, b.members, b.duration), Options{})
+		worlds++
+		simulated += r.Simulated
+		members += r.CandidateTime
+		wall += r.Wall
+		if !r.Failed() {
+			continue
+		}
+		failed++
+		var out strings.Builder
+		r.Report(&out)
+		t.Errorf("shard %s\n%s", r, out.String())
+	}
+	t.Logf("shard: %d worlds, %d failed: %v of virtual time, %.0f member-minutes, in %v of wall time",
+		worlds, failed, simulated.Round(time.Second), members.Minutes(), wall.Round(time.Millisecond))
 }
