@@ -372,9 +372,12 @@ func (s *state) desired(now time.Time) (next *assignment, fence string, wake tim
 			}
 		case o == self:
 			// Acknowledge a shard moved away once its work returned
-			// (and, after a deletion, once it is no longer held).
+			// (and, after a deletion, once it is no longer held). A
+			// shard the newest assignment allows here is not running
+			// yet only because this very decision starts it: its
+			// owner stays until that work has returned.
 			switch {
-			case (target == self && !t.leaving) || s.running[i]:
+			case (target == self && !t.leaving) || s.running[i] || s.allowed(i):
 			case s.held(i, now):
 				wake = earliest(wake, s.quarantine)
 			default:

@@ -799,8 +799,29 @@ func (w *shardWorld) record(who, what string, got *coordinationv1.Lease, err err
 	e := entry{kind: evRequest, who: who, what: what, err: err}
 	if got != nil {
 		e.holder, e.rv = holderOf(got), got.ResourceVersion
+		if st, err := shard.ReadStatus(got); err == nil {
+			e.what += " " + assignmentSummary(st)
+		}
 	}
 	w.hist.add(e)
+}
+
+// assignmentSummary renders an assignment for the history: per member,
+// the shards it owns and those targeted at it, and the pending moves.
+func assignmentSummary(st shard.Status) string {
+	var b strings.Builder
+	b.WriteString("[")
+	for i, m := range st.Members {
+		if i > 0 {
+			b.WriteString("; ")
+		}
+		fmt.Fprintf(&b, "%s owns %v targets %v", m.Identity, m.Owned, m.Targeted)
+		if m.Leaving {
+			b.WriteString(" leaving")
+		}
+	}
+	b.WriteString("]")
+	return b.String()
 }
 
 // shardClient is a member incarnation's client: a dead process's
