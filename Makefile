@@ -10,6 +10,7 @@
 #   make soak     1,000+ faults over every chaos mode and fault kind (~1 hour)
 #   make sim      seeded worlds of the election on virtual time (test/sim);
 #                 SEEDS=4000 by default (over 100,000 candidate-minutes, ~2 min),
+#                 then SHARD_SEEDS=1000 shard groups (~2 min),
 #                 figures into docs/reliability.md; a sample runs in make test
 #   make slowapi  leasehold vs client-go vs controller-runtime behind a slow API server, virtual time -> BENCHMARKS.md
 #   make mutate   breaks each contract point on purpose; the tests must notice
@@ -115,8 +116,10 @@ chaos: controlplane
 # API server in synctest bubbles under seeded faults, invariants checked on
 # virtual time; a failing seed is shrunk and printed with its replay command.
 SEEDS ?= 4000
+SHARD_SEEDS ?= 1000
 sim:
 	cd test && $(GO) run ./cmd/sim -seeds $(SEEDS) -report ../docs/reliability.md
+	cd test && $(GO) run ./cmd/sim -world shard -seeds $(SHARD_SEEDS) -report ../docs/reliability.md
 
 slowapi:
 	cd test && $(GO) run ./cmd/slowapi

@@ -232,6 +232,13 @@ func (f *fwdWatch) run() {
 				return
 			}
 		}
+		// Recorded once delivered: a watch cut at this moment (its stop
+		// closed) may drop the event, and the candidate never saw it.
+		select {
+		case f.out <- ev:
+		case <-f.stop:
+			return
+		}
 		holder, rv := "", ""
 		if l, ok := ev.Object.(*coordinationv1.Lease); ok {
 			holder, rv = holderOf(l), l.ResourceVersion
@@ -240,11 +247,6 @@ func (f *fwdWatch) run() {
 			w.mu.Unlock()
 		}
 		w.hist.add(entry{kind: evWatch, who: f.c.client, what: string(ev.Type), holder: holder, rv: rv})
-		select {
-		case f.out <- ev:
-		case <-f.stop:
-			return
-		}
 	}
 }
 

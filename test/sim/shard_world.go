@@ -964,15 +964,15 @@ func (f *shardWatch) run() {
 			}
 			return
 		}
+		select {
+		case f.out <- ev:
+		case <-f.stop:
+			return // cut: the member never saw it
+		}
 		holder, rv, name := "", "", ""
 		if l, ok := ev.Object.(*coordinationv1.Lease); ok {
 			holder, rv, name = holderOf(l), l.ResourceVersion, l.Name
 		}
 		w.hist.add(entry{kind: evWatch, who: f.c.client, what: string(ev.Type) + " " + name, holder: holder, rv: rv})
-		select {
-		case f.out <- ev:
-		case <-f.stop:
-			return
-		}
 	}
 }

@@ -221,7 +221,11 @@ func run(t *testing.T, kept []int) {
 	fmt.Fprintln(&sum)
 	fmt.Print("\n" + sum.String())
 	if *report != "" {
-		if err := writeReport(*report, sum.String(), len(failing)); err != nil {
+		name, intro := "sim", reportIntro
+		if *world == sim.WorldShard {
+			name, intro = "simshard", shardIntro
+		}
+		if err := writeReport(*report, name, intro, sum.String(), len(failing)); err != nil {
 			fmt.Fprintln(os.Stderr, "sim: -report:", err)
 			t.Fail()
 		} else {
