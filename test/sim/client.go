@@ -239,14 +239,16 @@ func (f *fwdWatch) run() {
 		case <-f.stop:
 			return
 		}
-		holder, rv := "", ""
+		holder, rv, what := "", "", string(ev.Type)
 		if l, ok := ev.Object.(*coordinationv1.Lease); ok {
 			holder, rv = holderOf(l), l.ResourceVersion
 			w.mu.Lock()
 			f.c.saw(l)
 			w.mu.Unlock()
+		} else {
+			what = "(LeaseCandidate) " + what // coordinated_world.go
 		}
-		w.hist.add(entry{kind: evWatch, who: f.c.client, what: string(ev.Type), holder: holder, rv: rv})
+		w.hist.add(entry{kind: evWatch, who: f.c.client, what: what, holder: holder, rv: rv})
 	}
 }
 

@@ -6,6 +6,8 @@ import (
 	"strings"
 	"time"
 
+	"k8s.io/utils/ptr"
+
 	"github.com/leasehold/leasehold"
 )
 
@@ -285,11 +287,32 @@ type Plan struct {
 	// (NewShardPlan); Shards is then its number of shards, K.
 	World  string
 	Shards int
+	// Coordinated: the candidates run coordinated election
+	// (leasehold.NewCoordinated) and the world runs kube-apiserver's
+	// election controller, whose clock is set CtrlSkew from true time
+	// (coordinated_world.go). Drawn in one plan in four.
+	Coordinated bool
+	CtrlSkew    time.Duration
+	// CtrlPrefersAssigned: the controller also writes spec.preferredHolder
+	// on an assignment the assignee has not taken up yet, as
+	// kube-apiserver's may (it cannot tell). Off by default: leasehold
+	// then returns ErrIdentityConflict from the assignee's Run (an open
+	// finding, see coordinated_world.go).
+	CtrlPrefersAssigned bool
+	// Strict makes an identity conflict after the controller named this
+	// identity a violation (see assignedConflictLocked).
+	Strict bool
 }
 
 // NewPlan draws the plan of a seed for n candidates and a world of the
 // given virtual duration. The same arguments always give the same plan.
 func NewPlan(seed uint64, n int, duration time.Duration) Plan {
+	return newPlan(seed, n, duration, nil)
+}
+
+// newPlan is NewPlan, with coordinated election drawn (coordinated nil) or
+// forced.
+func newPlan(seed uint64, n int, duration time.Duration, coordinated *bool) Plan {
 	rng := rand.New(rand.NewPCG(seed, 0x5eed5eed))
 	t := profiles[rng.IntN(len(profiles))]
 	p := Plan{Seed: seed, Candidates: n, Duration: duration, Horizon: duration, Timings: t,
@@ -306,6 +329,10 @@ func NewPlan(seed uint64, n int, duration time.Duration) Plan {
 		}
 		p.Skew = append(p.Skew, off.Truncate(time.Millisecond))
 	}
+	if coordinated == nil {
+		coordinated = ptr.To(drawnCoordinated(seed))
+	}
+	p.coordinate(*coordinated)
 	weight := weights
 	if rng.IntN(3) == 0 {
 		weight = focus
@@ -335,7 +362,7 @@ func NewPlan(seed uint64, n int, duration time.Duration) Plan {
 	}
 	// The last fault heals well before the end, so that the world is
 	// seen to recover.
-	quiet := t.LeaderBound() + 2*L
+	quiet := p.leaderBound() + 2*L
 	at := L + time.Duration(rng.Int64N(int64(L)))
 	for at < duration-quiet {
 		f := Fault{At: at.Truncate(time.Millisecond), Kind: pick(), Target: -1, To: -1}

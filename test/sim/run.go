@@ -61,7 +61,17 @@ type Result struct {
 	// ExcusedCrashed counts, in a shard world, overlaps with a work
 	// whose process had crashed (the work dies with it).
 	ExcusedCrashed int
-	Requests       int
+	// Assignments counts, in a coordinated world, the election
+	// controller's assignments of the Lease.
+	Assignments int
+	// ExcusedAssigned counts identity conflicts after the controller
+	// wrote the Lease naming the identity (an open finding).
+	ExcusedAssigned int
+	// HungReturns counts, in a coordinated world, works that returned
+	// past the safety margin after their cancellation, counted as
+	// disturbances (an open finding).
+	HungReturns int
+	Requests    int
 	// BusiestMinute is the most requests one incarnation not caught
 	// looping sent in one virtual minute; Budget the most allowed.
 	BusiestMinute, Budget int
@@ -185,6 +195,15 @@ func ReplayCommand(p Plan, kept []int, kind string) string {
 	if p.World != "" {
 		cmd = strings.Replace(cmd, " -candidates ", " -world "+p.World+" -candidates ", 1)
 	}
+	if p.World == "" && p.Coordinated != drawnCoordinated(p.Seed) {
+		cmd += fmt.Sprintf(" -coordinated=%v", p.Coordinated)
+	}
+	if p.CtrlPrefersAssigned {
+		cmd += " -prefer-assigned"
+	}
+	if p.Strict {
+		cmd += " -strict"
+	}
 	if p.Duration < p.Horizon {
 		cmd += fmt.Sprintf(" -until %v", p.Duration)
 	}
@@ -285,6 +304,10 @@ func (r *Result) Report(w io.Writer) {
 		p.Seed, p.Candidates, p.Duration, p.Timings, p.Rejoin, p.ReleaseOnCancel, p.SameIdentity, p.RestartAfter, p.Skew)
 	if p.World == WorldShard {
 		fmt.Fprintf(w, "shard world: %d members of one group, K=%d shards\n", p.Candidates, p.Shards)
+	}
+	if p.Coordinated {
+		fmt.Fprintf(w, "coordinated election: the election controller's clock is set %v from true time; %d assignments; no-leader bound %v\n",
+			p.CtrlSkew, r.Assignments, p.leaderBound())
 	}
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  VIOLATION %s\n", v)
