@@ -94,17 +94,19 @@ func (p *Plan) coordinate(on bool) {
 		d := time.Duration(rng.Int64N(int64(L))) - L/2 // controller minus candidate
 		p.Skew = append(p.Skew, (p.CtrlSkew - d).Truncate(time.Millisecond))
 	}
+	p.CtrlWait = []time.Duration{ElectionWait, ElectionWait, time.Second, 100 * time.Millisecond}[rng.IntN(4)]
 }
 
 // CoordinatedLeaderBound is LeaderBound for coordinated election: after
 // the last disturbance, every candidate may act on the Lease by its own
 // clock within LeaderBound (2 x LeaseDuration + RetryPeriod); the
 // controller's clock may run up to LeaseDuration/2 behind the last
-// holder's, so it sees that holder's claim run out that much later; it
+// holder's, so it sees that holder's claim run out that much later; its
+// ping round may have to wait ElectionWait after the previous one, and
 // then waits up to ElectionWait for the pings of candidates that crashed
 // without withdrawing; the assignee takes the term up with one write.
 func (t Timings) CoordinatedLeaderBound() time.Duration {
-	return t.LeaderBound() + t.LeaseDuration/2 + ElectionWait
+	return t.LeaderBound() + t.LeaseDuration/2 + 2*ElectionWait
 }
 
 // leaderBound is the no-leader bound of p's world.
@@ -151,6 +153,19 @@ func (w *world) hungWorkEndedLocked(wk *work) {
 	w.res.HungReturns++
 	w.hist.add(entry{kind: evOp, who: "sim", what: fmt.Sprintf("a hung work returned %v after its cancellation: a disturbance in a coordinated world (-strict: not)", time.Since(wk.cancelledAt))})
 	w.disturbLocked()
+}
+
+// runBound is how long Run may take to return after its ctx is
+// cancelled: RunBound. A coordinated Elector first withdraws its
+// LeaseCandidate (one request, up to RequestTimeout against a stalled API
+// server), and its StepDownTimeout counts from there: Run may then return
+// at RunBound to the nanosecond, at the very instant the check runs (seed
+// 986 with -coordinated), so the check allows graceSlack more.
+func (w *world) runBound() time.Duration {
+	if w.p.Coordinated {
+		return w.t.RunBound() + graceSlack
+	}
+	return w.t.RunBound()
 }
 
 // ctrlWroteLocked records a write of the controller that names holder.
@@ -524,6 +539,9 @@ type controller struct {
 	// (zero if none), pinged the resourceVersion of each candidate's ping.
 	pingAt time.Time
 	pinged map[string]string
+	// lastRound is when the last ping round started: a new one starts
+	// ElectionWait after it at the earliest.
+	lastRound time.Time
 	// silent are the candidates that did not answer a ping, with the
 	// resourceVersion they had then: they are not elected until they
 	// write again.
@@ -712,6 +730,9 @@ func (k *controller) reconcile(ctx context.Context, leases interface {
 	}
 	// Absent, released or expired by this clock: an election.
 	if k.pingAt.IsZero() {
+		if next := k.lastRound.Add(ElectionWait); !k.lastRound.IsZero() && now.Before(next) {
+			return next // at most one round per ElectionWait
+		}
 		k.pingAt, k.pinged = now, map[string]string{}
 		for _, lc := range cands {
 			if lc.Spec.RenewTime != nil && !lc.Spec.RenewTime.Time.Before(now) {
@@ -724,7 +745,7 @@ func (k *controller) reconcile(ctx context.Context, leases interface {
 			}
 		}
 		w.hist.add(entry{kind: evRequest, who: controllerWho, what: fmt.Sprintf("ping %d candidates (lease holder %q)", len(k.pinged), holder)})
-		return now.Add(ElectionWait)
+		return now.Add(cmp.Or(w.p.CtrlWait, ElectionWait))
 	}
 	var answered []*coordinationv1beta1.LeaseCandidate
 	pending := false
@@ -740,15 +761,16 @@ func (k *controller) reconcile(ctx context.Context, leases interface {
 			pending = true
 		}
 	}
-	if pending && now.Before(k.pingAt.Add(ElectionWait)) {
-		return k.pingAt.Add(ElectionWait)
+	wait := cmp.Or(w.p.CtrlWait, ElectionWait)
+	if pending && now.Before(k.pingAt.Add(wait)) {
+		return k.pingAt.Add(wait)
 	}
 	for _, lc := range cands {
 		if rv, ok := k.pinged[lc.Name]; ok && !slices.Contains(answered, lc) {
 			k.silent[lc.Name] = rv
 		}
 	}
-	k.pingAt = time.Time{}
+	k.lastRound, k.pingAt = k.pingAt, time.Time{}
 	if len(answered) == 0 {
 		return now.Add(ElectionWait) // a new round then
 	}

@@ -76,6 +76,29 @@
 // and no fault has touched requests for a LeaseDuration; otherwise the
 // deletion is skipped and logged.
 //
+// In one elector plan in four (drawn from a stream of its own, so plain
+// plans are unchanged; -coordinated forces it on or off) the candidates
+// run coordinated election (KEP-4355, leasehold.NewCoordinated): each
+// registers a LeaseCandidate on the world's own LeaseCandidate API
+// (leaseholdtest serves Leases only), and an election controller plays
+// kube-apiserver's (coordinated_world.go): when the Lease is absent,
+// released or expired by its own clock, it pings the candidates, waits
+// up to CtrlWait (5s, or less) for their answers, at most one round per
+// 5s, and writes the Lease to the best one that answered (oldest
+// emulation, then binary version, then registration) with no acquireTime
+// and leaseDurationSeconds 5; on a held Lease it names a better
+// candidate in spec.preferredHolder (a disturbance). Its clock is its
+// own; the candidates' are within LeaseDuration/2 of it either way. The
+// no-leader bound is then CoordinatedLeaderBound, LeaderBound +
+// LeaseDuration/2 + 2 x 5s; a yield's handoff is not checked (the
+// controller picks the successor); Run's bound allows 1ms more. Two open
+// findings of the library are counted apart, and are violations with
+// -strict: an identity conflict after the controller wrote the Lease
+// naming the identity, and a hung work's late return, which in
+// coordinated election leaves nobody leading until it returns. The
+// overlap check excuses a Lease never seen only for a term won on another
+// object than the other work's.
+//
 // Interleavings of goroutines at one virtual instant, and the library's
 // own jitter, are not drawn from the seed: a replay runs the same
 // schedule at the same virtual instants, and usually, not always, the

@@ -299,6 +299,11 @@ type Plan struct {
 	// then returns ErrIdentityConflict from the assignee's Run (an open
 	// finding, see coordinated_world.go).
 	CtrlPrefersAssigned bool
+	// CtrlWait is how long the controller waits for the candidates it
+	// pinged to answer (ElectionWait, or less in one coordinated plan in
+	// two): it elects among those that answered when all have, or when
+	// it runs out.
+	CtrlWait time.Duration
 	// Strict makes an identity conflict after the controller named this
 	// identity a violation (see assignedConflictLocked).
 	Strict bool

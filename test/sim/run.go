@@ -306,8 +306,8 @@ func (r *Result) Report(w io.Writer) {
 		fmt.Fprintf(w, "shard world: %d members of one group, K=%d shards\n", p.Candidates, p.Shards)
 	}
 	if p.Coordinated {
-		fmt.Fprintf(w, "coordinated election: the election controller's clock is set %v from true time; %d assignments; no-leader bound %v\n",
-			p.CtrlSkew, r.Assignments, p.leaderBound())
+		fmt.Fprintf(w, "coordinated election: the election controller's clock is set %v from true time, waits %v for pings; %d assignments; no-leader bound %v\n",
+			p.CtrlSkew, p.CtrlWait, r.Assignments, p.leaderBound())
 	}
 	for _, v := range r.Violations {
 		fmt.Fprintf(w, "  VIOLATION %s\n", v)

@@ -445,13 +445,13 @@ func (w *world) finish() {
 	for _, c := range running {
 		w.stop(c, false, "the world ends")
 	}
-	deadline := time.NewTimer(w.t.RunBound() + time.Second)
+	deadline := time.NewTimer(w.runBound() + time.Second)
 	defer deadline.Stop()
 	for _, c := range running {
 		select {
 		case <-c.done:
 		case <-deadline.C:
-			w.violate(VRunReturn, c.client, fmt.Sprintf("Run has not returned %v after its ctx was cancelled at the end", w.t.RunBound()+time.Second))
+			w.violate(VRunReturn, c.client, fmt.Sprintf("Run has not returned %v after its ctx was cancelled at the end", w.runBound()+time.Second))
 			w.mu.Lock()
 			for _, c := range running {
 				c.kill()
@@ -584,12 +584,12 @@ func (w *world) stop(c *inc, crash bool, why string) {
 	}
 	w.hist.add(entry{kind: evRun, who: c.client, what: what})
 	w.disturbLocked()
-	w.pushLocked(time.Now().Add(w.t.RunBound()), func() {
+	w.pushLocked(time.Now().Add(w.runBound()), func() {
 		w.mu.Lock()
 		defer w.mu.Unlock()
 		w.res.Checks++
 		if !c.returned {
-			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run has not returned %v after its ctx was cancelled", w.t.RunBound()))
+			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run has not returned %v after its ctx was cancelled", w.runBound()))
 		}
 	})
 	w.mu.Unlock()
@@ -610,8 +610,8 @@ func (w *world) runReturned(c *inc, err error) {
 	w.hist.add(entry{kind: evRun, who: c.client, what: "Run returned", err: err})
 	w.res.Checks++
 	if c.cancelled {
-		if d := now.Sub(c.cancelledAt); d > w.t.RunBound() {
-			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run returned %v after its ctx was cancelled (bound %v)", d, w.t.RunBound()))
+		if d := now.Sub(c.cancelledAt); d > w.runBound() {
+			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run returned %v after its ctx was cancelled (bound %v)", d, w.runBound()))
 		}
 	} else if !c.crashed {
 		// Run returns nil only when its ctx is cancelled, and with Rejoin
