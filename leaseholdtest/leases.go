@@ -175,11 +175,14 @@ func (c *leaseClient) Watch(ctx context.Context, opts metav1.ListOptions) (watch
 	s := c.server
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	w := newWatcher(s, c.namespace, sel)
+	// The replay is never dropped, as kube-apiserver sends a watch's
+	// initial events whatever their number: the buffer holds them all
+	// and room for watchBuffer more.
+	var replay []event
 	switch rv := opts.ResourceVersion; rv {
 	case "", "0":
 		for _, k := range s.sortedKeysLocked(c.namespace) {
-			w.sendLocked(event{rv: s.rv, typ: watch.Added, lease: s.leases[k].DeepCopy()})
+			replay = append(replay, event{rv: s.rv, typ: watch.Added, lease: s.leases[k].DeepCopy()})
 		}
 	default:
 		from, err := strconv.ParseInt(rv, 10, 64)
@@ -191,9 +194,13 @@ func (c *leaseClient) Watch(ctx context.Context, opts metav1.ListOptions) (watch
 		}
 		for _, ev := range s.history {
 			if ev.rv > from {
-				w.sendLocked(ev)
+				replay = append(replay, ev)
 			}
 		}
+	}
+	w := newWatcher(s, c.namespace, sel, len(replay))
+	for _, ev := range replay {
+		w.sendLocked(ev)
 	}
 	s.watchers[w] = struct{}{}
 	go func() {

@@ -3,6 +3,7 @@ package leaseholdtest_test
 import (
 	"context"
 	"errors"
+	"fmt"
 	"testing"
 	"time"
 
@@ -115,5 +116,51 @@ func TestHooksInjectErrorsAndHangs(t *testing.T) {
 	}
 	if srv.Lease("ns", "l") != nil {
 		t.Fatal("a failed create stored the lease")
+	}
+}
+
+// A watch's replay is delivered whole, however long, as kube-apiserver
+// sends a watch's initial events: the watch stays open, and
+// ExpireWatches ends it with 410 Gone after the replay. (Found by the
+// simulator's shard world: a replay of more events than the buffer held
+// dropped the watch but left it registered, and ExpireWatches then sent on
+// its closed channel and panicked.)
+func TestLongReplayIsDeliveredWhole(t *testing.T) {
+	ctx := context.Background()
+	srv := leaseholdtest.NewServer()
+	c := srv.Client("c").Leases("ns")
+	first, err := c.Create(ctx, newLease("a"), metav1.CreateOptions{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	cur := first
+	for i := range 150 {
+		up := cur.DeepCopy()
+		up.Spec.HolderIdentity = ptr.To(fmt.Sprint("h", i))
+		if cur, err = c.Update(ctx, up, metav1.UpdateOptions{}); err != nil {
+			t.Fatal(err)
+		}
+	}
+	w, err := c.Watch(ctx, metav1.ListOptions{ResourceVersion: first.ResourceVersion})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if n := srv.Watches(); n != 1 {
+		t.Errorf("Watches() = %d after a replay of 150 events, want 1", n)
+	}
+	srv.ExpireWatches()
+	var mods int
+	var last watch.Event
+	for ev := range w.ResultChan() {
+		if ev.Type == watch.Modified {
+			mods++
+		}
+		last = ev
+	}
+	if mods != 150 {
+		t.Errorf("the replay delivered %d of the 150 updates, want all", mods)
+	}
+	if st, ok := last.Object.(*metav1.Status); last.Type != watch.Error || !ok || st.Code != 410 {
+		t.Errorf("last event = %v %#v, want the ERROR event with 410 Gone", last.Type, last.Object)
 	}
 }

@@ -22,9 +22,11 @@ type watcher struct {
 	once      sync.Once
 }
 
-func newWatcher(s *Server, namespace string, sel fields.Selector) *watcher {
+// newWatcher makes a watcher with room for a replay of n events and then
+// watchBuffer more.
+func newWatcher(s *Server, namespace string, sel fields.Selector, n int) *watcher {
 	return &watcher{server: s, namespace: namespace, selector: sel,
-		ch: make(chan watch.Event, watchBuffer), done: make(chan struct{})}
+		ch: make(chan watch.Event, n+watchBuffer), done: make(chan struct{})}
 }
 
 // ResultChan returns the event channel. It is closed when the watch ends.

@@ -342,7 +342,7 @@ func allMutations() []mutation {
 	var all []mutation
 	for _, list := range [][]mutation{
 		mutations, coordinatedMutations, shardMutations, fenceMutations,
-		controllerRuntimeMutations, pluginMutations,
+		controllerRuntimeMutations, pluginMutations, leaseholdtestMutations,
 	} {
 		all = append(all, list...)
 	}
