@@ -27,6 +27,10 @@ type memberView struct {
 	rv string
 	// observedAt is when, on the local clock, this member first saw rv.
 	observedAt time.Time
+	// renewed: lease came after an earlier version under the same
+	// holder, so its holder is renewing it now, whatever its renewTime
+	// reads on this member's clock.
+	renewed bool
 }
 
 // term is this member's current membership term, as the state sees it.

@@ -196,7 +196,10 @@
 // Liveness only (never safety) uses one hint: a member Lease whose
 // renewTime, written by its holder's clock, is more than twice its
 // duration old is not targeted, so a new member does not target members
-// that left long ago without releasing.
+// that left long ago without releasing. Since it reads another clock, it
+// applies only to a Lease never seen renewed and not named by the
+// assignment: members whose clocks are far apart still agree on who is
+// live, and never undo each other's targets.
 //
 // # Moves
 //

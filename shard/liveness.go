@@ -85,15 +85,29 @@ func (s *state) ownerGone(o, epoch string, now time.Time) (ok bool, fence string
 
 // live lists, sorted, the members to spread shards over: this member if
 // its term is live, and every member whose Lease is held by the identity
-// it is named after, has changed within its lease duration by the local
-// clock, and (a hint against Leases left by members long gone, which a
-// new member has only just seen) was renewed, by the renewer's clock,
-// within twice that duration. Only the balance depends on this; no
-// ownership decision does.
+// it is named after and has changed within its lease duration by the
+// local clock. Only the balance depends on this; no ownership decision
+// does.
+//
+// One hint, against Leases left by members long gone that a new member
+// has only just seen: such a Lease is left out when its renewTime, by the
+// renewer's clock, is more than twice its duration old. The hint reads
+// another member's clock, and absolute offsets must not matter: with a
+// clock far ahead, this member would keep a live member out while the
+// others keep it in, and the two views would undo each other's targets
+// without end. So it applies only to a Lease this member has never seen
+// renewed and that the newest assignment does not name; a member that
+// owns or is targeted for a shard is judged by its changes alone (its
+// shards need its Lease expired by the local clock before a takeover
+// anyway).
 func (s *state) live(now time.Time) []string {
 	var out []string
 	if s.term.live && !s.term.leaving && s.selfSeen() {
 		out = append(out, s.self)
+	}
+	var named []string
+	if s.asg != nil {
+		named = s.asg.referenced()
 	}
 	for name, mv := range s.members {
 		h := leaserecord.Holder(mv.lease)
@@ -104,7 +118,8 @@ func (s *state) live(now time.Time) []string {
 		if !now.Before(mv.observedAt.Add(dur)) {
 			continue
 		}
-		if rt := mv.lease.Spec.RenewTime; rt != nil && now.Sub(rt.Time) > 2*dur {
+		if rt := mv.lease.Spec.RenewTime; rt != nil && now.Sub(rt.Time) > 2*dur &&
+			!mv.renewed && !slices.Contains(named, h) {
 			continue
 		}
 		out = append(out, h)

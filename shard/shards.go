@@ -117,6 +117,9 @@ func (l *loop) onLease(lease *coordinationv1.Lease) {
 		return
 	}
 	mv := &memberView{lease: lease, rv: lease.ResourceVersion, observedAt: now}
+	if h := leaserecord.Holder(lease); cur != nil && !cur.absent && h != "" && leaserecord.Holder(cur.lease) == h {
+		mv.renewed = true
+	}
 	if lease.Labels[LabelGroup] != l.cfg.Group {
 		// Unlabelled: released by its member, or not in the group.
 		mv.absent = true

@@ -24,13 +24,14 @@ const (
 // ShardKinds lists the kinds a shard plan draws, in report order.
 var ShardKinds = []Kind{KindCancel, KindCrash, KindDeleteAssignment, KindDeleteMember,
 	KindRefuse, KindLatency, KindStall, KindCloseWatches, KindExpireWatches, KindCompact,
-	KindWatchOutage, KindPartition, KindHangWork}
+	KindWatchOutage, KindWatchLag, KindPartition, KindHangWork, KindLoseAnswer, KindWatchDrop}
 
 // shardWeights are each kind's relative frequency in a shard plan.
 var shardWeights = map[Kind]int{
 	KindCancel: 8, KindCrash: 8, KindDeleteAssignment: 4, KindDeleteMember: 4,
 	KindRefuse: 8, KindLatency: 4, KindStall: 3, KindCloseWatches: 3, KindExpireWatches: 2,
-	KindCompact: 2, KindWatchOutage: 3, KindPartition: 4, KindHangWork: 4,
+	KindCompact: 2, KindWatchOutage: 3, KindWatchLag: 4, KindPartition: 4, KindHangWork: 4,
+	KindLoseAnswer: 4, KindWatchDrop: 2,
 }
 
 // shardCounts are the numbers of shards a plan draws K from.
@@ -53,8 +54,18 @@ func NewShardPlan(seed uint64, m int, duration time.Duration) Plan {
 		World: WorldShard, Shards: shardCounts[rng.IntN(len(shardCounts))],
 		RestartAfter: time.Duration(rng.Int64N(int64(2 * t.LeaseDuration))).Truncate(time.Millisecond),
 	}
+	skewed := rng.IntN(2) == 0
 	for range m {
 		p.ReleaseOnCancel = append(p.ReleaseOnCancel, rng.IntN(10) < 7)
+		var off time.Duration
+		if skewed {
+			// As the election's plans: up to four lease durations either
+			// way. Safety never compares clocks; only the balance's hint
+			// (a member Lease renewed, by its renewer's clock, within
+			// twice its duration) reads another member's clock.
+			off = time.Duration(rng.Int64N(int64(8*t.LeaseDuration))) - 4*t.LeaseDuration
+		}
+		p.Skew = append(p.Skew, off.Truncate(time.Millisecond))
 	}
 	var total int
 	for _, k := range ShardKinds {
@@ -99,9 +110,17 @@ func NewShardPlan(seed uint64, m int, duration time.Duration) Plan {
 			f.Target = slot(true)
 			f.Max = []time.Duration{P / 10, P / 2, P, 3 * P}[rng.IntN(4)]
 			f.Dur = durn(P, 3*L)
-		case KindStall, KindWatchOutage:
+		case KindStall, KindWatchOutage, KindWatchDrop:
 			f.Target = slot(true)
 			f.Dur = durn(P/2, 2*L)
+		case KindWatchLag:
+			f.Target = slot(true)
+			f.Max = []time.Duration{P / 10, P / 2, P, 3 * P}[rng.IntN(4)]
+			f.Dur = durn(P, 3*L)
+		case KindLoseAnswer:
+			f.Target = slot(true)
+			f.Prob = []float64{1, 0.5}[rng.IntN(2)]
+			f.Dur = durn(P, 2*L)
 		case KindPartition:
 			f.Target = slot(false)
 			f.Prob = rng.Float64()

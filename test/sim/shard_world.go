@@ -145,6 +145,14 @@ func newShardWorld(p Plan, opts Options, res *Result, hist *history) *shardWorld
 
 func (w *shardWorld) since() time.Duration { return time.Since(w.start) }
 
+// skewOf is slot i's clock offset (none in plans from before skew).
+func (w *shardWorld) skewOf(i int) time.Duration {
+	if i < len(w.p.Skew) {
+		return w.p.Skew[i]
+	}
+	return 0
+}
+
 func (w *shardWorld) push(at time.Time, fn func()) {
 	w.mu.Lock()
 	w.pushLocked(at, fn)
@@ -376,6 +384,7 @@ func (w *shardWorld) startSlot(s *mslot) {
 		Shards:        w.p.Shards,
 		LeaseDuration: w.t.LeaseDuration, RenewDeadline: w.t.RenewDeadline, RetryPeriod: w.t.RetryPeriod,
 		ReleaseOnCancel: w.p.ReleaseOnCancel[s.i],
+		Clock:           skewedClock{off: w.skewOf(s.i)},
 		OnShardStarted:  c.runWork,
 	})
 	if err != nil {
@@ -620,9 +629,9 @@ func (w *shardWorld) op(f Fault) {
 		s := target.s
 		w.push(time.Now().Add(f.Dur), func() { w.startSlot(s) })
 		return
-	case KindRefuse, KindLatency, KindStall, KindHangWork:
+	case KindRefuse, KindLatency, KindStall, KindHangWork, KindWatchLag, KindLoseAnswer:
 		w.addFaultLocked(f)
-	case KindWatchOutage, KindPartition:
+	case KindWatchOutage, KindPartition, KindWatchDrop:
 		w.addFaultLocked(f)
 		w.watchCut = time.Now()
 		if f.Kind != KindPartition {
@@ -784,15 +793,58 @@ func (w *shardWorld) hook(ctx context.Context, req leaseholdtest.Request) error 
 	return refuse
 }
 
-// partitionedLocked returns, under a partition of slot i, the channel
-// closed when it heals.
-func (w *shardWorld) partitionedLocked(i int) chan struct{} {
+// activeLocked returns the first active fault of kind k that applies to
+// slot i, or nil.
+func (w *shardWorld) activeLocked(k Kind, i int) *activeFault {
 	for _, a := range w.active {
-		if a.f.Kind == KindPartition && (a.f.Target < 0 || a.f.Target == i) {
-			return a.healed
+		if a.f.Kind == k && (a.f.Target < 0 || a.f.Target == i) {
+			return a
 		}
 	}
 	return nil
+}
+
+// watchFaultsLocked returns the watch lag for slot i and, under a
+// partition, the channel closed when it heals.
+func (w *shardWorld) watchFaultsLocked(i int) (time.Duration, chan struct{}) {
+	var lag time.Duration
+	for _, a := range w.active {
+		if a.f.Target >= 0 && a.f.Target != i {
+			continue
+		}
+		switch a.f.Kind {
+		case KindPartition:
+			return 0, a.healed
+		case KindWatchLag:
+			lag = max(lag, a.f.Max)
+		}
+	}
+	return lag, nil
+}
+
+// answerLost reports whether the answer to c's write just served is lost.
+func (w *shardWorld) answerLost(c *minc) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	if a := w.activeLocked(KindLoseAnswer, c.s.i); a != nil {
+		return w.unit(5, uint64(c.s.i), uint64(c.n), c.reqN) < a.f.Prob
+	}
+	return false
+}
+
+// loseAnswer, under a lose-answer fault, loses the answer to a write that
+// landed: the client waits for its timeout.
+func (l *shardLeases) loseAnswer(ctx context.Context, got *coordinationv1.Lease, err error) (*coordinationv1.Lease, error) {
+	if err != nil || !l.c.w.answerLost(l.c) {
+		return got, err
+	}
+	l.c.w.hist.add(entry{kind: evRequest, who: l.c.client, what: "  (answer lost: the client waits for its timeout)"})
+	select {
+	case <-ctx.Done():
+		return nil, ctx.Err()
+	case <-l.c.killed:
+		return nil, errConnRefused
+	}
 }
 
 func (w *shardWorld) record(who, what string, got *coordinationv1.Lease, err error) {
@@ -868,7 +920,7 @@ func (l *shardLeases) Create(ctx context.Context, lease *coordinationv1.Lease, o
 	}
 	got, err := l.LeaseInterface.Create(ctx, lease, opts)
 	l.c.w.record(l.c.client, what, got, err)
-	return got, err
+	return l.loseAnswer(ctx, got, err)
 }
 
 func (l *shardLeases) Update(ctx context.Context, lease *coordinationv1.Lease, opts metav1.UpdateOptions) (*coordinationv1.Lease, error) {
@@ -879,7 +931,7 @@ func (l *shardLeases) Update(ctx context.Context, lease *coordinationv1.Lease, o
 	}
 	got, err := l.LeaseInterface.Update(ctx, lease, opts)
 	l.c.w.record(l.c.client, what, got, err)
-	return got, err
+	return l.loseAnswer(ctx, got, err)
 }
 
 func (l *shardLeases) Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
@@ -912,6 +964,9 @@ func (l *shardLeases) Watch(ctx context.Context, opts metav1.ListOptions) (watch
 		return nil, errConnRefused
 	}
 	c.watches[f] = struct{}{}
+	if w.activeLocked(KindWatchDrop, c.s.i) != nil {
+		f.Stop() // accepted, and ended at once
+	}
 	w.mu.Unlock()
 	go f.run()
 	return f, nil
@@ -955,7 +1010,7 @@ func (f *shardWatch) run() {
 			}
 		}
 		w.mu.Lock()
-		hold := w.partitionedLocked(f.c.s.i)
+		lag, hold := w.watchFaultsLocked(f.c.s.i)
 		w.mu.Unlock()
 		if hold != nil {
 			select {
@@ -963,6 +1018,15 @@ func (f *shardWatch) run() {
 			case <-f.stop:
 			}
 			return
+		}
+		if lag > 0 {
+			t := time.NewTimer(lag)
+			select {
+			case <-t.C:
+			case <-f.stop:
+				t.Stop()
+				return
+			}
 		}
 		select {
 		case f.out <- ev:

@@ -45,18 +45,24 @@ The last §make sim§ run, as §go run ./cmd/sim -report§ wrote it:
 // shardIntro is what the reliability page says above the figures of the
 // last run of the shard world.
 var shardIntro = strings.ReplaceAll(`§make sim§ also runs the shard world (§-world shard§): 3 §shard.Member§s
-of one group with K drawn from {1, 4, 8, 16}, under crashes, cancels,
-hand deletions of the assignment and member Leases, refused, slow,
-stalled and partitioned requests, closed and expired watches and hung
-works; checked: at most one running work per shard (unless the older
-one's process crashed, or it was cancelled more than the safety margin
-ago), every shard running a bound after the last disturbance, the
-request budget, §Run§ returning in time, no goroutine left. Its first
-runs found two bugs: a member whose own Lease was deleted kept writing
-its share of targets back against the proposer (a write war, seed 208),
-and a decision that started a shard acknowledged it in the same write,
-so that a member joining at that moment started it too (seeds 6, 31,
-366, 380). Both are fixed, with unit tests and mutations.
+of one group with K drawn from {1, 4, 8, 16}, clocks set apart by up to
+four lease durations in half the plans, under crashes, cancels, hand
+deletions of the assignment and member Leases, refused, slow, stalled
+and partitioned requests, lost answers, closed, expired, dropped and
+lagging watches and hung works; checked: at most one running work per
+shard (unless the older one's process crashed, or it was cancelled more
+than the safety margin ago), every shard running a bound after the last
+disturbance, the request budget, §Run§ returning in time, no goroutine
+left. It found four bugs, each fixed with a unit test and a mutation: a
+member whose own Lease was deleted kept writing its share of targets
+back against the proposer (a write war, seed 208); a decision that
+started a shard acknowledged it in the same write, so that a member
+joining at that moment started it too (seeds 6, 31, 366, 380); with
+clocks apart, the stale-renewTime hint kept a live member out of one
+member's view only, and the two undid each other's targets without end
+(seed 2, and most skewed plans); and the test server's watch replay
+longer than its buffer left a dropped watch registered, which a later
+410 panicked on.
 
 The last run, as §go run ./cmd/sim -world shard -report§ wrote it:
 `, "§", "`")
