@@ -90,8 +90,11 @@ const controllerGrace = 20 * time.Second
 //     RenewDeadline has passed: the handover takes about 12s with
 //     ReleaseOnCancel, and until the Lease expires (15s and more) without;
 //   - withdraws its LeaseCandidate when Run's ctx is cancelled, before it
-//     steps down, so that the controller does not hand the Lease back to a
-//     process that is leaving.
+//     releases the Lease, so that the controller does not hand the Lease
+//     back to a process that is leaving. The work is cancelled at once,
+//     as in any step-down, and StepDownTimeout counts from the
+//     cancellation: a slow withdrawal delays only the release, within
+//     that bound.
 //
 // Where the LeaseCandidate API is not served (404), Run logs one line and
 // campaigns as New's Elector does. Where it is served but no controller
@@ -194,6 +197,12 @@ type coordination struct {
 	// fallback is set when the LeaseCandidate API is not served: the
 	// election is the plain one.
 	fallback bool
+	// withdrawn is closed once this Run's candidacy has ended (the
+	// LeaseCandidate withdrawn), and leaving reports whether Run's ctx is
+	// cancelled: then a release waits for the withdrawal
+	// (awaitWithdrawal). Nil without a candidacy.
+	withdrawn <-chan struct{}
+	leaving   func() bool
 	// version is the Lease version (and whether it was seen deleted) the
 	// fields below were computed for.
 	version string
@@ -252,9 +261,15 @@ func (c *coordination) start(ctx context.Context) (context.Context, func()) {
 			"binaryVersion", c.cc.BinaryVersion, "emulationVersion", c.cc.EmulationVersion, "strategy", c.cc.Strategy)
 	}
 	c.report(CandidacyCandidate)
+	// The elector's ctx ends with Run's, so the work is cancelled at once
+	// and StepDownTimeout counts from the cancellation; the release waits
+	// for the withdrawal (awaitWithdrawal). It also ends if the candidacy
+	// ends on its own.
 	electorCtx, stopElector := context.WithCancel(context.WithoutCancel(ctx))
+	unhook := context.AfterFunc(ctx, stopElector)
 	serveCtx, stopServing := context.WithCancel(ctx)
 	done := make(chan struct{})
+	c.withdrawn, c.leaving = done, func() bool { return ctx.Err() != nil }
 	go func() {
 		defer close(done)
 		defer stopElector()
@@ -263,8 +278,29 @@ func (c *coordination) start(ctx context.Context) (context.Context, func()) {
 		c.report(CandidacyWithdrawn)
 	}()
 	return electorCtx, func() {
+		unhook()
 		stopServing()
 		<-done
+	}
+}
+
+// awaitWithdrawal, once Run's ctx is cancelled, waits until the
+// LeaseCandidate is withdrawn (one request, bounded by its timeout), or
+// until by if set (the step-down's bound): a Lease released before that
+// could be assigned straight back to this leaving process.
+func (c *coordination) awaitWithdrawal(by time.Time) {
+	if c == nil || c.withdrawn == nil || !c.leaving() {
+		return
+	}
+	var timeout <-chan time.Time
+	if !by.IsZero() {
+		t := c.clock.NewTimer(by.Sub(c.clock.Now()))
+		defer t.Stop()
+		timeout = t.C()
+	}
+	select {
+	case <-c.withdrawn:
+	case <-timeout:
 	}
 }
 

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"testing/synctest"
 	"time"
@@ -476,6 +477,109 @@ func TestCoordinatedOwnOldWriteIsNotAnAssignment(t *testing.T) {
 		}
 		if n := len(a.logs.matching("election controller assigned")); n != 0 {
 			t.Fatalf("an elector's own old write taken for the controller's assignment:\n%s", a.logs)
+		}
+	})
+}
+
+// The controller's assignment naming this process is no identity
+// conflict, even right after this process's own term on the Lease: a
+// leader whose Lease an operator deleted, and which the controller then
+// created again assigned to it, takes the new term up. (Found by the
+// simulator's coordinated world: Run returned ErrIdentityConflict.)
+func TestCoordinatedReassignedAfterDeletion(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newCoordinatedWorld(t)
+		a := w.coordinated("a", "1.30.0", "", func(c *Config) { c.Rejoin = true })
+		a.hold = make(chan struct{}) // its work returns only when told
+		a.start()
+		w.assign("a")
+		a.waitLeader()
+		w.advance(500 * time.Millisecond) // between renewals: the controller's stamp is not a's
+		w.srv.Delete(testNS, testName)
+		w.settle()
+		// The controller creates the Lease again, assigned to a, while a's
+		// work of the deleted term is still returning.
+		w.assign("a")
+		w.advance(time.Second)
+		close(a.hold)
+		if err := a.returnsWithin(30 * time.Second); err != nil {
+			t.Fatalf("Run returned %v after the controller assigned the re-created Lease to it", err)
+		}
+		a.following("a")
+		eventually(t, "a's second term started", func() bool { return a.count("started") == 2 })
+		if w.maxWorking.Load() != 1 {
+			t.Fatalf("max works at once %d", w.maxWorking.Load())
+		}
+	})
+}
+
+// The controller may mark a better candidate on an assignment not taken
+// up yet (kube-apiserver cannot tell the two apart): two versions naming
+// this process, neither its own, are the controller's writes, not a
+// second process with its identity. (Found by the simulator's
+// coordinated world: Run returned ErrIdentityConflict within a second.)
+// The assignee takes the term up once the previous holder's claim has run
+// out; the controller marks its better candidate again on the term taken
+// up, and the leader hands over as for any preferredHolder.
+func TestCoordinatedPreferredHolderOnAnAssignmentNotTakenUp(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newCoordinatedWorld(t)
+		w.putLease("x", 15) // x leads; the controller then assigns a
+		w.assign("a")
+		a := w.coordinated("a", "1.30.0", "", func(c *Config) { c.Rejoin = true }).start()
+		b := w.coordinated("b", "1.29.0", "").start()
+		w.advance(5 * time.Second) // a waits out x's claim
+		w.prefer("b")
+		if err := a.returnsWithin(20 * time.Second); err != nil {
+			t.Fatalf("Run returned %v after the controller marked a better candidate on a's assignment", err)
+		}
+		if len(a.logs.matching("another live process")) != 0 || len(a.logs.matching("not written by this process")) != 0 {
+			t.Fatalf("the controller's writes taken for another process's:\n%s", a.logs)
+		}
+		a.waitLeader()
+		w.prefer("b")
+		eventually(t, "a released the Lease", func() bool { return w.holder() == "" })
+		w.assign("b")
+		b.waitLeader()
+		a.following("b")
+		if w.maxWorking.Load() != 1 {
+			t.Fatalf("max works at once %d", w.maxWorking.Load())
+		}
+	})
+}
+
+// Run's cancellation cancels the work at once, however slow the
+// LeaseCandidate's withdrawal: StepDownTimeout counts from the
+// cancellation, and only the release waits for the withdrawal. (Found by
+// the simulator's coordinated world: with a slow API server the work ran
+// on for the withdrawal's request timeout, 5s, and Run returned 29.4s
+// after the cancellation, past StepDownTimeout plus a request.)
+func TestCoordinatedCancelStopsTheWorkWhileWithdrawing(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		w := newCoordinatedWorld(t)
+		var withdrawn atomic.Bool
+		w.cs.PrependReactor("delete", "leasecandidates", func(k8stesting.Action) (bool, runtime.Object, error) {
+			<-w.clock.After(3 * time.Second) // a slow API server
+			withdrawn.Store(true)
+			return false, nil, nil
+		})
+		a := w.coordinated("a", "1.31.0", "", func(c *Config) { c.ReleaseOnCancel = true }).start()
+		w.assign("a")
+		a.waitLeader()
+		start := w.clock.Now()
+		a.cancel()
+		w.settle()
+		if a.count("returned") != 1 {
+			t.Fatalf("the work was not cancelled at once: it waits for the LeaseCandidate's withdrawal (%v so far)", w.clock.Since(start))
+		}
+		if withdrawn.Load() || leaserecord.Holder(w.lease()) != "a" {
+			t.Fatal("released before the withdrawal was answered")
+		}
+		if err := a.wait(); err != nil {
+			t.Fatalf("Run = %v", err)
+		}
+		if !withdrawn.Load() || leaserecord.Holder(w.lease()) != "" {
+			t.Fatalf("Run returned without withdrawing and releasing: holder %q", leaserecord.Holder(w.lease()))
 		}
 	})
 }

@@ -167,6 +167,7 @@ func (r *run) release(ctx context.Context, lastSent instant, successor string, b
 	if !r.view.ours() {
 		return fmt.Errorf("%w: the lease changed since our last write", ErrLeaderLost)
 	}
+	e.coord.awaitWithdrawal(by) // coordinated election (coordinated.go); no-op when nil
 	bo := retry.NewBackoff(e.clock, e.t.retryPeriod/4, e.t.retryPeriod)
 	for {
 		sent := e.now()

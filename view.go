@@ -65,6 +65,14 @@ func (r *run) observe(obs observation) error {
 			r.ownStamp = rt.Time.Truncate(time.Microsecond) // ours, though its answer was lost
 		}
 		r.foreignSelf = false
+	case r.e.coord.assigned(obs.lease):
+		// Coordinated election (coordinated.go): the election
+		// controller's write naming us (acquireTime unset), held by
+		// nobody until taken up. It may follow our own term, even on a
+		// re-created object, and the controller may write it again (to
+		// mark a better candidate): no process wrote it under our
+		// identity, so it is no conflict.
+		r.foreignSelf = true
 	case prev != nil && leaserecord.Holder(prev) == self && !r.foreignSelf && prev.UID == obs.lease.UID:
 		// The version after our own names us, but we do not recognise
 		// it: as likely our own write whose answer was lost, its stamp
@@ -79,10 +87,8 @@ func (r *run) observe(obs observation) error {
 			ErrIdentityConflict, self)
 	default:
 		r.foreignSelf = true
-		if !r.e.coord.assigned(obs.lease) { // coordinated election (coordinated.go): a term assigned to us
-			r.log.Info("The lease names this identity but was not written by this process; treating it as held by another process until it expires",
-				"holder", holder)
-		}
+		r.log.Info("The lease names this identity but was not written by this process; treating it as held by another process until it expires",
+			"holder", holder)
 	}
 	return nil
 }
