@@ -95,6 +95,12 @@ func (p *Plan) coordinate(on bool) {
 		p.Skew = append(p.Skew, (p.CtrlSkew - d).Truncate(time.Millisecond))
 	}
 	p.CtrlWait = []time.Duration{ElectionWait, ElectionWait, time.Second, 100 * time.Millisecond}[rng.IntN(4)]
+	// The two findings below are fixed in the library (view.go, and
+	// coordinated.go's awaitWithdrawal): every coordinated plan is
+	// strict, and in one in two the controller also marks a better
+	// candidate on an assignment not taken up yet.
+	p.Strict = true
+	p.CtrlPrefersAssigned = rng.IntN(2) == 0
 }
 
 // CoordinatedLeaderBound is LeaderBound for coordinated election: after
@@ -120,7 +126,9 @@ func (p Plan) leaderBound() time.Duration {
 // assignedConflictLocked reports whether c's Run, returning
 // ErrIdentityConflict, met a version of the Lease that the election
 // controller wrote naming c's identity: an open finding, not a violation
-// unless the plan is Strict. leasehold's observe() takes a version naming
+// unless the plan is Strict (every coordinated plan now is: fixed in
+// view.go, which asks first whether the version is the controller's
+// assignment). leasehold's observe() took a version naming
 // this identity that it did not write, after one naming it (its own term,
 // deleted by hand or run out, or the assignment itself rewritten), for
 // another live process using its identity, before it asks whether it is

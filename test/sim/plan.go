@@ -305,7 +305,8 @@ type Plan struct {
 	// it runs out.
 	CtrlWait time.Duration
 	// Strict makes an identity conflict after the controller named this
-	// identity a violation (see assignedConflictLocked).
+	// identity a violation (see assignedConflictLocked); every
+	// coordinated plan is strict since the library's fix.
 	Strict bool
 }
 
