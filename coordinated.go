@@ -304,6 +304,33 @@ func (c *coordination) awaitWithdrawal(by time.Time) {
 	}
 }
 
+// noteSuperseded folds into claimEnds the claims of the versions that
+// the newest-wins mailbox superseded before a campaign decision saw them
+// (a lagging watch delivers several at one instant): a holder's claim is
+// counted from now, a release ends it. Without it, an assignment arriving
+// together with the term taken up before it was taken up at once, while
+// that term's work ran.
+func (c *coordination) noteSuperseded(r *run, list []*coordinationv1.Lease, now time.Time) {
+	if c == nil || c.fallback {
+		return
+	}
+	for _, l := range list {
+		if l == nil || (r.view.lease != nil && !newerLease(l, r.view.lease)) {
+			continue
+		}
+		switch h := leaserecord.Holder(l); {
+		case h == "":
+			c.claimEnds = time.Time{}
+		case h == r.e.lock.Identity || c.assigned(l):
+		default:
+			c.sawBefore = true
+			if end := now.Add(leaserecord.ClaimDuration(l, r.e.t.leaseDuration)); end.After(c.claimEnds) {
+				c.claimEnds = end
+			}
+		}
+	}
+}
+
 // decide adjusts a campaign decision (decideCampaign's act and at) for
 // coordinated election. It takes up a term assigned to this process, after
 // the last claim of another holder it saw has run out; it leaves a free

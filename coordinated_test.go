@@ -11,6 +11,7 @@ import (
 	"testing/synctest"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
 	coordinationv1beta1 "k8s.io/api/coordination/v1beta1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/client-go/kubernetes/fake"
 	k8stesting "k8s.io/client-go/testing"
+	clocktesting "k8s.io/utils/clock/testing"
 	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold/internal/leaserecord"
@@ -582,4 +584,50 @@ func TestCoordinatedCancelStopsTheWorkWhileWithdrawing(t *testing.T) {
 			t.Fatalf("Run returned without withdrawing and releasing: holder %q", leaserecord.Holder(w.lease()))
 		}
 	})
+}
+
+// A lagging watch delivers, at one instant, the term another candidate
+// took up, the controller's preferredHolder on it, and the controller's
+// assignment to this process: the newest-wins mailbox hands the campaign
+// the assignment alone. The term taken up before it still has its claim,
+// counted from now, and the assignee waits it out. (Found by the
+// simulator's coordinated world, seed 2713 of make sim: the assignee took
+// the term up at once, while the other's work ran.)
+func TestCoordinatedAssignmentWaitsOutASupersededTerm(t *testing.T) {
+	clk := clocktesting.NewFakeClock(t0)
+	e, err := NewCoordinated(Config{
+		Lock:      &LeaseLock{Namespace: testNS, Name: testName, Identity: "c", Client: &stubLeases{}},
+		Clock:     clk,
+		Callbacks: Callbacks{OnStartedLeading: func(context.Context) {}},
+	}, CandidateConfig{Client: fake.NewClientset().CoordinationV1beta1(), BinaryVersion: "1.31.0"})
+	if err != nil {
+		t.Fatal(err)
+	}
+	r := &run{e: e, log: logr.Discard(), notifier: newLeaderNotifier(logr.Discard(), func(string) {})}
+	defer r.notifier.close()
+	version := func(rv, holder string, acquired bool) *coordinationv1.Lease {
+		stamp := metav1.NewMicroTime(clk.Now())
+		l := &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: testName, UID: "u", ResourceVersion: rv},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder), RenewTime: &stamp, LeaseDurationSeconds: ptr.To[int32](15)}}
+		if acquired {
+			l.Spec.AcquireTime = &stamp
+		}
+		return l
+	}
+	if err := r.observe(observation{lease: version("10", "b", true)}); err != nil {
+		t.Fatal(err)
+	}
+	e.coord.decide(r, clk.Now(), actWait, clk.Now().Add(15*time.Second))
+	clk.Step(time.Minute) // b's claim has long run out
+	taken := version("26", "a", true)
+	preferred := taken.DeepCopy()
+	preferred.ResourceVersion, preferred.Spec.PreferredHolder = "27", ptr.To("c")
+	assigned := version("28", "c", false)
+	if err := r.observe(observation{lease: assigned, superseded: []*coordinationv1.Lease{taken, preferred}}); err != nil {
+		t.Fatal(err)
+	}
+	now := clk.Now()
+	if act, at := e.coord.decide(r, now, actWait, now); act != actWait || at.Sub(now) != 15*time.Second {
+		t.Fatalf("decide = %v in %v; want to wait out a's claim, 15s from now", act, at.Sub(now))
+	}
 }

@@ -49,6 +49,7 @@ func (r *run) observe(obs observation) error {
 	if v.lease != nil && (!newerLease(obs.lease, v.lease) || r.seenBefore(obs.lease)) {
 		return nil
 	}
+	r.e.coord.noteSuperseded(r, obs.superseded, now) // coordinated election (coordinated.go); no-op when nil
 	r.noteVersionless(obs.lease)
 	prev := v.lease
 	v.lease, v.gone, v.observedAt = obs.lease, false, now

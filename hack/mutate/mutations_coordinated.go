@@ -57,4 +57,13 @@ var coordinatedMutations = []mutation{
 		Tests:    []string{"TestCoordinatedWithdrawsBeforeStepDown", "TestCoordinatedCancelStopsTheWorkWhileWithdrawing"},
 		Contract: true,
 	},
+	{
+		Name:     "coordinated-superseded-term-forgotten",
+		Point:    "an assignment delivered together with the term another candidate took up before it waits out that term's claim",
+		File:     "view.go",
+		Original: `	r.e.coord.noteSuperseded(r, obs.superseded, now)`,
+		Mutated:  ``,
+		Tests:    []string{"TestCoordinatedAssignmentWaitsOutASupersededTerm"},
+		Contract: true,
+	},
 }
