@@ -368,6 +368,7 @@ func (k *candClient) serve(ctx context.Context, verb, name string) error {
 	if c.dead.Load() {
 		return errConnRefused
 	}
+	c.waitRunning() // a paused process sends nothing
 	return w.hook(ctx, leaseholdtest.Request{Client: c.client, Verb: verb, Namespace: namespace, Name: name})
 }
 
@@ -385,6 +386,7 @@ func (k *candClient) record(what string, got *coordinationv1beta1.LeaseCandidate
 func (k *candClient) Create(ctx context.Context, obj *coordinationv1beta1.LeaseCandidate, _ metav1.CreateOptions) (*coordinationv1beta1.LeaseCandidate, error) {
 	got, err := k.create(ctx, obj)
 	k.record("lc create", got, err)
+	k.c.waitRunning() // nor reads an answer
 	return got, err
 }
 
@@ -405,6 +407,7 @@ func (k *candClient) create(ctx context.Context, obj *coordinationv1beta1.LeaseC
 }
 
 func (k *candClient) Get(ctx context.Context, name string, _ metav1.GetOptions) (*coordinationv1beta1.LeaseCandidate, error) {
+	defer k.c.waitRunning()
 	if err := k.serve(ctx, "get", name); err != nil {
 		return nil, err
 	}
@@ -420,6 +423,7 @@ func (k *candClient) Get(ctx context.Context, name string, _ metav1.GetOptions) 
 func (k *candClient) Update(ctx context.Context, obj *coordinationv1beta1.LeaseCandidate, _ metav1.UpdateOptions) (*coordinationv1beta1.LeaseCandidate, error) {
 	got, err := k.update(ctx, obj)
 	k.record("lc update from rv="+obj.ResourceVersion, got, err)
+	k.c.waitRunning()
 	return got, err
 }
 
@@ -445,6 +449,7 @@ func (k *candClient) update(ctx context.Context, obj *coordinationv1beta1.LeaseC
 func (k *candClient) Delete(ctx context.Context, name string, opts metav1.DeleteOptions) error {
 	err := k.delete(ctx, name, opts)
 	k.record("lc delete", nil, err)
+	k.c.waitRunning()
 	return err
 }
 
@@ -535,6 +540,7 @@ func (k *candClient) Watch(ctx context.Context, opts metav1.ListOptions) (watch.
 	}
 	w.mu.Unlock()
 	go f.run()
+	c.waitRunning()
 	return f, nil
 }
 

@@ -8,14 +8,25 @@
 // and partitioned requests, writes whose answers are lost, closed,
 // expired, lagging and unavailable watches, watches ended as soon as
 // they open, works that ignore their context; in half the plans the
-// candidates' clocks are set apart by up to four lease durations.
+// candidates' clocks are set apart by up to four lease durations. In two
+// plans in three (drawn from a stream of their own, so that the rest of
+// a seed's schedule is unchanged) processes are paused (pause.go): a
+// paused candidate's clock stands still and its timers wait, its
+// requests are not sent and their answers not delivered, its watch
+// events are held, its work does not move, and a cancel or yield meant
+// for it waits; at the resumption its clock jumps to true time and what
+// fell due fires. One pause in three, outside coordinated plans, is a
+// suspend: the process's monotonic clock does not count it, its time
+// since boot (leasehold.BootClock) does.
 //
 // Invariants are checked as the world runs, on virtual time:
 //
 //   - overlap: at most one work (OnStartedLeading, from its call until it
 //     returns) at any instant, unless the older one was cancelled more than
 //     the safety margin ago (the library's contract then lets another
-//     leader start);
+//     leader start), or its process was paused at or after its renew
+//     deadline (the hole of the package doc: a paused process cannot
+//     cancel its work, nor can that work return; counted apart);
 //   - no-leader: LeaderBound (2 x LeaseDuration + RetryPeriod) after the
 //     last disturbance, with no fault active and a candidate running,
 //     somebody works, and no work ends without a disturbance;
@@ -30,14 +41,23 @@
 //     named running successor in a quiet world makes it lead within
 //     2 x RetryPeriod;
 //   - run-return: Run returns within StepDownTimeout (plus one request in
-//     flight) of its ctx's cancellation; run-ended: Run returns nil only
+//     flight) of its ctx's cancellation, not counting its pauses (so for
+//     the yield and callback bounds); run-ended: Run returns nil only
 //     after its ctx was cancelled, and with Rejoin only for a step-down
 //     timeout or an identity conflict (a yield or a lost term keeps it
 //     campaigning), and never with an identity conflict when every
 //     incarnation has an identity of its own;
 //   - deadline: a work's ctx is cancelled no later than the send time of
 //     the last write naming its process holder whose success the process
-//     was told of, plus RenewDeadline;
+//     was told of, plus RenewDeadline on its monotonic clock (a suspend
+//     puts it off), or, if its process was paused then, at its
+//     resumption; late-renewal: no renewal sent past that deadline (in
+//     true time) lands while the work runs uncancelled (one that fails is
+//     counted apart: renew retries after a re-read whose answer a pause
+//     held, with no time left, an open finding); check-stalled: at a
+//     leader's resumption, before it acts, Check(tol) fails for tol below
+//     the time since its last successful write less RenewDeadline, and
+//     reports no ErrRenewStalled at or above it;
 //   - callback: OnStoppedLeading once per term, after the work returned
 //     (or after the safety margin), and, for a term lost with no step-down
 //     asked for, no later than the safety margin after the work's ctx was

@@ -73,7 +73,7 @@ const (
 // Kinds lists every kind, in report order.
 var Kinds = []Kind{KindCancel, KindCrash, KindYield, KindAnnotate, KindDelete, KindRecreate,
 	KindRefuse, KindLatency, KindStall, KindCloseWatches, KindExpireWatches, KindCompact,
-	KindWatchOutage, KindWatchLag, KindPartition, KindHangWork, KindLoseAnswer, KindWatchDrop}
+	KindWatchOutage, KindWatchLag, KindPartition, KindHangWork, KindLoseAnswer, KindWatchDrop, KindPause}
 
 // focus are the weights of one plan in three: the rare paths that found
 // the worst bugs (a Lease deleted or re-created under a working leader,
@@ -163,6 +163,9 @@ type Fault struct {
 	Prob float64
 	// Max is the largest latency, or the lag of a watch.
 	Max time.Duration
+	// Suspend, for a pause, makes it a suspend of the process's machine:
+	// its monotonic clock does not count it, its time since boot does.
+	Suspend bool
 	// OnTakeover, for delete, recreate and crash, waits for the next
 	// change of holder after At and acts Delay after it.
 	OnTakeover bool
@@ -202,6 +205,12 @@ func (f Fault) String() string {
 		fmt.Fprintf(&b, " %s (%s) for %v", who(f.Target, "everyone"), mode, f.Dur)
 	case KindHangWork:
 		fmt.Fprintf(&b, " %s for %v", who(f.Target, "leader"), f.Dur)
+	case KindPause:
+		what := "pause"
+		if f.Suspend {
+			what = "suspend"
+		}
+		fmt.Fprintf(&b, " %s (%s) for %v", who(f.Target, "leader"), what, f.Dur)
 	case KindDeleteMember:
 		fmt.Fprintf(&b, " %s's Lease", who(f.Target, "everyone"))
 	case KindLoseAnswer:
@@ -421,7 +430,53 @@ func newPlan(seed uint64, n int, duration time.Duration, coordinated *bool) Plan
 		p.Faults = append(p.Faults, f)
 		at += time.Duration(rng.ExpFloat64() * float64(L))
 	}
+	p.Faults = mergeFaults(p.Faults, drawPauses(seed, t, n, duration-quiet, !p.Coordinated))
 	return p
+}
+
+// drawPauses draws the pauses of a plan from a stream of their own, so
+// that the rest of a seed's schedule is what it was before pauses were
+// drawn: in two plans in three, a pause every 3 x LeaseDuration on
+// average until before, of the leader of the moment (two in three) or of
+// a candidate, for RetryPeriod/2 to 2 x LeaseDuration; one in three is a
+// suspend, unless suspends is false (coordinated plans): the simulated
+// clock has one reading, so the suspend leaves it behind for good, which
+// the election controller, judging renewTime by its own clock, would take
+// for a skew past the LeaseDuration/2 it assumes.
+func drawPauses(seed uint64, t Timings, n int, before time.Duration, suspends bool) []Fault {
+	rng := rand.New(rand.NewPCG(seed, 0x9a05e5))
+	if rng.IntN(3) == 0 {
+		return nil
+	}
+	L, P := t.LeaseDuration, t.RetryPeriod
+	var out []Fault
+	at := L + time.Duration(rng.Int64N(int64(2*L)))
+	for at < before {
+		f := Fault{At: at.Truncate(time.Millisecond), Kind: KindPause, Target: -1, To: -1,
+			Dur:     (P/2 + time.Duration(rng.Int64N(int64(2*L-P/2)))).Truncate(time.Millisecond),
+			Suspend: rng.IntN(3) == 0 && suspends,
+		}
+		if rng.IntN(3) == 0 {
+			f.Target = rng.IntN(n)
+		}
+		out = append(out, f)
+		at += time.Duration(rng.ExpFloat64() * float64(3*L))
+	}
+	return out
+}
+
+// mergeFaults merges two schedules in order of At, a's first at one
+// instant.
+func mergeFaults(a, b []Fault) []Fault {
+	out := make([]Fault, 0, len(a)+len(b))
+	for len(a) > 0 || len(b) > 0 {
+		if len(b) == 0 || (len(a) > 0 && b[0].At >= a[0].At) {
+			out, a = append(out, a[0]), a[1:]
+		} else {
+			out, b = append(out, b[0]), b[1:]
+		}
+	}
+	return out
 }
 
 // Keep returns the plan with only the faults at the given indexes.

@@ -58,6 +58,17 @@ type Result struct {
 	// Lease deleted by hand, then created by a candidate that never saw
 	// it.
 	ExcusedOverdue, ExcusedBlind int
+	// ExcusedPaused counts overlaps with a work whose process was paused
+	// at or after its renew deadline (the hole of doc.go: it cannot
+	// cancel its work, nor can its work return, while paused).
+	ExcusedPaused int
+	// CheckSamples counts the calls of Check at a paused leader's
+	// resumption (check-stalled).
+	CheckSamples int
+	// LateFailed counts renewals sent past the renew deadline, their
+	// work uncancelled, that did not land (an open finding, not a
+	// violation; see client.go): one that lands is a late-renewal.
+	LateFailed int
 	// ExcusedCrashed counts, in a shard world, overlaps with a work
 	// whose process had crashed (the work dies with it).
 	ExcusedCrashed int

@@ -234,6 +234,24 @@ func TestEveryCheckCanFail(t *testing.T) {
 			w.mu.Unlock()
 			c.stopped()
 		})},
+		{VLateRenewal, afterMinute(func(w *world) {
+			// The world believes the leader's last renewal older than it
+			// is: its next renewal lands past that deadline.
+			c := leaderOf(w)
+			w.mu.Lock()
+			c.lastWinSent = time.Now().Add(-2 * w.t.RenewDeadline)
+			w.mu.Unlock()
+		})},
+		{VCheckStalled, afterMinute(func(w *world) {
+			// The leader is paused for a second, and the world believes
+			// its last renewal older than it is: Check, which knows
+			// better, passes at its resumption.
+			c := leaderOf(w)
+			w.mu.Lock()
+			w.pauseLocked(c, Fault{Kind: KindPause, Target: c.s.i, Dur: time.Second})
+			c.lastWinSent = time.Now().Add(-2 * w.t.RenewDeadline)
+			w.mu.Unlock()
+		})},
 		{VLeak, func(w *world) {
 			go func() { <-make(chan struct{}) }()
 		}},

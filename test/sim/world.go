@@ -71,6 +71,8 @@ const (
 	VCallback      = "callback"       // the callback contract broken
 	VCheck         = "check"          // Check passed while a work outlived its term
 	VRelease       = "release"        // a release sent after OnStoppedLeading, or again after a 409 without a read
+	VLateRenewal   = "late-renewal"   // a renewal sent past its renew deadline, its work not cancelled, landed
+	VCheckStalled  = "check-stalled"  // Check wrong about a leader resumed from a pause: renewals stalled, or not
 	VLeak          = "leaked-goroutines"
 	VStuck         = "no-virtual-progress"
 )
@@ -137,6 +139,12 @@ type inc struct {
 	e      *leasehold.Elector
 	cancel context.CancelFunc
 	began  time.Time
+	// clk is its process's clock, which a pause stops (pause.go).
+	clk *procClock
+
+	// pauses are its process's pauses, the last one lasting if its to
+	// is zero. Guarded by w.mu.
+	pauses []pauseSpan
 
 	// Guarded by w.mu.
 	cancelled   bool
@@ -437,6 +445,10 @@ func (w *world) finish() {
 	w.stopNow = true
 	var running []*inc
 	for _, c := range w.incs {
+		if w.endPauseLocked(c) {
+			// A world cut short (a shrunk replay) may end mid-pause.
+			c.clk.release()
+		}
 		if !c.returned {
 			running = append(running, c)
 		}
@@ -498,6 +510,8 @@ func (w *world) startSlot(s *slot) {
 		done:    make(chan struct{}),
 		watches: map[*fwdWatch]struct{}{},
 		began:   time.Now(),
+		// Its machine booted an hour before the world started.
+		clk: newProcClock(w.skew(s.i), w.start.Add(-time.Hour)),
 	}
 	c.id = c.client
 	if w.p.SameIdentity {
@@ -515,7 +529,7 @@ func (w *world) startSlot(s *slot) {
 		RenewDeadline:   w.t.RenewDeadline,
 		RetryPeriod:     w.t.RetryPeriod,
 		StepDownTimeout: w.t.StepDownTimeout,
-		Clock:           skewedClock{off: w.skew(s.i)},
+		Clock:           c.clk,
 		ReleaseOnCancel: w.p.ReleaseOnCancel[s.i],
 		Rejoin:          w.p.Rejoin[s.i],
 		Callbacks: leasehold.Callbacks{
@@ -581,19 +595,40 @@ func (w *world) stop(c *inc, crash bool, why string) {
 			f.Stop()
 		}
 		what = "crashed: " + why
+		if w.endPauseLocked(c) {
+			// A paused process is killed all the same; what is left of
+			// it (Run, on a dead client) goes on to return.
+			what += " (while paused)"
+			c.clk.release()
+		}
 	}
 	w.hist.add(entry{kind: evRun, who: c.client, what: what})
 	w.disturbLocked()
-	w.pushLocked(time.Now().Add(w.runBound()), func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
+	w.afterRunTimeLocked(c, time.Now(), w.runBound(), func() {
 		w.res.Checks++
 		if !c.returned {
-			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run has not returned %v after its ctx was cancelled", w.runBound()))
+			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run has not returned %v after its ctx was cancelled (not counting its pauses)", w.runBound()))
 		}
 	})
 	w.mu.Unlock()
 	c.cancel()
+}
+
+// afterRunTimeLocked runs check (with w.mu held) bound after from, counted
+// in the time c's process ran: its pauses meanwhile put the check off.
+// w.mu is held.
+func (w *world) afterRunTimeLocked(c *inc, from time.Time, bound time.Duration, check func()) {
+	var at func()
+	at = func() {
+		w.mu.Lock()
+		defer w.mu.Unlock()
+		if due := from.Add(bound + c.pausedWithinLocked(from, time.Now())); time.Now().Before(due) {
+			w.pushLocked(due, at)
+			return
+		}
+		check()
+	}
+	w.pushLocked(from.Add(bound), at)
 }
 
 // kill ends the process's work at once. w.mu must be held.
@@ -610,8 +645,8 @@ func (w *world) runReturned(c *inc, err error) {
 	w.hist.add(entry{kind: evRun, who: c.client, what: "Run returned", err: err})
 	w.res.Checks++
 	if c.cancelled {
-		if d := now.Sub(c.cancelledAt); d > w.runBound() {
-			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run returned %v after its ctx was cancelled (bound %v)", d, w.runBound()))
+		if d := now.Sub(c.cancelledAt) - c.pausedWithinLocked(c.cancelledAt, now); d > w.runBound() {
+			w.violateLocked(VRunReturn, c.client, fmt.Sprintf("Run returned %v after its ctx was cancelled, not counting its pauses (bound %v)", d, w.runBound()))
 		}
 	} else if !c.crashed {
 		// Run returns nil only when its ctx is cancelled, and with Rejoin
@@ -667,8 +702,10 @@ func (c *inc) runWork(ctx context.Context) {
 	w.mu.Lock()
 	wk.cancelledAt = time.Now()
 	w.res.Checks++
-	if dl := c.lastWinSent.Add(w.t.RenewDeadline); !c.lastWinSent.IsZero() && wk.cancelledAt.After(dl) {
-		w.violateLocked(VDeadline, c.client, fmt.Sprintf("the work of term %d was cancelled %v after its last successful renewal's send + RenewDeadline", wk.term, wk.cancelledAt.Sub(dl)))
+	// Paused at its deadline, it can cancel its work only on resuming.
+	dl := c.deadlineLocked(c.lastWinSent, w.t.RenewDeadline)
+	if !c.lastWinSent.IsZero() && wk.cancelledAt.After(dl) {
+		w.violateLocked(VDeadline, c.client, fmt.Sprintf("the work of term %d was cancelled %v after its last successful renewal's send + RenewDeadline (on its monotonic clock, and, if paused then, its resumption)", wk.term, wk.cancelledAt.Sub(dl)))
 	}
 	d := wk.stopDelay
 	if wk.hang > d {
@@ -677,9 +714,10 @@ func (c *inc) runWork(ctx context.Context) {
 	w.hist.add(entry{kind: evWork, who: c.client, what: fmt.Sprintf("work of term %d cancelled; returns in %v", wk.term, d)})
 	w.mu.Unlock()
 	if d > 0 {
-		t := time.NewTimer(d)
+		// On its process's clock: a paused process's work is paused.
+		t := c.clk.NewTimer(d)
 		select {
-		case <-t.C:
+		case <-t.C():
 		case <-c.killed:
 		}
 		t.Stop()
@@ -722,6 +760,15 @@ func (w *world) workStarted(c *inc, uid types.UID) *work {
 				other.c.client, c.client)})
 			continue
 		}
+		if dl := other.c.lastWinSent.Add(w.t.RenewDeadline); other.c.pausedBetweenLocked(dl, now) {
+			// The hole no lease closes (doc.go): the other process was
+			// paused at or after its renew deadline, so it could not
+			// cancel its work, or its work could not return, in time.
+			w.res.ExcusedPaused++
+			w.hist.add(entry{kind: evWork, who: c.client, what: fmt.Sprintf("starts while %s's work still runs: excused, %s was paused after its renew deadline (%s)",
+				other.c.client, other.c.client, fmtDur(dl.Sub(w.start)))})
+			continue
+		}
 		if !other.cancelledAt.IsZero() && now.Sub(other.cancelledAt) > w.t.Margin() {
 			w.res.ExcusedOverdue++
 			w.hist.add(entry{kind: evWork, who: c.client, what: fmt.Sprintf("starts while %s's work, cancelled %v ago (more than the safety margin %v), still runs: allowed",
@@ -762,7 +809,7 @@ func (c *inc) newLeader(string) {
 	if c.newLeaderCalls.Add(1) > 1 {
 		c.w.violate(VCallback, c.client, "OnNewLeader called while another call of it still ran")
 	}
-	time.Sleep(5 * time.Millisecond)
+	c.clk.Sleep(5 * time.Millisecond)
 	c.newLeaderCalls.Add(-1)
 }
 
@@ -793,7 +840,7 @@ func (c *inc) stopped() {
 		// A term lost (not stepping down: Run not cancelled, no yield
 		// asked for) gives its work the safety margin, no more.
 		w.res.Checks++
-		if late := time.Since(wk.cancelledAt) - w.t.Margin(); !c.cancelled && !wk.mayStepDown && !wk.cancelledAt.IsZero() && late > graceSlack {
+		if late := time.Since(wk.cancelledAt) - w.t.Margin() - c.pausedWithinLocked(wk.cancelledAt, time.Now()); !c.cancelled && !wk.mayStepDown && !wk.cancelledAt.IsZero() && late > graceSlack {
 			w.violateLocked(VCallback, c.client, fmt.Sprintf("the work of lost term %d still runs and OnStoppedLeading was called %v after the safety margin %v ran out",
 				wk.term, late, w.t.Margin()))
 		}
@@ -860,6 +907,10 @@ func (w *world) op(f Fault) {
 	switch f.Kind {
 	case KindCancel, KindCrash:
 		c := target()
+		if c != nil && f.Kind == KindCancel && w.deferLocked(c, f) {
+			w.mu.Unlock()
+			return
+		}
 		w.mu.Unlock()
 		if c == nil {
 			w.hist.add(entry{kind: evOp, who: "sim", what: "  (no such candidate running)"})
@@ -871,6 +922,10 @@ func (w *world) op(f Fault) {
 		return
 	case KindYield:
 		c := target()
+		if c != nil && w.deferLocked(c, f) {
+			w.mu.Unlock()
+			return
+		}
 		if c != nil && c.work != nil {
 			c.work.mayStepDown = true
 		}
@@ -899,6 +954,14 @@ func (w *world) op(f Fault) {
 		return
 	case KindRefuse, KindLatency, KindStall, KindWatchLag, KindLoseAnswer:
 		w.addFaultLocked(f)
+		w.mu.Unlock()
+		return
+	case KindPause:
+		if c := target(); c == nil || c.crashed {
+			w.hist.add(entry{kind: evOp, who: "sim", what: "  (no such candidate running)"})
+		} else {
+			w.pauseLocked(c, f)
+		}
 		w.mu.Unlock()
 		return
 	case KindWatchOutage, KindPartition, KindWatchDrop:
@@ -1018,9 +1081,9 @@ func (w *world) yield(c *inc, to string, quiet bool) {
 	called := time.Now()
 	var answered atomic.Bool
 	w.hist.add(entry{kind: evRun, who: c.client, what: fmt.Sprintf("Yield(%q) called", to)})
-	w.push(called.Add(w.t.YieldBound()), func() {
-		w.mu.Lock()
-		defer w.mu.Unlock()
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.afterRunTimeLocked(c, called, w.t.YieldBound(), func() {
 		w.res.Checks++
 		if !answered.Load() {
 			sig, why := VYield, ""

@@ -123,6 +123,8 @@ func run(t *testing.T, kept []int) {
 		checks, requests    int
 		busiest             int
 		overdue, blind      int
+		paused, samples     int
+		lateFailed          int
 		crashed             int
 		coordSeeds, assigns int
 		assignedConflicts   int
@@ -164,6 +166,9 @@ func run(t *testing.T, kept []int) {
 			requests += res.Requests
 			overdue += res.ExcusedOverdue
 			blind += res.ExcusedBlind
+			paused += res.ExcusedPaused
+			samples += res.CheckSamples
+			lateFailed += res.LateFailed
 			crashed += res.ExcusedCrashed
 			assigns += res.Assignments
 			assignedConflicts += res.ExcusedAssigned
@@ -247,8 +252,10 @@ func run(t *testing.T, kept []int) {
 		fmt.Fprintf(&sum, "invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d with a work of a crashed process\n",
 			checks, overdue, crashed)
 	} else {
-		fmt.Fprintf(&sum, "invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d after a hand deletion with a leader that never saw the Lease\n",
-			checks, overdue, blind)
+		fmt.Fprintf(&sum, "invariant checks: %d; overlaps the contract allows: %d with a work past the safety margin, %d after a hand deletion with a leader that never saw the Lease, %d with a work whose process was paused past its renew deadline\n",
+			checks, overdue, blind, paused)
+		fmt.Fprintf(&sum, "paused processes: %d pauses; %d calls of Check at a paused leader's resumption; %d renewals sent past the deadline that did not land (counted apart)\n",
+			faults[sim.KindPause], samples, lateFailed)
 		fmt.Fprintf(&sum, "coordinated election: %d of %d worlds, %d assignments by the election controller; %d identity conflicts after an assignment and %d hung works' returns counted as disturbances (counted apart only in plans that are not strict: none since the fixes)\n",
 			coordSeeds, ran, assigns, assignedConflicts, hungReturns)
 	}
