@@ -78,8 +78,10 @@
 // incarnation with its own client and identity, under starts, cancels
 // (ReleaseOnCancel drawn per member), crashes with restarts, hand
 // deletions of the assignment Lease and of member Leases, refusals,
-// latency, stalls, partitions, closed, expired and unavailable watches,
-// compaction, and works that ignore their ctx until a fault heals. Its
+// latency, stalls, partitions, lost answers, closed, expired, dropped,
+// lagging and unavailable watches, compaction, clocks set apart by up to
+// four lease durations (half the plans), and works that ignore their ctx
+// until a fault heals. Its
 // invariants: overlap, at most one running work per shard (from
 // OnShardStarted's call until it returns), excusing only a work whose
 // process crashed (it dies with it) and one cancelled more than the
