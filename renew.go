@@ -69,9 +69,14 @@ func (r *run) renew(ctx context.Context, lastSent instant, by time.Time) (instan
 			return sent, err
 		}
 		// Still ours (a write whose answer we lost, or a label edit):
-		// retry once at once from the fresh copy.
+		// retry once at once from the fresh copy, unless the deadline
+		// passed meanwhile (a pause as the re-read was answered): a
+		// renewal sent then could land on a term that is over.
 		if attempt == 2 {
 			return sent, fmt.Errorf("renew conflicted twice on a lease that is still ours")
+		}
+		if leaderTimeLeft(lastSent, e.now(), e.t.renewDeadline, by) <= 0 {
+			return sent, fmt.Errorf("renew conflicted, and the renew deadline or the end of the step-down passed during the re-read: %w", err)
 		}
 	}
 }

@@ -9,7 +9,10 @@ import (
 	"testing/synctest"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 
 	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
@@ -507,4 +510,76 @@ func TestRenewalConflictDuringStepDownEndsByTheBound(t *testing.T) {
 		}
 		close(a.hold)
 	})
+}
+
+// A renewal that met 409 re-reads the Lease; if the process was paused
+// as the re-read's answer came back, the renew deadline may have passed
+// by its clock when it resumes. It sends no second renewal then: the term
+// is over, whatever the re-read said. (Found by the simulator's
+// paused-process fault, seeds 971 and 1300: the second renewal went out
+// at once, with no time left on its timeout, and could land on a term
+// whose deadline had passed.)
+func TestNoRenewalAfterADeadlinePassedDuringTheReread(t *testing.T) {
+	synctest.Test(t, func(t *testing.T) {
+		h := newHarness(t)
+		var rereading, paused atomic.Bool
+		h.clientFor = func(id string) coordinationv1client.LeasesGetter {
+			return pauseAfterGet{inner: h.srv.Client(id), pause: func() {
+				if rereading.CompareAndSwap(true, false) {
+					// Answered; the process is paused before it reads
+					// the answer: its clock jumps past the deadline.
+					h.clock.Step(11 * time.Second)
+					paused.Store(true)
+				}
+			}}
+		}
+		a := h.candidate("a").start()
+		a.waitLeader()
+		var armed atomic.Bool
+		h.srv.AddHook(func(ctx context.Context, r leaseholdtest.Request) error {
+			switch {
+			case r.Client != "a":
+			case r.Verb == "update" && paused.Load():
+				t.Errorf("a renewal sent after the renew deadline passed during the re-read")
+			case r.Verb == "update" && armed.CompareAndSwap(true, false):
+				// A hand edit moves the version just before this
+				// renewal lands: it meets 409, and the Lease stays ours.
+				edited := h.lease().DeepCopy()
+				edited.Labels = map[string]string{"edited": "by-hand"}
+				h.srv.Put(edited)
+				rereading.Store(true)
+			}
+			return nil
+		})
+		armed.Store(true)
+		err := a.returnsWithin(30 * time.Second)
+		if !paused.Load() {
+			t.Fatal("the re-read never came: the test did not reach its case")
+		}
+		if !errors.Is(err, ErrLeaderLost) {
+			t.Fatalf("Run = %v, want the term lost at the renew deadline:\n%s", err, a.logs)
+		}
+	})
+}
+
+// pauseAfterGet calls pause after each Get is answered, before the
+// caller reads the answer.
+type pauseAfterGet struct {
+	inner coordinationv1client.LeasesGetter
+	pause func()
+}
+
+func (p pauseAfterGet) Leases(ns string) coordinationv1client.LeaseInterface {
+	return pauseAfterGetLeases{LeaseInterface: p.inner.Leases(ns), pause: p.pause}
+}
+
+type pauseAfterGetLeases struct {
+	coordinationv1client.LeaseInterface
+	pause func()
+}
+
+func (l pauseAfterGetLeases) Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error) {
+	got, err := l.LeaseInterface.Get(ctx, name, opts)
+	l.pause()
+	return got, err
 }

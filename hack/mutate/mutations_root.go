@@ -468,4 +468,15 @@ var mutations = []mutation{
 		Tests:    []string{"TestHandEditAfterManyFailedWritesIsNoIdentityConflict"},
 		Contract: true,
 	},
+	{
+		Name:  "renew-retried-past-deadline-after-reread",
+		Point: "no renewal is sent once the renew deadline has passed by this clock, even when a re-read after a conflict was answered during a pause",
+		File:  "renew.go",
+		Original: `		if leaderTimeLeft(lastSent, e.now(), e.t.renewDeadline, by) <= 0 {
+			return sent, fmt.Errorf("renew conflicted, and the renew deadline`,
+		Mutated: `		if false {
+			return sent, fmt.Errorf("renew conflicted, and the renew deadline`,
+		Tests:    []string{"TestNoRenewalAfterADeadlinePassedDuringTheReread"},
+		Contract: true,
+	},
 }
