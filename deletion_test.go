@@ -9,8 +9,12 @@ import (
 	"testing/synctest"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/ptr"
 
 	"github.com/leasehold/leasehold/internal/leaserecord"
 	"github.com/leasehold/leasehold/leaseholdtest"
@@ -382,4 +386,35 @@ func TestDeletedHoldersClaimOutlivesLaterVersions(t *testing.T) {
 			t.Fatalf("%d works at once", m)
 		}
 	})
+}
+
+// A version of a new object (another UID) means the object in the view
+// was deleted, even when the deletion itself was never seen: a watch
+// resumed after an outage delivers the other holder's last renewals,
+// the deletion and a new object at one instant, and the newest-wins
+// mailbox hands on only the newest, here released. The deleted holder's
+// claim runs from now, and no work starts here before it has run out.
+// (Found by the simulator, seed 1148 with paused processes: c1 took the
+// released Lease and started working 71ms after c3's work was cancelled,
+// while it still ran.)
+func TestUnseenDeletionOfAnotherHoldersLeaseKeepsItsClaim(t *testing.T) {
+	r := benchRun(t, "c1", &stubLeases{})
+	now := r.e.clock.Now()
+	version := func(uid, rv, holder string) *coordinationv1.Lease {
+		stamp := metav1.NewMicroTime(now)
+		return &coordinationv1.Lease{ObjectMeta: metav1.ObjectMeta{Namespace: testNS, Name: testName, UID: types.UID(uid), ResourceVersion: rv},
+			Spec: coordinationv1.LeaseSpec{HolderIdentity: ptr.To(holder), AcquireTime: &stamp, RenewTime: &stamp, LeaseDurationSeconds: ptr.To[int32](15)}}
+	}
+	held := version("u1", "333", "c3")
+	if err := r.observe(observation{lease: held}); err != nil {
+		t.Fatal(err)
+	}
+	created := version("u2", "335", "c2")
+	released := version("u2", "336", "")
+	if err := r.observe(observation{lease: released, superseded: []*coordinationv1.Lease{held, created}}); err != nil {
+		t.Fatal(err)
+	}
+	if left := r.holdUntil.Sub(r.e.clock.Now()); left < 14*time.Second {
+		t.Fatalf("no work may start for c3's claim, 15s from now; held back for %v", left)
+	}
 }

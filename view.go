@@ -50,6 +50,15 @@ func (r *run) observe(obs observation) error {
 		return nil
 	}
 	r.e.coord.noteSuperseded(r, obs.superseded, now) // coordinated election (coordinated.go); no-op when nil
+	if prev := v.lease; prev != nil && !v.gone && prev.UID != "" && obs.lease.UID != "" && prev.UID != obs.lease.UID {
+		// Another object: the one in the view was deleted, unseen (a
+		// watch resumed after an outage, its deletion superseded in the
+		// mailbox, or a relist). Its holder may still work: the deletion
+		// rule applies, its claim counted from now.
+		if h := leaserecord.Holder(prev); h != "" && h != r.e.lock.Identity {
+			r.markGone(nil, false)
+		}
+	}
 	r.noteVersionless(obs.lease)
 	prev := v.lease
 	v.lease, v.gone, v.observedAt = obs.lease, false, now

@@ -479,4 +479,13 @@ var mutations = []mutation{
 		Tests:    []string{"TestNoRenewalAfterADeadlinePassedDuringTheReread"},
 		Contract: true,
 	},
+	{
+		Name:     "unseen-deletion-forgets-claim",
+		Point:    "a version of another object means the one in the view was deleted: its holder's claim runs from now, even when the deletion was never seen",
+		File:     "view.go",
+		Original: `prev.UID != obs.lease.UID {`,
+		Mutated:  `prev.UID != obs.lease.UID && false {`,
+		Tests:    []string{"TestUnseenDeletionOfAnotherHoldersLeaseKeepsItsClaim"},
+		Contract: true,
+	},
 }
