@@ -323,16 +323,25 @@ func (s *state) desired(now time.Time) (next *assignment, fence string, wake tim
 	// so that nobody targets it again before its Lease is released; a
 	// member with none takes its share.
 	present := s.live(now)
-	if t.leaving {
+	switch {
+	case t.leaving && s.selfSeen():
 		next.leaving[self] = true
-	} else {
+	case t.leaving:
+		// Its Lease is gone or fenced: nobody targets it any more, and
+		// the proposer forgets the mark; writing it back would undo
+		// the proposer's write without end.
+	default:
 		delete(next.leaving, self) // a new term: back in the group
 	}
 	live := slices.DeleteFunc(slices.Clone(present), func(id string) bool { return next.leaving[id] })
 	if len(live) > 0 && live[0] == self {
-		// The proposer forgets leavers once they are gone.
+		// The proposer forgets leavers once they are gone: their Lease
+		// deleted, released or fenced. A leaver whose Lease is still
+		// held keeps its mark even when it renews no more (its term
+		// lost while a work hangs): it writes the mark back while it
+		// sees its Lease held.
 		for id := range next.leaving {
-			if !slices.Contains(present, id) {
+			if !slices.Contains(present, id) && s.leaseGone(id) {
 				delete(next.leaving, id)
 			}
 		}

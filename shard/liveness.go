@@ -128,6 +128,13 @@ func (s *state) live(now time.Time) []string {
 	return out
 }
 
+// leaseGone reports whether member id's Lease, as last seen, is absent
+// (deleted or released), no longer held by id (fenced), or never seen.
+func (s *state) leaseGone(id string) bool {
+	mv := s.members[s.leaseName(id)]
+	return mv == nil || mv.absent || leaserecord.Holder(mv.lease) != id
+}
+
 // selfSeen reports whether the others can see this member live: its own
 // member Lease, as the group watch last showed it, is present and names
 // it holder (or has not been seen yet: a term that just began). A member
