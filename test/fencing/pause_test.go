@@ -11,6 +11,7 @@ import (
 	"strconv"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"syscall"
 	"testing"
 	"time"
@@ -240,7 +241,12 @@ func TestPausedLeaderEveryWriteRefused(t *testing.T) {
 	}
 	stoppedAt := time.Now()
 	admitted := make(chan leasehold.Term, 1)
+	// For the failure message: when b started leading, and its last
+	// refused write.
+	var bLedAfter atomic.Int64
+	var bLastRefusal atomic.Value
 	startElector(t, electorOpts{ns: ns, id: "b", work: func(ctx context.Context) {
+		bLedAfter.Store(int64(time.Since(stoppedAt)))
 		term, _ := leasehold.TermFromContext(ctx)
 		cm := configMap(t, ns, "b-own", nil)
 		if err := fence.Stamp(ctx, cm); err != nil {
@@ -259,6 +265,7 @@ func TestPausedLeaderEveryWriteRefused(t *testing.T) {
 				t.Errorf("b's write: %v", err)
 				return
 			}
+			bLastRefusal.Store(err.Error())
 			time.Sleep(5 * time.Millisecond)
 		}
 		<-ctx.Done()
@@ -267,7 +274,13 @@ func TestPausedLeaderEveryWriteRefused(t *testing.T) {
 	select {
 	case bTerm = <-admitted:
 	case <-time.After(20 * time.Second):
-		t.Fatal("b did not take over and write within 20s")
+		led := "b never led"
+		if d := bLedAfter.Load(); d != 0 {
+			led = fmt.Sprintf("b led %v after SIGSTOP", time.Duration(d))
+		}
+		l, err := admin.CoordinationV1().Leases(ns).Get(ctx, leaseName, metav1.GetOptions{})
+		t.Fatalf("b did not take over and write within 20s: %s; its last refused write: %v; the Lease now: %+v (%v)",
+			led, bLastRefusal.Load(), l, err)
 	}
 	target, err := admin.CoreV1().ConfigMaps(ns).Get(ctx, "target", metav1.GetOptions{})
 	if err != nil {
