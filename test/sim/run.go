@@ -78,9 +78,9 @@ type Result struct {
 	// ExcusedAssigned counts identity conflicts after the controller
 	// wrote the Lease naming the identity (an open finding).
 	ExcusedAssigned int
-	// HungReturns counts, in a coordinated world, works that returned
-	// past the safety margin after their cancellation, counted as
-	// disturbances (an open finding).
+	// HungReturns counts works that returned past the safety margin
+	// after their cancellation, counted as disturbances (their process
+	// campaigns only then).
 	HungReturns int
 	Requests    int
 	// BusiestMinute is the most requests one incarnation not caught
