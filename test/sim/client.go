@@ -303,8 +303,15 @@ func (w *world) answerLost(c *inc) bool {
 func (w *world) watchFaults(i int) (time.Duration, chan struct{}) {
 	w.mu.Lock()
 	defer w.mu.Unlock()
+	return watchFaultsOf(w.active, i)
+}
+
+// watchFaultsOf returns, among the active faults, the watch lag for slot
+// i and, under a partition, the channel closed when it heals; both worlds
+// use it.
+func watchFaultsOf(active []*activeFault, i int) (time.Duration, chan struct{}) {
 	var lag time.Duration
-	for _, a := range w.active {
+	for _, a := range active {
 		if a.f.Target >= 0 && a.f.Target != i {
 			continue
 		}

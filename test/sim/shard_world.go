@@ -804,24 +804,6 @@ func (w *shardWorld) activeLocked(k Kind, i int) *activeFault {
 	return nil
 }
 
-// watchFaultsLocked returns the watch lag for slot i and, under a
-// partition, the channel closed when it heals.
-func (w *shardWorld) watchFaultsLocked(i int) (time.Duration, chan struct{}) {
-	var lag time.Duration
-	for _, a := range w.active {
-		if a.f.Target >= 0 && a.f.Target != i {
-			continue
-		}
-		switch a.f.Kind {
-		case KindPartition:
-			return 0, a.healed
-		case KindWatchLag:
-			lag = max(lag, a.f.Max)
-		}
-	}
-	return lag, nil
-}
-
 // answerLost reports whether the answer to c's write just served is lost.
 func (w *shardWorld) answerLost(c *minc) bool {
 	w.mu.Lock()
@@ -1010,7 +992,7 @@ func (f *shardWatch) run() {
 			}
 		}
 		w.mu.Lock()
-		lag, hold := w.watchFaultsLocked(f.c.s.i)
+		lag, hold := watchFaultsOf(w.active, f.c.s.i)
 		w.mu.Unlock()
 		if hold != nil {
 			select {
